@@ -1,0 +1,61 @@
+"""jido: single-node agents — actions that double as LLM tools, CloudEvents signals,
+routing, a bus, stateful agents, skills, sensors and state stores.
+
+``jido`` never imports ``foundation``; the cluster layer builds on it, not the reverse.
+"""
+
+from jido._errors import (
+    AgentNotFoundError,
+    AgentStoppedError,
+    CancelledError,
+    CompensationError,
+    DefinitionError,
+    ExecutionError,
+    FencedError,
+    JidoError,
+    MailboxFullError,
+    PayloadTooLargeError,
+    RoutingError,
+    SignalError,
+    StateError,
+    StoreError,
+    TimeoutError,
+    ValidationError,
+)
+
+# --- actions (begin) ---
+# --- actions (end) ---
+
+# --- signals (begin) ---
+# --- signals (end) ---
+
+# --- agents (begin) ---
+# --- agents (end) ---
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # errors
+    "AgentNotFoundError",
+    "AgentStoppedError",
+    "CancelledError",
+    "CompensationError",
+    "DefinitionError",
+    "ExecutionError",
+    "FencedError",
+    "JidoError",
+    "MailboxFullError",
+    "PayloadTooLargeError",
+    "RoutingError",
+    "SignalError",
+    "StateError",
+    "StoreError",
+    "TimeoutError",
+    "ValidationError",
+    # --- actions __all__ (begin) ---
+    # --- actions __all__ (end) ---
+    # --- signals __all__ (begin) ---
+    # --- signals __all__ (end) ---
+    # --- agents __all__ (begin) ---
+    # --- agents __all__ (end) ---
+]
