@@ -30,6 +30,7 @@ from jido._errors import (
 # --- signals (end) ---
 
 # --- agents (begin) ---
+from jido._store import Checkpoint, CorruptCheckpointError, MemoryStore, SQLiteStore, StateStore
 # --- agents (end) ---
 
 __version__ = "0.1.0"
@@ -57,5 +58,10 @@ __all__ = [
     # --- signals __all__ (begin) ---
     # --- signals __all__ (end) ---
     # --- agents __all__ (begin) ---
+    "Checkpoint",
+    "CorruptCheckpointError",
+    "MemoryStore",
+    "SQLiteStore",
+    "StateStore",
     # --- agents __all__ (end) ---
 ]

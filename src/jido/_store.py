@@ -1,0 +1,636 @@
+"""State stores: where agents' checkpoints live.
+
+A :class:`StateStore` maps a key (usually the agent id) to the latest :class:`Checkpoint` of
+that agent. The runtime saves a checkpoint after a command (or every N commands, or on stop)
+and loads it when the agent starts again. Two backends ship with ``jido``:
+
+* :class:`MemoryStore` — a dict in the process (tests, ephemeral agents);
+* :class:`SQLiteStore` — one SQLite file in WAL mode, written from a dedicated thread with
+  group commit, so the event loop never blocks on disk.
+
+The cluster layer adds a store on a replicated key-value bucket behind the same interface.
+
+Fencing: every checkpoint carries an ``epoch`` (the owner's generation). A store refuses a
+``save`` whose epoch is lower than the epoch already stored for that key and raises
+:class:`~jido.FencedError`: a newer owner has taken the agent over, and the writer must stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import re
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from enum import Enum
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+import msgspec
+from pydantic import BaseModel
+
+from jido._errors import FencedError, StoreError, ValidationError
+
+__all__ = [
+    "Checkpoint",
+    "CorruptCheckpointError",
+    "MemoryStore",
+    "SQLiteStore",
+    "StateStore",
+]
+
+
+class CorruptCheckpointError(StoreError):
+    """A stored checkpoint cannot be decoded.
+
+    ``details['key']`` names the key and ``details['reason']`` says what is wrong. Retrying
+    does not help: delete the key (``await store.delete(key)``) or restore it from a backup.
+    """
+
+    type = "corrupt_checkpoint"
+    default_retryable = False
+
+
+class Checkpoint(msgspec.Struct, omit_defaults=True):
+    """A snapshot of one agent, as saved in a :class:`StateStore`.
+
+    Fields:
+
+    * ``state`` — the agent's state as a plain dict (``state_model.model_dump()``); it is
+      validated against the state model again when restored.
+    * ``agent_type`` — the agent's type name, so a restore can check it has the right class.
+    * ``seq`` — the number of commands applied so far (monotonic per agent).
+    * ``meta`` — free-form metadata committed in the same write as the state (the cluster layer
+      keeps the position of the last applied stream message here).
+    * ``epoch`` — the owner's generation, used for fencing: a store refuses to overwrite a
+      checkpoint with one of a lower epoch (see :class:`StateStore`). ``0`` when unused.
+    * ``saved_at`` — wall-clock time (seconds since the Unix epoch) the checkpoint was taken.
+
+    Values inside ``state`` and ``meta`` must be plain data: ``dict``, ``list``, ``tuple``,
+    ``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes``, ``datetime``/``date``/``time``,
+    ``UUID``, ``Decimal``, enums, sets and pydantic models (stored as their JSON dump).
+    Encoding uses msgpack (``to_bytes`` / ``from_bytes``), which keeps ``bytes`` and datetimes.
+    """
+
+    state: dict[str, Any]
+    agent_type: str
+    seq: int = 0
+    meta: dict[str, Any] = msgspec.field(default_factory=dict)
+    epoch: int = 0
+    saved_at: float = msgspec.field(default_factory=time.time)
+
+    def to_bytes(self) -> bytes:
+        """Encode to the compact binary form stored by the backends.
+
+        Raises :class:`~jido.StoreError` (not retryable) if a value is not plain data.
+        """
+        try:
+            return _encode(self)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            raise StoreError(
+                f"checkpoint of agent type {self.agent_type!r} cannot be encoded: {exc}. "
+                "Keep agent state to plain data (dicts, lists, str, numbers, bool, None, bytes, "
+                "datetimes, UUIDs, enums, pydantic models).",
+                details={"agent_type": self.agent_type, "reason": str(exc)},
+                retryable=False,
+                cause=exc,
+            ) from exc
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, *, key: str = "") -> Checkpoint:
+        """Decode bytes produced by :meth:`to_bytes`.
+
+        Raises :class:`CorruptCheckpointError` (naming ``key``) if the bytes are not a checkpoint.
+        """
+        try:
+            return _decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+            raise CorruptCheckpointError(
+                f"stored checkpoint for key {key!r} is unreadable ({exc}). Delete it with "
+                "`await store.delete(key)` or restore it from a backup.",
+                details={"key": key, "reason": str(exc), "size": len(data)},
+                cause=exc,
+            ) from exc
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, Enum):  # pragma: no cover - msgspec encodes enums natively
+        return obj.value
+    raise TypeError(f"unsupported type {type(obj).__qualname__}")
+
+
+_encode: Final[Callable[[Any], bytes]] = msgspec.msgpack.Encoder(enc_hook=_enc_hook).encode
+_decoder: Final = msgspec.msgpack.Decoder(Checkpoint)
+
+
+def _check_key(key: object) -> str:
+    if type(key) is not str or not key:
+        raise ValidationError(
+            f"a state store key must be a non-empty string, got {key!r}",
+            details={"key": repr(key)},
+        )
+    return key
+
+
+def _check_checkpoint(checkpoint: object) -> Checkpoint:
+    if not isinstance(checkpoint, Checkpoint):
+        raise ValidationError(
+            f"save() takes a jido.Checkpoint, got {type(checkpoint).__qualname__}",
+            details={"got": type(checkpoint).__qualname__},
+        )
+    return checkpoint
+
+
+def _fenced(key: str, epoch: int, stored_epoch: int) -> FencedError:
+    return FencedError(
+        f"checkpoint for key {key!r} refused: its epoch {epoch} is older than the stored "
+        f"epoch {stored_epoch}. Another owner has taken this agent over; stop this copy.",
+        details={"key": key, "epoch": epoch, "stored_epoch": stored_epoch},
+    )
+
+
+def _closed(store: StateStore) -> StoreError:
+    return StoreError(
+        f"{type(store).__name__} is closed. Call `await store.open()` again or use "
+        "`async with store:` around its use.",
+        retryable=False,
+    )
+
+
+class StateStore(ABC):
+    """Where agent checkpoints are kept: one latest :class:`Checkpoint` per key.
+
+    Implement ``load``, ``save`` and ``delete``; override ``open`` / ``close`` when the store
+    holds resources (they are idempotent no-ops here). A store is an async context manager:
+    ``async with store: ...`` opens and closes it.
+
+    Contract every backend keeps (checked by one shared test suite):
+
+    * ``load`` of a missing key returns ``None``; a stored value that cannot be decoded raises
+      :class:`CorruptCheckpointError` (never returns garbage, never silently drops it).
+    * ``save`` replaces the key's checkpoint atomically; once it returns, a ``load`` (also from
+      a new store on the same backing data) returns an equal checkpoint. Saves issued one after
+      another from the same task are applied in that order.
+    * **Fencing**: if the stored checkpoint has a higher ``epoch`` than the one being saved,
+      ``save`` raises :class:`~jido.FencedError` and changes nothing. The check and the write
+      are one atomic step. The runtime treats it as final: it rolls back the command, fails
+      the caller with ``FencedError`` and stops the agent at once. ``delete`` is not fenced.
+    * Errors are typed: :class:`~jido.StoreError` (``retryable`` when a retry may help),
+      :class:`CorruptCheckpointError`, :class:`~jido.FencedError`,
+      :class:`~jido.ValidationError` for a bad key or argument.
+    """
+
+    async def open(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Acquire resources (files, connections). Idempotent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Release resources after finishing pending writes. Idempotent."""
+
+    @abstractmethod
+    async def load(self, key: str) -> Checkpoint | None:
+        """Return the latest checkpoint saved under ``key``, or ``None`` if there is none."""
+
+    @abstractmethod
+    async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` under ``key``, replacing the previous one.
+
+        Raises :class:`~jido.FencedError` if the stored checkpoint has a higher epoch.
+        """
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the checkpoint under ``key``; deleting a missing key is not an error."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class MemoryStore(StateStore):
+    """A :class:`StateStore` in process memory, for tests and agents that need no durability.
+
+    Checkpoints are kept encoded, so a loaded checkpoint never shares objects with the saved
+    one (mutating either is safe) and state that a durable store could not encode fails here
+    too. Usable without ``open()``; after ``close()`` it refuses calls until opened again.
+    ``close()`` keeps the data: reopening the same instance finds it again.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[int, bytes]] = {}
+        self._closed = False
+
+    async def open(self) -> None:
+        """Make the store usable (again). Idempotent."""
+        self._closed = False
+
+    async def close(self) -> None:
+        """Refuse further calls until ``open()``; the data is kept. Idempotent."""
+        self._closed = True
+
+    async def load(self, key: str) -> Checkpoint | None:
+        """Return the latest checkpoint under ``key``, or ``None``."""
+        if self._closed:
+            raise _closed(self)
+        entry = self._data.get(_check_key(key))
+        if entry is None:
+            return None
+        return Checkpoint.from_bytes(entry[1], key=key)
+
+    async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` under ``key``; raises ``FencedError`` on an older epoch."""
+        if self._closed:
+            raise _closed(self)
+        _check_key(key)
+        epoch = _check_checkpoint(checkpoint).epoch
+        blob = checkpoint.to_bytes()
+        current = self._data.get(key)
+        if current is not None and current[0] > epoch:
+            raise _fenced(key, epoch, current[0])
+        self._data[key] = (epoch, blob)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` (no error if missing)."""
+        if self._closed:
+            raise _closed(self)
+        self._data.pop(_check_key(key), None)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """Return the stored keys starting with ``prefix``, sorted."""
+        if self._closed:
+            raise _closed(self)
+        return sorted(k for k in self._data if k.startswith(prefix))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLite
+
+_TABLE_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_COLUMNS: Final = ("key", "epoch", "seq", "agent_type", "data")
+
+_OP_SAVE: Final = 0
+_OP_DELETE: Final = 1
+_OP_LOAD: Final = 2
+_OP_KEYS: Final = 3
+_OP_PING: Final = 4
+_OP_CLOSE: Final = 5
+
+_Job = tuple[int, str, Any, asyncio.Future[Any] | None]
+_Result = tuple[asyncio.Future[Any], BaseException | None, Any]
+
+
+def _resolve(results: list[_Result]) -> None:
+    for fut, exc, value in results:
+        if fut.done():  # the caller gave up (cancelled); the work itself was still done
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
+
+
+def _deliver(results: list[_Result]) -> None:
+    """Hand results to the event loops that wait for them (one wake-up per loop)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
+    for item in results:
+        by_loop.setdefault(item[0].get_loop(), []).append(item)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, items)
+
+
+def _sql_error(action: str, path: str, exc: BaseException) -> StoreError:
+    return StoreError(
+        f"SQLite store at {path!r} failed to {action}: {exc}. Check the file, free disk space "
+        "and permissions; the operation was not applied.",
+        details={"path": path, "action": action, "reason": str(exc)},
+        cause=exc,
+    )
+
+
+class _SQLiteWorker(threading.Thread):
+    """The one thread that owns the SQLite connection.
+
+    It takes jobs from a queue, groups consecutive writes into one transaction (group commit)
+    and hands results back to the waiting event loop in one wake-up per batch.
+    """
+
+    def __init__(self, store: SQLiteStore, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._path = store.path
+        self._table = store.table
+        self._synchronous = store.synchronous
+        self._busy_timeout = store.busy_timeout
+        self._max_batch = store.max_batch
+        self._conn: sqlite3.Connection | None = None
+        self._open_error: BaseException | None = None
+        t = self._table
+        self._sql_save = (
+            f"INSERT INTO {t} (key, epoch, seq, agent_type, data) VALUES (?, ?, ?, ?, ?) "
+            f"ON CONFLICT(key) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, "
+            f"agent_type = excluded.agent_type, data = excluded.data "
+            f"WHERE excluded.epoch >= {t}.epoch"
+        )
+        self._sql_epoch = f"SELECT epoch FROM {t} WHERE key = ?"
+        self._sql_delete = f"DELETE FROM {t} WHERE key = ?"
+        self._sql_load = f"SELECT data FROM {t} WHERE key = ?"
+        self._sql_keys = f"SELECT key FROM {t} WHERE substr(key, 1, ?) = ? ORDER BY key"
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, timeout=self._busy_timeout, check_same_thread=True
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._table} ("
+                "key TEXT PRIMARY KEY NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL, "
+                "agent_type TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID"
+            )
+            cols = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({self._table})"))
+            if cols != _COLUMNS:
+                raise StoreError(
+                    f"table {self._table!r} in {self._path!r} exists with columns {cols}, not "
+                    f"{_COLUMNS}. Use another table name (SQLiteStore(path, table=...)) or "
+                    "another file.",
+                    details={"path": self._path, "table": self._table, "columns": list(cols)},
+                    retryable=False,
+                )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # -- main loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._conn = self._connect()
+        except StoreError as exc:
+            self._open_error = exc
+        except (sqlite3.Error, OSError) as exc:
+            self._open_error = _sql_error("open", self._path, exc)
+            self._open_error.retryable = False
+        get, get_nowait, empty = self.jobs.get, self.jobs.get_nowait, queue.Empty
+        running = True
+        while running:
+            batch = [get()]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(get_nowait())
+                except empty:
+                    break
+            results: list[_Result] = []
+            try:
+                running = self._process(batch, results)
+            except Exception as exc:  # pragma: no cover - a bug here must not strand callers
+                answered = {id(r[0]) for r in results}
+                err = StoreError(f"internal error in the SQLite store thread: {exc!r}", cause=exc)
+                results.extend(
+                    (f, err, None) for *_, f in batch if f is not None and id(f) not in answered
+                )
+            finally:
+                if results:
+                    _deliver(results)
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _process(self, batch: list[_Job], results: list[_Result]) -> bool:
+        conn = self._conn
+        if conn is None:
+            err = self._open_error
+            for op, _key, _arg, fut in batch:
+                if fut is not None:
+                    results.append((fut, None if op == _OP_CLOSE else err, None))
+                if op == _OP_CLOSE:
+                    return False
+            return True
+        pending: list[_Result] = []  # writes in the open transaction, resolved at commit
+        for op, key, arg, fut in batch:
+            if op <= _OP_DELETE:
+                if not pending:
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                    except sqlite3.Error as exc:
+                        assert fut is not None
+                        results.append((fut, _sql_error("begin a write", self._path, exc), None))
+                        continue
+                assert fut is not None
+                pending.append(self._write(conn, op, key, arg, fut))
+                continue
+            if pending:
+                self._commit(conn, pending, results)
+                pending = []
+            if op == _OP_CLOSE:
+                if fut is not None:
+                    results.append((fut, None, None))
+                return False
+            assert fut is not None
+            results.append(self._read(conn, op, key, arg, fut))
+        if pending:
+            self._commit(conn, pending, results)
+        return True
+
+    def _write(
+        self, conn: sqlite3.Connection, op: int, key: str, arg: Any, fut: asyncio.Future[Any]
+    ) -> _Result:
+        try:
+            if op == _OP_SAVE:
+                epoch, seq, agent_type, blob = arg
+                cur = conn.execute(self._sql_save, (key, epoch, seq, agent_type, blob))
+                if cur.rowcount == 0:
+                    row = conn.execute(self._sql_epoch, (key,)).fetchone()
+                    return (fut, _fenced(key, epoch, row[0] if row else -1), None)
+            else:
+                conn.execute(self._sql_delete, (key,))
+        except sqlite3.Error as exc:
+            action = "save" if op == _OP_SAVE else "delete"
+            return (fut, _sql_error(f"{action} key {key!r}", self._path, exc), None)
+        return (fut, None, None)
+
+    def _commit(
+        self, conn: sqlite3.Connection, pending: list[_Result], results: list[_Result]
+    ) -> None:
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            err = _sql_error("commit", self._path, exc)
+            results.extend((fut, err, None) for fut, _e, _v in pending)
+            return
+        results.extend(pending)
+
+    def _read(
+        self, conn: sqlite3.Connection, op: int, key: str, arg: Any, fut: asyncio.Future[Any]
+    ) -> _Result:
+        try:
+            if op == _OP_LOAD:
+                row = conn.execute(self._sql_load, (key,)).fetchone()
+                if row is None:
+                    return (fut, None, None)
+                return (fut, None, Checkpoint.from_bytes(row[0], key=key))
+            if op == _OP_KEYS:
+                rows = conn.execute(self._sql_keys, (len(key), key)).fetchall()
+                return (fut, None, [r[0] for r in rows])
+            return (fut, None, None)  # ping: the connection is open
+        except CorruptCheckpointError as exc:
+            return (fut, exc, None)
+        except sqlite3.Error as exc:
+            return (fut, _sql_error(f"read key {key!r}", self._path, exc), None)
+
+
+class SQLiteStore(StateStore):
+    """A durable :class:`StateStore` in one SQLite file (WAL mode), for one node.
+
+    All SQLite work happens on one dedicated thread, so the event loop never waits for the
+    disk. Writes that arrive together are committed in one transaction (group commit), which
+    keeps many agents checkpointing at once cheap. Each checkpoint is one row
+    ``(key, epoch, seq, agent_type, data)``; the epoch check for fencing runs inside the same
+    ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement, so it is atomic, also against
+    other processes using the same file.
+
+    Durability: with ``synchronous="NORMAL"`` (the default) a completed ``save`` survives a
+    crash of the process; after a power loss or OS crash the last few commits may be rolled
+    back (the file stays consistent). ``synchronous="FULL"`` makes every commit survive power
+    loss at the cost of an ``fsync`` per commit group.
+
+    ``open()`` is optional (the first call opens the file); ``close()`` finishes pending
+    writes, closes the file and stops the thread. Use one store from one event loop at a time.
+
+    Args:
+        path: the database file (created if missing). ``":memory:"`` gives a private,
+            non-durable database.
+        table: table name (letters, digits, ``_``); several stores can share a file.
+        synchronous: SQLite ``synchronous`` level: ``"NORMAL"`` or ``"FULL"``.
+        busy_timeout: seconds to wait for a lock held by another process before failing.
+        max_batch: most jobs taken into one commit group.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        table: str = "checkpoints",
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 5.0,
+        max_batch: int = 256,
+    ) -> None:
+        if not _TABLE_RE.match(table):
+            raise ValidationError(
+                f"invalid table name {table!r}: use letters, digits and '_' (not first)",
+                details={"table": table},
+            )
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValidationError(
+                f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}",
+                details={"synchronous": synchronous},
+            )
+        if max_batch < 1:
+            raise ValidationError("max_batch must be at least 1", details={"max_batch": max_batch})
+        self.path: str = os.fspath(path)
+        self.table: str = table
+        self.synchronous: str = synchronous
+        self.busy_timeout: float = float(busy_timeout)
+        self.max_batch: int = max_batch
+        self._worker: _SQLiteWorker | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def _jobs(self) -> queue.SimpleQueue[_Job]:
+        worker = self._worker
+        if worker is not None:
+            return worker.jobs
+        if self._closed:
+            raise _closed(self)
+        with self._lock:
+            if self._worker is None:
+                worker = _SQLiteWorker(self, name=f"jido-sqlite-store-{id(self):x}")
+                worker.start()
+                self._worker = worker
+            return self._worker.jobs
+
+    def _submit(self, op: int, key: str, arg: Any) -> asyncio.Future[Any]:
+        jobs = self._jobs()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        jobs.put((op, key, arg, fut))
+        return fut
+
+    async def open(self) -> None:
+        """Open the file (creating the table if needed) and start the thread. Idempotent.
+
+        Raises :class:`~jido.StoreError` if the file cannot be opened.
+        """
+        self._closed = False
+        try:
+            await self._submit(_OP_PING, "", None)
+        except StoreError:
+            await self.close()
+            self._closed = False
+            raise
+
+    async def close(self) -> None:
+        """Finish pending writes, close the file and stop the thread. Idempotent."""
+        self._closed = True
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        worker.jobs.put((_OP_CLOSE, "", None, fut))
+        await fut
+        worker.join()
+
+    async def load(self, key: str) -> Checkpoint | None:
+        """Return the latest checkpoint under ``key``, or ``None``.
+
+        Raises :class:`CorruptCheckpointError` if the stored row cannot be decoded.
+        """
+        result: Checkpoint | None = await self._submit(_OP_LOAD, _check_key(key), None)
+        return result
+
+    async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` under ``key``; returns once it is committed.
+
+        Raises :class:`~jido.FencedError` if the stored checkpoint has a higher epoch. If the
+        awaiting task is cancelled, the write may still be committed.
+        """
+        _check_key(key)
+        cp = _check_checkpoint(checkpoint)
+        blob = cp.to_bytes()  # encode here: the caller may mutate the state afterwards
+        await self._submit(_OP_SAVE, key, (cp.epoch, cp.seq, cp.agent_type, blob))
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` (no error if missing)."""
+        await self._submit(_OP_DELETE, _check_key(key), None)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """Return the stored keys starting with ``prefix``, sorted."""
+        result: list[str] = await self._submit(_OP_KEYS, prefix, None)
+        return result
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r}, table={self.table!r})"
