@@ -1,0 +1,260 @@
+"""Location-transparent agent references.
+
+A :class:`ClusterRef` offers the ``call`` / ``cast`` / ``state`` of ``jido.AgentRef`` for an agent
+anywhere in the cluster. When the agent runs on the caller's node the call goes straight to the
+local runtime (no encoding, no network). Otherwise the ref finds the owner in the registry cache
+and sends one request to that node's private subject:
+
+* the owner answers ``NotOwnerError`` (the agent moved): the ref reads the registry again
+  (consistent read) and retries **once** at the new owner;
+* the owner is not a live member, or nobody listens on its subject: the ref asks its node's
+  :class:`UnreachablePolicy`. The default, :class:`FailFast`, gives up at once with
+  ``NodeUnavailableError``; a failover-aware policy may instead wait, within the caller's
+  deadline, for the agent to be re-placed and return the new record to retry against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import BaseModel, ConfigDict
+
+from foundation._errors import NodeUnavailableError, NotOwnerError
+from foundation._transport import decode_reply, encode_request
+from jido import AgentNotFoundError, JidoError, Signal, TimeoutError
+
+if TYPE_CHECKING:
+    from foundation._node import Node
+
+
+class RemoteState(BaseModel):
+    """State of an agent whose class is not known on the calling node (fields kept as sent)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class UnreachablePolicy(Protocol):
+    """What a ref does when an agent's owner cannot be reached (the failover hook).
+
+    ``on_unreachable`` gets the ref, the registry record that pointed at the unreachable owner
+    (``None`` when the agent is not registered at all), the error that would be raised, and the
+    absolute deadline (``loop.time()``) of the caller. Return a newer record to retry against it,
+    or ``None`` to raise the error.
+    """
+
+    async def on_unreachable(
+        self, ref: ClusterRef, record: Any, error: JidoError, deadline: float
+    ) -> Any | None:
+        """Decide whether (and where) to retry; ``None`` gives up with ``error``."""
+        ...
+
+
+class FailFast:
+    """The default :class:`UnreachablePolicy`: never wait, raise the typed error at once."""
+
+    async def on_unreachable(
+        self, ref: ClusterRef, record: Any, error: JidoError, deadline: float
+    ) -> Any | None:
+        """Give up: the caller gets ``error`` (``NodeUnavailableError``)."""
+        return None
+
+
+_MAX_HOPS = 8  # bound on policy-driven retries within one call
+
+
+class ClusterRef:
+    """A reference to a (clustered) agent by id, usable from any node.
+
+    ``call``, ``cast`` and ``state`` behave like those of ``jido.AgentRef`` wherever the agent
+    runs. Obtain one with ``node.spawn(...)`` or ``node.ref(agent_id)``.
+    """
+
+    __slots__ = ("_cls", "_node", "id", "tenant")
+
+    def __init__(
+        self, node: Node, agent_id: str, *, tenant: str, agent_cls: type | None = None
+    ) -> None:
+        self._node = node
+        self.id = agent_id
+        self.tenant = tenant
+        self._cls = agent_cls
+
+    def __repr__(self) -> str:
+        return f"ClusterRef({self.id!r}, node={self._node.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ClusterRef)
+            and other.id == self.id
+            and other.tenant == self.tenant
+            and other._node is self._node
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.tenant))
+
+    # -- public API --------------------------------------------------------------------------
+
+    async def call(
+        self,
+        signal: Signal,
+        *,
+        timeout: float | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Send ``signal`` and wait for the result of the command it triggers.
+
+        Raises the typed ``JidoError`` the agent (or the cluster) produced: ``TimeoutError``
+        after ``timeout`` seconds (default: the node's ``call_timeout``), ``NotOwnerError`` if the
+        agent moved twice during the call, ``NodeUnavailableError`` if its node is gone, and
+        ``AgentNotFoundError`` if no agent has this id.
+        """
+        node = self._node
+        local = node._local_ref(self.id)
+        if local is not None:
+            result: dict[str, Any] = await local.call(signal, timeout=timeout, meta=meta)
+            return result
+        budget = node.call_timeout if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + budget
+        reply = await self._remote("call", signal, deadline, meta)
+        return reply if isinstance(reply, dict) else {"result": reply}
+
+    async def cast(self, signal: Signal, *, meta: Mapping[str, Any] | None = None) -> None:
+        """Send ``signal`` without waiting for its outcome (at-most-once unless configured).
+
+        Raises ``AgentNotFoundError`` when the id is not registered and
+        ``NodeUnavailableError`` when its owner is not a live member.
+        """
+        node = self._node
+        local = node._local_ref(self.id)
+        if local is not None:
+            await local.cast(signal, meta=meta)
+            return
+        await node._cast_remote(self, signal, meta)
+
+    async def state(self, *, timeout: float | None = None) -> BaseModel:
+        """The agent's current state model (a :class:`RemoteState` if the class is unknown here)."""
+        node = self._node
+        local = node._local_ref(self.id)
+        if local is not None:
+            state: BaseModel = await local.state()
+            return state
+        budget = node.call_timeout if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + budget
+        raw = await self._remote("state", None, deadline, None)
+        cls = self._cls or node._agent_class_of(self.id)
+        model = getattr(cls, "state_model", None) if cls is not None else None
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model.model_validate(raw)
+        return RemoteState.model_validate(raw)
+
+    async def owner(self) -> str | None:
+        """Id of the node that owns the agent now (registry cache), or ``None``."""
+        record = await self._node._record_of(self.id, consistent=False)
+        return record.node if record is not None else None
+
+    # -- remote path ----------------------------------------------------------------------------
+
+    async def _remote(
+        self,
+        op: str,
+        signal: Signal | None,
+        deadline: float,
+        meta: Mapping[str, Any] | None,
+    ) -> Any:
+        node = self._node
+        loop = asyncio.get_running_loop()
+        record = await node._record_of(self.id, consistent=False)
+        if record is None:
+            record = await node._record_of(self.id, consistent=True)
+        moved_retry = False
+        for _ in range(_MAX_HOPS):
+            if record is None:
+                raise AgentNotFoundError(
+                    f"no agent {self.id!r} is registered in the cluster; spawn it first",
+                    details={"agent_id": self.id, "tenant": self.tenant},
+                )
+            if record.node == node.id:
+                local = await node._wait_local(self.id, deadline)
+                if local is not None:
+                    if op == "call":
+                        assert signal is not None
+                        return await local.call(
+                            signal, timeout=max(deadline - loop.time(), 0.001), meta=meta
+                        )
+                    return (await local.state()).model_dump(mode="json")
+                error: JidoError = NotOwnerError(
+                    f"agent {self.id!r} is assigned to this node but is not running",
+                    details={"agent_id": self.id, "node": node.id},
+                )
+            elif not node._is_live(record.node):
+                error = NodeUnavailableError(
+                    f"agent {self.id!r} is owned by node {record.node!r}, which is not a live "
+                    "member of the cluster; wait for failover or spawn it elsewhere",
+                    details={"agent_id": self.id, "node": record.node},
+                )
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise _timeout(self.id, op)
+                payload = encode_request(
+                    self.id,
+                    signal,
+                    timeout=remaining * 0.95 if op == "call" else None,
+                    meta=meta,
+                )
+                try:
+                    msg = await node.nc.request(
+                        node.subjects.node(record.node, op), payload, timeout=remaining
+                    )
+                    return decode_reply(msg.data)
+                except NotOwnerError as exc:
+                    error = exc
+                except NoRespondersError as exc:
+                    error = NodeUnavailableError(
+                        f"node {record.node!r} does not answer (no responders); it may have "
+                        "stopped or been cut off",
+                        details={"agent_id": self.id, "node": record.node},
+                        cause=exc,
+                    )
+                except NatsTimeoutError as exc:
+                    raise _timeout(self.id, op) from exc
+                except ConnectionClosedError as exc:
+                    raise NodeUnavailableError(
+                        "this node's NATS connection is closed",
+                        details={"agent_id": self.id, "node": node.id},
+                        cause=exc,
+                    ) from exc
+            if isinstance(error, NotOwnerError) and not moved_retry:
+                moved_retry = True
+                fresh = await node._record_of(self.id, consistent=True)
+                if fresh is not None and (fresh.node != record.node or fresh.node == node.id):
+                    if fresh.node == record.node == node.id:
+                        raise error
+                    record = fresh
+                    continue
+                if fresh is None:
+                    record = None
+                    continue
+            new = await node.ref_policy.on_unreachable(self, record, error, deadline)
+            if new is None:
+                raise error
+            record = new
+        raise NodeUnavailableError(
+            f"gave up reaching agent {self.id!r} after {_MAX_HOPS} attempts",
+            details={"agent_id": self.id},
+        )
+
+
+def _timeout(agent_id: str, op: str) -> TimeoutError:
+    return TimeoutError(
+        f"{op} to agent {agent_id!r} got no reply in time; retry or raise the timeout",
+        details={"agent_id": agent_id, "op": op},
+    )
+
+
+__all__ = ["ClusterRef", "FailFast", "RemoteState", "UnreachablePolicy"]

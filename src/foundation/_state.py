@@ -1,0 +1,274 @@
+"""Agent state on a JetStream KV bucket, fenced by compare-and-set.
+
+:class:`KVStateStore` is a ``jido.StateStore``: one key per agent holding the encoded
+``jido.Checkpoint`` whose ``epoch`` is the owner's fencing token.
+
+* **Activation** — before a node runs an agent it calls :meth:`KVStateStore.activate` with the
+  epoch the registry gave it. That reads the key and writes the same checkpoint back carrying the
+  new epoch by CAS (``create`` if absent, ``update(last=rev)`` otherwise). If the stored epoch is
+  already higher, or another writer wins the CAS, it raises ``jido.FencedError``: this node is not
+  the owner and must not start the agent.
+* **Every save** is ``update(last=rev)`` with the remembered revision and carries the epoch.
+  A CAS failure means someone else wrote the key (a newer owner activated it): ``save`` raises
+  ``jido.FencedError`` and the runtime stops the agent before it applies anything more.
+* ``Checkpoint.meta`` (for example the stream sequence of the last applied signal) travels in the
+  same write as the state, so both are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import (
+    APIError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
+from nats.js.kv import KeyValue
+
+from jido import FencedError, StoreError, ValidationError
+from jido._store import Checkpoint, StateStore
+
+ACTIVATION_MARK = "fdn.activated"
+"""Meta key of a checkpoint written only to claim the key (no state saved yet)."""
+
+_TRANSIENT = (NatsTimeoutError, NoRespondersError, ConnectionClosedError, asyncio.TimeoutError)
+
+
+@dataclass(slots=True)
+class _Held:
+    epoch: int
+    revision: int
+    checkpoint: Checkpoint | None
+
+
+def _kv_key(key: str) -> str:
+    if not key or key.startswith(".") or key.endswith(".") or ".." in key:
+        raise ValidationError(f"state key {key!r} is not a valid KV key", details={"key": key})
+    for ch in key:
+        if not (ch.isascii() and (ch.isalnum() or ch in "-_./=")):
+            raise ValidationError(
+                f"state key {key!r} is not a valid KV key: use letters, digits and - _ . / =",
+                details={"key": key},
+            )
+    return key
+
+
+def _fenced(key: str, epoch: int, stored: int, why: str) -> FencedError:
+    return FencedError(
+        f"state of {key!r} is owned by epoch {stored}, this writer holds epoch {epoch} ({why}); "
+        "another node has taken the agent over, stop this copy",
+        details={"key": key, "epoch": epoch, "stored_epoch": stored, "reason": why},
+    )
+
+
+def _unavailable(key: str, action: str, exc: BaseException) -> StoreError:
+    return StoreError(
+        f"state bucket unreachable while trying to {action} {key!r}: {exc!r}. The write was not "
+        "applied; retry when NATS is reachable.",
+        details={"key": key, "action": action},
+        retryable=True,
+        cause=exc,
+    )
+
+
+class KVStateStore(StateStore):
+    """A fenced ``jido.StateStore`` on one JetStream KV bucket (one key per agent).
+
+    ``owner`` names the node using the store (for diagnostics). Use :meth:`activate` before
+    starting an agent with an epoch, :meth:`release` after stopping it without deleting its state.
+    Keys never activated are saved with the plain epoch comparison of the ``StateStore`` contract.
+    """
+
+    def __init__(self, kv: KeyValue, *, owner: str = "") -> None:
+        self._kv = kv
+        self.owner = owner
+        self._held: dict[str, _Held] = {}
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Make the store usable (again). Idempotent."""
+        self._closed = False
+
+    async def close(self) -> None:
+        """Forget every held key and refuse further calls until ``open()``. Idempotent."""
+        self._closed = True
+        self._held.clear()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("KVStateStore is closed; open it again", retryable=False)
+
+    # -- fencing ---------------------------------------------------------------------------
+
+    def epoch_of(self, key: str) -> int | None:
+        """The epoch this store holds for ``key`` (``None`` when not activated here)."""
+        held = self._held.get(key)
+        return held.epoch if held is not None else None
+
+    def holds(self, key: str) -> bool:
+        """True when this store has activated ``key`` and not released it."""
+        return key in self._held
+
+    async def activate(self, key: str, epoch: int, *, agent_type: str = "") -> Checkpoint | None:
+        """Take ownership of ``key`` at ``epoch`` by CAS; return its last committed checkpoint.
+
+        Raises ``jido.FencedError`` if the key already carries a higher epoch or a concurrent
+        writer wins the CAS with one; ``jido.StoreError`` (retryable) if NATS is unreachable.
+        Activating again with the same epoch (a restart on the same node) is allowed.
+        """
+        self._check_open()
+        kv_key = _kv_key(key)
+        for _ in range(8):
+            current, revision = await self._read(kv_key)
+            stored_epoch = current.epoch if current is not None else 0
+            if stored_epoch > epoch:
+                self._held.pop(key, None)
+                raise _fenced(key, epoch, stored_epoch, "newer epoch stored")
+            if current is None:
+                marker = Checkpoint(
+                    state={},
+                    agent_type=agent_type,
+                    seq=0,
+                    meta={ACTIVATION_MARK: True},
+                    epoch=epoch,
+                )
+            else:
+                marker = msgspec.structs.replace(current, epoch=epoch)
+            try:
+                if revision == 0:
+                    new_rev = await self._kv.create(kv_key, marker.to_bytes())
+                else:
+                    new_rev = await self._kv.update(kv_key, marker.to_bytes(), last=revision)
+            except (KeyWrongLastSequenceError, KeyDeletedError):
+                continue  # someone wrote in between: read again and re-check the epoch
+            except APIError as exc:
+                if getattr(exc, "err_code", None) == 10071:
+                    continue
+                raise _unavailable(key, "activate", exc) from exc
+            except _TRANSIENT as exc:
+                raise _unavailable(key, "activate", exc) from exc
+            restored = None if current is None or _is_marker(current) else current
+            self._held[key] = _Held(epoch=epoch, revision=new_rev, checkpoint=restored)
+            return restored
+        raise _fenced(key, epoch, -1, "lost the activation race repeatedly")
+
+    def release(self, key: str) -> None:
+        """Forget ``key`` after its agent stopped here (the stored state is kept)."""
+        self._held.pop(key, None)
+
+    async def _read(self, kv_key: str) -> tuple[Checkpoint | None, int]:
+        try:
+            entry = await self._kv.get(kv_key)
+        except (KeyNotFoundError, KeyDeletedError) as exc:
+            revision = getattr(getattr(exc, "entry", None), "revision", None) or 0
+            return None, int(revision)
+        except _TRANSIENT as exc:
+            raise _unavailable(kv_key, "read", exc) from exc
+        if entry.value is None:
+            return None, int(entry.revision or 0)
+        return Checkpoint.from_bytes(entry.value, key=kv_key), int(entry.revision or 0)
+
+    # -- StateStore ------------------------------------------------------------------------
+
+    async def load(self, key: str) -> Checkpoint | None:
+        """The last committed checkpoint of ``key`` (from the activation when held)."""
+        self._check_open()
+        held = self._held.get(key)
+        if held is not None:
+            return held.checkpoint
+        current, _ = await self._read(_kv_key(key))
+        if current is None or _is_marker(current):
+            return None
+        return current
+
+    async def save(self, key: str, checkpoint: Checkpoint) -> None:
+        """Commit ``checkpoint`` (state and meta together) by CAS; ``FencedError`` if stale."""
+        self._check_open()
+        if not isinstance(checkpoint, Checkpoint):
+            raise ValidationError("save() takes a jido.Checkpoint")
+        held = self._held.get(key)
+        if held is None:
+            await self._save_unheld(key, checkpoint)
+            return
+        if checkpoint.epoch != held.epoch:
+            checkpoint = msgspec.structs.replace(checkpoint, epoch=held.epoch)
+        data = checkpoint.to_bytes()
+        kv_key = _kv_key(key)
+        try:
+            held.revision = await self._kv.update(kv_key, data, last=held.revision)
+        except (KeyWrongLastSequenceError, KeyDeletedError) as exc:
+            self._held.pop(key, None)
+            stored = await self._stored_epoch(kv_key)
+            raise _fenced(key, held.epoch, stored, "state key was written by another owner") from (
+                exc
+            )
+        except APIError as exc:
+            if getattr(exc, "err_code", None) == 10071:
+                self._held.pop(key, None)
+                stored = await self._stored_epoch(kv_key)
+                raise _fenced(key, held.epoch, stored, "CAS refused") from exc
+            raise _unavailable(key, "save", exc) from exc
+        except _TRANSIENT as exc:
+            raise _unavailable(key, "save", exc) from exc
+        held.checkpoint = checkpoint
+
+    async def _stored_epoch(self, kv_key: str) -> int:
+        try:
+            current, _ = await self._read(kv_key)
+        except StoreError:
+            return -1
+        return current.epoch if current is not None else 0
+
+    async def _save_unheld(self, key: str, checkpoint: Checkpoint) -> None:
+        kv_key = _kv_key(key)
+        data = checkpoint.to_bytes()
+        for _ in range(8):
+            current, revision = await self._read(kv_key)
+            if current is not None and current.epoch > checkpoint.epoch:
+                raise _fenced(key, checkpoint.epoch, current.epoch, "newer epoch stored")
+            try:
+                if revision == 0:
+                    await self._kv.create(kv_key, data)
+                else:
+                    await self._kv.update(kv_key, data, last=revision)
+                return
+            except (KeyWrongLastSequenceError, KeyDeletedError):
+                continue
+            except APIError as exc:
+                if getattr(exc, "err_code", None) == 10071:
+                    continue
+                raise _unavailable(key, "save", exc) from exc
+            except _TRANSIENT as exc:
+                raise _unavailable(key, "save", exc) from exc
+        raise StoreError(f"could not save {key!r}: the key kept changing", retryable=True)
+
+    async def delete(self, key: str) -> None:
+        """Remove the state of ``key`` (not fenced); a missing key is not an error."""
+        self._check_open()
+        self._held.pop(key, None)
+        try:
+            await self._kv.purge(_kv_key(key))
+        except (KeyNotFoundError, KeyDeletedError):
+            return
+        except _TRANSIENT as exc:
+            raise _unavailable(key, "delete", exc) from exc
+
+    def statistics(self) -> dict[str, Any]:
+        """Snapshot: number of keys held (activated) by this store."""
+        return {"held": len(self._held), "owner": self.owner}
+
+
+def _is_marker(checkpoint: Checkpoint) -> bool:
+    return checkpoint.seq == 0 and bool(checkpoint.meta.get(ACTIVATION_MARK))
+
+
+__all__ = ["ACTIVATION_MARK", "KVStateStore"]

@@ -1,0 +1,265 @@
+"""Agent subjects and the request/reply wire between nodes (see ``docs/cluster-wire.md``).
+
+Two kinds of subject carry agent traffic:
+
+* ``<prefix>.node.<node_id>.<op>`` — the private subject of one node. Each node subscribes
+  **once** to ``<prefix>.node.<node_id>.>`` and dispatches to its local agents by the agent id
+  carried in the message, so a node hosting 100k agents still holds a handful of subscriptions.
+  Ops: ``call``, ``cast``, ``state``, ``start``, ``stop``, ``ping``, ``stats``.
+* ``<prefix>.agent.<tenant>.<agent_id>`` — the public subject of one agent. Every node serves
+  ``<prefix>.agent.>`` in the queue group ``<prefix>-agents``; whichever node receives a message
+  forwards it to the owner. A plain NATS client can send a CloudEvent there (binary mode: ``ce-``
+  headers and the data as body; or structured JSON) and gets the reply envelope back.
+
+Internal requests are one JSON object (``{"a": agent_id, "s": signal, "t": timeout, "m": meta}``);
+replies are ``{"ok": result}`` or ``{"error": JidoError.to_dict()}``, so errors cross the network
+typed and become the same ``JidoError`` subclass on the caller's side.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from foundation._errors import InvalidKeyError
+from foundation._wire import DEFAULT_TENANT, SUBJECT_ROOT, TOKEN_RE
+from jido import JidoError, Signal, SignalError, ValidationError
+
+OPS: tuple[str, ...] = ("call", "cast", "state", "start", "stop", "ping", "stats")
+"""Operations served on a node's private subject."""
+
+DEFAULT_PREFIX = SUBJECT_ROOT
+TIMEOUT_HEADER = "fdn-timeout"
+"""Optional header on public requests: seconds the caller will wait (a float)."""
+META_HEADER = "fdn-meta"
+"""Optional header on public requests: JSON object merged into the command's checkpoint meta."""
+
+_ID = re.compile(r"^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$")
+
+
+def check_token(kind: str, value: str) -> str:
+    """Return ``value`` if it is a valid single subject token, else raise ``InvalidKeyError``."""
+    if not isinstance(value, str) or not TOKEN_RE.match(value) or "/" in value:
+        raise InvalidKeyError(
+            f"{kind} {value!r} cannot be used: use letters, digits, '_', '-' or '=' only",
+            details={"kind": kind, "value": repr(value)},
+        )
+    return value
+
+
+def check_agent_id(agent_id: str) -> str:
+    """Return ``agent_id`` if it can be part of a subject and a KV key, else raise."""
+    if not isinstance(agent_id, str) or not _ID.match(agent_id):
+        raise InvalidKeyError(
+            f"agent id {agent_id!r} cannot be used on a cluster: use letters, digits, '_', '-' "
+            "and dots between them",
+            details={"kind": "agent id", "value": repr(agent_id)},
+        )
+    return agent_id
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Subject names for one cluster prefix (one place for every agent-traffic subject)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def node(self, node_id: str, op: str) -> str:
+        """The private subject of ``node_id`` for ``op``."""
+        return f"{self.prefix}.node.{node_id}.{op}"
+
+    def node_wildcard(self, node_id: str) -> str:
+        """The one subscription a node holds for its private traffic."""
+        return f"{self.prefix}.node.{node_id}.>"
+
+    def agent(self, agent_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """The public subject of an agent."""
+        return f"{self.prefix}.agent.{tenant}.{agent_id}"
+
+    @property
+    def agent_wildcard(self) -> str:
+        """What every node serves (in :attr:`agent_queue`) for public agent subjects."""
+        return f"{self.prefix}.agent.>"
+
+    @property
+    def agent_queue(self) -> str:
+        """Queue group of the public agent subjects."""
+        return f"{self.prefix}-agents"
+
+    def parse_agent(self, subject: str) -> tuple[str, str]:
+        """``(tenant, agent_id)`` from a public agent subject; raises on a foreign subject."""
+        head = f"{self.prefix}.agent."
+        if not subject.startswith(head):
+            raise InvalidKeyError(f"{subject!r} is not an agent subject under {head}*")
+        rest = subject[len(head) :]
+        tenant, _, agent_id = rest.partition(".")
+        if not tenant or not agent_id:
+            raise InvalidKeyError(
+                f"{subject!r} is not an agent subject: use {head}<tenant>.<agent_id>"
+            )
+        return tenant, agent_id
+
+    def parse_node_op(self, subject: str) -> str:
+        """The op (last token) of a private node subject."""
+        return subject.rsplit(".", 1)[-1]
+
+
+def _default(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return str(obj)
+
+
+def dumps(value: Any) -> bytes:
+    """JSON-encode ``value`` (pydantic models are dumped; unknown objects become strings)."""
+    return orjson.dumps(value, default=_default)
+
+
+def encode_request(
+    agent_id: str,
+    signal: Signal | None = None,
+    *,
+    timeout: float | None = None,
+    meta: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> bytes:
+    """Encode one node-to-node request about ``agent_id``."""
+    body: dict[str, Any] = {"a": agent_id}
+    if signal is not None:
+        body["s"] = signal.to_dict()
+    if timeout is not None:
+        body["t"] = timeout
+    if meta:
+        body["m"] = dict(meta)
+    if extra:
+        body.update(extra)
+    return dumps(body)
+
+
+@dataclass(slots=True)
+class Request:
+    """A decoded node-to-node request."""
+
+    agent_id: str
+    signal: Signal | None
+    timeout: float | None
+    meta: dict[str, Any] | None
+    extra: dict[str, Any]
+
+
+def decode_request(data: bytes) -> Request:
+    """Decode :func:`encode_request` output; raises :class:`jido.SignalError` on bad input."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SignalError("request body is not JSON", cause=exc) from exc
+    if not isinstance(body, dict) or not isinstance(body.get("a"), str):
+        raise SignalError("request lacks the agent id field 'a'", details={"attribute": "a"})
+    raw = body.pop("s", None)
+    signal = Signal.from_dict(raw) if raw is not None else None
+    timeout = body.pop("t", None)
+    meta = body.pop("m", None)
+    agent_id = body.pop("a")
+    return Request(
+        agent_id=agent_id,
+        signal=signal,
+        timeout=float(timeout) if timeout is not None else None,
+        meta=meta if isinstance(meta, dict) else None,
+        extra=body,
+    )
+
+
+def encode_ok(result: Any) -> bytes:
+    """Encode a successful reply."""
+    return dumps({"ok": result})
+
+
+def encode_error(error: BaseException) -> bytes:
+    """Encode a failed reply; a non-``JidoError`` becomes an ``execution_error``."""
+    if not isinstance(error, JidoError):
+        error = JidoError(f"{type(error).__name__}: {error}", details={"exception": repr(error)})
+    return dumps({"error": error.to_dict()})
+
+
+def decode_reply(data: bytes) -> Any:
+    """Return the result of a reply, or raise the typed error it carries."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise JidoError(
+            "reply is not JSON", details={"body": data[:200].decode(errors="replace")}
+        ) from exc
+    if isinstance(body, dict):
+        if "ok" in body:
+            return body["ok"]
+        err = body.get("error")
+        if isinstance(err, dict):
+            raise JidoError.from_dict(err)
+    raise JidoError("reply is neither {'ok': ...} nor {'error': ...}", details={"reply": body})
+
+
+def decode_public_signal(headers: Mapping[str, str] | None, data: bytes) -> Signal:
+    """Decode a CloudEvent sent by any NATS client to a public agent subject.
+
+    Binary mode (a ``ce-specversion`` header; the other ``ce-`` headers are the attributes and the
+    body is the data) or structured JSON mode (the whole event as a JSON body).
+    """
+    if headers and any(k.lower() == "ce-specversion" for k in headers):
+        return Signal.from_binary(headers, data)
+    return Signal.from_json(data)
+
+
+def public_timeout(headers: Mapping[str, str] | None, default: float) -> float:
+    """The caller's timeout from the optional ``fdn-timeout`` header, else ``default``."""
+    if headers:
+        raw = headers.get(TIMEOUT_HEADER)
+        if raw is not None:
+            try:
+                value = float(raw)
+            except ValueError as exc:
+                raise ValidationError(
+                    f"header {TIMEOUT_HEADER}={raw!r} is not a number of seconds", cause=exc
+                ) from exc
+            if value > 0:
+                return value
+    return default
+
+
+def public_meta(headers: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """The optional ``fdn-meta`` header as a dict."""
+    if headers and META_HEADER in headers:
+        try:
+            meta = orjson.loads(headers[META_HEADER])
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"header {META_HEADER} is not a JSON object", cause=exc) from exc
+        if isinstance(meta, dict):
+            return meta
+        raise ValidationError(f"header {META_HEADER} is not a JSON object")
+    return None
+
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_TENANT",
+    "META_HEADER",
+    "OPS",
+    "TIMEOUT_HEADER",
+    "Request",
+    "Subjects",
+    "check_agent_id",
+    "check_token",
+    "decode_public_signal",
+    "decode_reply",
+    "decode_request",
+    "dumps",
+    "encode_error",
+    "encode_ok",
+    "encode_request",
+    "public_meta",
+    "public_timeout",
+]
