@@ -72,9 +72,11 @@ class Checkpoint(msgspec.Struct, omit_defaults=True):
     * ``saved_at`` — wall-clock time (seconds since the Unix epoch) the checkpoint was taken.
 
     Values inside ``state`` and ``meta`` must be plain data: ``dict``, ``list``, ``tuple``,
-    ``str``, ``int``, ``float``, ``bool``, ``None``, ``bytes``, ``datetime``/``date``/``time``,
-    ``UUID``, ``Decimal``, enums, sets and pydantic models (stored as their JSON dump).
-    Encoding uses msgpack (``to_bytes`` / ``from_bytes``), which keeps ``bytes`` and datetimes.
+    ``str``, ``int`` (64-bit), ``float``, ``bool``, ``None``, ``bytes``, ``datetime``/``date``/
+    ``time``, ``UUID``, ``Decimal``, enums, sets and pydantic models (stored as their JSON dump).
+    Encoding uses msgpack (``to_bytes`` / ``from_bytes``): ``bytes`` and timezone-aware
+    datetimes come back as such (in UTC); tuples and sets come back as lists and the other
+    types as strings, which the state model turns back into the right type on restore.
     """
 
     state: dict[str, Any]
