@@ -17,28 +17,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from nats.errors import ConnectionClosedError, NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import (
-    APIError,
-    KeyDeletedError,
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-)
-from nats.js.kv import KeyValue
 
+from foundation._errors import CASConflictError, ClusterError, InvalidKeyError
+from foundation._kv import KV
 from jido import FencedError, StoreError, ValidationError
 from jido._store import Checkpoint, StateStore
 
 ACTIVATION_MARK = "fdn.activated"
 """Meta key of a checkpoint written only to claim the key (no state saved yet)."""
-
-_TRANSIENT = (NatsTimeoutError, NoRespondersError, ConnectionClosedError, asyncio.TimeoutError)
 
 
 @dataclass(slots=True)
@@ -49,15 +39,17 @@ class _Held:
 
 
 def _kv_key(key: str) -> str:
-    if not key or key.startswith(".") or key.endswith(".") or ".." in key:
-        raise ValidationError(f"state key {key!r} is not a valid KV key", details={"key": key})
-    for ch in key:
-        if not (ch.isascii() and (ch.isalnum() or ch in "-_./=")):
-            raise ValidationError(
-                f"state key {key!r} is not a valid KV key: use letters, digits and - _ . / =",
-                details={"key": key},
-            )
-    return key
+    from foundation._kv import check_key
+
+    try:
+        return check_key(key)
+    except InvalidKeyError as exc:
+        raise ValidationError(
+            f"state key {key!r} is not a valid KV key: use letters, digits and - _ / = with dots "
+            "between tokens",
+            details={"key": key},
+            cause=exc,
+        ) from exc
 
 
 def _fenced(key: str, epoch: int, stored: int, why: str) -> FencedError:
@@ -86,7 +78,7 @@ class KVStateStore(StateStore):
     Keys never activated are saved with the plain epoch comparison of the ``StateStore`` contract.
     """
 
-    def __init__(self, kv: KeyValue, *, owner: str = "") -> None:
+    def __init__(self, kv: KV, *, owner: str = "") -> None:
         self._kv = kv
         self.owner = owner
         self._held: dict[str, _Held] = {}
@@ -148,13 +140,9 @@ class KVStateStore(StateStore):
                     new_rev = await self._kv.create(kv_key, marker.to_bytes())
                 else:
                     new_rev = await self._kv.update(kv_key, marker.to_bytes(), last=revision)
-            except (KeyWrongLastSequenceError, KeyDeletedError):
+            except CASConflictError:
                 continue  # someone wrote in between: read again and re-check the epoch
-            except APIError as exc:
-                if getattr(exc, "err_code", None) == 10071:
-                    continue
-                raise _unavailable(key, "activate", exc) from exc
-            except _TRANSIENT as exc:
+            except ClusterError as exc:
                 raise _unavailable(key, "activate", exc) from exc
             restored = None if current is None or _is_marker(current) else current
             self._held[key] = _Held(epoch=epoch, revision=new_rev, checkpoint=restored)
@@ -166,16 +154,14 @@ class KVStateStore(StateStore):
         self._held.pop(key, None)
 
     async def _read(self, kv_key: str) -> tuple[Checkpoint | None, int]:
+        """The live checkpoint and its revision; ``(None, 0)`` when absent or deleted."""
         try:
             entry = await self._kv.get(kv_key)
-        except (KeyNotFoundError, KeyDeletedError) as exc:
-            revision = getattr(getattr(exc, "entry", None), "revision", None) or 0
-            return None, int(revision)
-        except _TRANSIENT as exc:
+        except ClusterError as exc:
             raise _unavailable(kv_key, "read", exc) from exc
-        if entry.value is None:
-            return None, int(entry.revision or 0)
-        return Checkpoint.from_bytes(entry.value, key=kv_key), int(entry.revision or 0)
+        if entry is None:
+            return None, 0
+        return Checkpoint.from_bytes(entry.value, key=kv_key), entry.revision
 
     # -- StateStore ------------------------------------------------------------------------
 
@@ -205,19 +191,12 @@ class KVStateStore(StateStore):
         kv_key = _kv_key(key)
         try:
             held.revision = await self._kv.update(kv_key, data, last=held.revision)
-        except (KeyWrongLastSequenceError, KeyDeletedError) as exc:
+        except CASConflictError as exc:
             self._held.pop(key, None)
             stored = await self._stored_epoch(kv_key)
-            raise _fenced(key, held.epoch, stored, "state key was written by another owner") from (
-                exc
-            )
-        except APIError as exc:
-            if getattr(exc, "err_code", None) == 10071:
-                self._held.pop(key, None)
-                stored = await self._stored_epoch(kv_key)
-                raise _fenced(key, held.epoch, stored, "CAS refused") from exc
-            raise _unavailable(key, "save", exc) from exc
-        except _TRANSIENT as exc:
+            why = "state key was written by another owner"
+            raise _fenced(key, held.epoch, stored, why) from exc
+        except ClusterError as exc:
             raise _unavailable(key, "save", exc) from exc
         held.checkpoint = checkpoint
 
@@ -241,13 +220,9 @@ class KVStateStore(StateStore):
                 else:
                     await self._kv.update(kv_key, data, last=revision)
                 return
-            except (KeyWrongLastSequenceError, KeyDeletedError):
+            except CASConflictError:
                 continue
-            except APIError as exc:
-                if getattr(exc, "err_code", None) == 10071:
-                    continue
-                raise _unavailable(key, "save", exc) from exc
-            except _TRANSIENT as exc:
+            except ClusterError as exc:
                 raise _unavailable(key, "save", exc) from exc
         raise StoreError(f"could not save {key!r}: the key kept changing", retryable=True)
 
@@ -257,9 +232,7 @@ class KVStateStore(StateStore):
         self._held.pop(key, None)
         try:
             await self._kv.purge(_kv_key(key))
-        except (KeyNotFoundError, KeyDeletedError):
-            return
-        except _TRANSIENT as exc:
+        except ClusterError as exc:
             raise _unavailable(key, "delete", exc) from exc
 
     def statistics(self) -> dict[str, Any]:

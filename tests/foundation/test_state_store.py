@@ -1,0 +1,106 @@
+"""KVStateStore against a real nats-server: CAS fencing on activation and on every save."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from foundation._kv import KV, BucketSpec, connect
+from foundation._server import NatsServer
+from foundation._state import KVStateStore
+from foundation._wire import STATE_BUCKET
+from jido import Checkpoint, FencedError, ValidationError
+
+pytestmark = pytest.mark.nats
+
+
+async def _store(url: str, owner: str) -> tuple[KVStateStore, NatsClient]:
+    nc = await connect(url)
+    kv = await KV.open(nc, BucketSpec(STATE_BUCKET))
+    return KVStateStore(kv, owner=owner), nc
+
+
+async def test_activate_fresh_key_loads_nothing_then_saves(nats_server: NatsServer) -> None:
+    store, nc = await _store(nats_server.url, "n1")
+    try:
+        assert await store.activate("acc-1", 1, agent_type="A") is None
+        assert await store.load("acc-1") is None
+        await store.save("acc-1", Checkpoint(state={"n": 1}, agent_type="A", seq=1))
+        await store.save("acc-1", Checkpoint(state={"n": 2}, agent_type="A", seq=2, meta={"s": 9}))
+        got = await store.load("acc-1")
+        assert got is not None and got.state == {"n": 2} and got.meta == {"s": 9}
+        assert got.epoch == 1  # the epoch is stamped by the store
+        store.release("acc-1")
+        again = await store.load("acc-1")
+        assert again is not None and again.state == {"n": 2} and again.seq == 2
+    finally:
+        await nc.close()
+
+
+async def test_new_owner_fences_old_owner(nats_server: NatsServer) -> None:
+    old, nc1 = await _store(nats_server.url, "old")
+    new, nc2 = await _store(nats_server.url, "new")
+    try:
+        await old.activate("acc-2", 3)
+        await old.save("acc-2", Checkpoint(state={"n": 1}, agent_type="A", seq=1))
+        restored = await new.activate("acc-2", 4)
+        assert restored is not None and restored.state == {"n": 1}
+        with pytest.raises(FencedError) as info:
+            await old.save("acc-2", Checkpoint(state={"n": 99}, agent_type="A", seq=2))
+        assert info.value.details["stored_epoch"] == 4
+        assert not old.holds("acc-2")
+        # the stale write changed nothing
+        got = await new.load("acc-2")
+        assert got is not None and got.state == {"n": 1}
+        await new.save("acc-2", Checkpoint(state={"n": 2}, agent_type="A", seq=2))
+        # an older epoch cannot activate any more
+        with pytest.raises(FencedError):
+            await old.activate("acc-2", 3)
+    finally:
+        await nc1.close()
+        await nc2.close()
+
+
+async def test_concurrent_activation_same_epoch_range_one_highest_wins(
+    nats_server: NatsServer,
+) -> None:
+    stores = [await _store(nats_server.url, f"n{i}") for i in range(3)]
+    try:
+        results = await asyncio.gather(
+            *(s.activate("acc-3", 10 + i) for i, (s, _) in enumerate(stores)),
+            return_exceptions=True,
+        )
+        # Whatever the interleaving, after all activations only the highest epoch can save.
+        for i, (s, _) in enumerate(stores):
+            cp = Checkpoint(state={"by": i}, agent_type="A", seq=1)
+            if i == 2:
+                assert not isinstance(results[i], BaseException)
+                await s.save("acc-3", cp)
+            else:
+                with pytest.raises(FencedError):
+                    if isinstance(results[i], BaseException):
+                        raise results[i]
+                    await s.save("acc-3", cp)
+    finally:
+        for _, nc in stores:
+            await nc.close()
+
+
+async def test_bad_key_and_delete(nats_server: NatsServer) -> None:
+    store, nc = await _store(nats_server.url, "n1")
+    try:
+        with pytest.raises(ValidationError):
+            await store.activate("bad key!", 1)
+        await store.activate("acc-4", 1)
+        await store.save("acc-4", Checkpoint(state={"n": 1}, agent_type="A", seq=1))
+        await store.delete("acc-4")
+        assert await store.load("acc-4") is None
+        await store.delete("acc-4")  # deleting again is fine
+        # unheld saves still respect epochs
+        await store.save("acc-5", Checkpoint(state={}, agent_type="A", seq=1, epoch=5))
+        with pytest.raises(FencedError):
+            await store.save("acc-5", Checkpoint(state={}, agent_type="A", seq=2, epoch=4))
+    finally:
+        await nc.close()
