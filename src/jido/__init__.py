@@ -24,6 +24,10 @@ from jido._errors import (
 )
 
 # --- actions (begin) ---
+from jido._action import Action, ActionContext, action
+from jido._exec import Outcome, Plan, PlanStep, chain, check_cancelled, execute, run_action
+from jido._tool import execute_tool_call, parse_tool_arguments, strict_schema
+
 # --- actions (end) ---
 
 # --- signals (begin) ---
@@ -54,6 +58,19 @@ __all__ = [
     "TimeoutError",
     "ValidationError",
     # --- actions __all__ (begin) ---
+    "Action",
+    "ActionContext",
+    "Outcome",
+    "Plan",
+    "PlanStep",
+    "action",
+    "chain",
+    "check_cancelled",
+    "execute",
+    "execute_tool_call",
+    "parse_tool_arguments",
+    "run_action",
+    "strict_schema",
     # --- actions __all__ (end) ---
     # --- signals __all__ (begin) ---
     # --- signals __all__ (end) ---

@@ -1,0 +1,575 @@
+"""Actions as LLM tools: strict JSON Schema conversion, tool descriptions and tool-call execution.
+
+``strict_schema(model)`` turns a pydantic model's JSON Schema into the subset accepted by OpenAI
+strict mode (also valid for Anthropic and MCP): every object lists all its properties in
+``required`` and has ``additionalProperties: false``; optional fields become nullable; nested models
+are inlined (recursive ones stay as ``$defs``/``$ref``); descriptions, enums, numeric bounds,
+patterns, supported formats and array bounds are kept; everything else (``title``, ``default``,
+``examples``, unsupported formats, ...) is dropped. Validation still happens on our side with the
+full pydantic model, so dropped keywords are still enforced.
+
+``execute_tool_call`` runs an LLM's tool call and always answers with a JSON string.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, Union
+
+import orjson
+from pydantic import BaseModel
+
+from jido._action import Action, ActionContext
+from jido._errors import DefinitionError, JidoError, ValidationError
+from jido._exec import execute
+
+__all__ = [
+    "ToolFormat",
+    "build_tool",
+    "execute_tool_call",
+    "parse_tool_arguments",
+    "strict_schema",
+    "tool_index",
+]
+
+ToolFormat = Literal["openai", "anthropic", "mcp"]
+
+#: String formats OpenAI strict mode accepts; other formats are dropped from tool schemas.
+SUPPORTED_FORMATS = frozenset(
+    {"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
+)
+_PASSTHROUGH = (
+    "description",
+    "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minItems",
+    "maxItems",
+)
+
+
+class _NotStrict(Exception):
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _ref_name(ref: str) -> str:
+    return ref.rsplit("/", 1)[-1]
+
+
+def _collect_refs(node: Any, out: set[str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            out.add(_ref_name(ref))
+        for v in node.values():
+            _collect_refs(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _collect_refs(v, out)
+
+
+def _recursive_defs(defs: dict[str, Any]) -> set[str]:
+    edges = {}
+    for name, body in defs.items():
+        refs: set[str] = set()
+        _collect_refs(body, refs)
+        edges[name] = refs
+    recursive: set[str] = set()
+    for start in defs:
+        stack = list(edges[start])
+        seen: set[str] = set()
+        while stack:
+            n = stack.pop()
+            if n == start:
+                recursive.add(start)
+                break
+            if n in seen or n not in edges:
+                continue
+            seen.add(n)
+            stack.extend(edges[n])
+    return recursive
+
+
+class _Converter:
+    def __init__(self, defs: dict[str, Any], strict: bool) -> None:
+        self.defs = defs
+        self.strict = strict
+        self.recursive = _recursive_defs(defs)
+        self.used_defs: dict[str, Any] = {}
+
+    def fail(self, path: str, problem: str) -> None:
+        if self.strict:
+            raise _NotStrict(path, problem)
+
+    def convert(self, node: Any, path: str) -> dict[str, Any]:
+        if not isinstance(node, dict):
+            self.fail(path, "boolean schema is not supported")
+            return {}
+        # Resolve $ref (and pydantic's allOf-with-one-ref wrapper) by inlining non-recursive defs.
+        if "allOf" in node and len(node["allOf"]) == 1:
+            merged = {k: v for k, v in node.items() if k != "allOf"}
+            inner = node["allOf"][0]
+            node = {**inner, **merged} if isinstance(inner, dict) else merged
+        if "$ref" in node:
+            name = _ref_name(node["$ref"])
+            if name in self.recursive:
+                if name not in self.used_defs:
+                    self.used_defs[name] = {}  # placeholder breaks the recursion
+                    self.used_defs[name] = self.convert(self.defs[name], f"$defs.{name}")
+                return {"$ref": f"#/$defs/{name}"}
+            body = dict(self.defs[name])
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            body.update(siblings)
+            node = body
+        out: dict[str, Any] = {}
+        if "description" in node and isinstance(node["description"], str):
+            out["description"] = node["description"]
+        if "oneOf" in node or "anyOf" in node:
+            options = node.get("anyOf") or node.get("oneOf") or []
+            converted: list[dict[str, Any]] = []
+            for i, opt in enumerate(options):
+                c = self.convert(opt, f"{path}|{i}")
+                inner_desc_free = {k: v for k, v in c.items() if k != "description"}
+                if "anyOf" in inner_desc_free and len(inner_desc_free) == 1:
+                    converted.extend(inner_desc_free["anyOf"])
+                elif inner_desc_free not in converted:
+                    converted.append(inner_desc_free)
+            if len(converted) == 1:
+                out.update(converted[0])
+            else:
+                out["anyOf"] = converted
+            return out
+        if "allOf" in node:
+            self.fail(path, "allOf with several schemas is not supported")
+        if "const" in node:
+            out["enum"] = [node["const"]]
+            if "type" in node:
+                out["type"] = node["type"]
+            return out
+        if "enum" in node:
+            out["enum"] = list(node["enum"])
+            if "type" in node:
+                out["type"] = node["type"]
+            return out
+        typ = node.get("type")
+        if typ is None:
+            if "properties" in node:
+                typ = "object"
+            else:
+                self.fail(
+                    path, "a value of any type (e.g. Any) cannot be expressed; give it a type"
+                )
+                return out
+        out["type"] = typ
+        main = typ if isinstance(typ, str) else next((t for t in typ if t != "null"), "null")
+        if main == "object":
+            self._object(node, out, path)
+        elif main == "array":
+            if "prefixItems" in node:
+                self.fail(path, "tuples (prefixItems) are not supported; use a list or a model")
+                if not self.strict:
+                    out["prefixItems"] = [
+                        self.convert(p, f"{path}[{i}]") for i, p in enumerate(node["prefixItems"])
+                    ]
+            if "items" in node:
+                out["items"] = self.convert(node["items"], f"{path}[]")
+            elif "prefixItems" not in node:
+                self.fail(path, "a list of values of any type cannot be expressed; type its items")
+        for key in _PASSTHROUGH[1:]:
+            if key in node:
+                out[key] = node[key]
+        fmt = node.get("format")
+        if isinstance(fmt, str) and fmt in SUPPORTED_FORMATS:
+            out["format"] = fmt
+        return out
+
+    def _object(self, node: dict[str, Any], out: dict[str, Any], path: str) -> None:
+        props = node.get("properties")
+        additional = node.get("additionalProperties")
+        if props is None or (additional not in (None, False)):
+            self.fail(
+                path,
+                "a free-form object (dict) cannot be expressed in strict mode; use a pydantic "
+                "model with named fields, or to_tool(strict=False)",
+            )
+            if not self.strict:
+                if isinstance(additional, dict):
+                    out["additionalProperties"] = self.convert(additional, f"{path}.*")
+                if props is None:
+                    return
+        required = set(node.get("required", ()))
+        out_props: dict[str, Any] = {}
+        for key, sub in (props or {}).items():
+            c = self.convert(sub, f"{path}.{key}" if path else key)
+            if key not in required:
+                c = _nullable(c)
+            out_props[key] = c
+        out["properties"] = out_props
+        out["required"] = list(out_props)
+        if self.strict or "additionalProperties" not in out:
+            out["additionalProperties"] = False
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make ``schema`` accept ``null`` (OpenAI strict mode's way to express optional fields)."""
+    if "anyOf" in schema:
+        if {"type": "null"} not in schema["anyOf"]:
+            return {**schema, "anyOf": [*schema["anyOf"], {"type": "null"}]}
+        return schema
+    typ = schema.get("type")
+    simple = typ is not None and "enum" not in schema and "$ref" not in schema
+    if simple and isinstance(typ, str) and typ not in ("object", "array"):
+        return {**schema, "type": [typ, "null"]}
+    if simple and isinstance(typ, list):
+        return schema if "null" in typ else {**schema, "type": [*typ, "null"]}
+    if "enum" in schema and None in schema["enum"]:
+        return schema
+    body = {k: v for k, v in schema.items() if k != "description"}
+    out: dict[str, Any] = {}
+    if "description" in schema:
+        out["description"] = schema["description"]
+    out["anyOf"] = [body, {"type": "null"}]
+    return out
+
+
+def strict_schema(model: type[BaseModel], *, strict: bool = True) -> dict[str, Any]:
+    """Convert ``model``'s JSON Schema to the OpenAI strict-mode subset (see module doc).
+
+    Raises ``DefinitionError`` naming the field when something cannot be expressed strictly
+    (free-form dicts, ``Any``, tuples); pass ``strict=False`` to keep such parts loosely typed.
+    """
+    try:
+        raw = model.model_json_schema()
+    except Exception as exc:
+        raise DefinitionError(
+            f"cannot build a JSON schema for {model.__name__}: {exc}",
+            details={"model": model.__name__},
+            cause=exc,
+        ) from exc
+    defs = raw.pop("$defs", {})
+    conv = _Converter(defs, strict)
+    try:
+        root = conv.convert(raw, "")
+    except _NotStrict as exc:
+        raise DefinitionError(
+            f"{model.__name__} cannot be a strict tool schema: field {exc.path or '(root)'}: "
+            f"{exc.problem}",
+            details={"model": model.__name__, "field": exc.path, "problem": exc.problem},
+        ) from None
+    if root.get("type") != "object":
+        raise DefinitionError(
+            f"{model.__name__}: a tool's parameters must be an object",
+            details={"model": model.__name__},
+        )
+    root.pop("description", None)
+    if conv.used_defs:
+        root["$defs"] = conv.used_defs
+    return root
+
+
+def build_tool(cls: type[Action], format: str, strict: bool) -> dict[str, Any]:
+    """Build the (uncached) tool description of ``cls``; ``Action.to_tool`` caches it."""
+    schema = strict_schema(cls.Params, strict=strict)
+    description = cls.description or f"Run the {cls.name} action."
+    if format == "openai":
+        return {
+            "type": "function",
+            "function": {
+                "name": cls.name,
+                "description": description,
+                "parameters": schema,
+                "strict": strict,
+            },
+        }
+    if format == "anthropic":
+        return {"name": cls.name, "description": description, "input_schema": schema}
+    if format == "mcp":
+        return {"name": cls.name, "description": description, "inputSchema": schema}
+    raise DefinitionError(
+        f"unknown tool format {format!r}; use 'openai', 'anthropic' or 'mcp'",
+        details={"format": format},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# tool calls
+# ----------------------------------------------------------------------------------------------
+
+ToolSet = Iterable[type[Action] | Action] | Mapping[str, type[Action] | Action]
+
+
+def tool_index(actions: ToolSet) -> dict[str, type[Action] | Action]:
+    """Index actions by tool name; two different actions with one name raise ``DefinitionError``."""
+    index: dict[str, type[Action] | Action] = {}
+    items: Iterable[tuple[str | None, type[Action] | Action]] = (
+        actions.items() if isinstance(actions, Mapping) else ((None, a) for a in actions)
+    )
+    for key, act in items:
+        cls = act if isinstance(act, type) else type(act)
+        if not (isinstance(cls, type) and issubclass(cls, Action)):
+            raise DefinitionError(
+                f"tools must be Action classes or instances, got {act!r}",
+                details={"got": repr(act)},
+            )
+        name = key if key is not None else cls.name
+        prev = index.get(name)
+        if prev is not None and prev is not act:
+            prev_cls = prev if isinstance(prev, type) else type(prev)
+            raise DefinitionError(
+                f"two tools are named {name!r} ({prev_cls.__qualname__} and {cls.__qualname__}); "
+                "tool names must be unique: set a different `name` on one of them",
+                details={
+                    "name": name,
+                    "actions": [prev_cls.__qualname__, cls.__qualname__],
+                },
+            )
+        index[name] = act
+    return index
+
+
+def _strip_fences(text: str) -> str:
+    t = text.strip()
+    if t.startswith("```"):
+        t = t[3:]
+        if t[:4].lower() == "json":
+            t = t[4:]
+        if t.endswith("```"):
+            t = t[:-3]
+    return t.strip()
+
+
+def parse_tool_arguments(arguments: str | bytes | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Parse LLM tool arguments into a dict, tolerating the usual quirks.
+
+    Accepts a JSON object text, a JSON string that itself holds a JSON object (double-encoded),
+    markdown code fences, empty text or ``None`` (no arguments) and an already-parsed mapping.
+    Raises ``ValidationError`` saying what was wrong otherwise.
+    """
+    if arguments is None:
+        return {}
+    if isinstance(arguments, Mapping):
+        return dict(arguments)
+    value: Any = arguments
+    for _ in range(3):
+        if isinstance(value, bytes | bytearray):
+            value = value.decode("utf-8", errors="replace")
+        if not isinstance(value, str):
+            break
+        text = _strip_fences(value)
+        if not text:
+            return {}
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(
+                f"tool arguments are not valid JSON ({exc}); send a JSON object",
+                details={
+                    "errors": [
+                        {
+                            "loc": [],
+                            "msg": f"not valid JSON: {exc}",
+                            "type": "json_invalid",
+                            "input_type": "str",
+                        }
+                    ]
+                },
+            ) from None
+    if not isinstance(value, dict):
+        raise ValidationError(
+            f"tool arguments must be a JSON object, got {type(value).__name__}",
+            details={
+                "errors": [
+                    {
+                        "loc": [],
+                        "msg": "expected a JSON object with the tool's arguments",
+                        "type": "model_type",
+                        "input_type": type(value).__name__,
+                    }
+                ]
+            },
+        )
+    return value
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """Strip ``Annotated`` and ``Optional``; return (inner annotation, allows None)."""
+    allows_none = annotation is Any or annotation is None or annotation is type(None)
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin = typing.get_origin(annotation)
+    if origin is Union or origin is types.UnionType:
+        args = typing.get_args(annotation)
+        rest = [a for a in args if a is not type(None)]
+        allows_none = allows_none or len(rest) != len(args)
+        if len(rest) == 1:
+            inner, nested_none = _unwrap(rest[0])
+            return inner, allows_none or nested_none
+        for a in rest:
+            inner, _ = _unwrap(a)
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner, allows_none
+        return annotation, allows_none
+    return annotation, allows_none
+
+
+def _structured(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel | dict | list):
+        return True
+    return typing.get_origin(annotation) in (list, dict, tuple, set, frozenset)
+
+
+def _maybe_json(value: str) -> Any:
+    text = value.strip()
+    if text[:1] in ("{", "["):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _normalize_args(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """Undo LLM quirks against ``model``: nulls for defaulted fields, JSON-in-a-string values."""
+    fields = model.model_fields
+    by_alias = {f.alias: n for n, f in fields.items() if f.alias}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        fname = key if key in fields else by_alias.get(key)
+        if fname is None:
+            out[key] = value
+            continue
+        finfo = fields[fname]
+        inner, allows_none = _unwrap(finfo.annotation)
+        if value is None:
+            if not allows_none and not finfo.is_required():
+                continue  # null means "not given": let the default apply
+            out[key] = value
+            continue
+        if isinstance(value, str) and _structured(inner):
+            value = _maybe_json(value)
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(value, dict):
+            value = _normalize_args(inner, value)
+        elif isinstance(value, list) and typing.get_origin(inner) is list:
+            (item_ann,) = typing.get_args(inner) or (Any,)
+            item_inner, _ = _unwrap(item_ann)
+            if isinstance(item_inner, type) and issubclass(item_inner, BaseModel):
+                decoded = [_maybe_json(v) if isinstance(v, str) else v for v in value]
+                value = [
+                    _normalize_args(item_inner, v) if isinstance(v, dict) else v for v in decoded
+                ]
+        out[key] = value
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, set | frozenset):
+        return list(obj)
+    if isinstance(obj, bytes | bytearray):
+        return obj.decode("utf-8", errors="replace")
+    if isinstance(obj, JidoError):
+        return obj.to_dict()
+    return str(obj)
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _problem(entry: Mapping[str, Any], accepted: list[str]) -> str:
+    kind = entry.get("type", "")
+    msg = str(entry.get("msg", "invalid value"))
+    if kind == "extra_forbidden":
+        return "unknown argument; accepted arguments are: " + (", ".join(accepted) or "(none)")
+    if kind == "missing":
+        return "required argument is missing"
+    got = entry.get("input_type")
+    if got and kind not in ("string_too_long", "json_invalid"):
+        return f"{msg} (got {'null' if got == 'NoneType' else got})"
+    return msg
+
+
+def tool_error_json(err: JidoError, accepted: list[str] | None = None) -> str:
+    """The JSON error object a model reads: ``{"error": {"type", "message", "details", ...}}``.
+
+    ``details["errors"]`` lists ``{"argument", "problem"}`` pairs naming each wrong argument.
+    """
+    details = {k: v for k, v in err.details.items() if k != "errors"}
+    errors = []
+    for entry in err.details.get("errors", ()) or ():
+        if isinstance(entry, Mapping):
+            loc = entry.get("loc", [])
+            argument = ".".join(str(p) for p in loc) if loc else "(arguments)"
+            errors.append({"argument": argument, "problem": _problem(entry, accepted or [])})
+    details["errors"] = errors
+    payload = {
+        "error": {
+            "type": err.type,
+            "message": err.message,
+            "retryable": err.retryable,
+            "details": details,
+        }
+    }
+    return _dumps(payload)
+
+
+def _accepted_args(cls: type[Action]) -> list[str]:
+    return [f.alias or n for n, f in cls.Params.model_fields.items()]
+
+
+async def execute_tool_call(
+    tool_name: str,
+    arguments_json: str | bytes | Mapping[str, Any] | None,
+    actions: ToolSet,
+    ctx: ActionContext | None = None,
+    *,
+    timeout: float | None = None,  # noqa: ASYNC109 - per-attempt timeout handed to execute()
+) -> str:
+    """Run an LLM tool call and return a JSON string for the model.
+
+    ``actions`` is the tool set (Action classes/instances, a name mapping or a catalog); duplicate
+    tool names raise ``DefinitionError`` (a programming error). The arguments are parsed
+    leniently (double-encoded JSON, code fences, numbers as strings, nulls for optional fields,
+    nested objects sent as JSON strings) and validated strictly. On success the JSON of the
+    result dict is returned; on failure ``{"error": {"type", "message", "retryable",
+    "details": {"errors": [{"argument", "problem"}], ...}}}`` telling the model what to fix.
+    """
+    index = tool_index(actions)
+    act = index.get(tool_name)
+    if act is None:
+        available = sorted(index)
+        err = ValidationError(
+            f"there is no tool named {tool_name!r}; available tools: "
+            + (", ".join(available) or "(none)"),
+            details={
+                "tool": tool_name,
+                "available": available,
+                "errors": [
+                    {
+                        "loc": ["(tool name)"],
+                        "msg": f"unknown tool {tool_name!r}",
+                        "type": "unknown_tool",
+                    }
+                ],
+            },
+        )
+        return tool_error_json(err)
+    cls = act if isinstance(act, type) else type(act)
+    accepted = _accepted_args(cls)
+    try:
+        args = parse_tool_arguments(arguments_json)
+        args = _normalize_args(cls.Params, args)
+        outcome = await execute(act, args, ctx, timeout=timeout)
+    except JidoError as err:
+        err.details.setdefault("tool", tool_name)
+        return tool_error_json(err, accepted)
+    return _dumps(outcome.result)
