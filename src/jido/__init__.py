@@ -31,6 +31,9 @@ from jido._tool import execute_tool_call, parse_tool_arguments, strict_schema
 # --- actions (end) ---
 
 # --- signals (begin) ---
+from jido._router import Route, Router
+from jido._signal import Signal, TypedSignal
+
 # --- signals (end) ---
 
 # --- agents (begin) ---
@@ -73,6 +76,10 @@ __all__ = [
     "strict_schema",
     # --- actions __all__ (end) ---
     # --- signals __all__ (begin) ---
+    "Route",
+    "Router",
+    "Signal",
+    "TypedSignal",
     # --- signals __all__ (end) ---
     # --- agents __all__ (begin) ---
     "Checkpoint",
