@@ -37,6 +37,14 @@ from jido._signal import Signal, TypedSignal
 # --- signals (end) ---
 
 # --- agents (begin) ---
+from jido._sensor import (
+    BusSensor,
+    CronSensor,
+    HeartbeatSensor,
+    Sensor,
+    SensorClock,
+    SensorError,
+)
 from jido._store import Checkpoint, CorruptCheckpointError, MemoryStore, SQLiteStore, StateStore
 # --- agents (end) ---
 
@@ -87,5 +95,11 @@ __all__ = [
     "MemoryStore",
     "SQLiteStore",
     "StateStore",
+    "BusSensor",
+    "CronSensor",
+    "HeartbeatSensor",
+    "Sensor",
+    "SensorClock",
+    "SensorError",
     # --- agents __all__ (end) ---
 ]
