@@ -25,6 +25,7 @@ from jido._errors import (
 
 # --- actions (begin) ---
 from jido._action import Action, ActionContext, action
+from jido._catalog import Catalog
 from jido._exec import Outcome, Plan, PlanStep, chain, check_cancelled, execute, run_action
 from jido._tool import execute_tool_call, parse_tool_arguments, strict_schema
 
@@ -71,6 +72,7 @@ __all__ = [
     # --- actions __all__ (begin) ---
     "Action",
     "ActionContext",
+    "Catalog",
     "Outcome",
     "Plan",
     "PlanStep",

@@ -307,6 +307,21 @@ def _timeout_error(cls: type[Action], timeout: float | None, from_ctx: bool) -> 
     )
 
 
+class _Alarm:
+    """Cancels a task at its deadline (cheaper than ``asyncio.timeout_at`` on the hot path)."""
+
+    __slots__ = ("cancelling", "fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+        self.cancelling = task.cancelling()
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
 async def _attempt(
     cls: type[Action],
     inst: Action,
@@ -336,14 +351,20 @@ async def _attempt(
                     loop = asyncio.get_running_loop()
                 if deadline <= loop.time():
                     raise _timeout_error(cls, timeout, from_ctx)
-                cm = asyncio.timeout_at(deadline)
+                task = asyncio.current_task()
+                assert task is not None, "execute() must run inside an asyncio task"
+                alarm = _Alarm(task)
+                handle = loop.call_at(deadline, alarm.fire)
                 try:
-                    async with cm:
-                        raw = await inst.run(params, run_ctx)
-                except builtins.TimeoutError:
-                    if cm.expired():
+                    raw = await inst.run(params, run_ctx)
+                except asyncio.CancelledError:
+                    if alarm.fired and task.uncancel() <= alarm.cancelling:
                         raise _timeout_error(cls, timeout, from_ctx) from None
                     raise
+                finally:
+                    handle.cancel()
+                if alarm.fired:
+                    task.uncancel()  # the run swallowed our cancel; keep the count balanced
         else:
             raw = await _run_in_thread(cls, inst, params, run_ctx, deadline, timeout, from_ctx)
         return _normalize(cls, raw)
@@ -400,10 +421,29 @@ async def _run_in_thread(
 
 
 async def _hook(fn: Any, *args: Any) -> Any:
-    value = fn(*args)
-    if inspect.isawaitable(value):
-        value = await value
+    """Call a hook (sync or async); a non-jido exception becomes an ``ExecutionError``."""
+    try:
+        value = fn(*args)
+        if inspect.isawaitable(value):
+            value = await value
+    except JidoError:
+        raise
+    except Exception as exc:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise ExecutionError(
+            f"hook {name} raised {type(exc).__name__}: {exc}",
+            details={"hook": getattr(fn, "__name__", name), "exception": type(exc).__name__},
+            cause=exc,
+        ) from exc
     return value
+
+
+async def _notify_error(inst: Action, err: JidoError, ctx: ActionContext) -> None:
+    """Call ``on_error``; its own failure is recorded on ``err`` rather than replacing it."""
+    try:
+        await _hook(inst.on_error, err, ctx)
+    except JidoError as hook_err:
+        err.details.setdefault("on_error_failed", hook_err.message)
 
 
 async def _validate_with_hooks(
@@ -529,7 +569,7 @@ async def _execute_full(
         params = await _validate_with_hooks(cls, inst, raw, ctx)
     except JidoError as err:
         if cls._has_on_error:
-            await _hook(inst.on_error, err, ctx)
+            await _notify_error(inst, err, ctx)
         raise
     attempt = 0
     while True:
@@ -549,7 +589,7 @@ async def _execute_full(
             return outcome
         except JidoError as err:
             if cls._has_on_error:
-                await _hook(inst.on_error, err, ctx)
+                await _notify_error(inst, err, ctx)
             if err.retryable and attempt < retries:
                 delay = _backoff_delay(cls, attempt)
                 loop = asyncio.get_running_loop()
@@ -560,7 +600,9 @@ async def _execute_full(
                 err.details.setdefault("retry_stopped", "no time left before the deadline")
             err.details.setdefault("attempts", attempt + 1)
             if cls._has_compensate:
-                raise await _compensate(cls, inst, params, err, ctx) from err.__cause__
+                final = await _compensate(cls, inst, params, err, ctx)
+                if final is not err:
+                    raise final from err
             raise
 
 

@@ -1,0 +1,28 @@
+"""Built-in actions useful in agents: ``Noop``, ``Sleep``, ``Log``, confined file access
+(``ReadFile``, ``WriteFile``) and ``HttpRequest``.
+
+File actions refuse every path until bound to allowed roots::
+
+    Read = ReadFile.confined_to("/srv/data")            # a subclass, same tool name
+    Write = WriteFile.confined_to("/srv/data", max_bytes=64_000)
+"""
+
+from __future__ import annotations
+
+from jido.actions._basic import Log, Noop, Sleep
+from jido.actions._files import ReadFile, WriteFile
+from jido.actions._http import HttpHeader, HttpRequest
+
+__all__ = [
+    "BUILTIN_ACTIONS",
+    "HttpHeader",
+    "HttpRequest",
+    "Log",
+    "Noop",
+    "ReadFile",
+    "Sleep",
+    "WriteFile",
+]
+
+#: Every built-in action class (file actions unbound: they refuse all paths until confined).
+BUILTIN_ACTIONS = (Noop, Sleep, Log, ReadFile, WriteFile, HttpRequest)
