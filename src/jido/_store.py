@@ -25,6 +25,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from enum import Enum
@@ -559,6 +560,7 @@ class SQLiteStore(StateStore):
         self.busy_timeout: float = float(busy_timeout)
         self.max_batch: int = max_batch
         self._worker: _SQLiteWorker | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._closed = False
         self._lock = threading.Lock()
 
@@ -573,6 +575,10 @@ class SQLiteStore(StateStore):
                 worker = _SQLiteWorker(self, name=f"jido-sqlite-store-{id(self):x}")
                 worker.start()
                 self._worker = worker
+                # a store dropped without close() still lets its thread finish and exit
+                self._finalizer = weakref.finalize(
+                    self, worker.jobs.put, (_OP_CLOSE, "", None, None)
+                )
             return self._worker.jobs
 
     def _submit(self, op: int, key: str, arg: Any) -> asyncio.Future[Any]:
@@ -599,6 +605,9 @@ class SQLiteStore(StateStore):
         self._closed = True
         with self._lock:
             worker, self._worker = self._worker, None
+            finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer.detach()
         if worker is None:
             return
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sqlite3
 import sys
@@ -207,3 +208,16 @@ async def test_corrupt_row_written_by_hand(tmp_path: Path) -> None:
 def test_bad_constructor_arguments(tmp_path: Path, kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValidationError, match=match):
         SQLiteStore(tmp_path / "x.db", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_store_dropped_without_close_lets_its_thread_exit(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "dropped.db")
+    await store.save("k", _cp(1))
+    (thread,) = _store_threads()
+    del store
+    gc.collect()
+    await asyncio.to_thread(thread.join, 10)
+    assert not thread.is_alive()
+    async with SQLiteStore(tmp_path / "dropped.db") as again:
+        got = await again.load("k")
+        assert got is not None and got.seq == 1
