@@ -6,6 +6,17 @@ an agent is written: mix ``Clustered`` into a ``jido.Agent`` and run it on a ``N
 """
 
 # --- cluster (begin) ---
+from foundation._cluster_bus import (
+    BusStatistics,
+    ClusterBus,
+    ClusterBusError,
+    ClusterSubscription,
+    DeadLetter,
+    Delivery,
+    current_signal,
+)
+from foundation._inbox import AgentInbox, InboxStatistics, send_to_inbox
+
 # --- cluster (end) ---
 
 # --- coordination (begin) ---
@@ -15,6 +26,16 @@ __version__ = "0.1.0"
 
 __all__: list[str] = [
     # --- cluster __all__ (begin) ---
+    "AgentInbox",
+    "BusStatistics",
+    "ClusterBus",
+    "ClusterBusError",
+    "ClusterSubscription",
+    "DeadLetter",
+    "Delivery",
+    "InboxStatistics",
+    "current_signal",
+    "send_to_inbox",
     # --- cluster __all__ (end) ---
     # --- coordination __all__ (begin) ---
     # --- coordination __all__ (end) ---

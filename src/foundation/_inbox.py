@@ -1,0 +1,447 @@
+"""``AgentInbox``: at-least-once delivery to one agent, the mechanism under effectively-once.
+
+Every agent with ``at_least_once`` delivery has an inbox subject
+``<root>.inbox.<tenant>.<agent_id>`` captured by the work-queue stream :data:`INBOX_STREAM`.
+
+* **Sender**: :func:`send_to_inbox` publishes a signal there with ``Nats-Msg-Id`` = signal id
+  and returns once JetStream acknowledged it (the stream sequence; a re-send of the same id
+  within the duplicate window is stored once). That acknowledgement is "acknowledged to its
+  sender".
+* **Owner**: :class:`AgentInbox` drains the inbox through one durable pull consumer and calls
+  ``deliver(signal, stream_seq)`` for each message **in stream order, one at a time**, acking
+  only after ``deliver`` returns. Started with ``after_seq=N`` (the last applied sequence
+  committed with the agent's state) it acks and skips every message with a sequence ≤ N.
+  When ``deliver`` commits the state and the sequence in one compare-and-set write, every
+  acknowledged signal is applied exactly once, whatever process dies when.
+
+Order is what makes the skip rule safe, so the inbox never lets a later message overtake an
+earlier one: each activation deletes and recreates the consumer (a fresh consumer of a
+work-queue stream delivers the remaining messages in sequence order), ``deliver`` failures are
+retried in place (the messages behind it wait), and a gap in the consumer's delivery sequence
+(a message lost in transit, e.g. across a reconnect) makes it recreate the consumer and start
+over from the first unacknowledged message.
+
+Cost per running inbox: one durable consumer on the server, one NATS subscription and one
+asyncio task that long-polls (``fetch`` with ``idle_poll`` seconds expiry) — an idle inbox costs
+one small request per ``idle_poll`` seconds and a few KiB of memory; nothing per message beyond
+the message itself. Hosts with very many idle agents should start inboxes lazily (e.g. when the
+agent is activated) and stop them when it hibernates: messages wait in the stream meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from foundation._cluster_bus import (
+    DEAD_LETTER_SUBJECT_PREFIX,
+    ClusterBusError,
+    DeadLetter,
+    WireMode,
+    _parse_ack_reply,
+    dead_letter,
+    decode_signal,
+    encode_signal,
+    ensure_dead_letter_stream,
+    ensure_stream,
+    js_publish_many,
+    list_dead_letters,
+    purge_dead,
+)
+from foundation._wire import DEFAULT_TENANT, HDR_MSG_ID, SUBJECT_ROOT
+from jido import AgentStoppedError, FencedError, JidoError, Signal
+
+__all__ = [
+    "INBOX_STREAM",
+    "INBOX_SUBJECT_PREFIX",
+    "AgentInbox",
+    "InboxStatistics",
+    "ensure_inbox_stream",
+    "inbox_consumer_name",
+    "inbox_subject",
+    "send_to_inbox",
+]
+
+log = logging.getLogger("foundation.inbox")
+
+#: Work-queue stream holding every agent inbox (messages leave it when the owner acks them).
+INBOX_STREAM: Final = "FOUNDATION_INBOX"
+#: Inbox subject of an agent: ``<root>.inbox.<tenant>.<agent_id>``.
+INBOX_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.inbox"
+
+_ID_RE = re.compile(r"^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$")
+
+Deliver = Callable[[Signal, int], Awaitable[None]]
+
+
+def inbox_subject(agent_id: str, tenant: str = DEFAULT_TENANT) -> str:
+    """The inbox subject of ``agent_id`` in ``tenant``."""
+    for kind, value in (("tenant", tenant), ("agent id", agent_id)):
+        if (
+            not isinstance(value, str)
+            or not _ID_RE.match(value)
+            or (kind == "tenant" and "." in value)
+        ):
+            raise ClusterBusError(
+                f"{kind} {value!r} cannot be part of an inbox subject: use letters, digits, "
+                "'_', '-', '=' (and dots between them in an agent id)",
+                details={"kind": kind, "value": repr(value)},
+            )
+    return f"{INBOX_SUBJECT_PREFIX}.{tenant}.{agent_id}"
+
+
+def inbox_consumer_name(agent_id: str, tenant: str = DEFAULT_TENANT) -> str:
+    """Durable consumer name of an agent's inbox (readable prefix + hash; no dots)."""
+    key = f"{tenant}.{agent_id}"
+    readable = re.sub(r"[^A-Za-z0-9_-]", "_", key)[:40]
+    return f"inbox_{readable}_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+async def ensure_inbox_stream(
+    js: JetStreamContext,
+    *,
+    replicas: int = 1,
+    duplicate_window: float = 120.0,
+    max_age: float | None = None,
+) -> None:
+    """Create (or update) the inbox stream and the dead-letter stream, idempotently.
+
+    ``max_age`` (seconds) bounds how long an unconsumed message waits; ``None`` keeps it until
+    its agent consumes it or is removed.
+    """
+    await ensure_stream(
+        js,
+        api.StreamConfig(
+            name=INBOX_STREAM,
+            subjects=[f"{INBOX_SUBJECT_PREFIX}.>"],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=duplicate_window,
+            max_age=max_age,
+        ),
+    )
+    await ensure_dead_letter_stream(js, replicas=replicas, max_age=7 * 24 * 3600.0)
+
+
+async def send_to_inbox(
+    js: JetStreamContext,
+    agent_id: str,
+    *signals: Signal,
+    tenant: str = DEFAULT_TENANT,
+    wire: WireMode = "binary",
+    ack_timeout: float = 5.0,
+) -> list[int]:
+    """Publish ``signals`` to an agent's inbox; returns their stream sequences once stored.
+
+    ``Nats-Msg-Id`` is the signal id, so sending the same signal again (e.g. after a timeout)
+    within the duplicate window stores it once and returns the first sequence. Raises
+    :class:`ClusterBusError` (retryable) when JetStream did not acknowledge.
+    """
+    subject = inbox_subject(agent_id, tenant)
+    items = []
+    for sig in signals:
+        headers, body = encode_signal(sig, wire)
+        headers[HDR_MSG_ID] = sig.id
+        items.append((subject, headers, body))
+    return await js_publish_many(js, items, ack_timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxStatistics:
+    """Counters of one :class:`AgentInbox` (an immutable snapshot)."""
+
+    delivered: int
+    """Calls of ``deliver`` that returned."""
+    skipped: int
+    """Messages acked without delivery because their sequence was ≤ the applied one."""
+    retries: int
+    """``deliver`` calls that raised and were retried."""
+    dead_lettered: int
+    restarts: int
+    """Consumer recreations after a delivery gap or an error."""
+    applied_seq: int
+    """Stream sequence of the last message applied (or skipped)."""
+
+
+class AgentInbox:
+    """Drains one agent's inbox into ``deliver(signal, stream_seq)``, in order, acking after.
+
+    ``after_seq``: the last stream sequence already applied (committed with the agent's state);
+    messages at or below it are acked and skipped. ``deliver`` errors are retried in place after
+    ``retry_backoff[attempt-1]`` seconds; after ``max_attempts`` the message is dead-lettered
+    and the inbox moves on. An error of a type in ``stop_on`` (default: ``FencedError``,
+    ``AgentStoppedError``) stops the inbox without acking: the message stays for the next owner.
+    ``on_stopped`` is called with that error.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        agent_id: str,
+        deliver: Deliver,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        after_seq: int = 0,
+        batch: int = 128,
+        ack_wait: float = 30.0,
+        idle_poll: float = 30.0,
+        max_attempts: int = 5,
+        retry_backoff: Sequence[float] = (0.05, 0.2, 1.0, 5.0),
+        stop_on: tuple[type[BaseException], ...] = (FencedError, AgentStoppedError),
+        on_stopped: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ClusterBusError("max_attempts must be >= 1", details={"value": max_attempts})
+        self.js = js
+        self.agent_id = agent_id
+        self.tenant = tenant
+        self.subject = inbox_subject(agent_id, tenant)
+        self.consumer = inbox_consumer_name(agent_id, tenant)
+        self._deliver = deliver
+        self._applied = after_seq
+        self._batch = batch
+        self._ack_wait = ack_wait
+        self._idle_poll = idle_poll
+        self._max_attempts = max_attempts
+        self._backoff = tuple(retry_backoff) or (0.0,)
+        self._stop_on = stop_on
+        self._on_stopped = on_stopped
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._fetching = False
+        self._delivered = 0
+        self._skipped = 0
+        self._retries = 0
+        self._dead = 0
+        self._restarts = 0
+        self._progress = asyncio.Condition()
+        self.error: BaseException | None = None
+        """The error that stopped the inbox, if one did."""
+
+    @property
+    def applied_seq(self) -> int:
+        """Stream sequence of the last message applied or skipped."""
+        return self._applied
+
+    @property
+    def running(self) -> bool:
+        """Whether the inbox is draining."""
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Recreate the consumer (fresh, in-order delivery) and start draining."""
+        if self._task is not None:
+            return
+        await self._recreate_consumer()
+        self._task = asyncio.create_task(self._run(), name=f"inbox:{self.tenant}.{self.agent_id}")
+
+    async def stop(self) -> None:
+        """Stop draining (the consumer and undelivered messages stay for the next owner)."""
+        self._stopping = True
+        task = self._task
+        if task is None:
+            return
+        if self._fetching:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def remove(self, *, purge: bool = True) -> None:
+        """Stop, delete the consumer and (``purge``) the agent's undelivered messages.
+
+        Use when the agent is removed from the cluster for good.
+        """
+        await self.stop()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_consumer(INBOX_STREAM, self.consumer)
+        if purge:
+            await self.js.purge_stream(INBOX_STREAM, subject=self.subject)
+
+    async def wait_applied(self, seq: int) -> None:
+        """Wait until the message with stream sequence ``seq`` has been applied (or skipped),
+        or the inbox stopped. Bound it with ``asyncio.timeout``."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._applied >= seq or not self.running)
+
+    def statistics(self) -> InboxStatistics:
+        """An immutable snapshot of this inbox's counters."""
+        return InboxStatistics(
+            delivered=self._delivered,
+            skipped=self._skipped,
+            retries=self._retries,
+            dead_lettered=self._dead,
+            restarts=self._restarts,
+            applied_seq=self._applied,
+        )
+
+    async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        """This inbox's dead letters, oldest first (redrive them with ``ClusterBus.redrive``)."""
+        return await list_dead_letters(
+            self.js,
+            subject_filter=f"{DEAD_LETTER_SUBJECT_PREFIX}.inbox.{self.consumer}",
+            limit=limit,
+        )
+
+    async def purge_dead_letters(self) -> int:
+        """Delete this inbox's dead letters; returns how many were removed."""
+        return await purge_dead(self.js, f"{DEAD_LETTER_SUBJECT_PREFIX}.inbox.{self.consumer}")
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _recreate_consumer(self) -> None:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_consumer(INBOX_STREAM, self.consumer)
+        config = api.ConsumerConfig(
+            name=self.consumer,
+            durable_name=self.consumer,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self._ack_wait,
+            max_deliver=-1,
+            filter_subject=self.subject,
+            max_ack_pending=self._batch * 2,
+        )
+        try:
+            await self.js.add_consumer(INBOX_STREAM, config=config)
+        except nats.js.errors.APIError as exc:
+            raise ClusterBusError(
+                f"could not create the inbox consumer of {self.agent_id!r}: {exc.description}; "
+                "is the inbox stream created (ensure_inbox_stream)?",
+                details={"agent_id": self.agent_id, "code": exc.err_code},
+                cause=exc,
+            ) from exc
+
+    async def _notify(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                psub = await self.js.pull_subscribe_bind(self.consumer, INBOX_STREAM)
+                try:
+                    await self._drain(psub)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await psub.unsubscribe()
+                if not self._stopping:
+                    self._restarts += 1
+                    await self._recreate_consumer()
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+        except Exception as exc:
+            self.error = exc
+            log.exception("inbox of %s stopped", self.agent_id)
+            if self._on_stopped is not None:
+                self._on_stopped(exc)
+        finally:
+            await self._notify()
+
+    async def _drain(self, psub: JetStreamContext.PullSubscription) -> None:
+        """Deliver messages until stopped; returns when the consumer must be recreated."""
+        expected_dseq = 1
+        while not self._stopping:
+            self._fetching = True
+            try:
+                msgs = await psub.fetch(self._batch, timeout=self._idle_poll)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except nats.js.errors.APIError as exc:
+                log.warning(
+                    "inbox fetch of %s failed (%s); recreating consumer", self.agent_id, exc
+                )
+                return
+            finally:
+                self._fetching = False
+            for msg in msgs:
+                if self._stopping:
+                    return
+                _, sseq, dseq = _parse_ack_reply(msg.reply)
+                if dseq != expected_dseq:
+                    if dseq > expected_dseq or sseq > self._applied:
+                        # A delivery went missing (lost in transit): start over in order.
+                        log.info(
+                            "inbox of %s: delivery gap (consumer seq %d, expected %d); restart",
+                            self.agent_id,
+                            dseq,
+                            expected_dseq,
+                        )
+                        return
+                else:
+                    expected_dseq += 1
+                if sseq <= self._applied:
+                    self._skipped += 1
+                    await msg.ack()
+                    continue
+                if not await self._apply(msg, sseq):
+                    return
+            await self._notify()
+
+    async def _apply(self, msg: Msg, sseq: int) -> bool:
+        """Deliver one message (retrying in place); False when the inbox must stop."""
+        try:
+            sig = decode_signal(msg.headers, msg.data)
+        except JidoError as exc:
+            await self._dead_letter(msg, f"undecodable: {exc.message}", 1, sseq)
+            return True
+        attempt = 1
+        while True:
+            try:
+                await self._deliver(sig, sseq)
+                break
+            except self._stop_on as exc:
+                self.error = exc
+                self._stopping = True
+                if self._on_stopped is not None:
+                    self._on_stopped(exc)
+                return False
+            except Exception as exc:
+                if attempt >= self._max_attempts:
+                    log.warning(
+                        "inbox of %s: deliver failed %d times on seq %d; dead-lettering: %s",
+                        self.agent_id,
+                        attempt,
+                        sseq,
+                        exc,
+                    )
+                    await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", attempt, sseq)
+                    return True
+                self._retries += 1
+                delay = self._backoff[min(attempt, len(self._backoff)) - 1]
+                await msg.in_progress()
+                await asyncio.sleep(delay)  # back-off before retrying the same message in place
+                attempt += 1
+                if self._stopping:
+                    return False
+        self._applied = sseq
+        self._delivered += 1
+        await msg.ack()
+        return True
+
+    async def _dead_letter(self, msg: Msg, reason: str, attempts: int, sseq: int) -> None:
+        await dead_letter(
+            self.js,
+            msg,
+            kind="inbox",
+            consumer=self.consumer,
+            reason=reason,
+            attempts=attempts,
+            stream_seq=sseq,
+            stream=INBOX_STREAM,
+        )
+        self._dead += 1
+        self._applied = sseq
+        await msg.ack()
