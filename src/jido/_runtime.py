@@ -1,0 +1,1104 @@
+"""``Runtime``: runs agents on one node, each as a lightweight server with a bounded mailbox.
+
+Design (chosen for the hot path and for memory):
+
+* Each agent is a small ``_Server`` object holding its state, a bounded FIFO mailbox and its
+  bookkeeping. An agent has an asyncio task only while it has work: the first message into an
+  idle mailbox starts a task that drains the mailbox one message at a time, in arrival order,
+  and exits when it is empty. 100,000 idle agents therefore hold no task at all.
+* ``call`` puts ``(signal, future, meta)`` into the mailbox and awaits the future: one future
+  per call, no queue per call, no ``wait_for`` unless a timeout is given.
+* A full mailbox raises :class:`~jido.MailboxFullError` at once (never a silent drop).
+* A command is: route (cached per signal type) → action → merge + validate the state →
+  checkpoint (per policy) → directives → reply. Anything that fails before the checkpoint
+  leaves the state unchanged.
+* An exception that is not a typed command error (a hook or a directive raising, a bug)
+  crashes the agent: the caller gets an ``ExecutionError``, and the agent is restarted with its
+  last checkpointed state, up to ``max_restarts`` times in ``restart_window`` seconds; then it
+  stays stopped and a ``jido.agent.failed`` signal is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from croniter import croniter
+from pydantic import BaseModel
+
+from jido._agent import CHILD_EXITED, Agent, Instruction, _params_of
+from jido._bus import Bus
+from jido._directive import (
+    Cancel,
+    Directive,
+    Emit,
+    Schedule,
+    Spawn,
+    StartSensor,
+    Stop,
+    StopChild,
+    StopSensor,
+)
+from jido._errors import (
+    AgentNotFoundError,
+    AgentStoppedError,
+    ExecutionError,
+    FencedError,
+    JidoError,
+    MailboxFullError,
+    RoutingError,
+    StoreError,
+    TimeoutError,
+    ValidationError,
+)
+from jido._signal import Signal
+from jido._store import Checkpoint, StateStore
+
+__all__ = [
+    "AgentDeadLetter",
+    "AgentEvent",
+    "AgentExistsError",
+    "AgentRef",
+    "Runtime",
+]
+
+_log = logging.getLogger("jido.runtime")
+
+#: Signal type published when an agent exceeds its restart intensity and stays stopped.
+AGENT_FAILED = "jido.agent.failed"
+
+_RUNNING = 0
+_STOPPING = 1
+_STOPPED = 2
+
+_FAIRNESS = 64  # messages drained before yielding to other tasks
+
+
+class AgentExistsError(JidoError):
+    """An agent with that id is already running here. Stop it first or pick another id."""
+
+    type = "agent_exists"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent:
+    """A lifecycle event sent to runtime listeners.
+
+    ``kind`` is one of ``started``, ``stopped``, ``crashed``, ``restarted``, ``hibernated``,
+    ``thawed``. ``reason`` says why an agent stopped (``normal``, ``fenced``, ``failed``,
+    ``parent``, ...); ``error`` is set for ``crashed`` and for failures.
+    """
+
+    kind: str
+    agent_id: str
+    agent_type: str = ""
+    reason: str | None = None
+    error: JidoError | None = None
+    parent: str | None = None
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDeadLetter:
+    """A signal that could not be delivered or handled, with the error saying why."""
+
+    agent_id: str
+    signal: Signal
+    error: JidoError
+    time: float = field(default_factory=time.time)
+
+
+Listener = Callable[[AgentEvent], Any]
+
+
+def _policy(value: str | int) -> tuple[int, bool]:
+    """Checkpoint policy → (save every N commands (0: not per command), save on stop)."""
+    if value == "every":
+        return 1, True
+    if value == "on_stop":
+        return 0, True
+    if value == "never":
+        return 0, False
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value, True
+    raise ValidationError(
+        f"checkpoint must be 'every', 'on_stop', 'never' or an int N >= 1, got {value!r}",
+        details={"checkpoint": repr(value)},
+    )
+
+
+def _fail(fut: asyncio.Future[Any] | None, err: BaseException) -> None:
+    if fut is not None and not fut.done():
+        fut.set_exception(err)
+
+
+class _Server:
+    """One running agent: state, mailbox, and the bookkeeping of its lifecycle."""
+
+    __slots__ = (
+        "active",
+        "agent",
+        "cap",
+        "children",
+        "ckpt_every",
+        "ckpt_on_stop",
+        "cls",
+        "epoch",
+        "hibernate_after",
+        "id",
+        "last_active",
+        "mailbox",
+        "meta",
+        "parent",
+        "restarts",
+        "rt",
+        "saved_seq",
+        "sensors",
+        "seq",
+        "status",
+        "stop_reason",
+        "stopped",
+        "task",
+        "timers",
+    )
+
+    def __init__(self, rt: Runtime, cls: type[Agent], agent: Agent) -> None:
+        self.rt = rt
+        self.cls = cls
+        self.id = agent.id
+        self.agent: Agent | None = agent
+        self.mailbox: collections.deque[tuple[Signal, asyncio.Future[Any] | None, Any]] | None
+        self.mailbox = None
+        self.cap = cls.mailbox_size if cls.mailbox_size is not None else rt.mailbox_size
+        self.active = False
+        self.task: asyncio.Task[None] | None = None
+        self.status = _RUNNING
+        self.seq = 0
+        self.saved_seq = 0
+        self.epoch = 0
+        self.meta: dict[str, Any] | None = None
+        self.parent: str | None = None
+        self.children: list[str] | None = None
+        self.timers: dict[str, tuple[asyncio.TimerHandle, Schedule]] | None = None
+        self.sensors: dict[str, Any] | None = None
+        self.restarts: collections.deque[float] | None = None
+        self.stop_reason: str | None = None
+        self.stopped: asyncio.Future[None] | None = None
+        self.last_active = time.monotonic()
+        policy = cls.checkpoint if cls.checkpoint is not None else rt.checkpoint
+        self.ckpt_every, self.ckpt_on_stop = _policy(policy)
+        if rt.store is None:
+            self.ckpt_every, self.ckpt_on_stop = 0, False
+        self.hibernate_after = (
+            cls.hibernate_after if cls.hibernate_after is not None else rt.hibernate_after
+        )
+
+    # -- mailbox ---------------------------------------------------------------------------------
+
+    def enqueue(self, signal: Signal, fut: asyncio.Future[Any] | None, meta: Any) -> None:
+        if self.status:
+            raise AgentStoppedError(
+                f"agent {self.id!r} is stopping or stopped; it takes no more signals",
+                details={"agent_id": self.id},
+            )
+        mb = self.mailbox
+        if mb is None:
+            mb = self.mailbox = collections.deque()
+        if len(mb) >= self.cap:
+            raise MailboxFullError(
+                f"mailbox of agent {self.id!r} is full ({self.cap} signals waiting); back off "
+                "and retry, or raise mailbox_size",
+                details={"agent_id": self.id, "mailbox_size": self.cap},
+            )
+        mb.append((signal, fut, meta))
+        if not self.active:
+            self.active = True
+            self.task = self.rt._loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        mb = self.mailbox
+        assert mb is not None
+        n = 0
+        try:
+            while mb and not self.status and self.stop_reason is None:
+                await self._process(mb.popleft())
+                n += 1
+                if n % _FAIRNESS == 0 and mb:
+                    await asyncio.sleep(0)
+            if self.stop_reason is not None and not self.status:
+                await self.shutdown(self.stop_reason)
+        finally:
+            self.active = False
+            self.task = None
+            self.last_active = time.monotonic()
+
+    # -- one command -------------------------------------------------------------------------------
+
+    async def _process(self, item: tuple[Signal, asyncio.Future[Any] | None, Any]) -> None:
+        signal, fut, meta = item
+        rt = self.rt
+        try:
+            if self.agent is None:
+                await self._thaw()
+            agent = self.agent
+            assert agent is not None
+            cls = self.cls
+            action = cls._route(signal)
+            inst = Instruction(action, _params_of(signal))
+            new_state, result, effects = await agent._step(inst, agent.state, signal, meta)
+        except JidoError as err:
+            if isinstance(err, RoutingError) or fut is None:
+                rt._dead(self.id, signal, err)
+            _fail(fut, err)
+            return
+        except asyncio.CancelledError:
+            _fail(fut, AgentStoppedError(f"agent {self.id!r} was cancelled"))
+            raise
+        except Exception as exc:
+            await self._crash(exc, fut, signal)
+            return
+        seq = self.seq + 1
+        merged: dict[str, Any] | None
+        if meta:
+            merged = dict(self.meta) if self.meta else {}
+            merged.update(meta)
+        else:
+            merged = self.meta
+        every = self.ckpt_every
+        if every and (every == 1 or seq - self.saved_seq >= every):
+            try:
+                await self._save(new_state, seq, merged)
+            except FencedError as err:
+                _fail(fut, err)
+                await self.shutdown("fenced", fenced=True)
+                return
+            except JidoError as err:
+                _fail(fut, err)
+                return
+        agent.state = new_state
+        self.seq = seq
+        self.meta = merged
+        if effects:
+            try:
+                await self._effects(effects, signal)
+            except JidoError as err:
+                _fail(fut, err)
+                return
+            except Exception as exc:
+                await self._crash(exc, fut, signal)
+                return
+        if fut is not None and not fut.done():
+            fut.set_result(result)
+        tracer = rt._tracer
+        if tracer is not None:
+            tracer(self.id, signal, result, new_state)
+
+    async def _save(self, state: BaseModel, seq: int, meta: dict[str, Any] | None) -> None:
+        store = self.rt.store
+        assert store is not None
+        cp = Checkpoint(
+            state=state.model_dump(),
+            agent_type=self.cls._type_name,
+            seq=seq,
+            meta=meta if meta is not None else {},
+            epoch=self.epoch,
+        )
+        try:
+            await store.save(self.id, cp)
+        except JidoError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"saving the checkpoint of agent {self.id!r} failed: {exc!r}; the command was "
+                "rolled back",
+                details={"agent_id": self.id},
+                cause=exc,
+            ) from exc
+        self.saved_seq = seq
+
+    # -- directives --------------------------------------------------------------------------------
+
+    async def _effects(self, effects: list[Directive], signal: Signal) -> None:
+        rt = self.rt
+        for d in effects:
+            if isinstance(d, Emit):
+                await rt._emit(self, d)
+            elif isinstance(d, Schedule):
+                self.schedule(d)
+            elif isinstance(d, Cancel):
+                self.cancel_timer(d.key)
+            elif isinstance(d, Spawn):
+                if self.children is None:
+                    self.children = []
+                child_id = d.id if d.id is not None else f"{self.id}/{len(self.children) + 1}"
+                await rt.start(d.agent, id=child_id, state=d.state, parent=self.id)
+            elif isinstance(d, StopChild):
+                if self.children is None or d.id not in self.children:
+                    raise AgentNotFoundError(
+                        f"agent {self.id!r} has no child {d.id!r}",
+                        details={"agent_id": self.id, "child": d.id},
+                    )
+                child = rt._servers.get(d.id)
+                if child is not None:
+                    await child.shutdown(d.reason)
+            elif isinstance(d, StartSensor):
+                await self.start_sensor(d)
+            elif isinstance(d, StopSensor):
+                sensor = self.sensors.pop(d.key, None) if self.sensors else None
+                if sensor is not None:
+                    await sensor.stop()
+            elif isinstance(d, Stop):
+                self.stop_reason = d.reason
+            else:
+                raise ExecutionError(
+                    f"agent {self.id!r}: unknown directive {d!r}; this runtime carries out "
+                    "Emit, Schedule, Cancel, Spawn, StopChild, StartSensor, StopSensor and Stop",
+                    details={"agent_id": self.id, "directive": type(d).__name__},
+                )
+
+    def schedule(self, d: Schedule) -> None:
+        key = d.schedule_key
+        self.cancel_timer(key)
+        if self.timers is None:
+            self.timers = {}
+        if d.cron is not None:
+            nxt = croniter(d.cron, datetime.now(UTC)).get_next(float)
+            delay = max(0.0, nxt - time.time())
+        else:
+            delay = float(d.delay or 0.0)
+        handle = self.rt._loop().call_later(delay, self.fire, key)
+        self.timers[key] = (handle, d)
+
+    def cancel_timer(self, key: str) -> bool:
+        entry = self.timers.pop(key, None) if self.timers else None
+        if entry is None:
+            return False
+        entry[0].cancel()
+        return True
+
+    def fire(self, key: str) -> None:
+        """Deliver the signal of schedule ``key`` now (and re-arm a cron schedule)."""
+        entry = self.timers.pop(key, None) if self.timers else None
+        if entry is None or self.status:
+            return
+        handle, d = entry
+        handle.cancel()
+        sig = d.signal
+        if d.cron is not None:
+            self.schedule(d)
+            sig = Signal(sig.type, sig.source, sig.data, subject=sig.subject, **sig.extensions)
+        try:
+            self.enqueue(sig, None, None)
+        except JidoError as err:
+            self.rt._dead(self.id, sig, err)
+
+    async def start_sensor(self, d: StartSensor) -> None:
+        key = d.sensor_key
+        if self.sensors is None:
+            self.sensors = {}
+        if key in self.sensors:
+            raise ValidationError(
+                f"agent {self.id!r} already runs a sensor under key {key!r}; stop it first",
+                details={"agent_id": self.id, "sensor": key},
+            )
+
+        async def emit(sig: Signal) -> None:
+            try:
+                self.enqueue(sig, None, None)
+            except JidoError as err:
+                self.rt._dead(self.id, sig, err)
+
+        await d.sensor.start(emit)
+        self.sensors[key] = d.sensor
+
+    # -- crash, restart, stop ----------------------------------------------------------------------
+
+    async def _crash(
+        self, exc: BaseException, fut: asyncio.Future[Any] | None, signal: Signal | None
+    ) -> None:
+        rt = self.rt
+        err = ExecutionError(
+            f"agent {self.id!r} crashed: {type(exc).__name__}: {exc}. It is restarted from its "
+            "last checkpoint (within its restart limit).",
+            details={"agent_id": self.id, "exception": type(exc).__name__},
+            cause=exc,
+        )
+        _log.error("agent %r crashed", self.id, exc_info=exc)
+        _fail(fut, err)
+        rt._event("crashed", self, error=err)
+        while True:
+            now = time.monotonic()
+            window = (
+                self.cls.restart_window
+                if self.cls.restart_window is not None
+                else rt.restart_window
+            )
+            limit = self.cls.max_restarts if self.cls.max_restarts is not None else rt.max_restarts
+            if self.restarts is None:
+                self.restarts = collections.deque()
+            while self.restarts and now - self.restarts[0] > window:
+                self.restarts.popleft()
+            if len(self.restarts) >= limit:
+                await rt._publish_failed(self, err)
+                await self.shutdown("failed", error=err)
+                return
+            self.restarts.append(now)
+            try:
+                await self._restart()
+            except Exception as again:
+                err = ExecutionError(
+                    f"agent {self.id!r} failed to restart: {type(again).__name__}: {again}",
+                    details={"agent_id": self.id},
+                    cause=again,
+                )
+                rt._event("crashed", self, error=err)
+                continue
+            rt._event("restarted", self)
+            return
+
+    async def _restart(self) -> None:
+        store = self.rt.store
+        cls = self.cls
+        state = self.agent.state if self.agent is not None else None
+        if store is not None:
+            cp = await store.load(self.id)
+            if cp is not None:
+                state = cls.validate_state(cp.state)
+                self.seq = self.saved_seq = cp.seq
+                self.meta = dict(cp.meta)
+        agent = cls(self.id, cls.validate_state(state))
+        self.agent = agent
+        await _mount(agent)
+
+    async def _thaw(self) -> None:
+        store = self.rt.store
+        assert store is not None
+        cp = await store.load(self.id)
+        cls = self.cls
+        state = cls.validate_state(cp.state if cp is not None else None)
+        self.agent = cls(self.id, state)
+        self.rt._event("thawed", self)
+
+    async def hibernate(self) -> bool:
+        rt = self.rt
+        if rt.store is None:
+            raise ValidationError(
+                f"agent {self.id!r} cannot hibernate without a state store; give the Runtime a "
+                "store (MemoryStore or SQLiteStore)",
+                details={"agent_id": self.id},
+            )
+        agent = self.agent
+        if agent is None or self.active or self.status:
+            return False
+        seq = self.seq
+        if seq != self.saved_seq or seq == 0:
+            try:
+                await self._save(agent.state, seq, self.meta)
+            except FencedError:
+                await self.shutdown("fenced", fenced=True)
+                return False
+        if self.active or self.seq != seq or self.status or self.agent is not agent:
+            return False  # work arrived while saving: stay awake
+        self.agent = None
+        rt._event("hibernated", self)
+        return True
+
+    async def shutdown(
+        self, reason: str, *, fenced: bool = False, error: JidoError | None = None
+    ) -> None:
+        """Stop: finish the in-flight command, fail what is queued, stop children, save."""
+        loop = self.rt._loop()
+        if self.status:
+            if self.stopped is not None:
+                await asyncio.shield(self.stopped)
+            return
+        self.status = _STOPPING
+        self.stopped = loop.create_future()
+        rt = self.rt
+        try:
+            task = self.task
+            if task is not None and task is not asyncio.current_task() and not fenced:
+                await asyncio.wait([task])
+            mb = self.mailbox
+            if mb:
+                gone = AgentStoppedError(
+                    f"agent {self.id!r} stopped ({reason}) before handling this signal",
+                    details={"agent_id": self.id, "reason": reason},
+                )
+                while mb:
+                    sig, fut, _meta = mb.popleft()
+                    if fut is None:
+                        rt._dead(self.id, sig, gone)
+                    else:
+                        _fail(fut, gone)
+            if self.timers:
+                for handle, _d in self.timers.values():
+                    handle.cancel()
+                self.timers = None
+            if self.sensors:
+                for sensor in list(self.sensors.values()):
+                    try:
+                        await sensor.stop()
+                    except Exception:
+                        _log.exception("stopping a sensor of agent %r failed", self.id)
+                self.sensors = None
+            if self.children:
+                for child_id in list(self.children):
+                    child = rt._servers.get(child_id)
+                    if child is not None:
+                        await child.shutdown("parent")
+            agent = self.agent
+            if not fenced and agent is not None and self.cls._h_shutdown:
+                try:
+                    r = agent.shutdown(reason)
+                    if self.cls._h_shutdown == 2:
+                        await r
+                except Exception:
+                    _log.exception("shutdown hook of agent %r raised", self.id)
+            if (
+                not fenced
+                and error is None
+                and agent is not None
+                and self.ckpt_on_stop
+                and (self.seq != self.saved_seq)
+            ):
+                try:
+                    await self._save(agent.state, self.seq, self.meta)
+                except JidoError:
+                    _log.exception("final checkpoint of agent %r failed", self.id)
+        finally:
+            self.status = _STOPPED
+            if rt._servers.get(self.id) is self:
+                del rt._servers[self.id]
+            rt._event("stopped", self, reason=reason, error=error)
+            rt._child_exited(self, reason)
+            self.stopped.set_result(None)
+
+
+async def _mount(agent: Agent) -> None:
+    cls = type(agent)
+    if cls._h_mount:
+        r = agent.mount()
+        if cls._h_mount == 2:
+            await r
+    for skill in cls._skills:
+        r = skill.mount(agent)
+        if isinstance(r, Awaitable):
+            await r
+
+
+class AgentRef:
+    """A handle on a running agent: ``call``, ``cast``, ``state``.
+
+    A ref stays valid across restarts and hibernation; after the agent stopped, its methods
+    raise :class:`~jido.AgentNotFoundError` (or reach a new agent started under the same id).
+    """
+
+    __slots__ = ("_rt", "_srv", "id")
+
+    def __init__(self, rt: Runtime, srv: _Server) -> None:
+        self._rt = rt
+        self._srv = srv
+        self.id: str = srv.id
+
+    def __repr__(self) -> str:
+        return f"AgentRef({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AgentRef) and other.id == self.id and other._rt is self._rt
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _server(self) -> _Server:
+        srv = self._srv
+        if srv.status:
+            srv = self._rt._server(self.id)
+            self._srv = srv
+        return srv
+
+    async def call(
+        self,
+        signal: Signal,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - part of the public contract
+        meta: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Send ``signal`` and wait for the result dict of the action it is routed to.
+
+        Raises the typed error of the command (``ValidationError``, ``RoutingError``,
+        ``ExecutionError``, ``StateError``, ``FencedError``, ...), ``MailboxFullError`` when the
+        mailbox is full, ``TimeoutError`` after ``timeout`` seconds (the command may still run).
+        ``meta`` is merged into the checkpoint written for this command, in the same write.
+        """
+        srv = self._srv
+        if srv.status:
+            srv = self._server()
+        if signal.__class__ is not Signal and not isinstance(signal, Signal):
+            raise ValidationError(f"call takes a jido.Signal, got {type(signal).__name__}")
+        fut: asyncio.Future[dict[str, Any]] = self._rt._loop().create_future()
+        srv.enqueue(signal, fut, meta)
+        if timeout is None:
+            timeout = self._rt.call_timeout
+            if timeout is None:
+                return await fut
+        cm = asyncio.timeout(timeout)
+        try:
+            async with cm:
+                return await fut
+        except builtins.TimeoutError:
+            if cm.expired():
+                raise TimeoutError(
+                    f"agent {self.id!r} did not answer within {timeout}s; the command may still "
+                    "run. Retry with a longer timeout or check the agent's load.",
+                    details={"agent_id": self.id, "timeout": timeout, "signal_type": signal.type},
+                ) from None
+            raise
+
+    async def cast(self, signal: Signal, *, meta: Mapping[str, Any] | None = None) -> None:
+        """Put ``signal`` into the agent's mailbox and return at once.
+
+        Raises ``MailboxFullError`` when the mailbox is full. Errors of the command itself are
+        recorded as dead letters (``rt.dead_letters``).
+        """
+        srv = self._srv
+        if srv.status:
+            srv = self._server()
+        if signal.__class__ is not Signal and not isinstance(signal, Signal):
+            raise ValidationError(f"cast takes a jido.Signal, got {type(signal).__name__}")
+        srv.enqueue(signal, None, meta)
+
+    async def state(self) -> BaseModel:
+        """The agent's current state model (read from the store if it is hibernated)."""
+        srv = self._server()
+        agent = srv.agent
+        if agent is not None:
+            return agent.state
+        store = self._rt.store
+        assert store is not None
+        cp = await store.load(self.id)
+        return srv.cls.validate_state(cp.state if cp is not None else None)
+
+    @property
+    def agent_class(self) -> type[Agent]:
+        """The class of the agent."""
+        return self._server().cls
+
+    @property
+    def running(self) -> bool:
+        """True while an agent with this id runs in the runtime."""
+        srv = self._rt._servers.get(self.id)
+        return srv is not None and not srv.status
+
+
+class Runtime:
+    """Runs agents on this node; an async context manager.
+
+    ::
+
+        async with Runtime() as rt:
+            ref = await rt.start(Account, id="acc-1")
+            await ref.call(Signal(type="account.deposit", source="/app", data={"amount": 5}))
+
+    Args:
+        store: a :class:`~jido.StateStore` for checkpoints (``None``: state lives only in
+            memory). The runtime opens it but does not close it.
+        bus: the bus emitted signals go to (default: a private in-memory :class:`~jido.Bus`).
+        mailbox_size: default bound of each mailbox.
+        checkpoint: default policy with a store: ``"every"`` command (a call is answered after
+            its checkpoint is saved), an int N (every N commands), ``"on_stop"`` or ``"never"``.
+        hibernate_after: idle seconds after which an agent's state is saved and released
+            (needs a store); ``None``: never.
+        max_restarts / restart_window: restart intensity (N restarts in T seconds).
+        call_timeout: default ``call`` timeout in seconds (``None``: wait for the reply).
+        dead_letter_limit: how many dead letters are kept (oldest dropped first).
+    """
+
+    def __init__(
+        self,
+        store: StateStore | None = None,
+        bus: Any = None,
+        *,
+        mailbox_size: int = 1024,
+        checkpoint: str | int = "every",
+        hibernate_after: float | None = None,
+        max_restarts: int = 3,
+        restart_window: float = 5.0,
+        call_timeout: float | None = None,
+        dead_letter_limit: int = 10_000,
+    ) -> None:
+        _policy(checkpoint)
+        if not isinstance(mailbox_size, int) or mailbox_size < 1:
+            raise ValidationError(f"mailbox_size must be an int >= 1, got {mailbox_size!r}")
+        if hibernate_after is not None and not hibernate_after > 0:
+            raise ValidationError(f"hibernate_after must be > 0 seconds, got {hibernate_after!r}")
+        self.store = store
+        self._own_bus = bus is None
+        self.bus: Any = bus if bus is not None else Bus(name="runtime")
+        self.mailbox_size = mailbox_size
+        self.checkpoint = checkpoint
+        self.hibernate_after = hibernate_after
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.call_timeout = call_timeout
+        self.dead_letters: collections.deque[AgentDeadLetter] = collections.deque(
+            maxlen=dead_letter_limit
+        )
+        self._servers: dict[str, _Server] = {}
+        self._listeners: list[Listener] = []
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._tracer: Callable[[str, Signal, dict[str, Any], BaseModel], None] | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self.store is not None:
+            await self.store.open()
+        self._loop()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop every agent (children with their parents) and the runtime's own bus."""
+        self._closed = True
+        for srv in [s for s in self._servers.values() if s.parent is None]:
+            await srv.shutdown("shutdown")
+        for srv in list(self._servers.values()):
+            await srv.shutdown("shutdown")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.wait([self._sweeper])
+            self._sweeper = None
+        while self._bg:
+            await asyncio.wait(list(self._bg))
+        if self._own_bus:
+            await self.bus.close()
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._event_loop
+        if loop is None:
+            loop = self._event_loop = asyncio.get_running_loop()
+        return loop
+
+    # -- agents ------------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        agent: type[Agent],
+        id: str,
+        state: Mapping[str, Any] | BaseModel | None = None,
+        *,
+        parent: str | None = None,
+    ) -> AgentRef:
+        """Start an agent of class ``agent`` under ``id`` and return its :class:`AgentRef`.
+
+        With a store, the agent's last checkpoint (if any) is restored and wins over ``state``;
+        otherwise ``state`` (dict or model, default: the model's defaults) is validated.
+        ``parent`` makes it a child of that running agent (stopped with it). Raises
+        :class:`AgentExistsError`, :class:`~jido.StateError`, or the error of ``mount``.
+        """
+        if not (isinstance(agent, type) and issubclass(agent, Agent)) or agent is Agent:
+            raise ValidationError(f"start() needs an Agent subclass, got {agent!r}")
+        if id.__class__ is not str or not id:
+            raise ValidationError(f"agent id must be a non-empty string, got {id!r}")
+        if self._closed:
+            raise AgentStoppedError("the runtime is closed; make a new Runtime")
+        if id in self._servers:
+            raise AgentExistsError(
+                f"an agent with id {id!r} is already running; stop it first or use another id",
+                details={"agent_id": id},
+            )
+        parent_srv = None
+        if parent is not None:
+            parent_srv = self._servers.get(parent)
+            if parent_srv is None or parent_srv.status:
+                raise AgentNotFoundError(
+                    f"parent agent {parent!r} is not running", details={"agent_id": parent}
+                )
+        cp = None
+        store = self.store
+        if store is not None:
+            cp = await store.load(id)
+            if id in self._servers:  # started concurrently while we loaded
+                raise AgentExistsError(
+                    f"an agent with id {id!r} is already running", details={"agent_id": id}
+                )
+        instance = agent(id, agent.validate_state(cp.state if cp is not None else state))
+        srv = _Server(self, agent, instance)
+        if cp is not None:
+            srv.seq = srv.saved_seq = cp.seq
+            srv.epoch = cp.epoch
+            srv.meta = dict(cp.meta) if cp.meta else None
+        srv.parent = parent
+        self._servers[id] = srv
+        try:
+            if agent._h_mount or agent._skills:
+                await _mount(instance)
+        except BaseException:
+            del self._servers[id]
+            srv.status = _STOPPED
+            raise
+        if parent_srv is not None:
+            if parent_srv.children is None:
+                parent_srv.children = []
+            parent_srv.children.append(id)
+        if srv.hibernate_after is not None and self._sweeper is None:
+            self._sweeper = self._loop().create_task(self._sweep())
+        if self._listeners:
+            self._event("started", srv)
+        return AgentRef(self, srv)
+
+    def get(self, id: str) -> AgentRef | None:
+        """The ref of the running agent ``id``, or ``None``."""
+        srv = self._servers.get(id)
+        if srv is None or srv.status:
+            return None
+        return AgentRef(self, srv)
+
+    def ref(self, id: str) -> AgentRef:
+        """Like :meth:`get` but raises :class:`~jido.AgentNotFoundError` when not running."""
+        return AgentRef(self, self._server(id))
+
+    def ids(self) -> list[str]:
+        """Ids of the running agents, in start order."""
+        return [k for k, s in self._servers.items() if not s.status]
+
+    def __len__(self) -> int:
+        return len(self._servers)
+
+    def __contains__(self, id: object) -> bool:
+        return id in self._servers
+
+    async def stop(self, id: str, reason: str = "normal") -> None:
+        """Stop agent ``id``: finish its current command, fail what is queued (callers get
+        ``AgentStoppedError``), stop its children, sensors and schedules, save (per policy)."""
+        await self._server(id).shutdown(reason)
+
+    async def hibernate(self, id: str) -> bool:
+        """Save agent ``id``'s state and release it now; it thaws on its next signal.
+
+        Returns ``False`` if the agent is busy (it stays awake). Needs a store.
+        """
+        return await self._server(id).hibernate()
+
+    def hibernated(self, id: str) -> bool:
+        """True while agent ``id`` is hibernated."""
+        return self._server(id).agent is None
+
+    def children(self, id: str) -> list[str]:
+        """Ids of the running children of agent ``id``."""
+        srv = self._server(id)
+        return [c for c in (srv.children or ()) if c in self._servers]
+
+    def parent(self, id: str) -> str | None:
+        """Id of agent ``id``'s parent, if it has one."""
+        return self._server(id).parent
+
+    def schedules(self, id: str) -> dict[str, Schedule]:
+        """Pending schedules of agent ``id`` by key."""
+        srv = self._server(id)
+        return {k: d for k, (_h, d) in (srv.timers or {}).items()}
+
+    def fire(self, id: str, key: str) -> bool:
+        """Deliver schedule ``key`` of agent ``id`` now instead of at its time (tests)."""
+        srv = self._server(id)
+        if not srv.timers or key not in srv.timers:
+            return False
+        srv.fire(key)
+        return True
+
+    def sensors(self, id: str) -> dict[str, Any]:
+        """Sensors run by agent ``id`` by key."""
+        return dict(self._server(id).sensors or {})
+
+    async def call(
+        self,
+        id: str,
+        signal: Signal,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+        meta: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``call`` agent ``id`` (see :meth:`AgentRef.call`)."""
+        return await self.ref(id).call(signal, timeout=timeout, meta=meta)
+
+    async def cast(self, id: str, signal: Signal, *, meta: Mapping[str, Any] | None = None) -> None:
+        """``cast`` to agent ``id`` (see :meth:`AgentRef.cast`)."""
+        await self.ref(id).cast(signal, meta=meta)
+
+    async def wait_idle(self) -> None:
+        """Wait until every mailbox is empty and no command is running (tests, shutdown)."""
+        while True:
+            busy = [s.task for s in self._servers.values() if s.task is not None]
+            bg = list(self._bg)
+            if not busy and not bg:
+                return
+            await asyncio.wait([*busy, *bg])
+
+    def statistics(self) -> dict[str, int]:
+        """A snapshot: agents running, active (with a task), hibernated, queued signals."""
+        servers = list(self._servers.values())
+        return {
+            "agents": len(servers),
+            "active": sum(1 for s in servers if s.active),
+            "hibernated": sum(1 for s in servers if s.agent is None),
+            "queued": sum(len(s.mailbox) for s in servers if s.mailbox),
+            "dead_letters": len(self.dead_letters),
+        }
+
+    # -- listeners ---------------------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call ``fn(AgentEvent)`` on every lifecycle event (a coroutine result is awaited in
+        a background task). Exceptions from listeners are logged and ignored."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        """Stop calling ``fn``."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(fn)
+
+    def _event(
+        self,
+        kind: str,
+        srv: _Server,
+        *,
+        reason: str | None = None,
+        error: JidoError | None = None,
+    ) -> None:
+        if not self._listeners:
+            return
+        ev = AgentEvent(kind, srv.id, srv.cls._type_name, reason, error, srv.parent)
+        for fn in list(self._listeners):
+            try:
+                r = fn(ev)
+                if isinstance(r, Awaitable):
+                    self._background(r)
+            except Exception:
+                _log.exception("runtime listener %r raised on %s", fn, kind)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _server(self, id: str) -> _Server:
+        srv = self._servers.get(id)
+        if srv is None or srv.status:
+            raise AgentNotFoundError(
+                f"no agent {id!r} is running in this runtime; start it first",
+                details={"agent_id": id},
+            )
+        return srv
+
+    def _background(self, aw: Awaitable[Any]) -> None:
+        async def run() -> None:
+            try:
+                await aw
+            except Exception:
+                _log.exception("background work of the runtime failed")
+
+        task = self._loop().create_task(run())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    def _dead(self, agent_id: str, signal: Signal, err: JidoError) -> None:
+        self.dead_letters.append(AgentDeadLetter(agent_id, signal, err))
+        _log.debug("dead letter for %r: %s", agent_id, err.message)
+
+    async def _emit(self, srv: _Server, d: Emit) -> None:
+        sig = d.signal
+        if d.to_self:
+            try:
+                srv.enqueue(sig, None, None)
+            except JidoError as err:
+                self._dead(srv.id, sig, err)
+        elif d.to is not None:
+            target = self._servers.get(d.to)
+            if target is None or target.status:
+                self._dead(
+                    d.to,
+                    sig,
+                    AgentNotFoundError(
+                        f"agent {srv.id!r} emitted {sig.type!r} to agent {d.to!r}, which is not "
+                        "running",
+                        details={"agent_id": d.to, "from": srv.id},
+                    ),
+                )
+                return
+            try:
+                target.enqueue(sig, None, None)
+            except JidoError as err:
+                self._dead(d.to, sig, err)
+        elif d.dispatch is not None:
+            await d.dispatch.dispatch(sig)
+        else:
+            await self.bus.publish(sig)
+
+    async def _publish_failed(self, srv: _Server, err: JidoError) -> None:
+        sig = Signal(
+            AGENT_FAILED,
+            f"/jido/agents/{srv.id}",
+            {"agent_id": srv.id, "agent_type": srv.cls._type_name, "error": err.to_dict()},
+        )
+        try:
+            await self.bus.publish(sig)
+        except Exception:
+            _log.exception("could not publish %s for agent %r", AGENT_FAILED, srv.id)
+
+    def _child_exited(self, srv: _Server, reason: str) -> None:
+        if srv.parent is None:
+            return
+        parent = self._servers.get(srv.parent)
+        if parent is None or parent.status:
+            return
+        if parent.children is not None and srv.id in parent.children:
+            parent.children.remove(srv.id)
+        if not parent.cls.handles(CHILD_EXITED):
+            return
+        sig = Signal(
+            CHILD_EXITED,
+            f"/jido/agents/{srv.id}",
+            {"id": srv.id, "agent_type": srv.cls._type_name, "reason": reason},
+        )
+        try:
+            parent.enqueue(sig, None, None)
+        except JidoError as err:
+            self._dead(parent.id, sig, err)
+
+    async def _sweep(self) -> None:
+        """Hibernate agents idle for longer than their ``hibernate_after``."""
+        while True:
+            periods = [s.hibernate_after for s in self._servers.values() if s.hibernate_after]
+            period = min(periods) / 2 if periods else 1.0
+            await asyncio.sleep(max(period, 0.01))
+            now = time.monotonic()
+            for srv in list(self._servers.values()):
+                after = srv.hibernate_after
+                if (
+                    after is not None
+                    and srv.agent is not None
+                    and not srv.active
+                    and not srv.status
+                    and now - srv.last_active >= after
+                ):
+                    try:
+                        await srv.hibernate()
+                    except JidoError:
+                        _log.exception("hibernating agent %r failed", srv.id)
