@@ -104,3 +104,50 @@ async def test_bad_key_and_delete(nats_server: NatsServer) -> None:
             await store.save("acc-5", Checkpoint(state={}, agent_type="A", seq=2, epoch=4))
     finally:
         await nc.close()
+
+
+async def test_runtime_agent_is_stopped_when_fenced(nats_server: NatsServer) -> None:
+    from jido import Runtime, Signal
+    from tests.foundation.apps import Counter
+
+    old, nc1 = await _store(nats_server.url, "old")
+    new, nc2 = await _store(nats_server.url, "new")
+    try:
+        async with Runtime(store=old) as rt_old, Runtime(store=new) as rt_new:
+            await old.activate("ctr", 1)
+            ref_old = await rt_old.start(Counter, id="ctr")
+            sig = Signal(type="counter.add", source="/t", data={"n": 2})
+            assert (await ref_old.call(sig))["count"] == 2
+            # a new owner takes over with a higher epoch and the committed state
+            await new.activate("ctr", 2)
+            ref_new = await rt_new.start(Counter, id="ctr")
+            assert (await ref_new.state()).count == 2
+            # the stale owner's next command is refused and the agent stops at once
+            with pytest.raises(FencedError):
+                await ref_old.call(sig)
+            assert "ctr" not in rt_old.ids()
+            assert (await ref_new.call(sig))["count"] == 4
+            got = await new.load("ctr")
+            assert got is not None and got.state["count"] == 4 and got.epoch == 2
+    finally:
+        await nc1.close()
+        await nc2.close()
+
+
+async def test_meta_committed_with_state(nats_server: NatsServer) -> None:
+    from jido import Runtime, Signal
+    from tests.foundation.apps import Counter
+
+    store, nc = await _store(nats_server.url, "n1")
+    try:
+        async with Runtime(store=store) as rt:
+            await store.activate("m1", 1)
+            ref = await rt.start(Counter, id="m1")
+            sig = Signal(type="counter.add", source="/t", data={"n": 1})
+            await ref.call(sig, meta={"stream_seq": 41})
+            await ref.call(sig, meta={"stream_seq": 42})
+        store.release("m1")
+        got = await store.load("m1")
+        assert got is not None and got.state["count"] == 2 and got.meta["stream_seq"] == 42
+    finally:
+        await nc.close()
