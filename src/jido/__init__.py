@@ -32,6 +32,23 @@ from jido._tool import execute_tool_call, parse_tool_arguments, strict_schema
 # --- actions (end) ---
 
 # --- signals (begin) ---
+from jido._bus import Bus, Subscription
+from jido._bus_durable import PersistentSubscription
+from jido._bus_types import (
+    BusClosedError,
+    BusError,
+    BusStats,
+    DeadLetter,
+    Decision,
+    LogEntry,
+    LoggingMiddleware,
+    Middleware,
+    Overflow,
+    PublishHaltedError,
+    SubscriberOverflowError,
+    SubscriptionStats,
+)
+from jido._journal import Journal
 from jido._router import Route, Router
 from jido._signal import Signal, TypedSignal
 
@@ -86,9 +103,25 @@ __all__ = [
     "strict_schema",
     # --- actions __all__ (end) ---
     # --- signals __all__ (begin) ---
+    "Bus",
+    "BusClosedError",
+    "BusError",
+    "BusStats",
+    "DeadLetter",
+    "Decision",
+    "Journal",
+    "LogEntry",
+    "LoggingMiddleware",
+    "Middleware",
+    "Overflow",
+    "PersistentSubscription",
+    "PublishHaltedError",
     "Route",
     "Router",
     "Signal",
+    "SubscriberOverflowError",
+    "Subscription",
+    "SubscriptionStats",
     "TypedSignal",
     # --- signals __all__ (end) ---
     # --- agents __all__ (begin) ---
