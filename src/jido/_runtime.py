@@ -284,6 +284,7 @@ class _Server:
             except JidoError as err:
                 _fail(fut, err)
                 return
+        before = agent.state
         agent.state = new_state
         self.seq = seq
         self.meta = merged
@@ -300,7 +301,7 @@ class _Server:
             fut.set_result(result)
         tracer = rt._tracer
         if tracer is not None:
-            tracer(self.id, signal, result, new_state)
+            tracer(self.id, signal, before, new_state, result)
 
     async def _save(self, state: BaseModel, seq: int, meta: dict[str, Any] | None) -> None:
         store = self.rt.store
@@ -758,7 +759,10 @@ class Runtime:
         self._bg: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
-        self._tracer: Callable[[str, Signal, dict[str, Any], BaseModel], None] | None = None
+        # Test-kit hooks: every committed command, every emitted signal.
+        self._tracer: Callable[[str, Signal, BaseModel, BaseModel, dict[str, Any]], None] | None
+        self._tracer = None
+        self._emit_tracer: Callable[[str, Emit], None] | None = None
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -1024,6 +1028,8 @@ class Runtime:
 
     async def _emit(self, srv: _Server, d: Emit) -> None:
         sig = d.signal
+        if self._emit_tracer is not None:
+            self._emit_tracer(srv.id, d)
         if d.to_self:
             try:
                 srv.enqueue(sig, None, None)
