@@ -83,14 +83,17 @@ def _prepare_params(cls: type[Action]) -> type[BaseModel]:
     params = cls.__dict__.get("Params")
     if params is None:
         inherited: type[BaseModel] = cls.Params
-        return inherited
-    if not (isinstance(params, type) and issubclass(params, BaseModel)):
-        raise DefinitionError(
-            f"{cls.__name__}.Params must be a pydantic BaseModel subclass, got {params!r}",
-            details={"action": cls.__name__},
-        )
-    if "extra" in params.__dict__.get("model_config", {}):
-        return params
+        if "extra" not in cls.__dict__ or inherited.model_config.get("extra") == cls.extra:
+            return inherited
+        params = inherited  # the action changes the unknown-keys policy of inherited Params
+    else:
+        if not (isinstance(params, type) and issubclass(params, BaseModel)):
+            raise DefinitionError(
+                f"{cls.__name__}.Params must be a pydantic BaseModel subclass, got {params!r}",
+                details={"action": cls.__name__},
+            )
+        if "extra" in params.__dict__.get("model_config", {}):
+            return params
     namespace: dict[str, Any] = {
         "model_config": ConfigDict(extra=cls.extra),
         "__module__": params.__module__,
@@ -216,8 +219,9 @@ class Action:
         )
         cls._tool_cache = {}
 
-    async def run(self, params: Any, ctx: ActionContext) -> Any:
-        """Do the work. Override it (``async def`` or plain ``def``)."""
+    def run(self, params: Any, ctx: ActionContext) -> Any:
+        """Do the work. Override it with ``async def run`` (or a plain ``def`` for blocking code,
+        which the engine runs in a worker thread)."""
         raise DefinitionError(
             f"action {self.name!r} does not implement run(self, params, ctx)",
             details={"action": self.name},
