@@ -48,6 +48,19 @@ from jido._bus_types import (
     SubscriberOverflowError,
     SubscriptionStats,
 )
+from jido._dispatch import (
+    BusDispatch,
+    CallableDispatch,
+    Dispatch,
+    DispatchError,
+    DispatchResult,
+    HttpDispatch,
+    LoggerDispatch,
+    WebhookDispatch,
+    dispatch_all,
+    sign_webhook,
+    verify_webhook,
+)
 from jido._journal import Journal
 from jido._router import Route, Router
 from jido._signal import Signal, TypedSignal
@@ -105,12 +118,19 @@ __all__ = [
     # --- signals __all__ (begin) ---
     "Bus",
     "BusClosedError",
+    "BusDispatch",
     "BusError",
     "BusStats",
+    "CallableDispatch",
     "DeadLetter",
     "Decision",
+    "Dispatch",
+    "DispatchError",
+    "DispatchResult",
+    "HttpDispatch",
     "Journal",
     "LogEntry",
+    "LoggerDispatch",
     "LoggingMiddleware",
     "Middleware",
     "Overflow",
@@ -123,6 +143,10 @@ __all__ = [
     "Subscription",
     "SubscriptionStats",
     "TypedSignal",
+    "WebhookDispatch",
+    "dispatch_all",
+    "sign_webhook",
+    "verify_webhook",
     # --- signals __all__ (end) ---
     # --- agents __all__ (begin) ---
     "Checkpoint",
