@@ -35,7 +35,7 @@ from typing import Any, Final, Literal, Self
 import msgspec
 from pydantic import BaseModel
 
-from jido._errors import FencedError, StoreError, ValidationError
+from jido._errors import FencedError, JidoError, StoreError, ValidationError
 
 __all__ = [
     "Checkpoint",
@@ -295,12 +295,16 @@ _OP_KEYS: Final = 3
 _OP_PING: Final = 4
 _OP_CLOSE: Final = 5
 
-_Job = tuple[int, str, Any, asyncio.Future[Any] | None]
-_Result = tuple[asyncio.Future[Any], BaseException | None, Any]
+_Landed = Callable[[], None] | None
+"""Called on the event loop once a write has been applied or refused (even if its caller left)."""
+_Job = tuple[int, str, Any, asyncio.Future[Any] | None, _Landed]
+_Result = tuple[asyncio.Future[Any], BaseException | None, Any, _Landed]
 
 
 def _resolve(results: list[_Result]) -> None:
-    for fut, exc, value in results:
+    for fut, exc, value, landed in results:
+        if landed is not None:
+            landed()
         if fut.done():  # the caller gave up (cancelled); the work itself was still done
             continue
         if exc is not None:
@@ -411,7 +415,9 @@ class _SQLiteWorker(threading.Thread):
                 answered = {id(r[0]) for r in results}
                 err = StoreError(f"internal error in the SQLite store thread: {exc!r}", cause=exc)
                 results.extend(
-                    (f, err, None) for *_, f in batch if f is not None and id(f) not in answered
+                    (f, err, None, landed)
+                    for *_, f, landed in batch
+                    if f is not None and id(f) not in answered
                 )
             finally:
                 if results:
@@ -425,54 +431,53 @@ class _SQLiteWorker(threading.Thread):
         conn = self._conn
         if conn is None:
             err = self._open_error
-            for op, _key, _arg, fut in batch:
+            for op, _key, _arg, fut, landed in batch:
                 if fut is not None:
-                    results.append((fut, None if op == _OP_CLOSE else err, None))
+                    results.append((fut, None if op == _OP_CLOSE else err, None, landed))
                 if op == _OP_CLOSE:
                     return False
             return True
         pending: list[_Result] = []  # writes in the open transaction, resolved at commit
-        for op, key, arg, fut in batch:
+        for op, key, arg, fut, landed in batch:
             if op <= _OP_DELETE:
+                assert fut is not None
                 if not pending:
                     try:
                         conn.execute("BEGIN IMMEDIATE")
                     except sqlite3.Error as exc:
-                        assert fut is not None
-                        results.append((fut, _sql_error("begin a write", self._path, exc), None))
+                        err = _sql_error("begin a write", self._path, exc)
+                        results.append((fut, err, None, landed))
                         continue
-                assert fut is not None
-                pending.append(self._write(conn, op, key, arg, fut))
+                pending.append((fut, self._write(conn, op, key, arg), None, landed))
                 continue
             if pending:
                 self._commit(conn, pending, results)
                 pending = []
             if op == _OP_CLOSE:
                 if fut is not None:
-                    results.append((fut, None, None))
+                    results.append((fut, None, None, None))
                 return False
             assert fut is not None
-            results.append(self._read(conn, op, key, arg, fut))
+            results.append(self._read(conn, op, key, fut))
         if pending:
             self._commit(conn, pending, results)
         return True
 
-    def _write(
-        self, conn: sqlite3.Connection, op: int, key: str, arg: Any, fut: asyncio.Future[Any]
-    ) -> _Result:
+    def _write(self, conn: sqlite3.Connection, op: int, key: str, arg: Any) -> JidoError | None:
+        """Apply one write inside the open transaction; returns its error, if any."""
         try:
             if op == _OP_SAVE:
                 epoch, seq, agent_type, blob = arg
                 cur = conn.execute(self._sql_save, (key, epoch, seq, agent_type, blob))
                 if cur.rowcount == 0:
                     row = conn.execute(self._sql_epoch, (key,)).fetchone()
-                    return (fut, _fenced(key, epoch, row[0] if row else -1), None)
+                    return _fenced(key, epoch, row[0] if row else -1)
             else:
                 conn.execute(self._sql_delete, (key,))
         except sqlite3.Error as exc:
             action = "save" if op == _OP_SAVE else "delete"
-            return (fut, _sql_error(f"{action} key {key!r}", self._path, exc), None)
-        return (fut, None, None)
+            return _sql_error(f"{action} key {key!r}", self._path, exc)
+        return None
 
     def _commit(
         self, conn: sqlite3.Connection, pending: list[_Result], results: list[_Result]
@@ -483,27 +488,27 @@ class _SQLiteWorker(threading.Thread):
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             err = _sql_error("commit", self._path, exc)
-            results.extend((fut, err, None) for fut, _e, _v in pending)
+            results.extend((fut, err, None, landed) for fut, _e, _v, landed in pending)
             return
         results.extend(pending)
 
     def _read(
-        self, conn: sqlite3.Connection, op: int, key: str, arg: Any, fut: asyncio.Future[Any]
+        self, conn: sqlite3.Connection, op: int, key: str, fut: asyncio.Future[Any]
     ) -> _Result:
         try:
             if op == _OP_LOAD:
                 row = conn.execute(self._sql_load, (key,)).fetchone()
                 if row is None:
-                    return (fut, None, None)
-                return (fut, None, Checkpoint.from_bytes(row[0], key=key))
+                    return (fut, None, None, None)
+                return (fut, None, Checkpoint.from_bytes(row[0], key=key), None)
             if op == _OP_KEYS:
                 rows = conn.execute(self._sql_keys, (len(key), key)).fetchall()
-                return (fut, None, [r[0] for r in rows])
-            return (fut, None, None)  # ping: the connection is open
+                return (fut, None, [r[0] for r in rows], None)
+            return (fut, None, None, None)  # ping: the connection is open
         except CorruptCheckpointError as exc:
-            return (fut, exc, None)
+            return (fut, exc, None, None)
         except sqlite3.Error as exc:
-            return (fut, _sql_error(f"read key {key!r}", self._path, exc), None)
+            return (fut, _sql_error(f"read key {key!r}", self._path, exc), None, None)
 
 
 class SQLiteStore(StateStore):
@@ -562,6 +567,12 @@ class SQLiteStore(StateStore):
         self._worker: _SQLiteWorker | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._closed = False
+        # loads by key run on the caller's thread through a read-only connection (WAL readers
+        # never wait for writers) unless a write to that key is still in flight
+        self._reader: sqlite3.Connection | None = None
+        self._ready = False  # the store thread has opened the file and made the table
+        self._in_flight: dict[str, int] = {}
+        self._sql_load = f"SELECT data FROM {table} WHERE key = ?"
         self._lock = threading.Lock()
 
     def _jobs(self) -> queue.SimpleQueue[_Job]:
@@ -577,14 +588,14 @@ class SQLiteStore(StateStore):
                 self._worker = worker
                 # a store dropped without close() still lets its thread finish and exit
                 self._finalizer = weakref.finalize(
-                    self, worker.jobs.put, (_OP_CLOSE, "", None, None)
+                    self, worker.jobs.put, (_OP_CLOSE, "", None, None, None)
                 )
             return self._worker.jobs
 
-    def _submit(self, op: int, key: str, arg: Any) -> asyncio.Future[Any]:
+    def _submit(self, op: int, key: str, arg: Any, landed: _Landed = None) -> asyncio.Future[Any]:
         jobs = self._jobs()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        jobs.put((op, key, arg, fut))
+        jobs.put((op, key, arg, fut, landed))
         return fut
 
     async def open(self) -> None:
@@ -599,6 +610,7 @@ class SQLiteStore(StateStore):
             await self.close()
             self._closed = False
             raise
+        self._ready = True
 
     async def close(self) -> None:
         """Finish pending writes, close the file and stop the thread. Idempotent."""
@@ -608,10 +620,14 @@ class SQLiteStore(StateStore):
             finalizer, self._finalizer = self._finalizer, None
         if finalizer is not None:
             finalizer.detach()
+        reader, self._reader = self._reader, None
+        self._ready = False
+        if reader is not None:
+            reader.close()
         if worker is None:
             return
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        worker.jobs.put((_OP_CLOSE, "", None, fut))
+        worker.jobs.put((_OP_CLOSE, "", None, fut, None))
         await fut
         worker.join()
 
@@ -620,8 +636,46 @@ class SQLiteStore(StateStore):
 
         Raises :class:`CorruptCheckpointError` if the stored row cannot be decoded.
         """
-        result: Checkpoint | None = await self._submit(_OP_LOAD, _check_key(key), None)
+        _check_key(key)
+        if self._ready and key not in self._in_flight and not self._closed:
+            reader = self._reader or self._open_reader()
+            if reader is not None:
+                try:
+                    row = reader.execute(self._sql_load, (key,)).fetchone()
+                except sqlite3.Error:
+                    pass  # busy, or anything odd: the store thread answers (and reports) it
+                else:
+                    return None if row is None else Checkpoint.from_bytes(row[0], key=key)
+        result: Checkpoint | None = await self._submit(_OP_LOAD, key, None)
+        self._ready = True
         return result
+
+    def _open_reader(self) -> sqlite3.Connection | None:
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            return None  # a private database: only the store thread's connection sees it
+        try:
+            reader = sqlite3.connect(
+                self.path, isolation_level=None, timeout=0, check_same_thread=False
+            )
+            reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error:
+            return None
+        self._reader = reader
+        return reader
+
+    def _write(self, op: int, key: str, arg: Any) -> asyncio.Future[Any]:
+        in_flight = self._in_flight
+
+        def landed() -> None:  # runs on the loop when the store thread reports this write
+            left = in_flight[key] - 1
+            if left:
+                in_flight[key] = left
+            else:
+                del in_flight[key]
+
+        fut = self._submit(op, key, arg, landed)
+        in_flight[key] = in_flight.get(key, 0) + 1
+        return fut
 
     async def save(self, key: str, checkpoint: Checkpoint) -> None:
         """Store ``checkpoint`` under ``key``; returns once it is committed.
@@ -632,11 +686,11 @@ class SQLiteStore(StateStore):
         _check_key(key)
         cp = _check_checkpoint(checkpoint)
         blob = cp.to_bytes()  # encode here: the caller may mutate the state afterwards
-        await self._submit(_OP_SAVE, key, (cp.epoch, cp.seq, cp.agent_type, blob))
+        await self._write(_OP_SAVE, key, (cp.epoch, cp.seq, cp.agent_type, blob))
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` (no error if missing)."""
-        await self._submit(_OP_DELETE, _check_key(key), None)
+        await self._write(_OP_DELETE, _check_key(key), None)
 
     async def keys(self, prefix: str = "") -> list[str]:
         """Return the stored keys starting with ``prefix``, sorted."""

@@ -221,3 +221,28 @@ async def test_a_store_dropped_without_close_lets_its_thread_exit(tmp_path: Path
     async with SQLiteStore(tmp_path / "dropped.db") as again:
         got = await again.load("k")
         assert got is not None and got.seq == 1
+
+
+async def test_load_after_a_cancelled_save_still_sees_that_save(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "ryw.db") as store:
+        await store.save("k", _cp(1))
+        assert await store.load("k") is not None  # served by the caller-side reader
+        task = asyncio.create_task(store.save("k", _cp(2)))
+        await asyncio.sleep(0)  # one loop step: the write is handed to the store thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        got = await store.load("k")  # ordered after the in-flight write, never before it
+        assert got is not None and got.seq == 2
+
+
+async def test_loads_see_writes_of_another_process_store(tmp_path: Path) -> None:
+    path = tmp_path / "two.db"
+    async with SQLiteStore(path) as reader_side, SQLiteStore(path) as writer_side:
+        assert await reader_side.load("k") is None
+        for seq in range(1, 4):
+            await writer_side.save("k", _cp(seq))
+            got = await reader_side.load("k")
+            assert got is not None and got.seq == seq
+        await writer_side.delete("k")
+        assert await reader_side.load("k") is None
