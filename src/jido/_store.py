@@ -514,9 +514,13 @@ class _SQLiteWorker(threading.Thread):
 class SQLiteStore(StateStore):
     """A durable :class:`StateStore` in one SQLite file (WAL mode), for one node.
 
-    All SQLite work happens on one dedicated thread, so the event loop never waits for the
-    disk. Writes that arrive together are committed in one transaction (group commit), which
-    keeps many agents checkpointing at once cheap. Each checkpoint is one row
+    Writes (and listing keys) run on one dedicated thread, so the event loop never waits for
+    a commit, an ``fsync`` or a lock held by another process. Writes that arrive together are
+    committed in one transaction (group commit), which keeps many agents checkpointing at once
+    cheap. ``load`` reads the row directly through a read-only connection (a WAL reader never
+    waits for writers; a busy or failing read falls back to the thread), except while a write
+    to that key is still in flight, when it queues behind that write: a load always sees the
+    saves issued before it. Each checkpoint is one row
     ``(key, epoch, seq, agent_type, data)``; the epoch check for fencing runs inside the same
     ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement, so it is atomic, also against
     other processes using the same file.
