@@ -19,7 +19,7 @@ import inspect
 import math
 import random
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,6 +307,70 @@ def _timeout_error(cls: type[Action], timeout: float | None, from_ctx: bool) -> 
     )
 
 
+_EXPIRED: Any = object()
+
+
+class _Resume:
+    """Await the rest of a coroutine that has already been stepped once (see ``_run_until``)."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        value = self.first
+        self.first = None
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _run_until(
+    coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop, deadline: float
+) -> Any:
+    """Run ``coro`` in the current task, cancelling it at ``deadline``; ``_EXPIRED`` if it did.
+
+    The first step runs directly: a coroutine that finishes without suspending (the common case
+    for small actions) needs no timer at all. Only once it suspends is a timer armed.
+    """
+    try:
+        first = coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    task = asyncio.current_task()
+    if task is None:  # pragma: no cover - execute() always runs inside a task
+        raise RuntimeError("execute() must run inside an asyncio task")
+    alarm = _Alarm(task)
+    handle = loop.call_at(deadline, alarm.fire)
+    try:
+        value = await _Resume(coro, first)
+    except asyncio.CancelledError:
+        if alarm.fired and task.uncancel() <= alarm.cancelling:
+            return _EXPIRED
+        raise
+    finally:
+        handle.cancel()
+    if alarm.fired:
+        task.uncancel()  # the run swallowed our cancel; keep the count balanced
+    return value
+
+
 class _Alarm:
     """Cancels a task at its deadline (cheaper than ``asyncio.timeout_at`` on the hot path)."""
 
@@ -351,20 +415,9 @@ async def _attempt(
                     loop = asyncio.get_running_loop()
                 if deadline <= loop.time():
                     raise _timeout_error(cls, timeout, from_ctx)
-                task = asyncio.current_task()
-                assert task is not None, "execute() must run inside an asyncio task"
-                alarm = _Alarm(task)
-                handle = loop.call_at(deadline, alarm.fire)
-                try:
-                    raw = await inst.run(params, run_ctx)
-                except asyncio.CancelledError:
-                    if alarm.fired and task.uncancel() <= alarm.cancelling:
-                        raise _timeout_error(cls, timeout, from_ctx) from None
-                    raise
-                finally:
-                    handle.cancel()
-                if alarm.fired:
-                    task.uncancel()  # the run swallowed our cancel; keep the count balanced
+                raw = await _run_until(inst.run(params, run_ctx), loop, deadline)
+                if raw is _EXPIRED:
+                    raise _timeout_error(cls, timeout, from_ctx)
         else:
             raw = await _run_in_thread(cls, inst, params, run_ctx, deadline, timeout, from_ctx)
         return _normalize(cls, raw)

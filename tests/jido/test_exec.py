@@ -512,3 +512,45 @@ async def test_errors_never_escape_untyped_and_loop_survives() -> None:
         execute(Weird), execute(Boom), execute(Forever), return_exceptions=True
     )
     assert all(isinstance(r, JidoError) for r in results)
+
+
+async def test_suspending_runs_get_values_and_exceptions_delivered() -> None:
+    """A run that suspends (so the deadline timer is armed) sees results and errors intact."""
+
+    class Juggle(Action):
+        timeout = 5.0
+
+        async def run(self, params: Any, ctx: ActionContext) -> Any:
+            loop = asyncio.get_running_loop()
+            f1: asyncio.Future[int] = loop.create_future()
+            loop.call_soon(f1.set_exception, KeyError("k"))
+            try:
+                await f1
+                caught = False
+            except KeyError:
+                caught = True
+            f2: asyncio.Future[int] = loop.create_future()
+            loop.call_soon(f2.set_result, 5)
+            value = await f2
+            await asyncio.sleep(0)
+            return {"caught": caught, "value": value}
+
+    for _ in range(3):
+        assert await run_action(Juggle) == {"caught": True, "value": 5}
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_run_that_swallows_the_timeout_cancel_still_returns() -> None:
+    class Stubborn(Action):
+        timeout = 0.02
+
+        async def run(self, params: Any, ctx: ActionContext) -> Any:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return {"swallowed": True}
+
+    assert await run_action(Stubborn) == {"swallowed": True}
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
