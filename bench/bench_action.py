@@ -4,6 +4,8 @@ Figures:
 
 * no-op action through ``execute`` (validation + deadline + result normalisation) versus
   awaiting the same ``run`` coroutine directly; target: at most 10 µs absolute p50 overhead;
+* an action that suspends once (``await asyncio.sleep(0)``), so the deadline timer is armed,
+  through ``execute`` versus awaiting its ``run`` directly;
 * an action with two validated fields through ``execute`` versus validating the same model with
   pydantic and awaiting ``run`` by hand (the engine's own cost beyond pydantic);
 * ``to_tool()`` for a 20-field nested model after the first call (cached) versus building the
@@ -17,6 +19,7 @@ the clock's own cost does not dominate microsecond figures.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import Awaitable, Callable
@@ -188,6 +191,39 @@ async def _validated_row(n: int) -> Row:
     )
 
 
+class Tick(Action):
+    """Yield to the event loop once."""
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        await asyncio.sleep(0)
+
+
+async def _suspending_row(n: int) -> Row:
+    inst = Tick()
+    params = Tick.Params()
+    ctx = ActionContext()
+
+    async def direct() -> Any:
+        return await inst.run(params, ctx)
+
+    async def engine() -> Any:
+        return await execute(Tick)
+
+    base = Stats.of(await _batched_async(direct, n))
+    ours = Stats.of(await _batched_async(engine, n))
+    overhead = ours.median - base.median
+    return Row.from_stats(
+        GROUP,
+        "suspending action via execute() (timer armed)",
+        "s",
+        ours,
+        "await run() directly",
+        base,
+        note=f"absolute overhead p50 {overhead * 1e6:.2f} µs",
+        extra={"overhead_p50_s": overhead},
+    )
+
+
 def _to_tool_row(n: int) -> Row:
     Big.to_tool()  # first call builds and caches
 
@@ -238,6 +274,7 @@ async def run(quick: bool) -> list[Row]:
     return [
         await _noop_row(n),
         await _validated_row(n),
+        await _suspending_row(n),
         _to_tool_row(n),
         await _tool_call_row(n),
     ]

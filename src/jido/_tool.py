@@ -194,6 +194,11 @@ class _Converter:
     def _object(self, node: dict[str, Any], out: dict[str, Any], path: str) -> None:
         props = node.get("properties")
         additional = node.get("additionalProperties")
+        if props is not None and additional is True:
+            # A model that accepts extra keys: advertise only its declared fields when strict.
+            if not self.strict:
+                out["additionalProperties"] = True
+            additional = None
         if props is None or (additional not in (None, False)):
             self.fail(
                 path,
