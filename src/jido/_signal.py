@@ -65,6 +65,8 @@ RESERVED_NAMES = CORE_ATTRIBUTES | {"data", "data_base64"}
 # Type strings already validated (bounded; a miss only costs a re-check).
 _VALID_TYPES: dict[str, None] = {}
 _VALID_TYPES_MAX = 8192
+# Extension names already validated (bounded).
+_VALID_EXT_NAMES: set[str] = set()
 
 
 def _fail(attribute: str, message: str, **details: Any) -> SignalError:
@@ -226,6 +228,10 @@ def _check_optional_str(name: str, value: object) -> None:
 def check_extensions(extensions: dict[str, Any]) -> None:
     """Validate extension names and values in place (datetimes become RFC 3339 strings)."""
     for name, value in extensions.items():
+        if value.__class__ is str and name in _VALID_EXT_NAMES:
+            if name == "traceparent":
+                _check_traceparent(value)
+            continue
         if not isinstance(name, str):
             raise _fail(repr(name), f"extension names must be strings, got {type(name).__name__}")
         if _EXT_NAME_RE.fullmatch(name) is None:
@@ -247,6 +253,8 @@ def check_extensions(extensions: dict[str, Any]) -> None:
             )
         if name == "traceparent":
             _check_traceparent(value)
+        if len(_VALID_EXT_NAMES) < 1024:
+            _VALID_EXT_NAMES.add(name)
 
 
 def _check_traceparent(value: object) -> None:

@@ -1,0 +1,153 @@
+"""Signal codecs and construction, each against plain JSON of the same dict in the same run.
+
+Figures (throughputs, higher is better; each is the median of several timed rounds):
+
+* structured JSON encode+decode of a ~1 KB signal (``Signal.to_bytes`` then
+  ``Signal.from_json``, with full attribute validation on decode) versus ``orjson.dumps`` +
+  ``orjson.loads`` of the very same CloudEvents dict (the floor: no validation, no object);
+  target ≥ 200k/s;
+* the same against the standard library ``json.dumps`` + ``json.loads``;
+* binary mode (``to_binary`` + ``from_binary``) versus ``orjson`` of the data alone plus a copy
+  of the header dict;
+* construction of a validated ``Signal`` versus building the equivalent plain ``dict``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from bench._harness import Row, Stats
+from jido import Signal
+
+GROUP = "signals"
+
+
+def _payload() -> dict[str, Any]:
+    return {
+        "order_id": "ord-000042",
+        "customer": {"id": "cus-7", "name": "Ada Lovelace", "email": "ada@example.com"},
+        "lines": [
+            {"sku": f"sku-{i:04d}", "name": f"Item number {i}", "qty": i % 5 + 1, "price": 1999}
+            for i in range(8)
+        ],
+        "currency": "EUR",
+        "total": 42_000,
+        "notes": "deliver to the back door, ring twice",
+    }
+
+
+def sample_signal() -> Signal:
+    """A signal whose JSON form is about 1 KB."""
+    return Signal(
+        type="shop.order.created",
+        source="/shop/eu-west",
+        subject="ord-000042",
+        data=_payload(),
+        traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        tenant="acme",
+    )
+
+
+def _rate(fn: Callable[[], Any], *, ops: int, rounds: int) -> Stats:
+    for _ in range(min(ops, 2000)):
+        fn()
+    out: list[float] = []
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(ops):
+                fn()
+            out.append(ops / (time.perf_counter() - t0))
+    finally:
+        if gc_was:
+            gc.enable()
+    return Stats.of(out)
+
+
+async def run(quick: bool) -> list[Row]:
+    """Measure and return the rows."""
+    ops = 5_000 if quick else 50_000
+    rounds = 3 if quick else 7
+    sig = sample_signal()
+    wire = sig.to_bytes()
+    as_dict = sig.to_dict()
+    size = len(wire)
+
+    def ours_json() -> None:
+        Signal.from_json(sig.to_bytes())
+
+    def floor_orjson() -> None:
+        orjson.loads(orjson.dumps(as_dict))
+
+    def floor_stdlib() -> None:
+        json.loads(json.dumps(as_dict))
+
+    headers, body = sig.to_binary()
+
+    def ours_binary() -> None:
+        h, b = sig.to_binary()
+        Signal.from_binary(h, b)
+
+    def floor_binary() -> None:
+        dict(headers)
+        orjson.loads(orjson.dumps(as_dict["data"]))
+
+    data = _payload()
+
+    def ours_build() -> None:
+        Signal(type="shop.order.created", source="/shop/eu-west", data=data)
+
+    def floor_build() -> None:
+        {"type": "shop.order.created", "source": "/shop/eu-west", "data": data}  # noqa: B018
+
+    rows = [
+        Row.from_stats(
+            GROUP,
+            f"JSON encode+decode, {size} B signal",
+            "ops/s",
+            _rate(ours_json, ops=ops, rounds=rounds),
+            "orjson dumps+loads of the same dict",
+            _rate(floor_orjson, ops=ops, rounds=rounds),
+            better="higher",
+            target="≥ 200k/s",
+            extra={"bytes": size},
+        ),
+        Row.from_stats(
+            GROUP,
+            f"JSON encode+decode, {size} B signal",
+            "ops/s",
+            _rate(ours_json, ops=ops, rounds=rounds),
+            "stdlib json dumps+loads of the same dict",
+            _rate(floor_stdlib, ops=ops // 2, rounds=rounds),
+            better="higher",
+            target="≥ 200k/s",
+            extra={"bytes": size},
+        ),
+        Row.from_stats(
+            GROUP,
+            f"binary mode encode+decode, {len(body)} B body",
+            "ops/s",
+            _rate(ours_binary, ops=ops, rounds=rounds),
+            "orjson of the data + header dict copy",
+            _rate(floor_binary, ops=ops, rounds=rounds),
+            better="higher",
+        ),
+        Row.from_stats(
+            GROUP,
+            "Signal(...) construction (validated, lazy id/time)",
+            "ops/s",
+            _rate(ours_build, ops=ops * 2, rounds=rounds),
+            "plain dict literal",
+            _rate(floor_build, ops=ops * 2, rounds=rounds),
+            better="higher",
+        ),
+    ]
+    return rows
