@@ -1004,6 +1004,11 @@ class Runtime:
 
     def _server(self, id: str) -> _Server:
         srv = self._servers.get(id)
+        if srv is not None and srv.status == _STOPPING:
+            raise AgentStoppedError(
+                f"agent {id!r} is stopping; it takes no more signals",
+                details={"agent_id": id},
+            )
         if srv is None or srv.status:
             raise AgentNotFoundError(
                 f"no agent {id!r} is running in this runtime; start it first",
