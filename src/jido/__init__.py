@@ -68,6 +68,30 @@ from jido._signal import Signal, TypedSignal
 # --- signals (end) ---
 
 # --- agents (begin) ---
+from jido._agent import Agent, Instruction
+from jido._directive import (
+    Cancel,
+    DeleteKeys,
+    Directive,
+    Emit,
+    Replace,
+    Schedule,
+    SetPath,
+    Spawn,
+    StartSensor,
+    StateOp,
+    Stop,
+    StopChild,
+    StopSensor,
+)
+from jido._runtime import (
+    AgentDeadLetter,
+    AgentEvent,
+    AgentExistsError,
+    AgentRef,
+    Runtime,
+)
+from jido._skill import Skill
 from jido._sensor import (
     BusSensor,
     CronSensor,
@@ -149,6 +173,27 @@ __all__ = [
     "verify_webhook",
     # --- signals __all__ (end) ---
     # --- agents __all__ (begin) ---
+    "Agent",
+    "AgentDeadLetter",
+    "AgentEvent",
+    "AgentExistsError",
+    "AgentRef",
+    "Cancel",
+    "DeleteKeys",
+    "Directive",
+    "Emit",
+    "Instruction",
+    "Replace",
+    "Runtime",
+    "Schedule",
+    "SetPath",
+    "Skill",
+    "Spawn",
+    "StartSensor",
+    "StateOp",
+    "Stop",
+    "StopChild",
+    "StopSensor",
     "Checkpoint",
     "CorruptCheckpointError",
     "MemoryStore",

@@ -232,7 +232,9 @@ class AgentTest:
     async def fire(self, key: str) -> None:
         """Deliver schedule ``key`` now (instead of waiting) and wait until idle."""
         if not self.rt.fire(self.id, key):
-            raise AssertionError(f"no pending schedule {key!r}; pending: {sorted(self.schedules())}")
+            raise AssertionError(
+                f"no pending schedule {key!r}; pending: {sorted(self.schedules())}"
+            )
         await self.settle()
 
     # -- observing -----------------------------------------------------------------------------
