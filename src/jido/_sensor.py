@@ -195,6 +195,11 @@ class Sensor:
     # -- lifecycle -----------------------------------------------------------------------
 
     @property
+    def name(self) -> str:
+        """The sensor's ``id``: the default key an owner (an agent) keeps it under."""
+        return self.id
+
+    @property
     def running(self) -> bool:
         """True between ``start()`` and the end of the sensor's task."""
         return self._task is not None and not self._task.done()
@@ -438,6 +443,12 @@ class BusConfig(BaseModel):
     pattern: str = Field(
         min_length=1, description="Signal type pattern ('*' one segment, '**' any)."
     )
+    buffer: int = Field(
+        64,
+        ge=1,
+        description="Signals held between the bus and the target; when full, the bus "
+        "subscription's own queue and overflow policy take over.",
+    )
 
 
 class BusSensor(Sensor):
@@ -446,8 +457,9 @@ class BusSensor(Sensor):
     ``BusSensor(bus, pattern="order.**")``. ``transform`` (optional) maps each signal to the
     signal to forward, or to ``None`` to skip it. Subscribes in ``start()`` (so everything
     published after ``start()`` returns is forwarded, in publication order) and unsubscribes
-    when it stops. An error from ``transform`` or a non-retryable error from the target ends
-    the sensor like any failing sensor.
+    when it stops. Back-pressure goes to the bus: a slow target fills the sensor's ``buffer``,
+    then the subscription's queue, whose overflow policy decides. An error from ``transform``
+    or a non-retryable error from the target ends the sensor like any failing sensor.
     """
 
     Config = BusConfig
@@ -458,25 +470,28 @@ class BusSensor(Sensor):
         bus: _Bus,
         *,
         pattern: str,
+        buffer: int = 64,
         transform: Callable[[Signal], Signal | None] | None = None,
         id: str | None = None,
         source: str | None = None,
         clock: SensorClock | None = None,
     ) -> None:
-        super().__init__(id=id, source=source, clock=clock, pattern=pattern)
+        super().__init__(id=id, source=source, clock=clock, pattern=pattern, buffer=buffer)
         self.bus = bus
         self.transform = transform
         self._subscription: Any = None
-        self._inbox: asyncio.Queue[Signal] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Signal] | None = None
 
     async def setup(self) -> None:
         """Subscribe to the bus."""
-        self._inbox = asyncio.Queue()
-        self._subscription = self.bus.subscribe(self.config.pattern, self._inbox.put_nowait)
+        self._inbox = asyncio.Queue(maxsize=self.config.buffer)
+        self._subscription = self.bus.subscribe(self.config.pattern, self._inbox)
 
     async def run(self) -> None:
         """Forward received signals, one at a time, in order."""
         inbox, transform = self._inbox, self.transform
+        if inbox is None:
+            raise SensorError(f"BusSensor {self.id!r}: run() needs setup() (use start())")
         while True:
             signal = await inbox.get()
             out = transform(signal) if transform is not None else signal
@@ -486,5 +501,6 @@ class BusSensor(Sensor):
     async def teardown(self) -> None:
         """Unsubscribe from the bus."""
         sub, self._subscription = self._subscription, None
+        self._inbox = None
         if sub is not None:
             await sub.unsubscribe()

@@ -444,3 +444,7 @@ async def test_cron_skips_slots_missed_while_late() -> None:
 def test_cron_config_errors(config: dict[str, Any], match: str) -> None:
     with pytest.raises(ValidationError, match=match):
         CronSensor(**config)
+
+
+def test_name_is_the_id() -> None:
+    assert Countdown(id="temp-1").name == "temp-1"
