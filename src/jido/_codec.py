@@ -24,7 +24,7 @@ import binascii
 import re
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 import orjson
@@ -35,14 +35,12 @@ from jido._signal import (
     _VALID_TYPES,
     CORE_ATTRIBUTES,
     SPECVERSION,
+    Signal,
     _check_time,
     _fail,
     check_extensions,
     validate_type,
 )
-
-if TYPE_CHECKING:
-    from jido._signal import Signal
 
 __all__ = [
     "BINARY_HEADER_PREFIX",
@@ -127,7 +125,10 @@ def signal_to_dict(sig: Signal) -> dict[str, Any]:
         out.update(sig.extensions)
     data = sig.data
     if data is not None:
-        if isinstance(data, bytes | bytearray | memoryview):
+        cls = data.__class__
+        if cls is dict or cls is list or cls is str or cls is int:
+            out["data"] = data
+        elif isinstance(data, bytes | bytearray | memoryview):
             out["data_base64"] = base64.b64encode(data).decode("ascii")
         elif isinstance(data, BaseModel):
             out["data"] = data.model_dump(mode="json")
@@ -184,13 +185,15 @@ def signal_from_dict(cls: type[S], event: Mapping[str, Any]) -> S:
     subject = event.get("subject")
     dataschema = event.get("dataschema")
     content_type = event.get("datacontenttype")
-    for name, value in (
-        ("subject", subject),
-        ("dataschema", dataschema),
-        ("datacontenttype", content_type),
+    if (
+        (subject is not None and (subject.__class__ is not str or not subject))
+        or (dataschema is not None and (dataschema.__class__ is not str or not dataschema))
+        or (content_type is not None and (content_type.__class__ is not str or not content_type))
     ):
-        if value is not None and (value.__class__ is not str or not value):
-            raise _fail(name, f"attribute {name!r} must be a non-empty string, got {value!r}")
+        for name in ("subject", "dataschema", "datacontenttype"):
+            value = event.get(name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise _fail(name, f"attribute {name!r} must be a non-empty string, got {value!r}")
     if "data_base64" in event:
         if "data" in event:
             raise _fail("data_base64", "an event may carry 'data' or 'data_base64', not both")
@@ -214,7 +217,8 @@ def signal_from_dict(cls: type[S], event: Mapping[str, Any]) -> S:
     sig.dataschema = dataschema
     sig.datacontenttype = content_type
     sig.extensions = extensions
-    sig._decoded()
+    if cls is not Signal:
+        sig._decoded()
     return sig
 
 
@@ -314,7 +318,7 @@ def decode_binary(
             attribute = name[len(BINARY_HEADER_PREFIX) :]
             if not isinstance(value, str):
                 raise _fail(attribute, f"header {raw_name!r} must have a string value")
-            event[attribute] = unquote(value)
+            event[attribute] = unquote(value) if "%" in value else value
         elif name == "content-type":
             content_type = value
     if "data" in event or "data_base64" in event:
