@@ -86,6 +86,7 @@ from jido._directive import (
 )
 from jido._runtime import (
     AgentDeadLetter,
+    AgentDispatch,
     AgentEvent,
     AgentExistsError,
     AgentRef,
@@ -175,6 +176,7 @@ __all__ = [
     # --- agents __all__ (begin) ---
     "Agent",
     "AgentDeadLetter",
+    "AgentDispatch",
     "AgentEvent",
     "AgentExistsError",
     "AgentRef",

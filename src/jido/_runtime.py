@@ -48,6 +48,7 @@ from jido._directive import (
     StopChild,
     StopSensor,
 )
+from jido._dispatch import Dispatch
 from jido._errors import (
     AgentNotFoundError,
     AgentStoppedError,
@@ -65,6 +66,7 @@ from jido._store import Checkpoint, StateStore
 
 __all__ = [
     "AgentDeadLetter",
+    "AgentDispatch",
     "AgentEvent",
     "AgentExistsError",
     "AgentRef",
@@ -278,10 +280,14 @@ class _Server:
             try:
                 await self._save(new_state, seq, merged)
             except FencedError as err:
+                if fut is None:
+                    rt._dead(self.id, signal, err)
                 _fail(fut, err)
                 await self.shutdown("fenced", fenced=True)
                 return
             except JidoError as err:
+                if fut is None:
+                    rt._dead(self.id, signal, err)
                 _fail(fut, err)
                 return
         before = agent.state
@@ -292,6 +298,8 @@ class _Server:
             try:
                 await self._effects(effects, signal)
             except JidoError as err:
+                if fut is None:
+                    rt._dead(self.id, signal, err)
                 _fail(fut, err)
                 return
             except Exception as exc:
@@ -417,6 +425,7 @@ class _Server:
                 self.enqueue(sig, None, None)
             except JidoError as err:
                 self.rt._dead(self.id, sig, err)
+                raise
 
         await d.sensor.start(emit)
         self.sensors[key] = d.sensor
@@ -1113,3 +1122,31 @@ class Runtime:
                         await srv.hibernate()
                     except JidoError:
                         _log.exception("hibernating agent %r failed", srv.id)
+
+
+class AgentDispatch(Dispatch):
+    """Dispatch adapter that delivers signals to a local agent by id.
+
+    ``mode="cast"`` (default) puts each signal into the agent's mailbox; ``mode="call"`` waits
+    for the command to finish and raises its error. Usable wherever a dispatch adapter is (an
+    ``Emit(dispatch=...)`` directive, a bus subscription handler, ``dispatch_all``)::
+
+        bus.subscribe("order.**", AgentDispatch(rt, "orders"))
+    """
+
+    def __init__(
+        self, runtime: Runtime, agent_id: str, *, mode: str = "cast", name: str | None = None
+    ) -> None:
+        if mode not in ("cast", "call"):
+            raise ValidationError(f"AgentDispatch mode must be 'cast' or 'call', got {mode!r}")
+        self.runtime = runtime
+        self.agent_id = agent_id
+        self.mode = mode
+        self.name = name or f"agent:{agent_id}"
+
+    async def dispatch(self, signal: Signal) -> None:
+        """Deliver ``signal`` to the agent (``AgentNotFoundError`` if it is not running)."""
+        if self.mode == "cast":
+            await self.runtime.cast(self.agent_id, signal)
+        else:
+            await self.runtime.call(self.agent_id, signal)
