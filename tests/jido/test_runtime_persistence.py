@@ -116,11 +116,10 @@ async def test_restore_on_start_wins_over_given_state() -> None:
 
 
 async def test_restore_with_sqlite(tmp_path: Path) -> None:
-    async with SQLiteStore(tmp_path / "s.db") as store:
-        async with Runtime(store=store) as rt:
-            ref = await rt.start(Counter, id="c")
-            for _ in range(3):
-                await ref.call(INC)
+    async with SQLiteStore(tmp_path / "s.db") as store, Runtime(store=store) as rt:
+        ref = await rt.start(Counter, id="c")
+        for _ in range(3):
+            await ref.call(INC)
     async with SQLiteStore(tmp_path / "s.db") as store, Runtime(store=store) as rt:
         ref = await rt.start(Counter, id="c")
         assert (await ref.state()).n == 3
