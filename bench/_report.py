@@ -19,6 +19,7 @@ END = "<!-- bench:summary:end -->"
 SEED_GROUP = "seed table"
 PEER_PREFIX = "peers"
 FLOOR_GROUP = "baselines"
+VS_FLOOR_GROUP = "vs floor"
 SCALING_PREFIX = "scaling"
 
 
@@ -138,6 +139,10 @@ def render(payload: dict[str, Any], artefacts: Path, md_dir: Path) -> str:
     if peers:
         lines += ["### Peers (same workload, same run; baseline = the peer)", ""]
         lines += [*group_table(peers), ""]
+    vs_floor = [r for r in rows if r.group == VS_FLOOR_GROUP]
+    if vs_floor:
+        lines += ["### Ours vs the physical floor (same run)", ""]
+        lines += [*group_table(vs_floor), ""]
     floor = [r for r in rows if r.group == FLOOR_GROUP]
     if floor:
         lines += ["### Physical floor (raw asyncio and raw nats-py)", ""]
@@ -164,7 +169,8 @@ def render(payload: dict[str, Any], artefacts: Path, md_dir: Path) -> str:
     rest = [
         r
         for r in rows
-        if r not in floor and r not in scaling and r not in peers and r.group != SEED_GROUP
+        if r.group not in (FLOOR_GROUP, VS_FLOOR_GROUP, SEED_GROUP)
+        and not r.group.startswith((PEER_PREFIX, SCALING_PREFIX))
     ]
     if rest:
         lines += [
