@@ -17,8 +17,11 @@ to the dead-letter stream, from which it can be listed, redriven to that consume
 and also listen, best effort, to signals published at most once. The guarantee a subscriber gets
 is the weaker of the publisher's and its own mode.
 
-Wire. CloudEvents binary mode by default (``ce-*`` headers, data as the body); structured JSON
-on request; the receiver detects the mode of every message. The W3C ``traceparent`` crosses
+Wire. CloudEvents structured JSON by default (the event as the body, no headers) or binary
+mode on request (``ce-*`` headers, data as the body); the receiver detects the mode of every
+message, so nodes and plain NATS clients may mix them. Structured is the default because
+nats-py encodes and parses headers in pure Python: binary mode costs about 1.8x per signal
+(see BENCHMARKS.md). The W3C ``traceparent`` crosses
 nodes in the event; a signal published from inside a handler without trace context of its own
 continues the handler's trace.
 """
@@ -29,6 +32,7 @@ import asyncio
 import contextlib
 import contextvars
 import hashlib
+import inspect
 import logging
 import re
 import secrets
@@ -89,9 +93,6 @@ HDR_DEAD_REASON: Final = "Fdn-Dead-Reason"
 HDR_DEAD_ATTEMPTS: Final = "Fdn-Dead-Attempts"
 HDR_DEAD_SEQ: Final = "Fdn-Dead-Stream-Seq"
 HDR_DEAD_STREAM: Final = "Fdn-Dead-Stream"
-#: Media type header of structured mode.
-HDR_CONTENT_TYPE: Final = "content-type"
-STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json; charset=utf-8"
 
 _DLQ_HEADERS: Final = frozenset(
     {HDR_DEAD_SUBJECT, HDR_DEAD_CONSUMER, HDR_DEAD_REASON, HDR_DEAD_ATTEMPTS, HDR_DEAD_SEQ,
@@ -198,8 +199,12 @@ def _child_traceparent(parent: Signal) -> str:
     return f"00-{parent.trace_id}-{secrets.randbits(64) | 1:016x}-{flags}"
 
 
-def encode_signal(signal: Signal, wire: WireMode = "binary") -> tuple[dict[str, str], bytes]:
+def encode_signal(signal: Signal, wire: WireMode = "structured") -> tuple[dict[str, str], bytes]:
     """Encode ``signal`` as NATS ``(headers, body)`` in ``wire`` mode.
+
+    Binary mode: ``ce-*`` headers and the data as the body. Structured mode: the JSON event as
+    the body and no headers (receivers tell the modes apart by the presence of ``ce-`` headers;
+    headers cost more than the whole JSON codec in nats-py).
 
     Inside a bus handler, a signal with no ``traceparent`` of its own gets one continuing the
     handled signal's trace (the signal object itself is not changed).
@@ -215,12 +220,10 @@ def encode_signal(signal: Signal, wire: WireMode = "binary") -> tuple[dict[str, 
             headers["ce-traceparent"] = inherit
         return headers, body
     if inherit is None:
-        body = signal.to_bytes()
-    else:
-        event = signal.to_dict()
-        event["traceparent"] = inherit
-        body = Signal.from_dict(event).to_bytes()
-    return {HDR_CONTENT_TYPE: STRUCTURED_CONTENT_TYPE}, body
+        return {}, signal.to_bytes()
+    event = signal.to_dict()
+    event["traceparent"] = inherit
+    return {}, Signal.from_dict(event).to_bytes()
 
 
 def _is_binary(headers: Mapping[str, str]) -> bool:
@@ -261,13 +264,25 @@ def _parse_ack_reply(reply: str) -> tuple[int, int, int]:
     return int(tokens[base]), int(tokens[base + 1]), int(tokens[base + 2])
 
 
-async def _call(handler: Handler, signal: Signal) -> None:
+def _invoker(handler: Handler) -> Callable[[Signal], Awaitable[None]]:
+    """A coroutine function calling ``handler`` the cheapest way for its kind."""
     if isinstance(handler, asyncio.Queue):
-        await handler.put(signal)
-        return
-    result = handler(signal)
-    if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-        await result
+        queue = handler
+
+        async def put(signal: Signal) -> None:
+            await queue.put(signal)
+
+        return put
+    if inspect.iscoroutinefunction(handler):
+        return handler
+    func = handler
+
+    async def call(signal: Signal) -> None:
+        result = func(signal)
+        if inspect.isawaitable(result):
+            await result
+
+    return call
 
 
 # --------------------------------------------------------------------------------- records
@@ -430,6 +445,7 @@ class ClusterSubscription:
         self.bus = bus
         self.plan = plan
         self.handler = handler
+        self._invoke = _invoker(handler)
         self.delivery = delivery
         self.queue = queue
         self.consumer = consumer
@@ -471,7 +487,7 @@ class ClusterSubscription:
             return
         token = _current.set(sig)
         try:
-            await _call(self.handler, sig)
+            await self._invoke(sig)
             counters.handled += 1
         except Exception:
             counters.handler_errors += 1
@@ -534,7 +550,7 @@ class ClusterSubscription:
             return
         token = _current.set(sig)
         try:
-            await _call(self.handler, sig)
+            await self._invoke(sig)
         except Exception as exc:
             counters.handler_errors += 1
             reason = f"{type(exc).__name__}: {exc}"
@@ -608,6 +624,8 @@ class ClusterBus:
     """Publish/subscribe of :class:`jido.Signal` by pattern across every node of a cluster.
 
     Wraps an open nats-py connection (and its JetStream context); it does not close it.
+    ``wire`` is how this bus encodes what it publishes (``"structured"`` JSON or ``"binary"``
+    ``ce-`` headers); it decodes both.
     ``await bus.start()`` (or ``async with bus``) creates the signal and dead-letter streams
     idempotently. ``replicas`` is their replication factor (``foundation._wire.replicas_for``).
     """
@@ -617,7 +635,7 @@ class ClusterBus:
         nc: NatsClient,
         js: JetStreamContext | None = None,
         *,
-        wire: WireMode = "binary",
+        wire: WireMode = "structured",
         replicas: int = 1,
         duplicate_window: float = 120.0,
         dead_letter_max_age: float = 7 * 24 * 3600.0,
@@ -692,7 +710,7 @@ class ClusterBus:
             publish = self.nc.publish
             for sig in signals:
                 headers, body = encode_signal(sig, wire)
-                await publish(f"{SIGNAL_SUBJECT_PREFIX}.{sig.type}", body, headers=headers)
+                await publish(f"{SIGNAL_SUBJECT_PREFIX}.{sig.type}", body, headers=headers or None)
             self._counters.published += len(signals)
             return []
         if delivery != Delivery.AT_LEAST_ONCE:
@@ -952,8 +970,10 @@ async def js_publish_many(
             subject, headers, body = items[0]
             ack = await js.publish(subject, body, timeout=ack_timeout, headers=headers)
             return [ack.seq]
+        # No wait_stall: with one, every publish_async yields to the loop (asyncio.wait_for)
+        # and each message leaves in its own socket write. The overall bound is below.
         futures = [
-            await js.publish_async(subject, body, headers=headers, wait_stall=ack_timeout)
+            await js.publish_async(subject, body, headers=headers)
             for subject, headers, body in items
         ]
         acks = await asyncio.wait_for(asyncio.gather(*futures), ack_timeout)

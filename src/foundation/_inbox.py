@@ -140,7 +140,7 @@ async def send_to_inbox(
     agent_id: str,
     *signals: Signal,
     tenant: str = DEFAULT_TENANT,
-    wire: WireMode = "binary",
+    wire: WireMode = "structured",
     ack_timeout: float = 5.0,
 ) -> list[int]:
     """Publish ``signals`` to an agent's inbox; returns their stream sequences once stored.

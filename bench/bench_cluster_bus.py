@@ -1,0 +1,429 @@
+"""Cluster bus and agent inbox throughput, against raw nats-py in the same run.
+
+One real ``nats-server``. For the at-most-once figures the subscriber runs in a second Python
+process (a real node pair: ``python -m bench.bench_cluster_bus --peer``), for ours and for the
+raw baseline alike. The JetStream and inbox figures run publisher and consumer in this one
+process (two connections), which is conservative: one interpreter does both halves. Signals are
+built before the clock starts; for ours encoding, publishing, decoding and the handler call are
+measured; the raw baselines publish events encoded before the clock starts and do not decode.
+
+Figures:
+
+* ``at_most_once`` publish → pattern subscriber on another process; baseline: raw
+  ``nc.publish`` of the same pre-encoded CloudEvent (binary mode: ``ce-`` headers + body) →
+  raw callback subscription on another process.
+* The same in structured JSON mode (no headers).
+* ``at_least_once`` publish (JetStream, pipelined, acknowledged) → durable subscriber acking
+  each signal after its handler; baseline: raw ``js.publish_async`` of the pre-encoded event
+  with ``Nats-Msg-Id`` + a raw pull consumer fetching and acking.
+* Agent inbox (``send_to_inbox`` + ``AgentInbox`` in-order delivery, ack after the callback),
+  against the at-most-once bus measured the same way (one process), for issue 6's "cost
+  against at-most-once".
+* Effectively-once: the inbox with a real compare-and-set commit of state + sequence into a
+  JetStream KV bucket per signal (what the node does for a critical agent), 16 agents in
+  parallel, against the same at-most-once figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import orjson
+from nats.aio.msg import Msg
+from nats.js import api
+
+from bench._harness import Row, Stats, nats_server, throughput_rounds
+from foundation._cluster_bus import ClusterBus, encode_signal
+from foundation._inbox import AgentInbox, ensure_inbox_stream, send_to_inbox
+from jido import Signal
+
+GROUP = "cluster bus"
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def _signals(n: int, type_: str = "orders.o1.created") -> list[Signal]:
+    return [
+        Signal(type=type_, source="/bench", data={"n": i, "amount": 125, "sku": "A-1"})
+        for i in range(n)
+    ]
+
+
+class _Counter:
+    """Counts deliveries and wakes the waiter when the expected number arrived."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.target = 0
+        self.done = asyncio.Event()
+
+    def reset(self, target: int) -> None:
+        self.count = 0
+        self.target = target
+        self.done.clear()
+
+    def hit(self, n: int = 1) -> None:
+        self.count += n
+        if self.count >= self.target:
+            self.done.set()
+
+
+async def _rounds(batch: Callable[[int], Awaitable[Any]], ops: int, rounds: int) -> Stats:
+    return Stats.of(await throughput_rounds(batch, ops=ops, rounds=rounds))
+
+
+# --------------------------------------------------------------------------- two processes
+
+_EXPECT = "bench.ctl.expect"
+_DONE = "bench.ctl.done"
+
+
+async def _peer(url: str, mode: str) -> None:
+    """The subscribing node: counts deliveries; tells the publisher when a round is complete."""
+    nc = await nats.connect(url)
+    counter = _Counter()
+    stop = asyncio.Event()
+
+    async def expect(msg: Msg) -> None:
+        if msg.data == b"stop":
+            stop.set()
+        else:
+            counter.reset(int(msg.data))
+        await msg.respond(b"ok")
+
+    async def report() -> None:
+        while True:
+            await counter.done.wait()
+            counter.done.clear()
+            await nc.publish(_DONE, str(counter.count).encode())
+
+    if mode == "bus":
+        bus = ClusterBus(nc)
+
+        def handler(_sig: Signal) -> None:
+            counter.hit()
+
+        await bus.subscribe("orders.*.created", handler)
+    else:
+
+        async def cb(_msg: Msg) -> None:
+            counter.hit()
+
+        await nc.subscribe("raw.orders.*.created", cb=cb)
+    await nc.subscribe(_EXPECT, cb=expect)
+    await nc.flush()
+    task = asyncio.create_task(report())
+    await stop.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await nc.close()
+
+
+async def _two_process(url: str, ops: int, rounds: int, *, mode: str, wire: str) -> Stats:
+    """Publisher here, subscriber in a peer process; ops/s per round until the peer has all."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.bench_cluster_bus", "--peer", url, mode,
+        cwd=_ROOT,
+    )  # fmt: skip
+    nc = await nats.connect(url)
+    try:
+        done: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_done(msg: Msg) -> None:
+            done.put_nowait(msg.data)
+
+        await nc.subscribe(_DONE, cb=on_done)
+        async with asyncio.timeout(30):
+            while True:  # the peer answers once it has subscribed
+                try:
+                    await nc.request(_EXPECT, b"0", timeout=0.5)
+                    break
+                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                    await asyncio.sleep(0.05)  # peer still starting
+        bus = ClusterBus(nc, wire=wire)  # type: ignore[arg-type]
+        samples: list[float] = []
+        for r in range(rounds + 1):  # the first round warms up
+            signals = _signals(ops)
+            encoded = [encode_signal(sig, wire) for sig in signals] if mode == "raw" else []  # type: ignore[arg-type]
+            await nc.request(_EXPECT, str(ops).encode(), timeout=5)
+            t0 = time.perf_counter()
+            if mode == "bus":
+                await bus.publish(*signals)
+            else:
+                publish = nc.publish
+                for headers, body in encoded:
+                    await publish("raw.orders.o1.created", body, headers=headers or None)
+            try:
+                async with asyncio.timeout(60):
+                    await done.get()
+            except TimeoutError:
+                raise RuntimeError(
+                    f"the peer did not receive all {ops} signals of round {r} within 60 s "
+                    "(at most once: a slow consumer may have dropped some)"
+                ) from None
+            elapsed = time.perf_counter() - t0
+            if r:
+                samples.append(ops / elapsed)
+        await nc.request(_EXPECT, b"stop", timeout=5)
+        return Stats.of(samples)
+    finally:
+        await nc.close()
+        try:
+            async with asyncio.timeout(10):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+# --------------------------------------------------------------------------- one process
+
+
+async def _bus_at_most_once(url: str, ops: int, rounds: int, wire: str) -> Stats:
+    pub_nc, sub_nc = await nats.connect(url), await nats.connect(url)
+    try:
+        pub, sub = ClusterBus(pub_nc, wire=wire), ClusterBus(sub_nc)  # type: ignore[arg-type]
+        counter = _Counter()
+
+        def handler(_sig: Signal) -> None:
+            counter.hit()
+
+        await sub.subscribe("orders.*.created", handler)
+
+        async def batch(k: int) -> None:
+            signals = _signals(k)
+            counter.reset(k)
+            await pub.publish(*signals)
+            await counter.done.wait()
+
+        return await _rounds(batch, ops, rounds)
+    finally:
+        await pub_nc.close()
+        await sub_nc.close()
+
+
+async def _raw_at_most_once(url: str, ops: int, rounds: int, wire: str) -> Stats:
+    pub_nc, sub_nc = await nats.connect(url), await nats.connect(url)
+    try:
+        counter = _Counter()
+
+        async def cb(_msg: Msg) -> None:
+            counter.hit()
+
+        await sub_nc.subscribe("raw.orders.*.created", cb=cb)
+        await sub_nc.flush()
+
+        async def batch(k: int) -> None:
+            encoded = [encode_signal(s, wire) for s in _signals(k)]  # type: ignore[arg-type]
+            counter.reset(k)
+            publish = pub_nc.publish
+            if wire == "binary":
+                for headers, body in encoded:
+                    await publish("raw.orders.o1.created", body, headers=headers)
+            else:
+                for _, body in encoded:
+                    await publish("raw.orders.o1.created", body)
+            await counter.done.wait()
+
+        return await _rounds(batch, ops, rounds)
+    finally:
+        await pub_nc.close()
+        await sub_nc.close()
+
+
+async def _bus_at_least_once(url: str, ops: int, rounds: int) -> Stats:
+    pub_nc, sub_nc = await nats.connect(url), await nats.connect(url)
+    try:
+        pub, sub = ClusterBus(pub_nc), ClusterBus(sub_nc)
+        await pub.start()
+        counter = _Counter()
+
+        def handler(_sig: Signal) -> None:
+            counter.hit()
+
+        await sub.subscribe("orders.*.created", handler, delivery="at_least_once", durable="b")
+
+        async def batch(k: int) -> None:
+            signals = _signals(k)
+            counter.reset(k)
+            for i in range(0, k, 1000):
+                await pub.publish(*signals[i : i + 1000], delivery="at_least_once")
+            await counter.done.wait()
+
+        stats = await _rounds(batch, ops, rounds)
+        await sub.close()
+        await pub_nc.jetstream().delete_stream(pub.stream)
+        return stats
+    finally:
+        await pub_nc.close()
+        await sub_nc.close()
+
+
+async def _raw_at_least_once(url: str, ops: int, rounds: int) -> Stats:
+    pub_nc, sub_nc = await nats.connect(url), await nats.connect(url)
+    try:
+        js_pub, js_sub = pub_nc.jetstream(), sub_nc.jetstream()
+        await js_pub.add_stream(
+            api.StreamConfig(
+                name="RAW_BENCH",
+                subjects=["rawjs.>"],
+                retention=api.RetentionPolicy.INTEREST,
+                storage=api.StorageType.FILE,
+            )
+        )
+        await js_sub.add_consumer(
+            "RAW_BENCH",
+            api.ConsumerConfig(
+                durable_name="raw", name="raw", ack_policy=api.AckPolicy.EXPLICIT,
+                max_ack_pending=4096, filter_subject="rawjs.>",
+            ),
+        )  # fmt: skip
+        psub = await js_sub.pull_subscribe_bind("raw", "RAW_BENCH")
+        counter = _Counter()
+        stop = False
+
+        async def consume() -> None:
+            while not stop:
+                try:
+                    msgs = await psub.fetch(256, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                for msg in msgs:
+                    await msg.ack()
+                counter.hit(len(msgs))
+
+        task = asyncio.create_task(consume())
+
+        async def batch(k: int) -> None:
+            items = []
+            for s in _signals(k):
+                headers, body = encode_signal(s)
+                headers["Nats-Msg-Id"] = s.id
+                items.append((headers, body))
+            counter.reset(k)
+            for i in range(0, k, 1000):
+                futures = [
+                    await js_pub.publish_async("rawjs.orders", body, headers=headers)
+                    for headers, body in items[i : i + 1000]
+                ]
+                await asyncio.gather(*futures)
+            await counter.done.wait()
+
+        try:
+            return await _rounds(batch, ops, rounds)
+        finally:
+            stop = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await js_pub.delete_stream("RAW_BENCH")
+    finally:
+        await pub_nc.close()
+        await sub_nc.close()
+
+
+async def _inbox(url: str, ops: int, rounds: int, *, agents: int, cas: bool) -> Stats:
+    pub_nc, sub_nc = await nats.connect(url), await nats.connect(url)
+    inboxes: list[AgentInbox] = []
+    try:
+        js_pub, js_sub = pub_nc.jetstream(), sub_nc.jetstream()
+        await ensure_inbox_stream(js_pub)
+        kv = await js_sub.create_key_value(bucket="bench_state") if cas else None
+        counter = _Counter()
+        revisions: dict[str, int] = {}
+        names = [f"bench-{cas:d}-{i}" for i in range(agents)]
+        for name in names:
+            state = {"count": 0, "seq": 0}
+            if kv is not None:
+                revisions[name] = await kv.put(name, orjson.dumps(state))
+
+            async def deliver(sig: Signal, seq: int, name: str = name, state: Any = state) -> None:
+                state["count"] += 1
+                state["seq"] = seq
+                if kv is not None:  # one compare-and-set write of state + applied seq
+                    revisions[name] = await kv.update(
+                        name, orjson.dumps(state), last=revisions[name]
+                    )
+                counter.hit()
+
+            inbox = AgentInbox(js_sub, name, deliver, batch=256)
+            await inbox.start()
+            inboxes.append(inbox)
+
+        async def batch(k: int) -> None:
+            signals = _signals(k, "acct.deposit")
+            counter.reset(k)
+            per = k // agents
+            for i, name in enumerate(names):
+                chunk = signals[i * per : (i + 1) * per] if i < agents - 1 else signals[i * per :]
+                for j in range(0, len(chunk), 1000):
+                    await send_to_inbox(js_pub, name, *chunk[j : j + 1000])
+            await counter.done.wait()
+
+        return await _rounds(batch, ops, rounds)
+    finally:
+        for inbox in inboxes:
+            await inbox.remove()
+        with contextlib.suppress(Exception):
+            await pub_nc.jetstream().delete_key_value("bench_state")
+        await pub_nc.close()
+        await sub_nc.close()
+
+
+async def run(quick: bool) -> list[Row]:
+    """Measure the cluster bus and the inbox against raw nats-py (see the module doc)."""
+    ops, rounds = (2_000, 2) if quick else (30_000, 5)
+    js_ops = 1_000 if quick else 10_000
+    rows: list[Row] = []
+    async with nats_server() as url:
+        for wire in ("binary", "structured"):
+            ours = await _two_process(url, ops, rounds, mode="bus", wire=wire)
+            raw = await _two_process(url, ops, rounds, mode="raw", wire=wire)
+            rows.append(
+                Row.from_stats(
+                    GROUP, f"at_most_once publish→subscribe, 2 processes ({wire})", "signals/s",
+                    ours, "raw nats-py publish→subscribe", raw, better="higher",
+                    target="≥ 50,000 signals/s per node pair",
+                )
+            )  # fmt: skip
+        amo = await _bus_at_most_once(url, ops, rounds, "binary")
+        alo = await _bus_at_least_once(url, js_ops, rounds)
+        raw_js = await _raw_at_least_once(url, js_ops, rounds)
+        rows.append(
+            Row.from_stats(
+                GROUP, "at_least_once publish(ack)→durable subscriber(ack), 1 process",
+                "signals/s", alo, "raw JetStream publish_async + pull consume", raw_js,
+                better="higher",
+            )
+        )  # fmt: skip
+        inbox = await _inbox(url, js_ops, rounds, agents=1, cas=False)
+        rows.append(
+            Row.from_stats(
+                GROUP, "agent inbox (1 agent, in order, ack after deliver), 1 process",
+                "signals/s", inbox, "at_most_once bus, 1 process", amo, better="higher",
+                note=f"vs raw JetStream: {inbox.median / raw_js.median:.2f}×",
+            )
+        )  # fmt: skip
+        eff = await _inbox(url, js_ops, rounds, agents=16, cas=True)
+        rows.append(
+            Row.from_stats(
+                GROUP, "effectively-once (inbox + KV CAS commit per signal, 16 agents)",
+                "signals/s", eff, "at_most_once bus, 1 process", amo, better="higher",
+                target="≥ 5,000 signals/s per node",
+            )
+        )  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--peer":
+        asyncio.run(_peer(sys.argv[2], sys.argv[3]))
+    else:
+        sys.exit("usage: python -m bench.bench_cluster_bus --peer URL bus|raw")
