@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench._harness import Row, fmt, fmt_ratio, set_output_dir
@@ -145,7 +146,7 @@ def _table(rows: list[Row]) -> Table:
     ):
         table.add_column(col)
     for r in rows:
-        note = r.note if r.status == "ok" else f"[{r.status}] {r.note}"
+        note = escape(r.note if r.status == "ok" else f"[{r.status}] {r.note}")
         table.add_row(
             r.group,
             r.name,
