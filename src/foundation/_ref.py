@@ -103,7 +103,7 @@ class ClusterRef:
         self,
         signal: Signal,
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the jido AgentRef contract
         meta: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Send ``signal`` and wait for the result of the command it triggers.
@@ -136,7 +136,7 @@ class ClusterRef:
             return
         await node._cast_remote(self, signal, meta)
 
-    async def state(self, *, timeout: float | None = None) -> BaseModel:
+    async def state(self, *, timeout: float | None = None) -> BaseModel:  # noqa: ASYNC109
         """The agent's current state model (a :class:`RemoteState` if the class is unknown here)."""
         node = self._node
         local = node._local_ref(self.id)
