@@ -793,10 +793,7 @@ class Runtime:
     async def close(self) -> None:
         """Stop every agent (children with their parents) and the runtime's own bus."""
         self._closed = True
-        for srv in [s for s in self._servers.values() if s.parent is None]:
-            await srv.shutdown("shutdown")
-        for srv in list(self._servers.values()):
-            await srv.shutdown("shutdown")
+        await self.stop_all()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.wait([self._sweeper])
@@ -900,6 +897,13 @@ class Runtime:
 
     def __contains__(self, id: object) -> bool:
         return id in self._servers
+
+    async def stop_all(self, reason: str = "shutdown") -> None:
+        """Stop every running agent (parents first, each taking its children along)."""
+        for srv in [s for s in self._servers.values() if s.parent is None]:
+            await srv.shutdown(reason)
+        for srv in list(self._servers.values()):
+            await srv.shutdown(reason)
 
     async def stop(self, id: str, reason: str = "normal") -> None:
         """Stop agent ``id``: finish its current command, fail what is queued (callers get
