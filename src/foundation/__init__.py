@@ -7,6 +7,7 @@ an agent is written: mix ``Clustered`` into a ``jido.Agent`` and run it on a ``N
 
 # --- cluster (begin) ---
 from foundation._cluster_bus import (
+    BusBridge,
     BusStatistics,
     ClusterBus,
     ClusterBusError,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__: list[str] = [
     # --- cluster __all__ (begin) ---
     "AgentInbox",
+    "BusBridge",
     "BusStatistics",
     "ClusterBus",
     "ClusterBusError",

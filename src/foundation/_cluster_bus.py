@@ -64,6 +64,7 @@ from jido._router import Router, validate_pattern
 __all__ = [
     "DEAD_LETTER_SUBJECT_PREFIX",
     "REDRIVE_SUBJECT_PREFIX",
+    "BusBridge",
     "BusStatistics",
     "ClusterBus",
     "ClusterBusError",
@@ -617,6 +618,71 @@ class ClusterSubscription:
         self.bus._subs.discard(self)
 
 
+# --------------------------------------------------------------------------------- bridge
+
+
+class _RecentIds:
+    """A bounded set of recent signal ids (oldest forgotten first)."""
+
+    __slots__ = ("_ids", "_max")
+
+    def __init__(self, max_size: int) -> None:
+        self._ids: dict[str, None] = {}
+        self._max = max_size
+
+    def add(self, sig_id: str) -> None:
+        ids = self._ids
+        ids[sig_id] = None
+        if len(ids) > self._max:
+            del ids[next(iter(ids))]
+
+    def pop(self, sig_id: str) -> bool:
+        return self._ids.pop(sig_id, 0) is None
+
+
+class BusBridge:
+    """Connects a local :class:`jido.Bus` to the cluster for one pattern, without echo loops.
+
+    Outbound: local signals matching the pattern are published to the cluster. Inbound: cluster
+    signals matching it are published on the local bus. A signal that came in from the cluster
+    is not sent back out, and this node's own outbound signals coming back from NATS are not
+    delivered in again (both are recognised by signal id). Made by :meth:`ClusterBus.bridge`;
+    ``await bridge.close()`` ends it.
+    """
+
+    def __init__(self, cluster: ClusterBus, local: Any, pattern: str, delivery: Delivery) -> None:
+        self.cluster = cluster
+        self.local = local
+        self.pattern = pattern
+        self.delivery = delivery
+        self._sent = _RecentIds(65536)
+        self._received = _RecentIds(65536)
+        self._local_sub: Any = None
+        self._cluster_sub: ClusterSubscription | None = None
+
+    async def _outbound(self, sig: Signal) -> None:
+        if self._received.pop(sig.id):
+            return  # came from the cluster: do not send it back
+        self._sent.add(sig.id)
+        await self.cluster.publish(sig, delivery=self.delivery)
+
+    async def _inbound(self, sig: Signal) -> None:
+        if self._sent.pop(sig.id):
+            return  # our own outbound signal echoed back by NATS
+        if self._local_sub is not None:
+            self._received.add(sig.id)
+        await self.local.publish(sig)
+
+    async def close(self) -> None:
+        """Stop forwarding in both directions."""
+        if self._local_sub is not None:
+            await self._local_sub.unsubscribe()
+            self._local_sub = None
+        if self._cluster_sub is not None:
+            await self._cluster_sub.unsubscribe()
+            self._cluster_sub = None
+
+
 # --------------------------------------------------------------------------------- the bus
 
 
@@ -830,6 +896,38 @@ class ClusterBus:
             raise
         self._subs.add(sub)
         return sub
+
+    # -- bridge ---------------------------------------------------------------------------------
+
+    async def bridge(
+        self,
+        local: Any,
+        pattern: str,
+        *,
+        outbound: bool = True,
+        inbound: bool = True,
+        delivery: DeliveryLike = Delivery.AT_MOST_ONCE,
+        queue: str | None = None,
+    ) -> BusBridge:
+        """Bridge a local :class:`jido.Bus` to the cluster for signals matching ``pattern``.
+
+        ``outbound`` publishes the local bus's matching signals to the cluster (in ``delivery``
+        mode); ``inbound`` publishes the cluster's matching signals on the local bus (through a
+        cluster subscription; ``queue`` makes one bridge of a group take each signal). Signals
+        never loop: see :class:`BusBridge`.
+        """
+        plan_pattern(pattern)
+        mode = Delivery(delivery)
+        bridge = BusBridge(self, local, pattern, mode)
+        try:
+            if inbound:
+                bridge._cluster_sub = await self.subscribe(pattern, bridge._inbound, queue=queue)
+            if outbound:
+                bridge._local_sub = local.subscribe(pattern, bridge._outbound)
+        except BaseException:
+            await bridge.close()
+            raise
+        return bridge
 
     # -- dead letters ---------------------------------------------------------------------------
 

@@ -374,3 +374,37 @@ async def test_unsubscribe_stops_delivery_and_removes_ephemeral_consumers(
     assert buses[1].statistics().subscriptions == 0
     names = [c.name for c in await buses[1].js.consumers_info(buses[1].stream)]
     assert sub.consumer not in names
+
+
+async def test_bridge_links_local_buses_without_echo(buses: list[ClusterBus]) -> None:
+    from jido._bus import Bus
+
+    async with Bus() as local_a, Bus() as local_b:
+        bridges = [
+            await buses[0].bridge(local_a, "chat.**"),
+            await buses[1].bridge(local_b, "chat.**"),
+        ]
+        seen_a, ha = collector()
+        seen_b, hb = collector()
+        local_a.subscribe("chat.**", ha)
+        local_b.subscribe("chat.**", hb)
+        from_a = sig("chat.room1.msg", {"text": "hi"})
+        await local_a.publish(from_a)
+        from_cluster = sig("chat.room2.msg")
+        await buses[2].publish(from_cluster)
+        end = sig("chat.end")
+        await local_b.publish(end)
+        await local_a.publish(sig("other.thing"))  # not bridged
+        await wait_until(lambda: len(seen_a) == 3 and len(seen_b) == 3)
+        # After the last signal has gone round every path, nothing arrived twice.
+        for bus in buses:
+            await bus.nc.flush()
+        await local_a.drain()
+        await local_b.drain()
+        everything = sorted([from_a.id, from_cluster.id, end.id])
+        assert sorted(s.id for s in seen_a) == everything
+        assert sorted(s.id for s in seen_b) == everything
+        # Each signal entered the cluster once: no bridge sent back what it received.
+        assert [b.statistics().published for b in buses] == [1, 1, 1]
+        for bridge in bridges:
+            await bridge.close()
