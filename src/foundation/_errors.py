@@ -1,0 +1,182 @@
+"""Typed errors of the cluster layer.
+
+Every error subclasses :class:`jido.JidoError`, so it carries a stable ``type``, a
+``message`` that says what to do, JSON-safe ``details`` and a ``retryable`` flag, and
+crosses the network typed (``JidoError.from_dict`` rebuilds the subclass by ``type``).
+Attributes such as :attr:`AlreadyRegisteredError.owner` read from ``details`` so they
+survive that round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jido import JidoError, ValidationError
+
+
+class ClusterError(JidoError):
+    """Base class of every error raised by the cluster layer."""
+
+    type = "cluster_error"
+
+
+class NatsUnavailableError(ClusterError):
+    """NATS or JetStream could not serve a request (down, unreachable, no quorum, timed out).
+
+    Retry later; check the server is running and reachable, and, on a cluster, that a
+    majority of the JetStream servers is up.
+    """
+
+    type = "nats_unavailable"
+    default_retryable = True
+
+
+class NatsServerError(ClusterError):
+    """The embedded ``nats-server`` could not be found, started or stopped.
+
+    ``details`` holds the binary path, the ports and the tail of the server log.
+    """
+
+    type = "nats_server_error"
+
+
+class InvalidKeyError(ValidationError):
+    """A key, node id, agent id, tenant or name is not valid on the wire.
+
+    Use only letters, digits and ``-/_=``, with ``.`` between tokens where allowed.
+    """
+
+    type = "invalid_key"
+
+
+class CASConflictError(ClusterError):
+    """A compare-and-set write lost: the key's revision was not the expected one.
+
+    Re-read the key and decide again; ``details`` holds ``key``, ``expected`` and, when
+    known, ``actual`` revisions.
+    """
+
+    type = "cas_conflict"
+    default_retryable = True
+
+    @property
+    def key(self) -> str:
+        """The key whose write lost."""
+        return str(self.details.get("key", ""))
+
+
+class KeyExistsError(CASConflictError):
+    """``create`` found the key already present (``details['actual']`` is its revision)."""
+
+    type = "key_exists"
+
+
+class RecordNotFoundError(ClusterError):
+    """No record exists under that key (not registered, or removed). Check the id."""
+
+    type = "record_not_found"
+
+
+class AlreadyRegisteredError(ClusterError):
+    """An agent id is already registered; ``owner`` names the node that holds it.
+
+    Use the existing agent (``node.ref(id)``), choose another id, or stop the existing one
+    first.
+    """
+
+    type = "already_registered"
+
+    def __init__(
+        self,
+        agent_id: str,
+        owner: str,
+        *,
+        epoch: int | None = None,
+        tenant: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        merged = {"agent_id": agent_id, "owner": owner, "epoch": epoch, "tenant": tenant}
+        merged.update(details or {})
+        super().__init__(
+            f"agent {agent_id!r} is already registered on node {owner!r}; use the existing "
+            "agent, choose another id, or stop it first",
+            details=merged,
+        )
+
+    @property
+    def owner(self) -> str:
+        """Id of the node that owns the agent."""
+        return str(self.details.get("owner", ""))
+
+    @property
+    def agent_id(self) -> str:
+        """The agent id that was already taken."""
+        return str(self.details.get("agent_id", ""))
+
+
+class NotOwnerError(ClusterError):
+    """This node does not (or no longer) own the agent. Look the owner up again and retry."""
+
+    type = "not_owner"
+    default_retryable = True
+
+
+class NodeUnavailableError(ClusterError):
+    """The target node is not a live member of the cluster (left, expired or unreachable).
+
+    Wait for failover to re-place its agents, or choose another node.
+    """
+
+    type = "node_unavailable"
+    default_retryable = True
+
+
+class LeaseLostError(ClusterError):
+    """A lease (node membership, leadership, lock) was lost or could not be renewed in time.
+
+    Whatever the lease protected must stop at once; acquire it again to continue.
+    """
+
+    type = "lease_lost"
+
+
+class PlacementError(ClusterError):
+    """No placement could be made (unknown strategy, invalid request, no live node)."""
+
+    type = "placement_error"
+
+
+class NoCapacityError(PlacementError):
+    """No live node satisfies the placement's capabilities and resource request.
+
+    Add nodes (or capacity), lower the agent's resource request, or relax its constraints;
+    ``details`` lists what was asked and why each node was rejected.
+    """
+
+    type = "no_capacity"
+    default_retryable = True
+
+
+class BarrierError(ClusterError):
+    """A barrier was misused (e.g. more arrivals than its size)."""
+
+    type = "barrier_error"
+
+
+__all__ = [
+    "AlreadyRegisteredError",
+    "BarrierError",
+    "CASConflictError",
+    "ClusterError",
+    "InvalidKeyError",
+    "KeyExistsError",
+    "LeaseLostError",
+    "NatsServerError",
+    "NatsUnavailableError",
+    "NoCapacityError",
+    "NodeUnavailableError",
+    "NotOwnerError",
+    "PlacementError",
+    "RecordNotFoundError",
+]

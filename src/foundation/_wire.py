@@ -1,0 +1,191 @@
+"""Wire details of the cluster layer, in one place.
+
+Every NATS subject, JetStream bucket and stream name, header name and NATS server
+error code used by ``foundation`` is defined here, together with the replication
+factor rule. Other modules import these constants instead of spelling strings.
+
+Layout (see ``docs/cluster.md``):
+
+===========================  =========================================================
+bucket / stream              content
+===========================  =========================================================
+``foundation_nodes``         one key per node (``<node_id>``): the node record, written
+                             with a per-message TTL (the node's lease) and renewed by
+                             heartbeats; the server writes a delete marker on expiry
+``foundation_registry``      one key per agent (``<tenant>.<agent_id>``): owner node,
+                             epoch, type, capabilities, status, metadata
+``foundation_coord``         leases (``lease.<name>``), locks (``lock.<name>``) and
+                             barriers (``barrier.<name>.<member>``) of the
+                             coordination primitives
+``foundation_config``        the cluster-wide configuration map (plain keys)
+``foundation_state``         durable agent state (owned by the cluster core)
+===========================  =========================================================
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# --- JetStream KV buckets -------------------------------------------------------------------
+
+#: Node records with a TTL lease each (membership and failure detection).
+NODES_BUCKET: Final = "foundation_nodes"
+#: One record per agent (the distributed registry).
+REGISTRY_BUCKET: Final = "foundation_registry"
+#: Leases, locks and barriers of the coordination primitives.
+COORD_BUCKET: Final = "foundation_coord"
+#: The cluster-wide configuration map.
+CONFIG_BUCKET: Final = "foundation_config"
+#: Durable agent state (checkpoints) of clustered agents.
+STATE_BUCKET: Final = "foundation_state"
+
+#: Every JetStream KV bucket is backed by a stream named ``KV_<bucket>``.
+KV_STREAM_PREFIX: Final = "KV_"
+#: ... whose subjects are ``$KV.<bucket>.<key>``.
+KV_SUBJECT_PREFIX: Final = "$KV."
+
+# --- JetStream streams ----------------------------------------------------------------------
+
+#: At-least-once signals to agents (cluster bus).
+SIGNALS_STREAM: Final = "FOUNDATION_SIGNALS"
+#: Signals that exhausted their redeliveries.
+DEAD_LETTER_STREAM: Final = "FOUNDATION_DLQ"
+
+# --- core NATS subjects ---------------------------------------------------------------------
+
+#: Root of every subject the cluster layer publishes on.
+SUBJECT_ROOT: Final = "foundation"
+#: Direct subject of an agent: ``foundation.agent.<tenant>.<agent_id>``.
+AGENT_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.agent"
+#: Control subject of a node: ``foundation.node.<node_id>.<verb>``.
+NODE_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.node"
+#: Cluster bus signals: ``foundation.signal.<signal type>``.
+SIGNAL_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.signal"
+#: At-least-once signals (captured by :data:`SIGNALS_STREAM`).
+DURABLE_SIGNAL_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.durable"
+
+#: Tenant used when none is given.
+DEFAULT_TENANT: Final = "default"
+
+# --- headers --------------------------------------------------------------------------------
+
+#: Compare-and-set on the last revision of one subject (KV key).
+HDR_EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
+#: Per-message TTL (whole seconds, at least one; needs ``allow_msg_ttl`` on the stream).
+HDR_TTL: Final = "Nats-TTL"
+#: Set by the server on the delete marker it writes when a message expires.
+HDR_MARKER_REASON: Final = "Nats-Marker-Reason"
+#: KV operation of a tombstone (``DEL`` or ``PURGE``).
+HDR_KV_OPERATION: Final = "KV-Operation"
+#: Roll-up (``sub``) used by purge tombstones.
+HDR_ROLLUP: Final = "Nats-Rollup"
+#: JetStream de-duplication id.
+HDR_MSG_ID: Final = "Nats-Msg-Id"
+#: W3C trace context carried across nodes.
+HDR_TRACEPARENT: Final = "traceparent"
+
+KV_OP_DEL: Final = "DEL"
+KV_OP_PURGE: Final = "PURGE"
+ROLLUP_SUBJECT: Final = "sub"
+#: ``Nats-Marker-Reason`` values written by the server.
+MARKER_MAX_AGE: Final = "MaxAge"
+MARKER_PURGE: Final = "Purge"
+MARKER_REMOVE: Final = "Remove"
+
+# --- NATS server error codes (``err_code`` of a JetStream API error) ------------------------
+
+#: Wrong last sequence (the current sequence is in the description): a lost compare-and-set.
+ERR_WRONG_LAST_SEQUENCE: Final = 10071
+#: Wrong last sequence, no sequence known (replicated streams): a lost compare-and-set.
+ERR_WRONG_LAST_SEQUENCE_CONSTANT: Final = 10164
+#: Expected-last-sequence check temporarily unavailable: retry.
+ERR_EXPECTED_LAST_SEQ_NOT_READY: Final = 10163
+#: Both "wrong last sequence" codes.
+CAS_ERROR_CODES: Final = frozenset({ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_CONSTANT})
+#: Stream name already in use with a different configuration.
+ERR_STREAM_NAME_IN_USE: Final = 10058
+#: Stream not found.
+ERR_STREAM_NOT_FOUND: Final = 10059
+#: No message found (KV get of an absent key).
+ERR_NO_MESSAGE_FOUND: Final = 10037
+#: Replicas > 1 are not supported on a non-clustered server.
+ERR_REPLICAS_NOT_SUPPORTED: Final = 10074
+#: Not enough peers in the cluster for the requested replicas.
+ERR_CLUSTER_NO_PEERS: Final = 10005
+#: Insufficient resources (e.g. too few servers for the replicas).
+ERR_INSUFFICIENT_RESOURCES: Final = 10023
+#: JetStream temporarily unavailable (no meta leader, no quorum).
+ERR_CLUSTER_NOT_AVAILABLE: Final = 10008
+#: JetStream not enabled on the server / for the account.
+ERR_JETSTREAM_NOT_ENABLED: Final = 10076
+ERR_JETSTREAM_NOT_ENABLED_FOR_ACCOUNT: Final = 10039
+#: Codes that mean "JetStream is (temporarily) not able to serve": retryable.
+UNAVAILABLE_ERROR_CODES: Final = frozenset(
+    {ERR_EXPECTED_LAST_SEQ_NOT_READY, ERR_CLUSTER_NOT_AVAILABLE, ERR_INSUFFICIENT_RESOURCES}
+)
+
+# --- replication ----------------------------------------------------------------------------
+
+#: Largest replication factor used for buckets and streams.
+MAX_REPLICAS: Final = 3
+
+
+def replicas_for(cluster_size: int) -> int:
+    """Return the replication factor for buckets and streams on a cluster of ``cluster_size``.
+
+    One server (a dev cluster) gets R1; three or more servers get R3, which survives the loss
+    of one server with no loss of acknowledged writes. Two servers get R1 as well: R2 would
+    stop accepting writes when either server is down, which is worse than R1.
+    """
+    if cluster_size < 1:
+        raise ValueError(f"cluster_size must be >= 1, got {cluster_size}")
+    return MAX_REPLICAS if cluster_size >= MAX_REPLICAS else 1
+
+
+# --- names and keys -------------------------------------------------------------------------
+
+#: A valid KV key: dot-separated tokens of ``[-/_=a-zA-Z0-9]``.
+KEY_RE: Final = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")
+#: A valid single key token (node id, agent id, tenant, lease name).
+TOKEN_RE: Final = re.compile(r"^[-/_=a-zA-Z0-9]+$")
+
+
+def kv_stream(bucket: str) -> str:
+    """Name of the stream backing KV ``bucket``."""
+    return f"{KV_STREAM_PREFIX}{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """Subject of ``key`` in KV ``bucket``."""
+    return f"{KV_SUBJECT_PREFIX}{bucket}.{key}"
+
+
+def agent_key(tenant: str, agent_id: str) -> str:
+    """Registry key of an agent: ``<tenant>.<agent_id>``."""
+    return f"{tenant}.{agent_id}"
+
+
+def agent_subject(tenant: str, agent_id: str) -> str:
+    """Direct subject of an agent (request/reply for ``call``, publish for ``cast``)."""
+    return f"{AGENT_SUBJECT_PREFIX}.{tenant}.{agent_id}"
+
+
+def node_subject(node_id: str, verb: str) -> str:
+    """Control subject ``verb`` of node ``node_id``."""
+    return f"{NODE_SUBJECT_PREFIX}.{node_id}.{verb}"
+
+
+def lease_key(name: str) -> str:
+    """Key of leader-election lease ``name`` in :data:`COORD_BUCKET`."""
+    return f"lease.{name}"
+
+
+def lock_key(name: str) -> str:
+    """Key of lock ``name`` in :data:`COORD_BUCKET`."""
+    return f"lock.{name}"
+
+
+def barrier_prefix(name: str) -> str:
+    """Key prefix of barrier ``name`` in :data:`COORD_BUCKET` (one key per arrived member)."""
+    return f"barrier.{name}"
