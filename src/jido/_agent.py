@@ -489,13 +489,18 @@ def _prepare(cls: type[Agent]) -> None:
             "state_model must be buildable from its defaults (give every field a default): "
             f"{exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}",
         ) from None
-    for attr, default in (
-        ("mailbox_size", None),
-        ("max_restarts", None),
-    ):
+    for attr, low in (("mailbox_size", 1), ("max_restarts", 0)):
         value = getattr(cls, attr)
-        if value is not default and (not isinstance(value, int) or value < 0):
-            raise _fail(cls, f"{attr} must be a non-negative int or None, got {value!r}")
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < low
+        ):
+            raise _fail(cls, f"{attr} must be an int >= {low} or None, got {value!r}")
+    for attr in ("hibernate_after", "restart_window"):
+        value = getattr(cls, attr)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+        ):
+            raise _fail(cls, f"{attr} must be a number of seconds >= 0 or None, got {value!r}")
     _check_checkpoint_policy(cls, cls.checkpoint)
 
     # actions declared by the agent itself

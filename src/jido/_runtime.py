@@ -537,7 +537,11 @@ class _Server:
         try:
             task = self.task
             if task is not None and task is not asyncio.current_task() and not fenced:
-                await asyncio.wait([task])
+                done, _ = await asyncio.wait([task], timeout=rt.stop_timeout)
+                if not done:  # the in-flight command overran: cancel it (its caller is told)
+                    _log.warning("agent %r: command still running at stop, cancelling", self.id)
+                    task.cancel()
+                    await asyncio.wait([task])
             mb = self.mailbox
             if mb:
                 gone = AgentStoppedError(
@@ -730,6 +734,8 @@ class Runtime:
             (needs a store); ``None``: never.
         max_restarts / restart_window: restart intensity (N restarts in T seconds).
         call_timeout: default ``call`` timeout in seconds (``None``: wait for the reply).
+        stop_timeout: how long stopping an agent waits for its in-flight command before
+            cancelling it (``None``: wait as long as it takes).
         dead_letter_limit: how many dead letters are kept (oldest dropped first).
     """
 
@@ -744,6 +750,7 @@ class Runtime:
         max_restarts: int = 3,
         restart_window: float = 5.0,
         call_timeout: float | None = None,
+        stop_timeout: float | None = 10.0,
         dead_letter_limit: int = 10_000,
     ) -> None:
         _policy(checkpoint)
@@ -760,6 +767,7 @@ class Runtime:
         self.max_restarts = max_restarts
         self.restart_window = restart_window
         self.call_timeout = call_timeout
+        self.stop_timeout = stop_timeout
         self.dead_letters: collections.deque[AgentDeadLetter] = collections.deque(
             maxlen=dead_letter_limit
         )

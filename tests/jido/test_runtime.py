@@ -344,3 +344,28 @@ async def test_runtime_level_call_cast_and_default_timeout() -> None:
             await rt.call("zzz", sig("acc.deposit", {"amount": 1}))
     with pytest.raises(AgentStoppedError):
         await rt.start(Account, id="late")
+
+
+async def test_stop_cancels_a_command_that_overruns_stop_timeout() -> None:
+    async with Runtime(stop_timeout=0.01) as rt:
+        ref = await rt.start(Account, id="a")
+        stuck = asyncio.ensure_future(ref.call(sig("acc.wait")))
+        await GATE["entered"].wait()
+        await rt.stop("a")
+        with pytest.raises(AgentStoppedError):
+            await stuck
+        assert rt.ids() == []
+
+
+def test_runtime_options_on_the_class_are_checked() -> None:
+    from jido import DefinitionError
+
+    with pytest.raises(DefinitionError, match="mailbox_size"):
+
+        class Bad(Agent):
+            mailbox_size = 0
+
+    with pytest.raises(DefinitionError, match="hibernate_after"):
+
+        class Bad2(Agent):
+            hibernate_after = -1
