@@ -37,6 +37,12 @@ def _pct(value: float | None) -> str:
     return f"{value:+.1%}"
 
 
+def _met(row: Row | None) -> str:
+    if row is None or not row.ok or "target_met" not in row.extra:
+        return "—"
+    return "yes" if row.extra["target_met"] else "**no**"
+
+
 def seed_table(rows: list[Row]) -> list[str]:
     """The seed's table: single vs clustered, overhead, the seed's figures, targets."""
     by_metric: dict[str, dict[str, Row]] = {}
@@ -71,8 +77,9 @@ def seed_table(rows: list[Row]) -> list[str]:
         if single is not None and clustered is not None and single.ok and clustered.ok:
             overhead = clustered.ours / single.ours - 1.0
         seed_over = (seed_c / seed_s - 1.0) if seed_s and seed_c else None
-        met = [r.extra.get("target_met") for r in (single, clustered) if r is not None and r.ok]
-        met_txt = "—" if not met else ("yes" if all(met) else "**no**")
+        met_txt = " / ".join(
+            f"{mode}: {_met(r)}" for mode, r in (("single", single), ("clustered", clustered))
+        )
         out.append(
             f"| {metric} | {show(single)} | {show(clustered)} | {_pct(overhead)} "
             f"| {fmt(seed_s, 's') if seed_s else '—'} | {fmt(seed_c, 's') if seed_c else '—'} "
@@ -81,25 +88,34 @@ def seed_table(rows: list[Row]) -> list[str]:
     return out
 
 
-def group_table(rows: list[Row]) -> list[str]:
-    """A generic table: ours vs the same-run baseline, ratio and whether we are ahead."""
+def group_table(rows: list[Row], *, verdict: bool = True, measured: str = "ours") -> list[str]:
+    """A table of rows against their same-run baselines.
+
+    ``verdict`` adds the "ahead" column (peers) and a "target met" column when rows carry one.
+    """
     if not rows:
         return []
-    out = [
-        "| group | figure | ours p50 | ours p99 | baseline | baseline p50 | ratio ours/baseline "
-        "| ahead | note |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    targets = any("target_met" in r.extra for r in rows)
+    head = f"| group | figure | {measured} p50 | {measured} p99 | baseline | baseline p50 | ratio |"
+    rule = "|---|---|---|---|---|---|---|"
+    if verdict:
+        head, rule = head + " ahead |", rule + "---|"
+    if targets:
+        head, rule = head + " target | met |", rule + "---|---|"
+    out = [head + " note |", rule + "---|"]
     for r in rows:
-        ahead = r.ahead
-        ahead_txt = "—" if ahead is None else ("yes" if ahead else "**no**")
         note = r.note if r.status == "ok" else f"{r.status}: {r.note}"
         p99 = fmt(r.p99, r.unit) if r.p99 is not None else "—"
-        out.append(
+        line = (
             f"| {_cell(r.group)} | {_cell(r.name)} | {fmt(r.ours, r.unit)} | {p99} "
-            f"| {_cell(r.baseline_name)} | {fmt(r.baseline, r.unit)} | {fmt_ratio(r)} "
-            f"| {ahead_txt} | {_cell(note)} |"
+            f"| {_cell(r.baseline_name)} | {fmt(r.baseline, r.unit)} | {fmt_ratio(r)} |"
         )
+        if verdict:
+            ahead = r.ahead
+            line += " — |" if ahead is None else (" yes |" if ahead else " **no** |")
+        if targets:
+            line += f" {_cell(r.target)} | {_met(r)} |"
+        out.append(f"{line} {_cell(note)} |")
     return out
 
 
@@ -110,7 +126,7 @@ def behind(rows: list[Row]) -> list[Row]:
         if not r.ok:
             continue
         peer_behind = r.group.startswith(PEER_PREFIX) and r.ahead is False
-        seed_missed = r.group == SEED_GROUP and r.extra.get("target_met") is False
+        seed_missed = r.group in (SEED_GROUP, VS_FLOOR_GROUP) and r.extra.get("target_met") is False
         if peer_behind or seed_missed:
             out.append(r)
     return out
@@ -142,18 +158,18 @@ def render(payload: dict[str, Any], artefacts: Path, md_dir: Path) -> str:
     vs_floor = [r for r in rows if r.group == VS_FLOOR_GROUP]
     if vs_floor:
         lines += ["### Ours vs the physical floor (same run)", ""]
-        lines += [*group_table(vs_floor), ""]
+        lines += [*group_table(vs_floor, verdict=False), ""]
     floor = [r for r in rows if r.group == FLOOR_GROUP]
     if floor:
         lines += ["### Physical floor (raw asyncio and raw nats-py)", ""]
-        lines += [*group_table(floor), ""]
+        lines += [*group_table(floor, verdict=False, measured="measured"), ""]
     scaling = [r for r in rows if r.group.startswith(SCALING_PREFIX)]
     if scaling:
         lines += ["### Scaling", ""]
         for png in sorted(artefacts.glob("scaling*.png")):
             rel = os.path.relpath(png, md_dir)
             lines += [f"![{png.stem}]({rel})", ""]
-        lines += [*group_table(scaling), ""]
+        lines += [*group_table(scaling, verdict=False), ""]
     late = behind(rows)
     lines += ["### Rows where we are behind (generated; reasons in the analysis below)", ""]
     if late:
@@ -176,7 +192,7 @@ def render(payload: dict[str, Any], artefacts: Path, md_dir: Path) -> str:
         lines += [
             "<details><summary>Every other figure of this run</summary>",
             "",
-            *group_table(rest),
+            *group_table(rest, verdict=False),
             "",
             "</details>",
             "",

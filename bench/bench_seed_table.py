@@ -345,6 +345,18 @@ async def clustered(quick: bool) -> list[Row]:
                 "signal routing", "clustered", Stats.of(routing), "raw nats-py request/reply", floor
             )
         )
+        cross = Row.from_stats(
+            "vs floor",
+            "cross-node call vs raw nats-py",
+            "s",
+            Stats.of(routing),
+            "raw nats-py request/reply",
+            floor,
+            target="≤ 1.3× raw request/reply",
+            note="ref.call from a node hosting nothing to an agent on a node process",
+        )
+        cross.extra["target_met"] = cross.ratio <= 1.3
+        rows.append(cross)
         work = await sample_async_latency(lambda: ref.call(WORK), n=n_action, warmup=1)
         sleep_base = [s + floor.median for s in await sleep_100ms(n_action)]
         rows.append(

@@ -22,7 +22,7 @@ from bench._harness import (
     sample_sync_latency,
     throughput_rounds,
 )
-from bench._report import BEGIN, END, behind, render, replace_block
+from bench._report import BEGIN, END, behind, group_table, render, replace_block
 from rich.console import Console
 
 
@@ -288,3 +288,24 @@ def test_render_seed_table_and_behind_list(tmp_path: Path) -> None:
     assert "50.00 ms" in text and "+50.0%" in text
     assert [r.name for r in behind(rows)] == ["call latency"]
     assert "peers: ray / call latency" in text
+
+
+def test_behind_lists_missed_targets_but_not_the_floor_itself() -> None:
+    missed = Row("vs floor", "cross-node call", "s", 2e-4, "raw", 1e-4, extra={"target_met": False})
+    floor = Row("baselines", "queue", "s", 2e-6, "tick", 1e-6)
+    kept = Row("seed table", "routing", "s", 1e-5, "raw", 1e-5, extra={"target_met": True})
+    assert behind([missed, floor, kept]) == [missed]
+    table = "\n".join(group_table([missed], verdict=False))
+    assert table.splitlines()[-1].count("**no**") == 1  # the "met" column says it was missed
+
+
+def test_partial_run_merges_into_latest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.__main__ as runner
+
+    monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    old_rows = [_row("a", 1.0, 1.0, bench="bench_a"), _row("b", 1.0, 1.0, bench="bench_b")]
+    (tmp_path / "latest.json").write_text(json.dumps({**_payload(old_rows), "command": "full"}))
+    new = {**_payload([_row("b", 2.0, 1.0, bench="bench_b")]), "command": "only b"}
+    merged = runner._merge_latest(new, ["bench_b"])
+    assert [(r["name"], r["ours"]) for r in merged["rows"]] == [("a", 1.0), ("b", 2.0)]
+    assert merged["partial_runs"] == ["only b"]
