@@ -70,7 +70,8 @@ class Emit(Directive):
     With no target it is published on the runtime's bus. ``to`` names another agent (the signal
     is cast into its mailbox; a full mailbox or a missing agent becomes a dead letter) and
     ``to_self=True`` casts it back into this agent's own mailbox. ``dispatch`` may instead give
-    any dispatch adapter (an object with ``async dispatch(signal)``).
+    any dispatch adapter (an object with ``async dispatch(signal)``). A delivery that fails
+    does not undo the committed command: it is recorded in the runtime's ``dead_letters``.
     """
 
     signal: Signal

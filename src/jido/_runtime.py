@@ -1078,10 +1078,15 @@ class Runtime:
                 target.enqueue(sig, None, None)
             except JidoError as err:
                 self._dead(d.to, sig, err)
-        elif d.dispatch is not None:
-            await d.dispatch.dispatch(sig)
         else:
-            await self.bus.publish(sig)
+            # the command has committed: a failed delivery is a dead letter, not its error
+            try:
+                if d.dispatch is not None:
+                    await d.dispatch.dispatch(sig)
+                else:
+                    await self.bus.publish(sig)
+            except JidoError as err:
+                self._dead(srv.id, sig, err)
 
     async def _publish_failed(self, srv: _Server, err: JidoError) -> None:
         sig = Signal(

@@ -157,41 +157,43 @@ async def test_emit_to_self_and_to_other_agent() -> None:
         assert rt.dead_letters[-1].agent_id == "ghost"
 
 
+ADAPTERS: list[Any] = []
+
+
+class ViaDispatch(Action):
+    """Emit through every adapter in ADAPTERS."""
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        s = Signal(type="chat.heard", source="/d", data={"text": "d"})
+        return {}, [Emit(s, dispatch=adapter) for adapter in ADAPTERS]
+
+
+class Dispatching(Chat):
+    actions = [*Chat.actions, ViaDispatch]
+    routes = [*Chat.routes, ("chat.dispatch", ViaDispatch)]
+
+
 async def test_emit_through_dispatch_adapter_and_agent_dispatch() -> None:
     got: list[Signal] = []
-
-    class ViaDispatch(Action):
-        async def run(self, params: Any, ctx: ActionContext) -> Any:
-            s = Signal(type="chat.heard", source="/d", data={"text": "d"})
-            return {}, [
-                Emit(s, dispatch=CallableDispatch(got.append)),
-                Emit(s, dispatch=AgentDispatch(ctx.metadata["rt"], "b")),
-            ]
-
-    class D(Chat):
-        actions = [*Chat.actions, ViaDispatch]
-        routes = [*Chat.routes, ("chat.dispatch", ViaDispatch)]
-
     async with Runtime() as rt:
-        a = await rt.start(D, id="a")
+        a = await rt.start(Dispatching, id="a")
         b = await rt.start(Chat, id="b")
-        # the action finds the runtime in its instruction context
-        inst_ctx = {"rt": rt}
-        agent = rt._server("a").agent
-        assert agent is not None
-        _, effects = await agent.cmd(ViaDispatch, context=inst_ctx)
-        for e in effects:
-            assert isinstance(e, Emit)
-            await rt._emit(rt._server("a"), e)
+        ADAPTERS[:] = [CallableDispatch(got.append), AgentDispatch(rt, "b")]
+        await a.call(sig("chat.dispatch"))
         await rt.wait_idle()
         assert [s.type for s in got] == ["chat.heard"]
         assert (await b.state()).heard == ["d"]
+        assert (await a.state()).heard == []
         call_mode = AgentDispatch(rt, "b", mode="call")
         await call_mode.dispatch(Signal(type="chat.heard", source="/d", data={"text": "e"}))
         assert (await b.state()).heard == ["d", "e"]
         with pytest.raises(ValidationError):
             AgentDispatch(rt, "b", mode="shout")
-        assert (await a.state()).heard == []
+        # the command has committed: a failed delivery becomes a dead letter
+        ADAPTERS[:] = [AgentDispatch(rt, "ghost")]
+        assert await a.call(sig("chat.dispatch")) == {}
+        assert isinstance(rt.dead_letters[-1].error, AgentNotFoundError)
+        assert rt.dead_letters[-1].signal.type == "chat.heard"
 
 
 async def test_bus_subscription_into_agent_with_agent_dispatch() -> None:
