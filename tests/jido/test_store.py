@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
+import itertools
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from jido import (
@@ -31,6 +34,14 @@ from jido import (
     StoreError,
     ValidationError,
 )
+
+_ops = st.tuples(
+    st.sampled_from(["save", "save", "load", "delete"]),
+    st.sampled_from(["a", "b", "c"]),
+    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=1, max_value=1000),
+)
+_examples = itertools.count()
 
 
 @dataclass
@@ -319,6 +330,43 @@ class StoreContract:
         with pytest.raises(ValidationError, match="Checkpoint"):
             await backend.store.save("k", bad)
         assert await backend.store.load("k") is None
+
+    # -- model-based --------------------------------------------------------------------
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(ops=st.lists(_ops, min_size=1, max_size=25))
+    async def test_behaves_like_a_dict_with_epoch_fencing(
+        self, backend: Backend, ops: list[tuple[str, str, int, int]]
+    ) -> None:
+        """Random saves, loads and deletes agree with a plain dict model of the contract."""
+        prefix = f"m{next(_examples)}."  # examples share the store: keep their keys apart
+        model: dict[str, tuple[int, int]] = {}  # key -> (epoch, seq)
+        for op, name, epoch, seq in ops:
+            key = prefix + name
+            if op == "save":
+                stored = model.get(key)
+                if stored is not None and stored[0] > epoch:
+                    with pytest.raises(FencedError):
+                        await backend.store.save(key, _cp(seq, epoch=epoch))
+                else:
+                    await backend.store.save(key, _cp(seq, epoch=epoch))
+                    model[key] = (epoch, seq)
+            elif op == "delete":
+                await backend.store.delete(key)
+                model.pop(key, None)
+            else:
+                got = await backend.store.load(key)
+                want = model.get(key)
+                if want is None:
+                    assert got is None
+                else:
+                    assert got is not None and (got.epoch, got.seq) == want
+                    assert got.state == {"n": want[1]}
+        assert await _keys(backend.store, prefix) == sorted(model)
 
     # -- lifecycle ------------------------------------------------------------------------
 
