@@ -100,7 +100,13 @@ def _config_error(cls: type, exc: pydantic.ValidationError) -> ValidationError:
     )
     return ValidationError(
         f"invalid configuration for {cls.__name__}: {problems}",
-        details={"sensor": cls.__name__, "errors": exc.errors(include_url=False)},
+        details={
+            "sensor": cls.__name__,
+            "errors": [
+                {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+                for err in exc.errors()
+            ],
+        },
         cause=exc,
     )
 

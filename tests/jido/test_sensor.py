@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -448,3 +449,10 @@ def test_cron_config_errors(config: dict[str, Any], match: str) -> None:
 
 def test_name_is_the_id() -> None:
     assert Countdown(id="temp-1").name == "temp-1"
+
+
+def test_config_errors_are_json_safe() -> None:
+    with pytest.raises(ValidationError) as info:
+        HeartbeatSensor(interval=float("nan"), type=object())
+    text = json.dumps(info.value.to_dict())
+    assert "interval" in text and "type" in text
