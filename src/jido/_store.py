@@ -392,13 +392,6 @@ class _SQLiteWorker(threading.Thread):
     # -- main loop -------------------------------------------------------------------------
 
     def run(self) -> None:
-        try:
-            self._conn = self._connect()
-        except StoreError as exc:
-            self._open_error = exc
-        except (sqlite3.Error, OSError) as exc:
-            self._open_error = _sql_error("open", self._path, exc)
-            self._open_error.retryable = False
         get, get_nowait, empty = self.jobs.get, self.jobs.get_nowait, queue.Empty
         running = True
         while running:
@@ -427,8 +420,22 @@ class _SQLiteWorker(threading.Thread):
                 self._conn.close()
             self._conn = None
 
+    def _open(self) -> sqlite3.Connection | None:
+        """Open the connection if it is not open yet; a failure is kept for the batch."""
+        if self._conn is None:
+            try:
+                self._conn = self._connect()
+            except StoreError as exc:
+                self._open_error = exc
+            except (sqlite3.Error, OSError) as exc:
+                self._open_error = _sql_error("open", self._path, exc)
+                self._open_error.retryable = False
+        return self._conn
+
     def _process(self, batch: list[_Job], results: list[_Result]) -> bool:
-        conn = self._conn
+        # open now (or again after a failure: each batch retries), unless only closing
+        closing_unopened = batch[0][0] == _OP_CLOSE and self._conn is None
+        conn = None if closing_unopened else self._open()
         if conn is None:
             err = self._open_error
             for op, _key, _arg, fut, landed in batch:

@@ -114,8 +114,24 @@ async def test_unopenable_path_is_a_store_error_and_leaves_no_thread(tmp_path: P
     store = SQLiteStore(tmp_path / "missing-dir" / "x.db")
     with pytest.raises(StoreError, match="failed to open"):
         await store.open()
-    with pytest.raises(StoreError, match="failed to open"):
+    with pytest.raises(StoreError, match="failed to open") as info:
         await store.load("k")  # the next call tries again and reports the same way
+    assert info.value.retryable is False
+    (tmp_path / "missing-dir").mkdir()
+    assert await store.load("k") is None  # and once the cause is fixed, it works
+    await store.save("k", _cp(1))
+    await store.close()
+    assert _store_threads() == []
+
+
+async def test_lazy_open_failure_is_retried_on_the_next_call(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "later" / "x.db")
+    with pytest.raises(StoreError, match="failed to open"):
+        await store.save("k", _cp(1))
+    (tmp_path / "later").mkdir()
+    await store.save("k", _cp(2))
+    got = await store.load("k")
+    assert got is not None and got.seq == 2
     await store.close()
     assert _store_threads() == []
 
