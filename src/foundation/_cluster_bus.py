@@ -607,7 +607,7 @@ class ClusterSubscription:
                 await sub.unsubscribe()
         self._core.clear()
         task = self._task
-        if task is not None:
+        if task is not None and task is not asyncio.current_task():
             if self._fetching:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

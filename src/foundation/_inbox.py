@@ -251,8 +251,8 @@ class AgentInbox:
         """Stop draining (the consumer and undelivered messages stay for the next owner)."""
         self._stopping = True
         task = self._task
-        if task is None:
-            return
+        if task is None or task is asyncio.current_task():
+            return  # called from deliver: the loop ends after it returns
         if self._fetching:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
