@@ -257,6 +257,8 @@ class PersistentSubscription(Subscription):
                     self._wake_idle()
                 waiter = self._waiter = loop.create_future()
                 timer = None
+                if not self._inflight:
+                    self._earliest = math.inf  # nothing can time out: no timer, no spinning
                 if self._earliest != math.inf:
                     delay = max(0.0, self._earliest - time.monotonic())
                     timer = loop.call_later(delay, self._notify)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -25,6 +26,8 @@ async def test_auto_ack_delivers_in_order_and_moves_checkpoint() -> None:
         assert sub.checkpoint == 3 == bus.checkpoint("w")
         st = sub.statistics()
         assert st.delivered == 2 and st.in_flight == 0 and st.checkpoint == 3
+        # nothing in flight: the worker waits with no ack timer armed (it must not spin)
+        assert sub._earliest == math.inf
 
 
 async def test_failure_redelivers_then_dead_letters_then_redrive() -> None:
