@@ -175,11 +175,15 @@ class StopChild(Directive):
 
 @dataclass(frozen=True, slots=True)
 class StartSensor(Directive):
-    """Start ``sensor`` owned by this agent; its signals go to this agent unless it says
-    otherwise. ``key`` names it for :class:`StopSensor` (default: the sensor's ``name``)."""
+    """Start ``sensor`` owned by this agent (it is stopped with the agent).
+
+    Its signals go into this agent's mailbox, or onto the runtime's bus with ``to_bus=True``.
+    ``key`` names it for :class:`StopSensor` (default: the sensor's ``name``).
+    """
 
     sensor: Any
     key: str | None = None
+    to_bus: bool = False
 
     @property
     def sensor_key(self) -> str:

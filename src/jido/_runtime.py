@@ -427,7 +427,10 @@ class _Server:
                 self.rt._dead(self.id, sig, err)
                 raise
 
-        await d.sensor.start(emit)
+        async def publish(sig: Signal) -> None:
+            await self.rt.bus.publish(sig)
+
+        await d.sensor.start(publish if d.to_bus else emit)
         self.sensors[key] = d.sensor
 
     # -- crash, restart, stop ----------------------------------------------------------------------

@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from jido import (
@@ -369,3 +371,25 @@ def test_runtime_options_on_the_class_are_checked() -> None:
 
         class Bad2(Agent):
             hibernate_after = -1
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 1000)), min_size=1, max_size=30))
+async def test_arrival_order_property(ops: list[tuple[bool, int]]) -> None:
+    """Any mix of casts and calls is applied one at a time, in arrival order."""
+
+    class Roomy(Account):
+        mailbox_size = 64
+
+    async with Runtime() as rt:
+        ref = await rt.start(Roomy, id="p")
+        pending = []
+        for is_call, i in ops:
+            if is_call:
+                pending.append(asyncio.ensure_future(ref.call(sig("acc.log", {"i": i}))))
+                await asyncio.sleep(0)  # let the call enqueue before the next op (arrival order)
+            else:
+                await ref.cast(sig("acc.log", {"i": i}))
+        await asyncio.gather(*pending)
+        await rt.wait_idle()
+        assert (await ref.state()).log == [i for _c, i in ops]

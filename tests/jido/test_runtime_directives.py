@@ -280,3 +280,30 @@ async def test_sensor_started_and_stopped_by_directives_and_with_owner() -> None
         await rt.stop("a")
         assert EV["stopped"].is_set()
         assert not SENSOR["s"].running
+
+
+class WatchToBus(Action):
+    """Start the manual sensor publishing on the bus."""
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        return {}, StartSensor(SENSOR["s"], key="bus-sensor", to_bus=True)
+
+
+class BusWatcher(Chat):
+    actions = [*Chat.actions, WatchToBus]
+    routes = [*Chat.routes, ("chat.watch_bus", WatchToBus)]
+
+
+async def test_sensor_can_emit_onto_the_bus() -> None:
+    async with Runtime() as rt:
+        got: asyncio.Queue[Signal] = asyncio.Queue()
+        rt.bus.subscribe("sensor.*", got)
+        ref = await rt.start(BusWatcher, id="a")
+        await ref.call(sig("chat.watch_bus"))
+        sensor = SENSOR["s"]
+        assert await sensor.emit(sensor.signal("sensor.tick", {"text": "to bus"}))
+        out = await asyncio.wait_for(got.get(), 10)
+        assert out.data == {"text": "to bus"}
+        await rt.wait_idle()
+        assert (await ref.state()).heard == []  # went to the bus, not the agent
+    assert not sensor.running
