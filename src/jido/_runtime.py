@@ -1140,7 +1140,7 @@ class Runtime:
                 ):
                     try:
                         await srv.hibernate()
-                    except JidoError:
+                    except Exception:  # keep sweeping the others; the agent stays awake
                         _log.exception("hibernating agent %r failed", srv.id)
 
 
