@@ -1,0 +1,662 @@
+"""Cluster membership: node records with TTL leases, versioned snapshots, self-fencing.
+
+Each node owns one key of the ``foundation_nodes`` bucket (its id). It creates the key with a
+per-message TTL (the **lease**) and renews it by CAS (``update(last=rev)``) on every heartbeat,
+carrying its current load. When a node dies, its last write expires and the server writes a
+delete marker that every watcher sees as an ``expire`` event; a graceful leave deletes the key
+(a ``leave`` event).
+
+Timings (defaults; see ``docs/cluster.md``):
+
+- ``lease_ttl`` = 1 s: the server's per-message TTL (whole seconds, one at least). The record
+  expires 1 s after the node's last successful renewal.
+- ``heartbeat_interval`` = 0.25 s: four renewal chances per lease.
+- ``fence_margin`` = 0.25 s: a node that has not had a renewal acknowledged for
+  ``lease_ttl - fence_margin`` (0.75 s, counted from the moment it *sent* the last renewal that
+  was acknowledged, which is no later than the server's write) fences itself: ``on_fenced``
+  runs, so its agents stop *before* the lease can expire and anyone else can take over.
+- A crashed node is seen as expired 0.75-1.0 s after its crash (plus delivery, milliseconds).
+
+Self-fencing then rejoin: after fencing, the node keeps trying. If its old record is still
+there (renewals were slow but arrived), the renewal CAS succeeds and the lease is simply held
+again; if the record expired, the node creates a new one (a new ``join``). Either way
+``on_rejoined`` runs. ``holds_lease`` can be checked synchronously before acting.
+
+Views: :class:`MembershipSnapshot` is immutable and versioned (the version only moves
+forward); :meth:`MembershipSnapshot.diff` compares two; :meth:`Membership.events` is an async
+stream of :class:`MembershipEvent` (``join``, ``leave``, ``expire``, ``update``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any, Literal
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+
+from foundation import _wire as wire
+from foundation._errors import (
+    CASConflictError,
+    ClusterError,
+    KeyExistsError,
+    LeaseLostError,
+    NatsUnavailableError,
+)
+from foundation._kv import KV, BucketSpec, KVEntry, Op, check_token
+
+log = logging.getLogger("foundation.membership")
+
+#: Default lease (per-message TTL of the node record).
+DEFAULT_LEASE_TTL = timedelta(seconds=1)
+#: Default time between two renewals.
+DEFAULT_HEARTBEAT_INTERVAL = timedelta(milliseconds=250)
+#: Default safety margin: fence this long before the lease could expire.
+DEFAULT_FENCE_MARGIN = timedelta(milliseconds=250)
+#: How long the server keeps the delete marker of an expired record.
+NODE_MARKER_TTL = timedelta(seconds=30)
+
+EventKind = Literal["join", "leave", "expire", "update"]
+
+
+class NodeRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a node publishes about itself (JSON in the nodes bucket)."""
+
+    id: str
+    """Node id (the key)."""
+    host: str = ""
+    """Host name."""
+    pid: int = 0
+    """Process id."""
+    capabilities: tuple[str, ...] = ()
+    """Capabilities offered for placement (e.g. ``"gpu"``, ``"type:Account"``)."""
+    resources: dict[str, float] = msgspec.field(default_factory=dict)
+    """Capacity offered (``{"cpu": 4, "memory": 8192, "agents": 1000}``)."""
+    load: dict[str, float] = msgspec.field(default_factory=dict)
+    """Current use of the same resources (``{"agents": 12, "cpu": 1.5}``)."""
+    version: str = ""
+    """Software version."""
+    started_at: float = 0.0
+    """Unix time the node started."""
+    status: str = "up"
+    """``up`` or ``draining`` (draining nodes accept no new agents)."""
+    revision: int = 0
+    """KV revision this record was read at (not stored; 0 when not read from the server)."""
+
+    def encode(self) -> bytes:
+        """JSON bytes as stored (without the revision)."""
+        return _ENCODER.encode(msgspec.structs.replace(self, revision=0))
+
+    @classmethod
+    def decode(cls, data: bytes, revision: int = 0) -> NodeRecord:
+        """Parse stored JSON; ``revision`` is attached."""
+        rec = _NODE_DECODER.decode(data)
+        return msgspec.structs.replace(rec, revision=revision) if revision else rec
+
+    @property
+    def accepting(self) -> bool:
+        """True if the node accepts new agents (not draining)."""
+        return self.status == "up"
+
+
+_ENCODER = msgspec.json.Encoder()
+_NODE_DECODER = msgspec.json.Decoder(NodeRecord)
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipDiff:
+    """What changed between two snapshots."""
+
+    joined: tuple[str, ...] = ()
+    """Ids present in the newer snapshot only."""
+    left: tuple[str, ...] = ()
+    """Ids present in the older snapshot only."""
+    updated: tuple[str, ...] = ()
+    """Ids in both whose status, capabilities or resources changed."""
+
+    def __bool__(self) -> bool:
+        return bool(self.joined or self.left or self.updated)
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipSnapshot:
+    """An immutable view of the live members at one version."""
+
+    version: int = 0
+    """Local version: grows by one with every applied change (only moves forward)."""
+    revision: int = 0
+    """Highest KV revision applied."""
+    members: Mapping[str, NodeRecord] = field(default_factory=lambda: MappingProxyType({}))
+    """Live members by id."""
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.members
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def get(self, node_id: str) -> NodeRecord | None:
+        """The record of ``node_id`` or None."""
+        return self.members.get(node_id)
+
+    def ids(self) -> list[str]:
+        """Sorted live member ids."""
+        return sorted(self.members)
+
+    def records(self) -> list[NodeRecord]:
+        """Live member records sorted by id."""
+        return [self.members[i] for i in sorted(self.members)]
+
+    def diff(self, older: MembershipSnapshot) -> MembershipDiff:
+        """What changed from ``older`` to this snapshot."""
+        new, old = self.members, older.members
+        updated = tuple(
+            sorted(
+                i
+                for i in new.keys() & old.keys()
+                if (new[i].status, new[i].capabilities, new[i].resources)
+                != (old[i].status, old[i].capabilities, old[i].resources)
+            )
+        )
+        return MembershipDiff(
+            joined=tuple(sorted(new.keys() - old.keys())),
+            left=tuple(sorted(old.keys() - new.keys())),
+            updated=updated,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipEvent:
+    """A change of membership seen by this node."""
+
+    kind: EventKind
+    """``join``, ``leave`` (graceful), ``expire`` (lease ran out) or ``update``."""
+    node_id: str
+    """The node concerned."""
+    record: NodeRecord | None
+    """Its record (the last known one for ``leave``/``expire``)."""
+    version: int
+    """Snapshot version after the change."""
+
+
+Listener = Callable[[MembershipEvent], Any]
+
+
+class EventStream:
+    """An async iterator of :class:`MembershipEvent`; registered as soon as it is created."""
+
+    def __init__(self, registry: list[asyncio.Queue[MembershipEvent]]) -> None:
+        self._registry = registry
+        self._queue: asyncio.Queue[MembershipEvent] = asyncio.Queue()
+        registry.append(self._queue)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> MembershipEvent:
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        """Stop receiving events."""
+        with contextlib.suppress(ValueError):
+            self._registry.remove(self._queue)
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+async def _call(fn: Callable[..., Any] | None, *args: Any) -> None:
+    if fn is None:
+        return
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("membership callback %r failed", fn)
+
+
+class Membership:
+    """This node's lease in the cluster plus a live view of every member.
+
+    ``node_id=None`` makes an observer that only watches. Use as an async context manager or
+    call :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        node_id: str | None,
+        *,
+        capabilities: Iterable[str] = (),
+        resources: Mapping[str, float] | None = None,
+        load: Callable[[], Mapping[str, float]] | None = None,
+        host: str | None = None,
+        version: str = "",
+        on_fenced: Callable[[LeaseLostError], Any] | None = None,
+        on_rejoined: Callable[[NodeRecord], Any] | None = None,
+        lease_ttl: float | timedelta = DEFAULT_LEASE_TTL,
+        heartbeat_interval: float | timedelta = DEFAULT_HEARTBEAT_INTERVAL,
+        fence_margin: float | timedelta = DEFAULT_FENCE_MARGIN,
+        replicas: int | None = None,
+    ) -> None:
+        self.nc = nc
+        self.node_id = check_token(node_id, "node id") if node_id is not None else None
+        self.lease_ttl = _seconds(lease_ttl)
+        self.heartbeat_interval = _seconds(heartbeat_interval)
+        self.fence_margin = _seconds(fence_margin)
+        if self.lease_ttl < 1 or self.lease_ttl != int(self.lease_ttl):
+            raise ClusterError(
+                f"lease_ttl must be a whole number of seconds >= 1 (got {self.lease_ttl}); the "
+                "server keeps per-message TTLs in whole seconds",
+                details={"lease_ttl": self.lease_ttl},
+            )
+        if not 0 < self.fence_margin < self.lease_ttl:
+            raise ClusterError(
+                "fence_margin must be between 0 and lease_ttl",
+                details={"fence_margin": self.fence_margin, "lease_ttl": self.lease_ttl},
+            )
+        if not 0 < self.heartbeat_interval <= (self.lease_ttl - self.fence_margin) / 2:
+            raise ClusterError(
+                "heartbeat_interval must leave at least two renewals before the node fences "
+                "(<= (lease_ttl - fence_margin) / 2)",
+                details={"heartbeat_interval": self.heartbeat_interval},
+            )
+        self._capabilities = tuple(capabilities)
+        self._resources = dict(resources or {})
+        self._load = load
+        self._host = host or socket.gethostname()
+        self._version = version
+        self._status = "up"
+        self._started_at = time.time()
+        self.on_fenced = on_fenced
+        self.on_rejoined = on_rejoined
+        self._replicas = replicas
+        self.kv: KV | None = None
+        self._snapshot = MembershipSnapshot()
+        self._listeners: list[Listener] = []
+        self._queues: list[asyncio.Queue[MembershipEvent]] = []
+        self._changed = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_seen: dict[str, float] = {}
+        self._rev = 0
+        self._valid_until = 0.0  # monotonic time until which our lease is certainly held
+        self._fence_timer: asyncio.TimerHandle | None = None
+        self._fenced = False
+        self._joined = False
+        self._left = False
+        self._running = False
+        self._renew_now = asyncio.Event()
+        self.fence_count = 0
+        """How many times this node fenced itself."""
+        self.rejoin_count = 0
+        """How many times it got its lease back after fencing."""
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> MembershipSnapshot:
+        """The current immutable snapshot."""
+        return self._snapshot
+
+    @property
+    def fenced(self) -> bool:
+        """True while this node has fenced itself (lease not renewed in time)."""
+        return self._fenced
+
+    @property
+    def holds_lease(self) -> bool:
+        """True if this node's lease is certainly still valid now (check before acting)."""
+        return (
+            self._joined
+            and not self._fenced
+            and not self._left
+            and time.monotonic() < self._valid_until
+        )
+
+    @property
+    def record(self) -> NodeRecord:
+        """This node's current record (as it would be written now)."""
+        if self.node_id is None:
+            raise ClusterError("an observer membership has no record of its own")
+        return NodeRecord(
+            id=self.node_id,
+            host=self._host,
+            pid=os.getpid(),
+            capabilities=self._capabilities,
+            resources=self._resources,
+            load=dict(self._load()) if self._load is not None else {},
+            version=self._version,
+            started_at=self._started_at,
+            status=self._status,
+        )
+
+    def is_live(self, node_id: str) -> bool:
+        """True if ``node_id`` is a live member in the current snapshot."""
+        return node_id in self._snapshot.members
+
+    def members(self) -> list[NodeRecord]:
+        """Live member records sorted by id."""
+        return self._snapshot.records()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the bucket, load the current members, join (unless observer), start renewing."""
+        self.kv = await KV.open(
+            self.nc,
+            BucketSpec(
+                wire.NODES_BUCKET,
+                marker_ttl=NODE_MARKER_TTL,
+                description="foundation node records (TTL leases)",
+            ),
+            replicas=self._replicas,
+            timeout=max(0.2, self.lease_ttl - self.fence_margin),
+        )
+        self._running = True
+        watch = self.kv.watch()
+        await watch.start()
+        self._tasks.append(asyncio.create_task(self._watch_loop(watch)))
+        await watch.wait_caught_up()
+        self._tasks.append(asyncio.create_task(self._sweep_loop()))
+        if self.node_id is not None:
+            await self._join(wait=True)
+            self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+
+    async def stop(self, *, leave: bool = True) -> None:
+        """Stop renewing (deleting the record first when ``leave``) and stop watching."""
+        if leave and self._joined and not self._left:
+            with contextlib.suppress(ClusterError):
+                await self.leave()
+        self._running = False
+        self._cancel_fence_timer()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def __aenter__(self) -> Membership:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def leave(self) -> None:
+        """Leave gracefully: delete our record (watchers see ``leave``) and stop renewing."""
+        self._left = True
+        self._cancel_fence_timer()
+        if self.kv is not None and self.node_id is not None and self._rev:
+            with contextlib.suppress(CASConflictError):
+                await self.kv.delete(self.node_id, last=self._rev)
+        self._joined = False
+
+    async def set_status(self, status: str) -> None:
+        """Publish a new status (``up`` or ``draining``) at once."""
+        self._status = status
+        self._renew_now.set()
+
+    def update_capacity(
+        self,
+        *,
+        capabilities: Iterable[str] | None = None,
+        resources: Mapping[str, float] | None = None,
+    ) -> None:
+        """Change what this node offers; published with the next heartbeat."""
+        if capabilities is not None:
+            self._capabilities = tuple(capabilities)
+        if resources is not None:
+            self._resources = dict(resources)
+        self._renew_now.set()
+
+    # -- lease -----------------------------------------------------------------------------
+
+    def _ttl(self) -> timedelta:
+        return timedelta(seconds=self.lease_ttl)
+
+    def _lease_acquired(self, sent_at: float, rev: int) -> None:
+        self._rev = rev
+        self._valid_until = sent_at + self.lease_ttl - self.fence_margin
+        self._cancel_fence_timer()
+        loop = asyncio.get_running_loop()
+        delay = self._valid_until - time.monotonic()
+        self._fence_timer = loop.call_later(max(0.0, delay), self._fence_due)
+
+    def _cancel_fence_timer(self) -> None:
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+            self._fence_timer = None
+
+    def _fence_due(self) -> None:
+        self._fence_timer = None
+        if time.monotonic() >= self._valid_until and not self._fenced and not self._left:
+            self._fence("lease not renewed within lease_ttl - fence_margin")
+
+    def _fence(self, why: str) -> None:
+        if self._fenced:
+            return
+        self._fenced = True
+        self.fence_count += 1
+        err = LeaseLostError(
+            f"node {self.node_id} fenced itself: {why}; its agents must stop now",
+            details={"node": self.node_id, "reason": why},
+        )
+        log.warning("%s", err.message)
+        self._tasks.append(asyncio.create_task(_call(self.on_fenced, err)))
+
+    async def _join(self, *, wait: bool) -> None:
+        assert self.kv is not None and self.node_id is not None
+        deadline = time.monotonic() + 2 * self.lease_ttl + 1
+        while True:
+            sent = time.monotonic()
+            try:
+                rev = await self.kv.create(self.node_id, self.record.encode(), ttl=self._ttl())
+            except KeyExistsError:
+                # A previous incarnation's record is still there: it expires within the TTL.
+                if not wait or time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"node id {self.node_id!r} is held by a live node; choose another name "
+                        "or stop the other node",
+                        details={"node": self.node_id},
+                    ) from None
+                await self._wait_key_gone(self.node_id, self.lease_ttl)
+                continue
+            self._lease_acquired(sent, rev)
+            self._joined = True
+            return
+
+    async def _wait_key_gone(self, key: str, within: float) -> None:
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: key not in self._snapshot.members), within
+                )
+
+    async def _heartbeat_loop(self) -> None:
+        assert self.kv is not None and self.node_id is not None
+        kv = self.kv
+        while self._running and not self._left:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._renew_now.wait(), self.heartbeat_interval)
+            self._renew_now.clear()
+            if self._left:
+                return
+            sent = time.monotonic()
+            try:
+                if self._joined and self._rev:
+                    rev = await kv.update(
+                        self.node_id, self.record.encode(), last=self._rev, ttl=self._ttl()
+                    )
+                    self._lease_acquired(sent, rev)
+                else:
+                    await self._join(wait=False)
+                if self._fenced:
+                    self._fenced = False
+                    self.rejoin_count += 1
+                    log.info("node %s holds its lease again", self.node_id)
+                    await _call(self.on_rejoined, self.record)
+            except CASConflictError:
+                # Our record expired or was replaced: the lease is gone. Fence (if not yet)
+                # and create a fresh record on the next beat.
+                self._joined = False
+                self._rev = 0
+                self._fence("the lease expired or was taken")
+            except (NatsUnavailableError, ClusterError, TimeoutError) as exc:
+                log.debug("node %s: renewal failed: %r", self.node_id, exc)
+
+    # -- watching --------------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call ``fn(event)`` (sync or async) for every membership event."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        """Stop calling ``fn``."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(fn)
+
+    def events(self) -> EventStream:
+        """Async stream of membership events from this call on (``async for ev in ...``).
+
+        Each call gets its own queue; close the stream (``await stream.aclose()``) when done.
+        """
+        return EventStream(self._queues)
+
+    async def wait_members(
+        self,
+        node_ids: Iterable[str],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> MembershipSnapshot:
+        """Wait until every id in ``node_ids`` is a live member; return that snapshot."""
+        wanted = set(node_ids)
+        return await self._wait(lambda s: wanted <= s.members.keys(), timeout)
+
+    async def wait_gone(
+        self,
+        node_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> MembershipSnapshot:
+        """Wait until ``node_id`` is not a live member (left or expired)."""
+        return await self._wait(lambda s: node_id not in s.members, timeout)
+
+    async def wait_version(
+        self,
+        version: int,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> MembershipSnapshot:
+        """Wait until the snapshot version is at least ``version``."""
+        return await self._wait(lambda s: s.version >= version, timeout)
+
+    async def _wait(
+        self,
+        pred: Callable[[MembershipSnapshot], bool],
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> MembershipSnapshot:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: pred(self._snapshot)), timeout)
+            return self._snapshot
+
+    async def _emit(self, kind: EventKind, node_id: str, record: NodeRecord | None) -> None:
+        event = MembershipEvent(kind, node_id, record, self._snapshot.version)
+        for queue in list(self._queues):
+            queue.put_nowait(event)
+        for fn in list(self._listeners):
+            await _call(fn, event)
+
+    async def _apply(self, entry: KVEntry | None, node_id: str, kind: EventKind | None) -> None:
+        snap = self._snapshot
+        members = dict(snap.members)
+        revision = max(snap.revision, entry.revision if entry is not None else 0)
+        emit: tuple[EventKind, NodeRecord | None] | None = None
+        if entry is not None and not entry.deleted:
+            try:
+                record = NodeRecord.decode(entry.value, entry.revision)
+            except msgspec.DecodeError:
+                log.warning("ignoring undecodable node record %r", node_id)
+                return
+            old = members.get(node_id)
+            members[node_id] = record
+            self._last_seen[node_id] = time.monotonic()
+            if old is None:
+                emit = ("join", record)
+            elif (old.status, old.capabilities, old.resources) != (
+                record.status,
+                record.capabilities,
+                record.resources,
+            ):
+                emit = ("update", record)
+        else:
+            old = members.pop(node_id, None)
+            self._last_seen.pop(node_id, None)
+            if old is None:
+                if entry is not None:
+                    self._snapshot = MembershipSnapshot(snap.version, revision, snap.members)
+                return
+            if kind is None:
+                assert entry is not None
+                kind = "expire" if entry.op is Op.EXPIRE else "leave"
+            emit = (kind, old)
+        async with self._changed:
+            self._snapshot = MembershipSnapshot(
+                snap.version + 1, revision, MappingProxyType(members)
+            )
+            self._changed.notify_all()
+        if emit is not None:
+            await self._emit(emit[0], node_id, emit[1])
+
+    async def _watch_loop(self, watch: Any) -> None:
+        try:
+            async for entry in watch:
+                if entry.revision <= self._snapshot.revision:
+                    continue  # already applied (the view only moves forward)
+                await self._apply(entry, entry.key, None)
+        finally:
+            await watch.stop()
+
+    async def _sweep_loop(self) -> None:
+        """Safety net for missed expiry markers (e.g. a long disconnect): re-check members
+        not seen for two leases against the server."""
+        assert self.kv is not None
+        while True:
+            await asyncio.sleep(self.lease_ttl)
+            limit = time.monotonic() - 2 * self.lease_ttl - self.heartbeat_interval
+            for node_id, seen in list(self._last_seen.items()):
+                if seen >= limit or node_id == self.node_id:
+                    continue
+                try:
+                    current = await self.kv.get(node_id)
+                except ClusterError:
+                    continue
+                if current is None and node_id in self._snapshot.members:
+                    await self._apply(None, node_id, "expire")
+                elif current is not None:
+                    self._last_seen[node_id] = time.monotonic()
+
+
+__all__ = [
+    "DEFAULT_FENCE_MARGIN",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_LEASE_TTL",
+    "EventStream",
+    "Membership",
+    "MembershipDiff",
+    "MembershipEvent",
+    "MembershipSnapshot",
+    "NodeRecord",
+]

@@ -1,0 +1,204 @@
+"""Membership: join/leave/expire events, snapshots, self-fencing and rejoin (real NATS)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import MappingProxyType
+
+import pytest
+
+from foundation._errors import ClusterError, LeaseLostError
+from foundation._membership import (
+    Membership,
+    MembershipEvent,
+    MembershipSnapshot,
+    NodeRecord,
+)
+from foundation._server import NatsServer
+from tests.foundation.conftest import Connect, TcpProxy
+
+
+async def test_join_update_leave_and_expire_events(
+    nats_server: NatsServer, nats_connect: Connect
+) -> None:
+    observer = Membership(await nats_connect(nats_server), None)
+    await observer.start()
+    events: list[MembershipEvent] = []
+    observer.add_listener(events.append)
+    a = Membership(
+        await nats_connect(nats_server),
+        "a",
+        capabilities=["gpu"],
+        resources={"cpu": 4},
+        load=lambda: {"agents": 2},
+        version="1.2.3",
+    )
+    b = Membership(await nats_connect(nats_server), "b")
+    try:
+        await a.start()
+        await b.start()
+        snap = await observer.wait_members(["a", "b"], timeout=5)
+        rec = snap.get("a")
+        assert rec is not None
+        assert rec.capabilities == ("gpu",) and rec.resources == {"cpu": 4}
+        assert rec.load == {"agents": 2} and rec.version == "1.2.3" and rec.pid > 0
+        assert a.holds_lease and not a.fenced
+        await a.set_status("draining")
+        await observer._wait(lambda s: s.members["a"].status == "draining", 5)
+        await a.stop()  # graceful
+        await observer.wait_gone("a", timeout=5)
+        t0 = time.monotonic()
+        await b.stop(leave=False)  # like a crash: stops renewing, the lease runs out
+        await observer.wait_gone("b", timeout=5)
+        detected = time.monotonic() - t0
+    finally:
+        await a.stop()
+        await b.stop()
+        await observer.stop()
+    kinds = [(e.kind, e.node_id) for e in events]
+    assert kinds == [
+        ("join", "a"),
+        ("join", "b"),
+        ("update", "a"),
+        ("leave", "a"),
+        ("expire", "b"),
+    ] or kinds == [("join", "b"), ("join", "a"), ("update", "a"), ("leave", "a"), ("expire", "b")]
+    versions = [e.version for e in events]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert detected < 3 * b.lease_ttl  # sanity bound, not a timing assertion of the budget
+
+
+async def test_event_stream_and_snapshot_diff(
+    nats_server: NatsServer, nats_connect: Connect
+) -> None:
+    observer = Membership(await nats_connect(nats_server), None)
+    await observer.start()
+    before = observer.snapshot
+    stream = observer.events()
+    n = Membership(await nats_connect(nats_server), "n1")
+    try:
+        await n.start()
+        first = await anext(stream)
+        assert (first.kind, first.node_id) == ("join", "n1")
+        after = observer.snapshot
+        assert after.version > before.version
+        diff = after.diff(before)
+        assert diff.joined == ("n1",) and not diff.left and diff
+        assert before.diff(after).left == ("n1",)
+        assert not after.diff(after)
+        assert "n1" in after and len(after) == 1 and after.ids() == ["n1"]
+    finally:
+        await stream.aclose()
+        await n.stop()
+        await observer.stop()
+
+
+def test_snapshot_diff_reports_updates() -> None:
+    old = MembershipSnapshot(1, 1, MappingProxyType({"x": NodeRecord(id="x")}))
+    new = MembershipSnapshot(
+        2, 5, MappingProxyType({"x": NodeRecord(id="x", status="draining", load={"a": 1})})
+    )
+    assert new.diff(old).updated == ("x",)
+    load_only = MembershipSnapshot(3, 6, MappingProxyType({"x": NodeRecord(id="x", load={"a": 2})}))
+    assert not load_only.diff(old)
+
+
+def test_node_record_round_trip() -> None:
+    rec = NodeRecord(id="n", capabilities=("a",), resources={"cpu": 2.0}, revision=7)
+    back = NodeRecord.decode(rec.encode(), 7)
+    assert back == rec
+    assert b"revision" not in rec.encode()
+
+
+async def test_bad_settings_are_rejected(nats_server: NatsServer, nats_connect: Connect) -> None:
+    nc = await nats_connect(nats_server)
+    with pytest.raises(ClusterError, match="whole number"):
+        Membership(nc, "x", lease_ttl=1.5)
+    with pytest.raises(ClusterError, match="heartbeat_interval"):
+        Membership(nc, "x", heartbeat_interval=0.5)
+    with pytest.raises(ClusterError, match="fence_margin"):
+        Membership(nc, "x", fence_margin=1.0)
+
+
+async def test_duplicate_node_id_waits_then_fails(
+    nats_server: NatsServer, nats_connect: Connect
+) -> None:
+    a = Membership(await nats_connect(nats_server), "dup")
+    await a.start()
+    b = Membership(await nats_connect(nats_server), "dup")
+    try:
+        with pytest.raises(ClusterError, match="held by a live node"):
+            await b.start()
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def test_partitioned_node_fences_before_its_lease_expires_then_rejoins(
+    nats_server: NatsServer, nats_connect: Connect, tcp_proxy: TcpProxy
+) -> None:
+    observer = Membership(await nats_connect(nats_server), None)
+    await observer.start()
+    fenced_at: list[float] = []
+    fence_errors: list[LeaseLostError] = []
+    rejoined = asyncio.Event()
+    expired_at: list[float] = []
+
+    def on_fenced(err: LeaseLostError) -> None:
+        fenced_at.append(time.monotonic())
+        fence_errors.append(err)
+
+    def on_event(ev: MembershipEvent) -> None:
+        if ev.kind == "expire" and ev.node_id == "cut":
+            expired_at.append(time.monotonic())
+
+    observer.add_listener(on_event)
+    node = Membership(
+        await nats_connect(tcp_proxy.url),
+        "cut",
+        on_fenced=on_fenced,
+        on_rejoined=lambda rec: rejoined.set(),
+    )
+    try:
+        await node.start()
+        await observer.wait_members(["cut"], timeout=5)
+        tcp_proxy.pause()  # cut this node off NATS; the observer still sees the server
+        await observer.wait_gone("cut", timeout=10)
+        assert fenced_at, "the node did not fence itself before its lease expired"
+        assert expired_at and fenced_at[0] < expired_at[0]
+        assert node.fenced and not node.holds_lease
+        assert fence_errors[0].details["node"] == "cut"
+        tcp_proxy.resume()
+        await asyncio.wait_for(rejoined.wait(), 10)
+        await observer.wait_members(["cut"], timeout=10)
+        assert node.holds_lease and not node.fenced
+        assert node.fence_count == 1 and node.rejoin_count == 1
+    finally:
+        tcp_proxy.resume()
+        await node.stop()
+        await observer.stop()
+
+
+async def test_stopped_server_fences_the_node_and_it_rejoins(
+    nats_server: NatsServer, nats_connect: Connect
+) -> None:
+    fenced = asyncio.Event()
+    rejoined = asyncio.Event()
+    node = Membership(
+        await nats_connect(nats_server),
+        "paused",
+        on_fenced=lambda err: fenced.set(),
+        on_rejoined=lambda rec: rejoined.set(),
+    )
+    await node.start()
+    try:
+        nats_server.pause()  # SIGSTOP the server: no renewal can be acknowledged
+        await asyncio.wait_for(fenced.wait(), 10)
+        assert not node.holds_lease
+        nats_server.resume()
+        await asyncio.wait_for(rejoined.wait(), 15)
+        assert node.holds_lease
+    finally:
+        nats_server.resume()
+        await node.stop()
