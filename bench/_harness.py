@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import math
 import os
 import shutil
@@ -394,7 +395,7 @@ async def _wait_port(port: int, proc: asyncio.subprocess.Process, limit: float =
 def _embedded_launcher() -> Callable[[], contextlib.AbstractAsyncContextManager[str]] | None:
     """The project's own launcher, adapted to yield a URL, when it exists."""
     try:
-        from foundation import _server  # type: ignore[attr-defined]
+        _server = importlib.import_module("foundation._server")
     except ImportError:
         return None
     cls = getattr(_server, "NatsServer", None)

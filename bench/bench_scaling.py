@@ -181,24 +181,21 @@ async def node_throughput(k_nodes: int, quick: bool) -> tuple[list[float], list[
     import foundation
     from bench._seed_agents import NOOP
     from bench._seed_cluster_app import SeedClustered
-    from bench.bench_seed_table import _retry, node_processes
+    from bench.bench_seed_table import node_processes, wait_nodes
 
     agents, callers = (6, 20) if quick else (60, 50)
     ops, rounds = (500, 2) if quick else (10_000, 5)
-    node_cls: Any = foundation.Node  # type: ignore[attr-defined]
+    node_cls: Any = foundation.Node
     async with (
         nats_server() as url,
         node_processes(url, k_nodes, "scale-n") as names,
         node_cls(nats=url, name="scale-driver", agents=[SeedClustered]) as driver,
     ):
-        refs = []
-        for i in range(agents):
-            target = names[i % k_nodes]
-            ref = await _retry(
-                lambda i=i, target=target: driver.spawn(SeedClustered, id=f"x{i}", node=target),
-                60,
-            )
-            refs.append(ref)
+        await wait_nodes(driver, names)
+        refs = [
+            await driver.spawn(SeedClustered, id=f"x{i}", node=names[i % k_nodes])
+            for i in range(agents)
+        ]
 
         async def batch(k: int) -> None:
             async def caller(c: int) -> None:

@@ -39,7 +39,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -274,17 +274,15 @@ async def node_processes(url: str, n: int, prefix: str) -> AsyncIterator[list[st
                 await p.wait()
 
 
-async def _retry(fn: Callable[[], Awaitable[Any]], limit: float) -> Any:
-    """Call ``fn`` until it succeeds or ``limit`` seconds pass (node processes still joining)."""
+async def wait_nodes(driver: Any, names: list[str], limit: float = 60.0) -> None:
+    """Wait until the driver sees every node process in the membership (they are joining)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    while True:
-        try:
-            return await fn()
-        except Exception:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.2)  # nodes are starting up; no event to wait on from here
+    while not all(driver.membership.is_live(n) for n in names):
+        if loop.time() > deadline:
+            missing = [n for n in names if not driver.membership.is_live(n)]
+            raise TimeoutError(f"node processes {missing} did not join within {limit:.0f}s")
+        await asyncio.sleep(0.1)  # membership has no "joined" event to await from outside
 
 
 async def raw_kv_put_latency(url: str, n: int) -> list[float]:
@@ -307,7 +305,7 @@ async def clustered(quick: bool) -> list[Row]:
     from bench._seed_agents import BUMP, NOOP, WORK
     from bench._seed_cluster_app import SeedClustered
 
-    node_cls: Any = foundation.Node  # type: ignore[attr-defined]
+    node_cls: Any = foundation.Node
     n_start = 20 if quick else 300
     n_route = 200 if quick else 5_000
     n_action = 5 if quick else 40
@@ -318,12 +316,10 @@ async def clustered(quick: bool) -> list[Row]:
         node_processes(url, NODES, "seed-n") as names,
         node_cls(nats=url, name="seed-driver", agents=[SeedClustered]) as driver,
     ):
-        # Every node process has joined when one agent can be pinned to each of them.
+        await wait_nodes(driver, names)
         for name in names:
-            ref = await _retry(
-                lambda name=name: driver.spawn(SeedClustered, id=f"warm-{name}", node=name), 60
-            )
-            await _retry(lambda ref=ref: ref.call(NOOP), 30)
+            warm = await driver.spawn(SeedClustered, id=f"warm-{name}", node=name)
+            await warm.call(NOOP)
         counter = iter(range(10**9))
 
         async def start_one() -> None:
