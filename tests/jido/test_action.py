@@ -335,3 +335,53 @@ def test_to_tool_same_for_class_and_function_forms() -> None:
             return {"sum": params.a + params.b}
 
     assert AddCls.to_tool() == add.to_tool()
+
+
+async def test_params_from_another_model_are_revalidated() -> None:
+    class Source(BaseModel):
+        amount: int
+
+    ctx = ActionContext(state=AccountState(balance=1))
+    assert await run_action(Deposit, Source(amount=2), ctx) == {"balance": 3}
+    with pytest.raises(ValidationError):
+        await run_action(Deposit, Source(amount=0), ctx)
+
+
+def test_annotated_descriptions_and_params_schema() -> None:
+    @action
+    def scale(
+        value: Annotated[float, Field(description="The value", gt=0)],
+        factor: Annotated[int, Field(ge=1, le=10)] = 2,
+    ) -> dict[str, float]:
+        """Scale a value."""
+        return {"value": value * factor}
+
+    schema = scale.params_schema()
+    assert schema["properties"]["value"] == {
+        "description": "The value",
+        "type": "number",
+        "exclusiveMinimum": 0,
+    }
+    assert schema["properties"]["factor"] == {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": 10,
+    }
+    assert schema["required"] == ["value", "factor"]
+
+
+async def test_inherited_action_keeps_params_and_can_change_policy() -> None:
+    class Base(Action):
+        class Params(BaseModel):
+            a: int
+
+        async def run(self, params: Any, ctx: ActionContext) -> Any:
+            return {"a": params.a, "extra": sorted((params.model_extra or {}).keys())}
+
+    class Child(Base):
+        extra = "allow"
+
+    assert Child.name == "child"
+    assert await run_action(Child, {"a": 1, "z": 2}) == {"a": 1, "extra": ["z"]}
+    with pytest.raises(ValidationError):
+        await run_action(Base, {"a": 1, "z": 2})
