@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 Metric = Literal["ratio", "absolute"]
-Verdict = Literal["regressed", "improved", "same", "missing", "unmeasured"]
+Verdict = Literal["regressed", "improved", "same", "added", "removed", "unmeasured"]
 
 
 class ResultsFileError(ValueError):
@@ -109,7 +109,7 @@ def compare(
         better = str(row.get("better", "lower"))
         new_v = _value(row, metric)
         if before is None:
-            out.append(Change(key, better, None, new_v, "missing"))
+            out.append(Change(key, better, None, new_v, "added"))
             continue
         old_v = _value(before, metric)
         if old_v is None or new_v is None:
@@ -119,7 +119,7 @@ def compare(
     for key, row in old_rows.items():
         if key not in new_rows:
             out.append(
-                Change(key, str(row.get("better", "lower")), _value(row, metric), None, "missing")
+                Change(key, str(row.get("better", "lower")), _value(row, metric), None, "removed")
             )
     return out
 
@@ -131,7 +131,8 @@ def render(changes: list[Change], *, threshold: float, metric: Metric) -> str:
         "regressed": "REGRESSED",
         "improved": "improved",
         "same": "",
-        "missing": "missing",
+        "added": "added",
+        "removed": "removed",
         "unmeasured": "unmeasured",
     }
     for c in changes:

@@ -170,8 +170,8 @@ def test_compare_flags_only_real_regressions() -> None:
     assert changes["lat"].verdict == "regressed"
     assert changes["lat"].change == pytest.approx(0.5)
     assert changes["tp"].verdict == "same"
-    assert changes["new-row"].verdict == "missing"
-    assert changes["gone"].verdict == "missing"
+    assert changes["new-row"].verdict == "added"
+    assert changes["gone"].verdict == "removed"
     assert changes["was-unmeasured"].verdict == "unmeasured"
 
 
