@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import types
 import typing
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Union
 
@@ -441,35 +442,70 @@ def _maybe_json(value: str) -> Any:
     return value
 
 
-def _normalize_args(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
-    """Undo LLM quirks against ``model``: nulls for defaulted fields, JSON-in-a-string values."""
-    fields = model.model_fields
-    by_alias = {f.alias: n for n, f in fields.items() if f.alias}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        fname = key if key in fields else by_alias.get(key)
-        if fname is None:
-            out[key] = value
-            continue
-        finfo = fields[fname]
+class _FieldPlan(typing.NamedTuple):
+    """What argument normalisation needs to know about one field (computed once per model)."""
+
+    name: str
+    drop_null: bool  # null means "not given" (the field has a default and rejects None)
+    structured: bool  # a JSON object/array sent as a string should be decoded
+    model: type[BaseModel] | None  # nested model to normalise recursively
+    item_model: type[BaseModel] | None  # list item model to normalise recursively
+
+
+_PLANS: weakref.WeakKeyDictionary[type[BaseModel], dict[str, _FieldPlan]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _plan(model: type[BaseModel]) -> dict[str, _FieldPlan]:
+    plan = _PLANS.get(model)
+    if plan is not None:
+        return plan
+    plan = {}
+    for fname, finfo in model.model_fields.items():
         inner, allows_none = _unwrap(finfo.annotation)
-        if value is None:
-            if not allows_none and not finfo.is_required():
-                continue  # null means "not given": let the default apply
-            out[key] = value
-            continue
-        if isinstance(value, str) and _structured(inner):
-            value = _maybe_json(value)
-        if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(value, dict):
-            value = _normalize_args(inner, value)
-        elif isinstance(value, list) and typing.get_origin(inner) is list:
+        nested = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+        item_model = None
+        if typing.get_origin(inner) is list:
             (item_ann,) = typing.get_args(inner) or (Any,)
             item_inner, _ = _unwrap(item_ann)
             if isinstance(item_inner, type) and issubclass(item_inner, BaseModel):
-                decoded = [_maybe_json(v) if isinstance(v, str) else v for v in value]
-                value = [
-                    _normalize_args(item_inner, v) if isinstance(v, dict) else v for v in decoded
-                ]
+                item_model = item_inner
+        fp = _FieldPlan(
+            fname,
+            not allows_none and not finfo.is_required(),
+            _structured(inner),
+            nested,
+            item_model,
+        )
+        plan[fname] = fp
+        if finfo.alias:
+            plan[finfo.alias] = fp
+    _PLANS[model] = plan
+    return plan
+
+
+def _normalize_args(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """Undo LLM quirks against ``model``: nulls for defaulted fields, JSON-in-a-string values."""
+    plan = _plan(model)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        fp = plan.get(key)
+        if fp is None:
+            out[key] = value
+            continue
+        if value is None:
+            if not fp.drop_null:
+                out[key] = value
+            continue  # else: null means "not given", let the default apply
+        if fp.structured and isinstance(value, str):
+            value = _maybe_json(value)
+        if fp.model is not None and isinstance(value, dict):
+            value = _normalize_args(fp.model, value)
+        elif fp.item_model is not None and isinstance(value, list):
+            item_model = fp.item_model
+            decoded = [_maybe_json(v) if isinstance(v, str) else v for v in value]
+            value = [_normalize_args(item_model, v) if isinstance(v, dict) else v for v in decoded]
         out[key] = value
     return out
 
@@ -569,12 +605,11 @@ async def execute_tool_call(
         )
         return tool_error_json(err)
     cls = act if isinstance(act, type) else type(act)
-    accepted = _accepted_args(cls)
     try:
         args = parse_tool_arguments(arguments_json)
         args = _normalize_args(cls.Params, args)
         outcome = await execute(act, args, ctx, timeout=timeout)
     except JidoError as err:
         err.details.setdefault("tool", tool_name)
-        return tool_error_json(err, accepted)
+        return tool_error_json(err, _accepted_args(cls))
     return _dumps(outcome.result)
