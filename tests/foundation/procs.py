@@ -28,12 +28,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import nats
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError
-from nats.js.kv import KeyValue
 
-from foundation._wire import NODES_BUCKET
+from foundation._kv import connect
+from foundation._membership import Membership
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,7 +92,7 @@ class NodeProcesses:
         self.log_dir = log_dir
         self.procs: dict[str, NodeProcess] = {}
         self._nc: Client | None = None
-        self._kv: KeyValue | None = None
+        self._membership: Membership | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -112,6 +110,10 @@ class NodeProcesses:
     async def aclose(self) -> None:
         """Kill and reap every process, close the watcher connection, remove temp logs."""
         self.cleanup()
+        if self._membership is not None:
+            with contextlib.suppress(Exception):
+                await self._membership.stop()
+            self._membership = None
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
@@ -132,64 +134,51 @@ class NodeProcesses:
 
     # -- membership watch ----------------------------------------------------------------------
 
-    async def _nodes_kv(self) -> KeyValue:
-        if self._kv is None:
-            self._nc = await nats.connect(self.url, name="test-procs", max_reconnect_attempts=-1)
-            js = self._nc.jetstream()
-            for _ in range(200):
-                try:
-                    self._kv = await js.key_value(NODES_BUCKET)
-                    break
-                except BucketNotFoundError:
-                    # The first node creates the bucket; wait for it on the stream-create event.
-                    await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError(f"bucket {NODES_BUCKET} never appeared")
-        return self._kv
+    async def membership(self) -> Membership:
+        """An observer :class:`Membership` (watches the nodes bucket; joins nothing)."""
+        if self._membership is None:
+            self._nc = await connect(self.url, name="test-procs")
+            self._membership = Membership(self._nc, None)
+            await self._membership.start()
+        return self._membership
 
-    async def _wait_key(self, name: str, present: bool, within: float) -> None:
-        kv = await self._nodes_kv()
-        watcher = await kv.watch(name)
+    async def _wait(self, name: str, present: bool, within: float) -> None:
+        members = await self.membership()
+        proc = self.procs.get(name)
+
+        async def exited() -> None:
+            while proc is not None and proc.alive:  # noqa: ASYNC110 - Popen has no exit event
+                await asyncio.sleep(0.05)  # polling the child's exit status, not the cluster
+
+        waiter = asyncio.ensure_future(
+            members.wait_members([name]) if present else members.wait_gone(name)
+        )
+        watcher = asyncio.ensure_future(exited())
         try:
-            async with asyncio.timeout(within):
-                while True:
-                    entry = await watcher.updates(timeout=within)
-                    if entry is None:
-                        if not present and not await self._present(name):
-                            return
-                        continue
-                    is_put = entry.operation is None and entry.value
-                    if bool(is_put) == present:
-                        return
-                    proc = self.procs.get(name)
-                    if present and proc is not None and not proc.alive:
-                        raise RuntimeError(f"node {name} exited:\n{proc.log_tail()}")
-        except TimeoutError as exc:
-            proc = self.procs.get(name)
-            tail = proc.log_tail() if proc is not None else ""
-            state = "join" if present else "leave"
-            raise RuntimeError(f"node {name} did not {state} in {within}s:\n{tail}") from exc
+            done, _ = await asyncio.wait(
+                {waiter, watcher}, timeout=within, return_when="FIRST_COMPLETED"
+            )
         finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-
-    async def _present(self, name: str) -> bool:
-        kv = await self._nodes_kv()
-        try:
-            entry = await kv.get(name)
-        except Exception:
-            return False
-        return bool(entry.value)
+            for t in (waiter, watcher):
+                t.cancel()
+            await asyncio.gather(waiter, watcher, return_exceptions=True)
+        if waiter in done and not waiter.cancelled() and waiter.exception() is None:
+            return
+        tail = proc.log_tail() if proc is not None else ""
+        state = "join" if present else "leave"
+        if watcher in done and present:
+            raise RuntimeError(f"node {name} exited before it joined:\n{tail}")
+        raise RuntimeError(f"node {name} did not {state} in {within}s:\n{tail}")
 
     async def wait_joined(self, *names: str, within: float | None = None) -> None:
-        """Return when every named node has a live record in the nodes bucket."""
+        """Return when every named node is a live member (seen by the membership watch)."""
         budget = within or self.join_timeout
-        await asyncio.gather(*(self._wait_key(n, True, budget) for n in names))
+        await asyncio.gather(*(self._wait(n, True, budget) for n in names))
 
     async def wait_left(self, *names: str, within: float | None = None) -> None:
-        """Return when no named node has a record any more (left, expired or deleted)."""
+        """Return when no named node is a member any more (left, expired or deleted)."""
         budget = within or self.join_timeout
-        await asyncio.gather(*(self._wait_key(n, False, budget) for n in names))
+        await asyncio.gather(*(self._wait(n, False, budget) for n in names))
 
     # -- processes -------------------------------------------------------------------------------
 
