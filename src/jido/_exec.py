@@ -595,7 +595,8 @@ async def execute(
     remaining time. Only errors with ``retryable=True`` are retried, with exponential backoff and
     jitter. After the final failure ``compensate`` runs with the original error. Raises
     ``ValidationError``, ``ExecutionError``, ``TimeoutError``, ``CancelledError`` or
-    ``CompensationError``; cancelling the calling task cancels the work.
+    ``CompensationError``; cancelling the calling task cancels the work at once (the
+    cancellation propagates unchanged and no compensation runs).
     """
     cls, inst = _resolve(action)
     if ctx is None:
