@@ -188,10 +188,11 @@ async def node_throughput(k_nodes: int, quick: bool) -> tuple[list[float], list[
     node_cls: Any = foundation.Node
     async with (
         nats_server() as url,
-        node_processes(url, k_nodes, "scale-n") as names,
+        node_processes(url, k_nodes, "scale-n") as nodes,
         node_cls(nats=url, name="scale-driver", agents=[SeedClustered]) as driver,
     ):
-        await wait_nodes(driver, names)
+        await wait_nodes(driver, nodes, 30 if quick else 60)
+        names = nodes.names
         refs = [
             await driver.spawn(SeedClustered, id=f"x{i}", node=names[i % k_nodes])
             for i in range(agents)

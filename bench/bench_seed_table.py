@@ -236,52 +236,89 @@ def _foundation_cmd() -> list[str]:
     return [sys.executable, "-c", "import sys; from foundation._cli import main; sys.exit(main())"]
 
 
-@contextlib.asynccontextmanager
-async def node_processes(url: str, n: int, prefix: str) -> AsyncIterator[list[str]]:
-    """``n`` ``foundation node`` processes joined to ``url``; yields their names."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    names = [f"{prefix}{i}" for i in range(n)]
-    procs = []
-    try:
-        for name in names:
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    *_foundation_cmd(),
-                    "node",
-                    "--nats",
-                    url,
-                    "--app",
-                    "bench._seed_cluster_app:AGENTS",
-                    "--name",
-                    name,
-                    cwd=ROOT,
-                    env=env,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
+class NodeProcesses:
+    """``foundation node`` processes joined to a NATS URL; their output goes to log files."""
+
+    def __init__(self, url: str, n: int, prefix: str) -> None:
+        self.url = url
+        self.names = [f"{prefix}{i}" for i in range(n)]
+        self.procs: list[asyncio.subprocess.Process] = []
+        self._dir = tempfile.TemporaryDirectory(prefix="bench-nodes-")
+        self.logs = [Path(self._dir.name) / f"{name}.log" for name in self.names]
+
+    async def start(self) -> None:
+        """Start every node process (they join asynchronously: see :func:`wait_nodes`)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        for name, log in zip(self.names, self.logs, strict=True):
+            with log.open("wb") as out:
+                self.procs.append(
+                    await asyncio.create_subprocess_exec(
+                        *_foundation_cmd(),
+                        "node",
+                        "--nats",
+                        self.url,
+                        "--app",
+                        "bench._seed_cluster_app:AGENTS",
+                        "--name",
+                        name,
+                        cwd=ROOT,
+                        env=env,
+                        stdout=out,
+                        stderr=asyncio.subprocess.STDOUT,
+                    )
                 )
-            )
-        yield names
-    finally:
-        for p in procs:
+
+    def failure(self) -> str:
+        """The last log line of the first node process that exited, or of the first one."""
+        for proc, log in zip(self.procs, self.logs, strict=True):
+            if proc.returncode is not None:
+                return f"node process exited {proc.returncode}: {_tail(log)}"
+        return _tail(self.logs[0]) if self.logs else ""
+
+    async def stop(self) -> None:
+        """Terminate every node process (kill after a grace period) and remove the logs."""
+        for p in self.procs:
             if p.returncode is None:
                 p.terminate()
-        for p in procs:
+        for p in self.procs:
             try:
                 await asyncio.wait_for(p.wait(), 15)
             except TimeoutError:
                 p.kill()
                 await p.wait()
+        self._dir.cleanup()
 
 
-async def wait_nodes(driver: Any, names: list[str], limit: float = 60.0) -> None:
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else "(no output)"
+
+
+@contextlib.asynccontextmanager
+async def node_processes(url: str, n: int, prefix: str) -> AsyncIterator[NodeProcesses]:
+    """``n`` ``foundation node`` processes joined to ``url``, stopped on exit."""
+    nodes = NodeProcesses(url, n, prefix)
+    try:
+        await nodes.start()
+        yield nodes
+    finally:
+        await nodes.stop()
+
+
+async def wait_nodes(driver: Any, nodes: NodeProcesses, limit: float = 60.0) -> None:
     """Wait until the driver sees every node process in the membership (they are joining)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    while not all(driver.membership.is_live(n) for n in names):
-        if loop.time() > deadline:
-            missing = [n for n in names if not driver.membership.is_live(n)]
-            raise TimeoutError(f"node processes {missing} did not join within {limit:.0f}s")
+    while not all(driver.membership.is_live(n) for n in nodes.names):
+        missing = [n for n in nodes.names if not driver.membership.is_live(n)]
+        if loop.time() > deadline or any(p.returncode is not None for p in nodes.procs):
+            raise RuntimeError(
+                f"node processes {missing} did not join within {limit:.0f}s; {nodes.failure()}"
+            )
         await asyncio.sleep(0.1)  # membership has no "joined" event to await from outside
 
 
@@ -313,10 +350,11 @@ async def clustered(quick: bool) -> list[Row]:
     rows: list[Row] = []
     async with (
         nats_server() as url,
-        node_processes(url, NODES, "seed-n") as names,
+        node_processes(url, NODES, "seed-n") as nodes,
         node_cls(nats=url, name="seed-driver", agents=[SeedClustered]) as driver,
     ):
-        await wait_nodes(driver, names)
+        await wait_nodes(driver, nodes, 30 if quick else 60)
+        names = nodes.names
         for name in names:
             warm = await driver.spawn(SeedClustered, id=f"warm-{name}", node=name)
             await warm.call(NOOP)

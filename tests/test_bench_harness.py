@@ -309,3 +309,79 @@ def test_partial_run_merges_into_latest(tmp_path: Path, monkeypatch: pytest.Monk
     merged = runner._merge_latest(new, ["bench_b"])
     assert [(r["name"], r["ours"]) for r in merged["rows"]] == [("a", 1.0), ("b", 2.0)]
     assert merged["partial_runs"] == ["only b"]
+
+
+# --------------------------------------------------------------------------- suite modules
+
+
+def test_smoke_never_installs_a_missing_peer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.peers import _env
+
+    monkeypatch.setattr(_env, "VENV", tmp_path / "no-venv")
+
+    def forbidden(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("a smoke run must not install anything")
+
+    monkeypatch.setattr(_env, "install", forbidden)
+    reason = _env.ensure(_env.PEERS["ray"], allow_install=False)
+    assert reason is not None and "never download" in reason
+    assert not (tmp_path / "no-venv").exists()
+
+
+def test_peer_rows_are_unavailable_with_the_reason() -> None:
+    from bench.bench_peers import AUTOGEN_ROWS, _rows
+
+    ours: dict[str, Any] = {
+        "peer": "ours",
+        "version": "jido",
+        "figures": {
+            "call_latency": {"unit": "s", "samples": [1e-5, 2e-5]},
+            "call_throughput": {"unit": "calls/s", "samples": [9e4]},
+            "publish_latency": {"unit": "s", "samples": [1e-5]},
+            "publish_throughput": {"unit": "msg/s", "samples": [2e5]},
+        },
+    }
+    rows = _rows("peers: autogen", AUTOGEN_ROWS, ours, "", None, "pip install failed (offline)")
+    assert len(rows) == len(AUTOGEN_ROWS)
+    assert all(r.status == "unavailable" for r in rows)
+    assert all("pip install failed (offline)" in r.note for r in rows)
+    f = ours["figures"]
+    peer = {
+        "peer": "autogen-core",
+        "version": "0",
+        "figures": {
+            "send_latency": f["call_latency"],
+            "send_throughput": {**f["call_throughput"], "unit": "msg/s"},
+            "publish_latency": f["publish_latency"],
+            "publish_throughput": f["publish_throughput"],
+        },
+    }
+    measured = _rows("peers: autogen", AUTOGEN_ROWS, ours, "", peer, "")
+    assert [r.ratio for r in measured] == [1.0, 1.0, 1.0, 1.0]
+    assert measured[1].unit == "calls/s" and measured[1].note == "ours in calls/s, peer in msg/s"
+
+
+def test_seed_table_clustered_rows_carry_the_seed_and_the_reason() -> None:
+    from bench.bench_seed_table import SEED, _unavailable
+
+    rows = _unavailable("not yet available: foundation.Node not built yet")
+    assert [r.extra["metric"] for r in rows] == list(SEED)
+    assert all(r.status == "unavailable" and r.extra["mode"] == "clustered" for r in rows)
+    assert rows[0].extra["seed_single"] == 0.050 and rows[0].extra["seed_clustered"] == 0.075
+
+
+@pytest.mark.nats
+async def test_baselines_run_gives_measured_rows() -> None:
+    from bench import bench_baselines
+
+    rows = await bench_baselines.run(quick=True)
+    assert [r.name for r in rows] == [
+        "asyncio.Queue call round trip",
+        "future ping-pong round trip",
+        "asyncio.Queue throughput",
+        "nats-py request/reply round trip",
+        "nats-py publish throughput",
+    ]
+    assert all(r.ok and r.baseline > 0 and r.p99 is not None for r in rows)
