@@ -415,6 +415,19 @@ async def clustered(quick: bool) -> list[Row]:
     return rows
 
 
+def _overhead_targets(rows: list[Row]) -> list[Row]:
+    """Judge the clustered action row by its overhead over the single-node one (≤ 1 %)."""
+    by_name = {r.name: r for r in rows}
+    single = by_name.get(f"{ACTION} · single")
+    clustered_ = by_name.get(f"{ACTION} · clustered")
+    if single is not None and clustered_ is not None and single.ok and clustered_.ok:
+        overhead = clustered_.ours / single.ours - 1.0
+        clustered_.target = "overhead over single ≤ 1 %"
+        clustered_.extra["overhead_vs_single"] = overhead
+        clustered_.extra["target_met"] = overhead <= 0.01
+    return rows
+
+
 def _unavailable(reason: str) -> list[Row]:
     rows = []
     for metric, (single, clustered_) in SEED.items():
@@ -445,7 +458,7 @@ async def run(quick: bool) -> list[Row]:
     if reason is not None:
         return rows + _unavailable(reason)
     try:
-        return rows + await clustered(quick)
+        return _overhead_targets(rows + await clustered(quick))
     except Exception as exc:  # the cluster is young: report why, keep the single-node half
         detail = f"cluster run failed: {type(exc).__name__}: {exc}"
         return rows + _unavailable(detail[:300])
