@@ -125,7 +125,7 @@ def validation_error_from_pydantic(
 
 
 def _oversize_errors(data: Any, limit: int) -> list[dict[str, Any]]:
-    """Every string (or dict key) longer than ``limit`` in a JSON-like structure, with its path."""
+    """Every string value longer than ``limit`` in a JSON-like structure, with its path."""
     found: list[dict[str, Any]] = []
     stack: list[tuple[Any, list[Any]]] = [(data, [])]
     while stack:
@@ -143,15 +143,6 @@ def _oversize_errors(data: Any, limit: int) -> list[dict[str, Any]]:
                 )
         elif isinstance(value, Mapping):
             for k, v in value.items():
-                if isinstance(k, str) and len(k) > limit:
-                    found.append(
-                        {
-                            "loc": path,
-                            "msg": f"a key is {len(k)} characters long; at most {limit} accepted",
-                            "type": "string_too_long",
-                            "input_type": "str",
-                        }
-                    )
                 stack.append((v, [*path, k]))
         elif isinstance(value, list | tuple):
             for i, v in enumerate(value):

@@ -337,3 +337,21 @@ def test_strict_checker_flags_raw_pydantic_schemas() -> None:
     assert any("unsupported keywords" in p for p in problems)
     assert any("every property must be required" in p for p in problems)
     assert any("additionalProperties must be false" in p for p in problems)
+
+
+async def test_tool_call_oversize_string_names_the_argument() -> None:
+    class Short(Action):
+        max_string_length = 5
+
+        class Params(BaseModel):
+            lines: list[Line]
+
+        async def run(self, params: Any, ctx: ActionContext) -> Any:
+            return {}
+
+    args = json.dumps({"lines": [{"sku": "toolong", "quantity": 1}]})
+    err = json.loads(await execute_tool_call("short", args, [Short]))["error"]
+    assert err["type"] == "validation_error"
+    (problem,) = err["details"]["errors"]
+    assert problem["argument"] == "lines.0.sku"
+    assert "7 characters long; at most 5" in problem["problem"]
