@@ -150,8 +150,34 @@ async def test_generated_models_round_trip_through_tool_calls(
         async def run(self, params: Any, ctx: ActionContext) -> Any:
             return params.model_dump(mode="json")
 
-    Echo.to_tool()  # must not raise
+    schema = Echo.to_tool()["function"]["parameters"]
     instance = data.draw(instances)
     dumped = instance.model_dump(mode="json")
     out = json.loads(await execute_tool_call("echo", json.dumps(dumped), [Echo]))
     assert out == dumped
+    # the same arguments as an LLM might send them: numbers as strings, double-encoded
+    quirky = json.dumps(json.dumps(_numbers_as_strings(schema, dumped)))
+    assert json.loads(await execute_tool_call("echo", quirky, [Echo])) == dumped
+
+
+def _types(node: dict[str, Any]) -> set[str]:
+    t = node.get("type")
+    return set([t] if isinstance(t, str) else (t or []))
+
+
+def _numbers_as_strings(node: dict[str, Any], value: Any) -> Any:
+    """``value`` with every plain number (not an enum member) turned into its string form,
+    walking the strict schema alongside the data (nested objects and arrays included)."""
+    if value is None or isinstance(value, bool):
+        return value
+    options = [o for o in node.get("anyOf", [node]) if _types(o) != {"null"}]
+    for opt in options:
+        kinds = _types(opt)
+        if isinstance(value, dict) and "object" in kinds:
+            props = opt["properties"]
+            return {k: _numbers_as_strings(props[k], v) for k, v in value.items()}
+        if isinstance(value, list) and "array" in kinds:
+            return [_numbers_as_strings(opt["items"], v) for v in value]
+    numeric = isinstance(value, int | float)
+    plain = all("enum" not in o and _types(o) & {"integer", "number"} for o in options)
+    return str(value) if numeric and options and plain else value
