@@ -385,3 +385,45 @@ async def test_inherited_action_keeps_params_and_can_change_policy() -> None:
     assert await run_action(Child, {"a": 1, "z": 2}) == {"a": 1, "extra": ["z"]}
     with pytest.raises(ValidationError):
         await run_action(Base, {"a": 1, "z": 2})
+
+
+def _code_blocks(doc: str) -> list[str]:
+    """The ``::`` literal blocks of a docstring, dedented."""
+    import textwrap
+
+    blocks: list[str] = []
+    lines = doc.splitlines()
+    for i, line in enumerate(lines):
+        if line.rstrip().endswith("::"):
+            body: list[str] = []
+            for nxt in lines[i + 1 :]:
+                if nxt.strip() and not nxt.startswith(" " * 8):
+                    break
+                body.append(nxt)
+            blocks.append(textwrap.dedent("\n".join(body)))
+    return blocks
+
+
+@pytest.mark.parametrize("obj", [Action, action])
+async def test_docstring_examples_run(obj: Any) -> None:
+    blocks = _code_blocks(obj.__doc__ or "")
+    assert blocks, "the docstring should carry an example"
+    for code in blocks:
+        namespace: dict[str, Any] = {
+            "Action": Action,
+            "action": action,
+            "BaseModel": BaseModel,
+            "Field": Field,
+        }
+        exec(compile(code, f"<{obj.__name__} docstring>", "exec"), namespace)
+        made = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, Action)]
+        made = [m for m in made if m is not Action]
+        assert made
+        for act in made:
+            assert act.to_tool()["function"]["name"] == act.name
+    if obj is Action:
+        deposit = namespace["Deposit"]
+        ctx = ActionContext(state=AccountState(balance=1))
+        assert await run_action(deposit, {"amount": 2}, ctx) == {"balance": 3}
+    else:
+        assert await run_action(namespace["add"], {"a": 1, "b": 2}) == {"sum": 3}
