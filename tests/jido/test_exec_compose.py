@@ -177,3 +177,25 @@ async def test_plan_failure_cancels_the_rest_of_its_phase() -> None:
     assert cancelled.is_set()
     assert info.value.details["plan_step"] == "bad"
     assert "later" not in info.value.details["completed_steps"]
+
+
+async def test_cancelling_a_plan_cancels_its_running_steps() -> None:
+    started = asyncio.Event()
+    stopped = asyncio.Event()
+
+    class Long(Action):
+        timeout = None
+
+        async def run(self, params: Any, ctx: ActionContext) -> Any:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                stopped.set()
+
+    runner = asyncio.create_task(Plan().add("long", Long).add("quick", Double, {"x": 1}).run())
+    await started.wait()
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert stopped.is_set()
