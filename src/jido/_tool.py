@@ -262,6 +262,8 @@ def strict_schema(model: type[BaseModel], *, strict: bool = True) -> dict[str, A
         ) from exc
     defs = raw.pop("$defs", {})
     conv = _Converter(defs, strict)
+    if "$ref" in raw:  # a self-recursive model: the root itself is a $ref into $defs
+        raw = {**defs[_ref_name(raw.pop("$ref"))], **raw}
     try:
         root = conv.convert(raw, "")
     except _NotStrict as exc:

@@ -355,3 +355,28 @@ async def test_tool_call_oversize_string_names_the_argument() -> None:
     (problem,) = err["details"]["errors"]
     assert problem["argument"] == "lines.0.sku"
     assert "7 characters long; at most 5" in problem["problem"]
+
+
+class Folder(BaseModel):
+    name: str
+    subfolders: list[Folder] = []
+
+
+def test_self_recursive_params_model() -> None:
+    class MakeTree(Action):
+        Params = Folder
+
+        async def run(self, params: Any, ctx: ActionContext) -> Any:
+            return {"n": len(params.subfolders)}
+
+    schema = MakeTree.to_tool()["function"]["parameters"]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert strict_violations(schema) == []
+    assert schema["type"] == "object" and "$defs" in schema
+    data = {"name": "a", "subfolders": [{"name": "b", "subfolders": []}]}
+    jsonschema.Draft202012Validator(schema).validate(data)
+    # the model on its own: pydantic makes the root a $ref, which tools cannot use
+    assert "$ref" in Folder.model_json_schema()
+    direct = strict_schema(Folder)
+    assert direct["type"] == "object" and strict_violations(direct) == []
+    jsonschema.Draft202012Validator(direct).validate(data)
