@@ -113,6 +113,57 @@ def _rows(
     return rows
 
 
+async def ours_clustered(quick: bool) -> Figures:
+    """Ray's workload on our cluster: agents in 2 node processes, called from a driver node.
+
+    A Ray actor is a process of its own, so its cross-process figures are compared with ours
+    across processes too: a ``nats-server``, two ``foundation node`` processes and a driver
+    node in this process that hosts nothing.
+    """
+    import foundation
+    from bench._harness import nats_server, sample_async_latency, throughput_rounds
+    from bench._seed_agents import NOOP
+    from bench._seed_cluster_app import SeedClustered
+    from bench.bench_seed_table import node_processes, wait_nodes
+
+    create_n = 10 if quick else 200
+    lat_n = 200 if quick else 3_000
+    tp_ops, tp_rounds = (500, 2) if quick else (5_000, 5)
+    node_cls: Any = foundation.Node
+    async with (
+        nats_server() as url,
+        node_processes(url, 2, "peer-n") as nodes,
+        node_cls(nats=url, name="peer-driver", agents=[SeedClustered]) as driver,
+    ):
+        await wait_nodes(driver, nodes, 30 if quick else 60)
+        names = nodes.names
+        counter = iter(range(10**9))
+
+        async def create(k: int) -> None:
+            for _ in range(k):
+                i = next(counter)
+                ref = await driver.spawn(SeedClustered, id=f"p{i}", node=names[i % 2])
+                await ref.call(NOOP)
+
+        rates = await throughput_rounds(create, ops=create_n, rounds=3, warmup=0)
+        ref = driver.ref("p0")
+        lat = await sample_async_latency(lambda: ref.call(NOOP), n=lat_n, warmup=50)
+
+        async def batch(k: int) -> None:
+            await asyncio.gather(*(ref.call(NOOP) for _ in range(k)))
+
+        tps = await throughput_rounds(batch, ops=tp_ops, rounds=tp_rounds)
+    return {
+        "peer": "ours (cluster)",
+        "version": "foundation",
+        "figures": {
+            "creation_rate": {"unit": "agents/s", "samples": rates},
+            "call_latency": {"unit": "s", "samples": lat},
+            "call_throughput": {"unit": "calls/s", "samples": tps},
+        },
+    }
+
+
 async def _floor_rows(ours: Figures | None, quick: bool) -> list[Row]:
     if ours is None:
         return []
@@ -149,6 +200,8 @@ async def run(quick: bool) -> list[Row]:
         [sys.executable, "-m", "bench.peers.ours_workload", *flag], timeout
     )
     rows: list[Row] = []
+    ray_data: Figures | None = None
+    ray_reason = ""
     for key, table in (("ray", RAY_ROWS), ("autogen", AUTOGEN_ROWS)):
         peer = PEERS[key]
         group = f"peers: {key}"
@@ -158,5 +211,23 @@ async def run(quick: bool) -> list[Row]:
             script = Path(PEERS_DIR) / peer.script
             data, reason = await _run_json([str(venv_python()), str(script), *flag], timeout)
         rows += _rows(group, table, ours, ours_err, data, reason or "")
+        if key == "ray":
+            ray_data, ray_reason = data, reason or ""
+    rows += await _cluster_rows(quick, ray_data, ray_reason)
     rows += await _floor_rows(ours, quick)
     return rows
+
+
+async def _cluster_rows(quick: bool, ray: Figures | None, ray_reason: str) -> list[Row]:
+    """Ours across processes (the cluster) vs Ray actors, which are processes."""
+    from bench.bench_seed_table import cluster_unavailable_reason
+
+    group = "peers: ray (cross-process)"
+    reason = cluster_unavailable_reason()
+    clustered: Figures | None = None
+    if reason is None:
+        try:
+            clustered = await ours_clustered(quick)
+        except Exception as exc:  # the cluster is young: say why, keep the other rows
+            reason = f"cluster run failed: {type(exc).__name__}: {exc}"[:300]
+    return _rows(group, RAY_ROWS[:3], clustered, reason or "", ray, ray_reason)
