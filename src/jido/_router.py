@@ -360,7 +360,11 @@ class Router:
         return entry
 
     def route(self, signal: Signal | str) -> list[Route]:
-        """Return the routes matching a signal (or a bare type string), best first."""
+        """Return the routes matching a signal (or a bare type string), best first.
+
+        An empty list when nothing matches; a malformed type string raises
+        :class:`jido.SignalError` (``details['attribute'] == 'type'``).
+        """
         if signal.__class__ is str:
             sig_type: str = signal
             entry = self._cache.get(sig_type) or self._lookup(sig_type)
