@@ -241,39 +241,55 @@ async def raw_request_throughput(url: str, callers: int, ops: int, rounds: int) 
 
 
 def plot(points: dict[str, list[tuple[int, float]]], path: Path) -> Path:
-    """Write the scaling plot: throughput and memory per agent vs agent count."""
+    """Write the scaling plot: throughput and memory per agent vs agent count, and (when
+    measured) calls/s vs node processes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for key, label, style in (
-        ("tp_ours", "ours (jido Runtime)", "o-"),
-        ("tp_raw", "raw asyncio tasks + queues", "s--"),
-    ):
-        if points.get(key):
-            xs, ys = zip(*points[key], strict=True)
-            ax1.plot(xs, ys, style, label=label)
-    ax1.set_xscale("log")
-    ax1.set_xlabel("agents")
-    ax1.set_ylabel("signals handled / s")
-    ax1.set_title("Throughput vs number of agents")
-    ax1.grid(True, which="both", alpha=0.3)
-    ax1.legend()
-    for key, label, style in (
-        ("mem_ours", "ours (idle agent)", "o-"),
-        ("mem_raw", "raw parked task + queue", "s--"),
-    ):
-        if points.get(key):
-            xs, ys = zip(*points[key], strict=True)
-            ax2.plot(xs, [y / 1024 for y in ys], style, label=label)
-    ax2.set_xscale("log")
-    ax2.set_xlabel("agents")
-    ax2.set_ylabel("KiB per agent")
-    ax2.set_title("Memory per agent vs number of agents")
-    ax2.grid(True, which="both", alpha=0.3)
-    ax2.legend()
+    panels = 3 if points.get("nodes_ours") else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2))
+    specs = [
+        (
+            "Throughput vs number of agents",
+            "signals handled / s",
+            1.0,
+            [("tp_ours", "ours (jido Runtime)", "o-"), ("tp_raw", "raw tasks + queues", "s--")],
+        ),
+        (
+            "Memory per agent vs number of agents",
+            "KiB per agent",
+            1 / 1024,
+            [("mem_ours", "ours (idle agent)", "o-"), ("mem_raw", "raw parked task", "s--")],
+        ),
+        (
+            "Cluster calls/s vs node processes",
+            "calls / s",
+            1.0,
+            [
+                ("nodes_ours", "ours (driver → node processes)", "o-"),
+                ("nodes_raw", "raw nats-py request/reply", "s--"),
+            ],
+        ),
+    ]
+    for ax, (title, ylabel, scale, series) in zip(axes, specs, strict=False):
+        for key, label, style in series:
+            if points.get(key):
+                xs, ys = zip(*points[key], strict=True)
+                ax.plot(xs, [y * scale for y in ys], style, label=label)
+        if title.startswith("Cluster"):
+            ax.set_xlabel("node processes")
+            ax.set_xticks([x for x, _ in points.get("nodes_ours", [])])
+        else:
+            ax.set_xscale("log")
+            ax.set_xlabel("agents")
+        if title.startswith("Throughput"):
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -321,8 +337,6 @@ async def run(quick: bool) -> list[Row]:
                 extra={"agents": n},
             )
         )
-    png = plot(points, output_dir() / "scaling.png")
-    rows[0].extra["plot"] = png.name
     reason = _cluster_reason()
     for k in (1, 2):
         name = f"{k} node process{'es' if k > 1 else ''}"
@@ -335,6 +349,8 @@ async def run(quick: bool) -> list[Row]:
                     Row.unavailable("scaling: nodes", name, "calls/s", reason_k, better="higher")
                 )
                 continue
+            points.setdefault("nodes_ours", []).append((k, Stats.of(ours_k).median))
+            points.setdefault("nodes_raw", []).append((k, Stats.of(raw_k).median))
             rows.append(
                 Row.from_stats(
                     "scaling: nodes",
@@ -349,6 +365,8 @@ async def run(quick: bool) -> list[Row]:
             )
         else:
             rows.append(Row.unavailable("scaling: nodes", name, "calls/s", reason, better="higher"))
+    png = plot(points, output_dir() / "scaling.png")
+    rows[0].extra["plot"] = png.name
     return rows
 
 
