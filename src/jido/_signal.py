@@ -510,6 +510,9 @@ class Signal:
         )
 
 
+_TYPED_CLASSES: dict[str, type[TypedSignal]] = {}
+
+
 class TypedSignal(Signal):
     """Base for signals with a fixed ``type`` and a pydantic model for ``data``.
 
@@ -552,6 +555,38 @@ class TypedSignal(Signal):
         model = cls.__dict__.get("data_model") or cls.__dict__.get("Data")
         if isinstance(model, type) and issubclass(model, BaseModel):
             cls.data_model = model
+        if declared is not None:
+            _TYPED_CLASSES[cls.signal_type] = cls  # the latest definition of a type wins
+
+    @staticmethod
+    def class_for(signal_type: str) -> type[TypedSignal] | None:
+        """The typed signal class declared for ``signal_type``, if any."""
+        return _TYPED_CLASSES.get(signal_type)
+
+    @staticmethod
+    def upgrade(signal: Signal) -> Signal:
+        """Return ``signal`` as an instance of the typed class declared for its type.
+
+        The data is validated against that class's model (:class:`jido.SignalError` if it does
+        not fit); a signal whose type has no typed class, or that is already typed, is
+        returned unchanged.
+        """
+        cls = _TYPED_CLASSES.get(signal.type)
+        if cls is None or isinstance(signal, cls):
+            return signal
+        typed = cls.__new__(cls)
+        typed.type = signal.type
+        typed.source = signal.source
+        typed.data = signal.data
+        typed.subject = signal.subject
+        typed._id = signal.id
+        typed._time = signal.time
+        typed._ns = signal._ns
+        typed.dataschema = signal.dataschema
+        typed.datacontenttype = signal.datacontenttype
+        typed.extensions = dict(signal.extensions)
+        typed._decoded()
+        return typed
 
     def __init__(
         self,

@@ -428,3 +428,22 @@ def test_binary_round_trip_property(
         assert back.data is None
         return
     assert back == sig
+
+
+def test_upgrade_to_the_declared_typed_class() -> None:
+    generic = Signal.from_json(
+        Signal(type="order.created", source="/s", data={"order_id": "o", "total": 3}).to_json()
+    )
+    typed = TypedSignal.upgrade(generic)
+    assert isinstance(typed, OrderCreated)
+    assert typed.data == OrderData(order_id="o", total=3)
+    assert typed.id == generic.id and typed.time == generic.time
+    assert TypedSignal.upgrade(typed) is typed
+    plain = Signal(type="not.typed", source="/s")
+    assert TypedSignal.upgrade(plain) is plain
+    assert TypedSignal.class_for("order.created") is OrderCreated
+    assert TypedSignal.class_for("nope") is None
+    bad = Signal(type="order.created", source="/s", data={"order_id": "o"})
+    with pytest.raises(SignalError) as exc:
+        TypedSignal.upgrade(bad)
+    assert attr_of(exc) == "data"
