@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jido import (
     Bus,
@@ -24,6 +27,7 @@ from jido import (
     SubscriberOverflowError,
     Subscription,
 )
+from jido._router import pattern_matches
 
 
 def sig(t: str = "a.b", **data: Any) -> Signal:
@@ -369,3 +373,43 @@ async def test_journal_records_published_signals() -> None:
         await bus.publish(root, child)
     assert journal.cause(child.id) == root
     assert journal.effects(root.id) == [child]
+
+
+# -- property: every subscriber gets exactly the matching signals, in publish order ----------
+
+_SEGS = ["a", "b", "c"]
+_pattern_seg = st.sampled_from([*_SEGS, "*", "**"])
+_patterns = (
+    st.lists(_pattern_seg, min_size=1, max_size=3)
+    .filter(lambda p: all(not (x == y == "**") for x, y in itertools.pairwise(p)))
+    .map(".".join)
+)
+_types = st.lists(st.sampled_from(_SEGS), min_size=1, max_size=4).map(".".join)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    patterns=st.lists(_patterns, min_size=1, max_size=5),
+    batches=st.lists(st.lists(_types, min_size=1, max_size=4), min_size=1, max_size=8),
+)
+def test_delivery_matches_reference_property(patterns: list[str], batches: list[list[str]]) -> None:
+    async def scenario() -> None:
+        async with Bus() as bus:
+            got: list[list[int]] = [[] for _ in patterns]
+            for i, p in enumerate(patterns):
+                bus.subscribe(p, lambda s, i=i: got[i].append(s.data["n"]))
+            n = 0
+            sent: list[tuple[int, str]] = []
+            for batch in batches:
+                sigs = []
+                for t in batch:
+                    sigs.append(Signal(type=t, source="/p", data={"n": n}))
+                    sent.append((n, t))
+                    n += 1
+                await bus.publish(*sigs)
+            await bus.drain()
+            for i, p in enumerate(patterns):
+                assert got[i] == [k for k, t in sent if pattern_matches(p, t)]
+            assert [e.signal.data["n"] for e in bus.replay()] == list(range(n))
+
+    asyncio.run(scenario())
