@@ -1,0 +1,645 @@
+"""Failover: the cluster leader re-places the agents of dead nodes, with their state.
+
+Every node runs a :class:`Failover`. Each campaigns for the cluster lease
+(``foundation.failover`` in the coordination bucket); the one that holds it is the **leader**
+and the only one that takes failover and rebalancing decisions. The lease's fencing token is
+the leader's **term**.
+
+While it leads, the leader:
+
+1. watches membership; when a node's record **expires** (crash, SIGKILL, partition: the node
+   fenced itself before that) or is deleted (graceful leave), it confirms by a read of the node
+   key that the record is really gone, then handles every agent the registry still assigns to
+   that node;
+2. sweeps the registry every ``sweep_interval`` for records whose owner is not a live member
+   (events missed while it was not the leader, a previous leader that died mid-way);
+3. for each such record: a **critical** agent is placed again (the agent's placement strategy,
+   capabilities and resource request, never on the dead node) and **moved by CAS** to the target
+   (``registry.move``: the record's epoch becomes the revision of that write, higher than any
+   before). The target's reconciliation starts it: the fenced state store claims the state key
+   with the new epoch by CAS and restores the last committed checkpoint (state plus the inbox
+   position, so an ``at_least_once`` agent resumes right after the last signal it applied).
+   A **non-critical** agent is removed from the registry (or placed again when
+   ``non_critical="replace"``); its stored state is kept.
+
+Leader uniqueness. The leader acts only while its lease is certainly valid (checked before
+every write) and stamps every registry write with its term (``metadata["fdn.term"]`` and
+``metadata["fdn.leader"]``). A record already stamped with a higher term means a newer leader
+exists: this one steps down at once. A deposed leader's write based on a record a newer leader
+has since written fails its CAS. See ``docs/failover.md`` for timings and limits.
+
+Sender side: :class:`AwaitFailover` is the ``UnreachablePolicy`` of a node's refs: a call to an
+agent whose owner is gone waits (within the caller's timeout) for the record to point at a live
+node, then retries there, instead of failing at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import msgspec
+
+from foundation._clustered import cluster_spec
+from foundation._errors import (
+    CASConflictError,
+    ClusterError,
+    LeaseLostError,
+    NoCapacityError,
+    PlacementError,
+)
+from jido import JidoError
+
+if TYPE_CHECKING:
+    from foundation._ref import ClusterRef
+
+log = logging.getLogger("foundation.failover")
+
+#: Name of the cluster lease held by the failover leader.
+LEADER_LEASE = "foundation-leader"
+#: Registry metadata key: the term of the leader that made the write.
+TERM_KEY = "fdn.term"
+#: Registry metadata key: the node id of the leader that made the write.
+LEADER_KEY = "fdn.leader"
+
+NonCritical = Literal["remove", "replace"]
+
+
+class Leadership(Protocol):
+    """A held leader lease (what :class:`Failover` needs from the coordination layer)."""
+
+    @property
+    def term(self) -> int:
+        """Fencing token of this tenure (grows with every new tenure)."""
+        ...
+
+    @property
+    def held(self) -> bool:
+        """True while the lease is certainly still ours (checked before every decision)."""
+        ...
+
+    async def wait_lost(self) -> None:
+        """Return once the lease is lost (expired, taken over, or resigned)."""
+        ...
+
+    async def resign(self) -> None:
+        """Give the lease up now."""
+        ...
+
+
+Elector = Callable[[str], Awaitable[Leadership]]
+"""``await elector(name)`` returns once this node leads ``name``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverOptions:
+    """Tuning of :class:`Failover`.
+
+    Attributes:
+        non_critical: what happens to a non-critical agent of a dead node: ``"remove"`` its
+            registry record (default) or ``"replace"`` it like a critical one (fresh state if it
+            never checkpointed).
+        sweep_interval: seconds between two registry sweeps for orphaned records.
+        concurrency: agents re-placed in parallel by the leader.
+        lease_name: name of the leader lease.
+    """
+
+    non_critical: NonCritical = "remove"
+    sweep_interval: float = 0.5
+    concurrency: int = 64
+    lease_name: str = LEADER_LEASE
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverEvent:
+    """One decision taken by the leader (for observers and tests)."""
+
+    kind: Literal["moved", "removed", "pending", "leader", "deposed"]
+    agent_id: str
+    from_node: str
+    to_node: str | None
+    epoch: int
+    term: int
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverStatistics:
+    """Immutable snapshot of a node's failover counters."""
+
+    leader: bool
+    term: int
+    terms_led: int
+    moved: int
+    removed: int
+    pending: int
+    conflicts: int
+    last_failover_seconds: float | None
+
+
+class DeposedError(LeaseLostError):
+    """This leader found a record written by a newer term: it stops leading at once."""
+
+    type = "deposed"
+
+
+class Failover:
+    """The failover component of one node (campaigns; acts only while it leads).
+
+    ``node`` is the :class:`foundation.Node` it serves; ``elector`` acquires the leader lease
+    (default: the node's coordination ``elect``).
+    """
+
+    def __init__(
+        self,
+        node: Any,
+        *,
+        elector: Elector | None = None,
+        options: FailoverOptions | None = None,
+    ) -> None:
+        self.node = node
+        self.options = options or FailoverOptions()
+        self._elector = elector
+        self._task: asyncio.Task[None] | None = None
+        self._leadership: Leadership | None = None
+        self._handle: Any = None  # the coordination campaign (one per node)
+        self._kicks: set[asyncio.Future[Any]] = set()
+        self._own_coordination: Any = None
+        self._term = 0
+        self._terms_led = 0
+        self._wake = asyncio.Event()
+        self._dead: dict[str, float] = {}  # node id -> monotonic time its loss was seen
+        self._listeners: list[Callable[[FailoverEvent], Any]] = []
+        self._counters = dict.fromkeys(("moved", "removed", "pending", "conflicts"), 0)
+        self._last_failover: float | None = None
+        self._leading = asyncio.Event()
+        self._stopped = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start campaigning (returns at once)."""
+        membership = self.node.membership
+        membership.add_listener(self._on_membership)
+        self.node.registry.add_listener(self._on_registry)
+        self._task = asyncio.create_task(self._campaign(), name=f"failover-{self.node.id}")
+
+    async def stop(self) -> None:
+        """Stop campaigning; resign the lease if held."""
+        self._stopped = True
+        with contextlib.suppress(Exception):
+            self.node.membership.remove_listener(self._on_membership)
+        with contextlib.suppress(Exception):
+            self.node.registry.remove_listener(self._on_registry)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        for kick in list(self._kicks):
+            kick.cancel()
+        lead = self._leadership
+        self._leadership = None
+        if lead is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(lead.resign(), 2.0)
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(handle.resign(), 2.0)
+        own, self._own_coordination = self._own_coordination, None
+        if own is not None:
+            with contextlib.suppress(Exception):
+                await own.stop()
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this node holds the leader lease."""
+        lead = self._leadership
+        return lead is not None and lead.held
+
+    @property
+    def term(self) -> int:
+        """Term of the current (or last) tenure of this node as leader; 0 if never led."""
+        return self._term
+
+    async def wait_leader(self) -> int:
+        """Return this node's term once it leads."""
+        await self._leading.wait()
+        return self._term
+
+    def add_listener(self, fn: Callable[[FailoverEvent], Any]) -> None:
+        """Call ``fn(event)`` for every decision this node takes as leader."""
+        self._listeners.append(fn)
+
+    def statistics(self) -> FailoverStatistics:
+        """Counters of the decisions taken here."""
+        c = self._counters
+        return FailoverStatistics(
+            leader=self.is_leader,
+            term=self._term,
+            terms_led=self._terms_led,
+            moved=c["moved"],
+            removed=c["removed"],
+            pending=c["pending"],
+            conflicts=c["conflicts"],
+            last_failover_seconds=self._last_failover,
+        )
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _on_membership(self, event: Any) -> None:
+        if event.kind in ("expire", "leave") and event.node_id != self.node.id:
+            self._dead.setdefault(event.node_id, time.monotonic())
+            self._wake.set()
+
+    def _on_registry(self, change: Any) -> None:
+        record = change.record
+        if change.kind == "put" and record is not None and not self._live(record.node):
+            self._wake.set()
+
+    def _emit(self, event: FailoverEvent) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(event)
+            except Exception:
+                log.exception("failover listener %r failed", fn)
+
+    # -- campaign ----------------------------------------------------------------------------
+
+    async def _elect(self) -> Leadership:
+        if self._elector is not None:
+            return await self._elector(self.options.lease_name)
+        if self._handle is None:
+            coordination = getattr(self.node, "coordination", None)
+            if coordination is None:
+                from foundation._coordination import Coordination
+
+                coordination = Coordination(self.node.nc, self.node.id)
+                await coordination.start()
+                self._own_coordination = coordination
+            self._handle = await coordination.elect(self.options.lease_name)
+        handle = self._handle
+        term = await handle.wait_elected()
+        return _Tenure(handle, term)
+
+    async def _campaign(self) -> None:
+        while not self._stopped:
+            try:
+                lead = await self._elect()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("node %s: election attempt failed: %r", self.node.id, exc)
+                await asyncio.sleep(0.2)
+                continue
+            self._leadership = lead
+            self._term = lead.term
+            self._terms_led += 1
+            self._leading.set()
+            log.info("node %s leads the cluster (term %d)", self.node.id, lead.term)
+            self._emit(FailoverEvent("leader", "", self.node.id, None, 0, lead.term))
+            try:
+                await self._lead(lead)
+            except DeposedError as exc:
+                log.warning("node %s: %s", self.node.id, exc.message)
+                self._emit(FailoverEvent("deposed", "", self.node.id, None, 0, lead.term))
+                with contextlib.suppress(Exception):
+                    await lead.resign()
+                self._handle = None  # campaign again from scratch
+            except LeaseLostError:
+                log.info("node %s lost the leader lease (term %d)", self.node.id, lead.term)
+            finally:
+                self._leading.clear()
+                if self._leadership is lead:
+                    self._leadership = None
+
+    async def _lead(self, lead: Leadership) -> None:
+        lost = asyncio.ensure_future(lead.wait_lost())
+        try:
+            self._wake.set()
+            while lead.held:
+                waker = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait(
+                        {waker, lost},
+                        timeout=self.options.sweep_interval,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    waker.cancel()
+                if lost.done() or not lead.held:
+                    break
+                self._wake.clear()
+                await self.sweep(lead)
+        finally:
+            lost.cancel()
+            with contextlib.suppress(BaseException):
+                await lost
+        raise LeaseLostError(f"node {self.node.id} is no longer the leader")
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def _live(self, node_id: str) -> bool:
+        if node_id == self.node.id:
+            return True
+        return bool(self.node.membership.is_live(node_id))
+
+    async def _confirmed_gone(self, node_id: str) -> bool:
+        """A read of the node key: True when its record is really gone (expired or deleted)."""
+        kv = getattr(self.node.membership, "kv", None)
+        if kv is None:
+            return not self._live(node_id)
+        try:
+            return await kv.get(node_id) is None
+        except ClusterError:
+            return False
+
+    async def sweep(self, lead: Leadership) -> int:
+        """Handle every record whose owner is gone; returns how many were handled."""
+        registry = self.node.registry
+        orphans: dict[str, list[Any]] = {}
+        for record in registry.records():
+            if not self._live(record.node):
+                orphans.setdefault(record.node, []).append(record)
+        handled = 0
+        for dead, records in sorted(orphans.items()):
+            if not await self._confirmed_gone(dead):
+                continue
+            seen = self._dead.pop(dead, None)
+            started = time.monotonic()
+            results = await self._recover_batch(lead, records)
+            for result in results:
+                if isinstance(result, DeposedError | LeaseLostError):
+                    raise result
+                if isinstance(result, BaseException):
+                    log.warning("failover of an agent of %s failed: %r", dead, result)
+                elif result:
+                    handled += 1
+            self._last_failover = time.monotonic() - (seen if seen is not None else started)
+        return handled
+
+    def _check_term(self, lead: Leadership, record: Any) -> None:
+        if not lead.held:
+            raise LeaseLostError(f"node {self.node.id}: leader lease lapsed; not acting")
+        stamped = record.metadata.get(TERM_KEY) if isinstance(record.metadata, Mapping) else None
+        if isinstance(stamped, int) and stamped > lead.term:
+            raise DeposedError(
+                f"record {record.agent_id!r} was written in term {stamped} > our term "
+                f"{lead.term}; a newer leader exists",
+                details={"agent_id": record.agent_id, "term": lead.term, "seen": stamped},
+            )
+
+    def _stamp(self, lead: Leadership, record: Any) -> Any:
+        metadata = dict(record.metadata)
+        metadata[TERM_KEY] = lead.term
+        metadata[LEADER_KEY] = self.node.id
+        return msgspec.structs.replace(record, metadata=metadata)
+
+    async def _recover_batch(self, lead: Leadership, records: list[Any]) -> list[Any]:
+        sem = asyncio.Semaphore(self.options.concurrency)
+        director = self._director()
+
+        async def one(record: Any) -> bool:
+            async with sem:
+                return await self._recover(lead, record, director)
+
+        return list(await asyncio.gather(*(one(r) for r in records), return_exceptions=True))
+
+    def _director(self) -> _BatchDirector:
+        return _BatchDirector(self.node)
+
+    async def _recover(self, lead: Leadership, record: Any, director: _BatchDirector) -> bool:
+        """Move (or remove) one orphaned record by CAS; True when this leader changed it."""
+        registry = self.node.registry
+        dead = record.node
+        for _ in range(4):
+            self._check_term(lead, record)
+            try:
+                if record.critical or self.options.non_critical == "replace":
+                    return await self._replace(lead, record, dead, director)
+                await registry.remove(record.agent_id, expected=record, tenant=record.tenant)
+                self._counters["removed"] += 1
+                self._emit(
+                    FailoverEvent("removed", record.agent_id, dead, None, record.epoch, lead.term)
+                )
+                return True
+            except CASConflictError:
+                self._counters["conflicts"] += 1
+                fresh = await registry.lookup(
+                    record.agent_id, consistent=True, tenant=record.tenant
+                )
+                if fresh is None or fresh.node != dead:
+                    if fresh is not None:
+                        self._check_term(lead, fresh)
+                    return False
+                record = fresh
+        return False
+
+    async def _replace(
+        self, lead: Leadership, record: Any, dead: str, director: _BatchDirector
+    ) -> bool:
+        required, resources = self._requirements(record)
+        try:
+            target = await director.place(
+                record.agent_id,
+                strategy=_strategy_of(record),
+                capabilities=required,
+                resources=resources,
+                origin=self.node.id,
+                exclude=[dead],
+            )
+        except (NoCapacityError, PlacementError) as exc:
+            self._counters["pending"] += 1
+            self._emit(FailoverEvent("pending", record.agent_id, dead, None, record.epoch, 0))
+            log.warning("no node can take %s now (%s); retrying", record.agent_id, exc.message)
+            return False
+        self._check_term(lead, record)
+        try:
+            moved = await self.node.registry.move(
+                record.agent_id,
+                to=str(target),
+                expected=self._stamp(lead, record),
+                tenant=record.tenant,
+            )
+        finally:
+            director.done(str(target))
+        self._counters["moved"] += 1
+        self._kick(moved)
+        self._emit(
+            FailoverEvent("moved", record.agent_id, dead, moved.node, moved.epoch, lead.term)
+        )
+        return True
+
+    def _kick(self, record: Any) -> None:
+        """Ask the target to start the agent now (its reconciliation would, a little later)."""
+        node = self.node
+        if record.node == node.id:
+            task = asyncio.ensure_future(node._activate(record))
+        else:
+            from foundation._transport import encode_request
+
+            task = asyncio.ensure_future(
+                node.nc.request(
+                    node.subjects.node(record.node, "start"),
+                    encode_request(record.agent_id, None),
+                    timeout=max(1.0, float(getattr(node, "call_timeout", 5.0))),
+                )
+            )
+        self._kicks.add(task)
+        task.add_done_callback(self._kick_done)
+
+    def _kick_done(self, task: asyncio.Future[Any]) -> None:
+        self._kicks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("start request after a move failed: %r", task.exception())
+
+    def _requirements(self, record: Any) -> tuple[list[str], dict[str, float]]:
+        required = [*record.capabilities]
+        resources: dict[str, float] = {}
+        cls = getattr(self.node, "_types", {}).get(record.type)
+        spec = cluster_spec(cls) if cls is not None else None
+        if spec is not None:
+            required = [*spec.capabilities]
+            resources = dict(spec.resources)
+        if record.type:
+            required.append(f"type:{record.type}")
+        return sorted(set(required)), resources
+
+
+class _BatchDirector:
+    """Placement for a batch of concurrent moves: counts the moves still in flight, so that
+    agents re-placed together spread over the nodes as if placed one after the other."""
+
+    def __init__(self, node: Any) -> None:
+        from foundation._placement import PlacementDirector
+
+        self._registry = node.registry
+        self._pending: dict[str, int] = {}
+        self._director = PlacementDirector(node.membership, self)
+
+    def counts_by_node(self) -> dict[str, int]:
+        counts = dict(self._registry.counts_by_node())
+        for node_id, n in self._pending.items():
+            counts[node_id] = counts.get(node_id, 0) + n
+        return counts
+
+    def cached(self, agent_id: str) -> Any:
+        return self._registry.cached(agent_id)
+
+    def records(self) -> list[Any]:
+        return list(self._registry.records())
+
+    async def place(self, agent_id: str, **request: Any) -> str:
+        target = await self._director.place(agent_id, **request)
+        self._pending[target] = self._pending.get(target, 0) + 1
+        return target
+
+    def done(self, node_id: str) -> None:
+        left = self._pending.get(node_id, 0) - 1
+        if left > 0:
+            self._pending[node_id] = left
+        else:
+            self._pending.pop(node_id, None)
+
+
+def _strategy_of(record: Any) -> Any:
+    placement = record.placement
+    if isinstance(placement, Mapping):
+        placement = placement.get("strategy") or placement.get("name")
+    if not placement or placement == "local":
+        return "least_loaded"
+    return placement
+
+
+# -- the coordination adapter -------------------------------------------------------------------
+
+
+class _Tenure:
+    """One tenure of a coordination ``Leadership`` campaign, as a :class:`Leadership`."""
+
+    def __init__(self, handle: Any, term: int) -> None:
+        self._handle = handle
+        self._term = int(term)
+
+    @property
+    def term(self) -> int:
+        return self._term
+
+    @property
+    def held(self) -> bool:
+        return bool(self._handle.is_leader) and self._handle.term == self._term
+
+    async def wait_lost(self) -> None:
+        while self.held:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._handle.wait_lost(), 0.25)
+
+    async def resign(self) -> None:
+        await self._handle.resign()
+
+
+# -- sender side --------------------------------------------------------------------------------
+
+
+class AwaitFailover:
+    """``UnreachablePolicy``: wait for the agent's failover instead of failing at once.
+
+    When a ref finds the owner gone (not a live member, no responders) or not running the
+    agent, this waits — within the caller's deadline — until the registry points the agent at
+    a live node (a newer epoch, or the same owner alive again), then lets the ref retry there.
+    Removed agents and expired deadlines give up with the original error.
+    """
+
+    def __init__(self, *, poll: float = 0.05) -> None:
+        self.poll = poll
+
+    async def on_unreachable(
+        self, ref: ClusterRef, record: Any, error: JidoError, deadline: float
+    ) -> Any | None:
+        """Return a record to retry against, or ``None`` to raise ``error``."""
+        node = ref._node
+        registry = node.registry
+        loop = asyncio.get_running_loop()
+        if record is None:
+            return None
+        first = True
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            current = registry.cached(ref.id, tenant=ref.tenant)
+            if current is None and first:
+                current = await registry.lookup(ref.id, consistent=True, tenant=ref.tenant)
+            if current is None:
+                return None  # removed: nothing will come back
+            newer = current.epoch > record.epoch or current.node != record.node
+            usable = current.node == node.id or node._is_live(current.node)
+            if usable and (newer or not first):
+                return current
+            first = False
+            version = registry.version
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    registry.wait_change(after=version), min(remaining, max(self.poll, 0.001))
+                )
+
+
+__all__ = [
+    "LEADER_KEY",
+    "LEADER_LEASE",
+    "TERM_KEY",
+    "AwaitFailover",
+    "DeposedError",
+    "Elector",
+    "Failover",
+    "FailoverEvent",
+    "FailoverOptions",
+    "FailoverStatistics",
+    "Leadership",
+]
