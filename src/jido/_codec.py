@@ -234,7 +234,9 @@ def _check_size(size: int, max_size: int | None, attribute: str) -> None:
 
 def decode_json(cls: type[S], text: str | bytes, *, max_size: int | None = None) -> S:
     """Decode CloudEvents JSON structured mode into a ``cls`` instance."""
-    if isinstance(text, str):
+    if text.__class__ is bytes:
+        size = len(text)
+    elif isinstance(text, str):
         size = len(text) if text.isascii() else len(text.encode())
     elif isinstance(text, bytes | bytearray | memoryview):
         size = len(text)

@@ -257,13 +257,17 @@ def check_extensions(extensions: dict[str, Any]) -> None:
             _VALID_EXT_NAMES.add(name)
 
 
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
 def _check_traceparent(value: object) -> None:
-    match = _TRACEPARENT_RE.fullmatch(value) if isinstance(value, str) else None
     if (
-        match is None
-        or match.group(1) == "ff"
-        or match.group(2) == "0" * 32
-        or match.group(3) == "0" * 16
+        not isinstance(value, str)
+        or _TRACEPARENT_RE.fullmatch(value) is None
+        or value[:2] == "ff"
+        or value[3:35] == _ZERO_TRACE
+        or value[36:52] == _ZERO_SPAN
     ):
         raise _fail(
             "traceparent",

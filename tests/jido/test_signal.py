@@ -122,6 +122,9 @@ def test_good_types(good: str) -> None:
         ({"ext": None}, "ext"),
         ({"traceparent": "nope"}, "traceparent"),
         ({"traceparent": "00-" + "0" * 32 + "-" + "1" * 16 + "-01"}, "traceparent"),
+        ({"traceparent": "00-" + "1" * 32 + "-" + "0" * 16 + "-01"}, "traceparent"),
+        ({"traceparent": "ff-" + "1" * 32 + "-" + "1" * 16 + "-01"}, "traceparent"),
+        ({"traceparent": "00-" + "A" * 32 + "-" + "1" * 16 + "-01"}, "traceparent"),
     ],
 )
 def test_bad_attributes_name_the_attribute(kwargs: dict[str, Any], attribute: str) -> None:
