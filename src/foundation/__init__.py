@@ -16,7 +16,11 @@ from foundation._cluster_bus import (
     Delivery,
     current_signal,
 )
+from foundation._clustered import Clustered, ClusterSpec
 from foundation._inbox import AgentInbox, InboxStatistics, send_to_inbox
+from foundation._node import Node, NodeDrainingError, NodeStatistics, Stage
+from foundation._ref import ClusterRef, FailFast, RemoteState, UnreachablePolicy
+from foundation._state import KVStateStore
 
 # --- cluster (end) ---
 
@@ -32,10 +36,21 @@ __all__: list[str] = [
     "BusStatistics",
     "ClusterBus",
     "ClusterBusError",
+    "ClusterRef",
+    "ClusterSpec",
     "ClusterSubscription",
+    "Clustered",
     "DeadLetter",
     "Delivery",
+    "FailFast",
     "InboxStatistics",
+    "KVStateStore",
+    "Node",
+    "NodeDrainingError",
+    "NodeStatistics",
+    "RemoteState",
+    "Stage",
+    "UnreachablePolicy",
     "current_signal",
     "send_to_inbox",
     # --- cluster __all__ (end) ---

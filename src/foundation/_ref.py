@@ -167,79 +167,29 @@ class ClusterRef:
         meta: Mapping[str, Any] | None,
     ) -> Any:
         node = self._node
-        loop = asyncio.get_running_loop()
         record = await node._record_of(self.id, consistent=False)
         if record is None:
             record = await node._record_of(self.id, consistent=True)
-        moved_retry = False
+        retried = False
         for _ in range(_MAX_HOPS):
             if record is None:
                 raise AgentNotFoundError(
                     f"no agent {self.id!r} is registered in the cluster; spawn it first",
                     details={"agent_id": self.id, "tenant": self.tenant},
                 )
-            if record.node == node.id:
-                local = await node._wait_local(self.id, deadline)
-                if local is not None:
-                    if op == "call":
-                        assert signal is not None
-                        return await local.call(
-                            signal, timeout=max(deadline - loop.time(), 0.001), meta=meta
-                        )
-                    return (await local.state()).model_dump(mode="json")
-                error: JidoError = NotOwnerError(
-                    f"agent {self.id!r} is assigned to this node but is not running",
-                    details={"agent_id": self.id, "node": node.id},
-                )
-            elif not node._is_live(record.node):
-                error = NodeUnavailableError(
-                    f"agent {self.id!r} is owned by node {record.node!r}, which is not a live "
-                    "member of the cluster; wait for failover or spawn it elsewhere",
-                    details={"agent_id": self.id, "node": record.node},
-                )
-            else:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise _timeout(self.id, op)
-                payload = encode_request(
-                    self.id,
-                    signal,
-                    timeout=remaining * 0.95 if op == "call" else None,
-                    meta=meta,
-                )
-                try:
-                    msg = await node.nc.request(
-                        node.subjects.node(record.node, op), payload, timeout=remaining
-                    )
-                    return decode_reply(msg.data)
-                except NotOwnerError as exc:
-                    error = exc
-                except NoRespondersError as exc:
-                    error = NodeUnavailableError(
-                        f"node {record.node!r} does not answer (no responders); it may have "
-                        "stopped or been cut off",
-                        details={"agent_id": self.id, "node": record.node},
-                        cause=exc,
-                    )
-                except NatsTimeoutError as exc:
-                    raise _timeout(self.id, op) from exc
-                except ConnectionClosedError as exc:
-                    raise NodeUnavailableError(
-                        "this node's NATS connection is closed",
-                        details={"agent_id": self.id, "node": node.id},
-                        cause=exc,
-                    ) from exc
-            if isinstance(error, NotOwnerError) and not moved_retry:
-                moved_retry = True
-                fresh = await node._record_of(self.id, consistent=True)
-                if fresh is not None and (fresh.node != record.node or fresh.node == node.id):
-                    if fresh.node == record.node == node.id:
-                        raise error
-                    record = fresh
-                    continue
-                if fresh is None:
-                    record = None
-                    continue
+            try:
+                return await self._send(op, record, signal, deadline, meta)
+            except NotOwnerError as exc:
+                error: JidoError = exc
+                if not retried:
+                    # The agent moved (or is moving): read the registry and retry once.
+                    retried = True
+                    fresh = await node._record_of(self.id, consistent=True)
+                    if fresh is None or (fresh.node, fresh.epoch) != (record.node, record.epoch):
+                        record = fresh
+                        continue
+            except NodeUnavailableError as exc:
+                error = exc
             new = await node.ref_policy.on_unreachable(self, record, error, deadline)
             if new is None:
                 raise error
@@ -248,6 +198,62 @@ class ClusterRef:
             f"gave up reaching agent {self.id!r} after {_MAX_HOPS} attempts",
             details={"agent_id": self.id},
         )
+
+    async def _send(
+        self,
+        op: str,
+        record: Any,
+        signal: Signal | None,
+        deadline: float,
+        meta: Mapping[str, Any] | None,
+    ) -> Any:
+        node = self._node
+        loop = asyncio.get_running_loop()
+        if record.node == node.id:
+            local = await node._wait_local(self.id, deadline)
+            if local is None:
+                raise NotOwnerError(
+                    f"agent {self.id!r} is assigned to node {node.id} but not running there",
+                    details={"agent_id": self.id, "node": node.id},
+                )
+            if op == "call":
+                assert signal is not None
+                remaining = max(deadline - loop.time(), 0.001)
+                return await local.call(signal, timeout=remaining, meta=meta)
+            return (await local.state()).model_dump(mode="json")
+        if not node._is_live(record.node):
+            raise NodeUnavailableError(
+                f"agent {self.id!r} is owned by node {record.node!r}, which is not a live "
+                "member of the cluster; wait for failover or spawn it elsewhere",
+                details={"agent_id": self.id, "node": record.node},
+            )
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise _timeout(self.id, op)
+        payload = encode_request(
+            self.id, signal, timeout=remaining * 0.95 if op == "call" else None, meta=meta
+        )
+        node._counters["calls_out"] += 1
+        try:
+            msg = await node.nc.request(
+                node.subjects.node(record.node, op), payload, timeout=remaining
+            )
+        except NoRespondersError as exc:
+            raise NodeUnavailableError(
+                f"node {record.node!r} does not answer (no responders); it may have stopped "
+                "or been cut off",
+                details={"agent_id": self.id, "node": record.node},
+                cause=exc,
+            ) from exc
+        except NatsTimeoutError as exc:
+            raise _timeout(self.id, op) from exc
+        except ConnectionClosedError as exc:
+            raise NodeUnavailableError(
+                "this node's NATS connection is closed",
+                details={"agent_id": self.id, "node": node.id},
+                cause=exc,
+            ) from exc
+        return decode_reply(msg.data)
 
 
 def _timeout(agent_id: str, op: str) -> TimeoutError:

@@ -1,0 +1,1033 @@
+"""``Node``: one process of the cluster, hosting clustered agents.
+
+```python
+async with Node(agents=[ClusteredAccount]) as node:        # embedded NATS
+    ref = await node.spawn(ClusteredAccount, id="acc-1")    # placed anywhere in the cluster
+    await ref.call(Signal(type="account.deposit", source="/app", data={"amount": 5}))
+    record = await node.registry.lookup("acc-1")            # .node, .epoch
+```
+
+Start-up runs named stages in a fixed order (:class:`Stage`); stop runs them in reverse:
+
+1. ``connect`` — connect to NATS (or start an embedded ``nats-server`` when no URL is given);
+2. ``buckets`` — open (create idempotently) the KV buckets, with the replication factor set
+   from the cluster size;
+3. ``membership`` — register this node's record with a TTL lease renewed by heartbeats and
+   watch the others (join/leave/expire events); losing the lease fences the node;
+4. ``registry`` — start the watched registry cache;
+5. ``runtime`` — the local ``jido.Runtime`` with the fenced :class:`KVStateStore`;
+6. ``transport`` — one subscription to this node's private subjects, one (queue group) to
+   the public agent subjects, and the cluster bus;
+7. ``reconcile`` — the loop that makes the agents running here match the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from foundation import _wire as wire
+from foundation._clustered import ClusterSpec, cluster_spec, type_name_of
+from foundation._errors import (
+    ClusterError,
+    NodeUnavailableError,
+    NotOwnerError,
+    PlacementError,
+)
+from foundation._kv import KV, BucketSpec, connect
+from foundation._membership import DEFAULT_LEASE_TTL, Membership
+from foundation._placement import PlacementDirector
+from foundation._ref import ClusterRef, FailFast, UnreachablePolicy
+from foundation._registry import ClusterRegistry, RegistryRecord
+from foundation._state import KVStateStore
+from foundation._transport import (
+    Subjects,
+    check_agent_id,
+    check_token,
+    decode_public_signal,
+    decode_reply,
+    decode_request,
+    encode_error,
+    encode_ok,
+    encode_request,
+    public_meta,
+    public_timeout,
+)
+from jido import AgentNotFoundError, DefinitionError, FencedError, JidoError, Runtime, Signal
+
+log = logging.getLogger("foundation.node")
+
+__all__ = ["Node", "NodeDrainingError", "NodeStatistics", "Stage"]
+
+
+class Stage(enum.IntEnum):
+    """Start-up stages of a :class:`Node`, in order (stop runs them in reverse)."""
+
+    CREATED = 0
+    CONNECT = 1
+    BUCKETS = 2
+    MEMBERSHIP = 3
+    REGISTRY = 4
+    RUNTIME = 5
+    TRANSPORT = 6
+    RECONCILE = 7
+    RUNNING = 8
+    DRAINING = 9
+    STOPPED = 10
+
+
+class NodeDrainingError(ClusterError):
+    """The node is draining (or stopped) and accepts no new agents. Spawn on another node."""
+
+    type = "node_draining"
+    default_retryable = True
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatistics:
+    """An immutable snapshot of a node's counters (see :meth:`Node.statistics`)."""
+
+    node_id: str
+    stage: str
+    agents: int
+    calls_in: int
+    casts_in: int
+    forwarded: int
+    calls_out: int
+    spawns: int
+    starts: int
+    stops: int
+    fenced_stops: int
+    fenced: bool
+    draining: bool
+    uptime: float
+    nats_url: str
+    agent_ids: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "node_id": self.node_id,
+            "stage": self.stage,
+            "agents": self.agents,
+            "calls_in": self.calls_in,
+            "casts_in": self.casts_in,
+            "forwarded": self.forwarded,
+            "calls_out": self.calls_out,
+            "spawns": self.spawns,
+            "starts": self.starts,
+            "stops": self.stops,
+            "fenced_stops": self.fenced_stops,
+            "fenced": self.fenced,
+            "draining": self.draining,
+            "uptime": self.uptime,
+            "nats_url": self.nats_url,
+        }
+
+
+def _default_name() -> str:
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:20]
+    return f"{host or 'node'}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+Listener = Callable[[Any], Awaitable[None] | None]
+
+
+class Node:
+    """A cluster node: joins the cluster, hosts clustered agents and reaches all of them.
+
+    Args:
+        nats: NATS URL(s) (``"nats://host:4222"``, comma-separated for several), or ``None`` to
+            start an embedded ``nats-server`` (JetStream, loopback, free port) stopped on exit.
+        name: the node id (a subject token); a unique id by default. ``node.id == name``.
+        agents: the agent classes this node can host (clustered or not).
+        capabilities: extra capabilities offered for placement (each hosted type is offered as
+            ``type:<type_name>`` automatically).
+        resources: capacity offered for resource-aware placement (``{"cpu": 4}``).
+        tenant: the tenant whose agents this node serves.
+        call_timeout: default timeout of ``call`` / ``state`` through refs, in seconds.
+        ref_policy: what refs do when an owner is unreachable (default: fail fast).
+        store_dir: JetStream data directory of the embedded server (default: temporary).
+        lease_ttl: membership lease in seconds (``None``: the membership default).
+        reconcile_interval: period of the full reconciliation sweep, in seconds.
+    """
+
+    def __init__(
+        self,
+        nats: str | Sequence[str] | None = None,
+        name: str | None = None,
+        agents: Iterable[type] = (),
+        *,
+        capabilities: Iterable[str] = (),
+        resources: Mapping[str, float] | None = None,
+        tenant: str = wire.DEFAULT_TENANT,
+        call_timeout: float = 5.0,
+        ref_policy: UnreachablePolicy | None = None,
+        store_dir: str | os.PathLike[str] | None = None,
+        lease_ttl: float | None = None,
+        reconcile_interval: float = 1.0,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.id: str = check_token("node name", name) if name is not None else _default_name()
+        self.tenant = check_token("tenant", tenant)
+        self._nats = nats
+        self.call_timeout = float(call_timeout)
+        self.ref_policy: UnreachablePolicy = ref_policy or FailFast()
+        self.subjects = Subjects()
+        self.resources = dict(resources or {})
+        self.metadata = dict(metadata or {})
+        self._store_dir = store_dir
+        self._lease_ttl = lease_ttl
+        self._reconcile_interval = reconcile_interval
+        self._types: dict[str, type] = {}
+        for cls in agents:
+            self._types[type_name_of(cls)] = cls
+        self.capabilities: tuple[str, ...] = tuple(
+            sorted({*capabilities, *(f"type:{t}" for t in self._types)})
+        )
+        self.stage = Stage.CREATED
+        self._stage_done: dict[Stage, asyncio.Event] = {}
+        self._started_at = 0.0
+        self._server: Any = None
+        self.nc: NatsClient = None  # type: ignore[assignment]
+        self.url = ""
+        self.runtime: Runtime = None  # type: ignore[assignment]
+        self.registry: ClusterRegistry = None  # type: ignore[assignment]
+        self.membership: Membership = None  # type: ignore[assignment]
+        self.placement: PlacementDirector = None  # type: ignore[assignment]
+        self.bus: Any = None
+        self.state_store: KVStateStore = None  # type: ignore[assignment]
+        self._kv: dict[str, KV] = {}
+        self._subs: list[Any] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._local: dict[str, Any] = {}  # agent id -> jido AgentRef (clustered, running here)
+        self._starting: dict[str, asyncio.Future[Any]] = {}
+        self._unclustered: set[str] = set()
+        self._reconcile_wake = asyncio.Event()
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._stopping_ids: set[str] = set()
+        self._inboxes: dict[str, Any] = {}
+        self._fenced = False
+        self._draining = False
+        self._stopped = asyncio.Event()
+        self._counters = dict.fromkeys(
+            (
+                "calls_in",
+                "casts_in",
+                "forwarded",
+                "calls_out",
+                "spawns",
+                "starts",
+                "stops",
+                "fenced_stops",
+            ),
+            0,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def _enter(self, stage: Stage) -> None:
+        self.stage = stage
+        self._stage_done.setdefault(stage, asyncio.Event()).set()
+
+    async def wait_stage(self, stage: Stage) -> None:
+        """Return once the node has reached ``stage``."""
+        if self.stage >= stage:
+            return
+        await self._stage_done.setdefault(stage, asyncio.Event()).wait()
+
+    async def wait_started(self) -> None:
+        """Return once start-up has finished (stage ``RUNNING``)."""
+        await self.wait_stage(Stage.RUNNING)
+
+    async def wait_stopped(self) -> None:
+        """Return once the node has stopped."""
+        await self._stopped.wait()
+
+    async def start(self) -> None:
+        """Run the start-up stages in order; on failure, undo what was done and re-raise."""
+        if self.stage != Stage.CREATED:
+            raise ClusterError(f"node {self.id} was already started", details={"node": self.id})
+        self._started_at = time.monotonic()
+        try:
+            await self._start_connect()
+            self._enter(Stage.CONNECT)
+            await self._start_buckets()
+            self._enter(Stage.BUCKETS)
+            await self._start_membership()
+            self._enter(Stage.MEMBERSHIP)
+            await self._start_registry()
+            self._enter(Stage.REGISTRY)
+            await self._start_runtime()
+            self._enter(Stage.RUNTIME)
+            await self._start_transport()
+            self._enter(Stage.TRANSPORT)
+            self._reconcile_task = asyncio.create_task(
+                self._reconcile_loop(), name=f"reconcile-{self.id}"
+            )
+            self._enter(Stage.RECONCILE)
+        except BaseException:
+            await self._teardown()
+            raise
+        self._enter(Stage.RUNNING)
+
+    async def stop(self) -> None:
+        """Stop the node: local agents, transport, runtime, registry, membership, connection.
+
+        Agents are stopped, not handed over: their records stay assigned to this node (use
+        :meth:`drain` first to move them away).
+        """
+        if self.stage == Stage.STOPPED:
+            return
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        stage = self.stage
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconcile_task
+            self._reconcile_task = None
+        if stage >= Stage.TRANSPORT or self._subs:
+            for sub in self._subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            self._subs.clear()
+            if self.bus is not None:
+                with contextlib.suppress(Exception):
+                    await self.bus.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.runtime is not None:
+            with contextlib.suppress(Exception):
+                await self.runtime.stop_all() if hasattr(self.runtime, "stop_all") else None
+            with contextlib.suppress(Exception):
+                await self.runtime.__aexit__(None, None, None)
+        self._local.clear()
+        if self.registry is not None:
+            with contextlib.suppress(Exception):
+                await self.registry.stop()
+        if self.membership is not None:
+            with contextlib.suppress(Exception):
+                await self.membership.stop()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.astop()
+            self._server = None
+        self.stage = Stage.STOPPED
+        self._stopped.set()
+
+    # -- stages ------------------------------------------------------------------------------------
+
+    async def _start_connect(self) -> None:
+        if self._nats is None:
+            from foundation._server import NatsServer
+
+            self._server = NatsServer(store_dir=self._store_dir)
+            await self._server.astart()
+            self.url = self._server.url
+        elif isinstance(self._nats, str):
+            self.url = self._nats
+        else:
+            self.url = ",".join(self._nats)
+        self.nc = await connect(
+            self.url,
+            name=f"foundation-node-{self.id}",
+            on_disconnect=self._on_disconnect,
+            on_reconnect=self._on_reconnect,
+        )
+
+    async def _start_buckets(self) -> None:
+        self._kv["state"] = await KV.open(
+            self.nc, BucketSpec(wire.STATE_BUCKET, description="foundation agent state")
+        )
+
+    async def _start_membership(self) -> None:
+        self.membership = Membership(
+            self.nc,
+            self.id,
+            capabilities=list(self.capabilities),
+            resources=self.resources,
+            load=self._load,
+            on_fenced=self._on_fenced,
+            on_rejoined=self._on_rejoined,
+            lease_ttl=DEFAULT_LEASE_TTL if self._lease_ttl is None else self._lease_ttl,
+        )
+        await self.membership.start()
+
+    async def _start_registry(self) -> None:
+        self.registry = ClusterRegistry(self.nc, tenant=self.tenant)
+        await self.registry.start()
+        self.registry.add_listener(self._on_record_change)
+        self.placement = PlacementDirector(self.membership, self.registry)
+
+    async def _start_runtime(self) -> None:
+        self.state_store = KVStateStore(self._kv["state"], owner=self.id)
+        self.runtime = Runtime(store=self.state_store)
+        await self.runtime.__aenter__()
+        self.runtime.add_listener(self._on_agent_event)
+
+    async def _start_transport(self) -> None:
+        from foundation._cluster_bus import ClusterBus
+
+        self._subs.append(
+            await self.nc.subscribe(
+                self.subjects.node_wildcard(self.id), cb=self._on_node_msg, pending_msgs_limit=-1
+            )
+        )
+        self._subs.append(
+            await self.nc.subscribe(
+                self.subjects.agent_wildcard,
+                queue=self.subjects.agent_queue,
+                cb=self._on_public_msg,
+                pending_msgs_limit=-1,
+            )
+        )
+        await self.nc.flush()
+        replicas = self._kv["state"].replicas
+        self.bus = ClusterBus(self.nc, replicas=replicas)
+        await self.bus.start()
+
+    # -- connection events -------------------------------------------------------------------------
+
+    async def _on_disconnect(self) -> None:
+        log.info("node %s: NATS connection lost", self.id)
+
+    async def _on_reconnect(self) -> None:
+        log.info("node %s: NATS connection restored", self.id)
+        self._reconcile_wake.set()
+
+    def _load(self) -> dict[str, Any]:
+        return {"agents": len(self._local)}
+
+    # -- helpers used by ClusterRef ----------------------------------------------------------------
+
+    def _local_ref(self, agent_id: str) -> Any:
+        return self._local.get(agent_id)
+
+    def _is_live(self, node_id: str) -> bool:
+        if node_id == self.id:
+            return not self._fenced
+        return bool(self.membership.is_live(node_id))
+
+    async def _record_of(self, agent_id: str, *, consistent: bool) -> Any:
+        return await self.registry.lookup(agent_id, consistent=consistent)
+
+    def _agent_class_of(self, agent_id: str) -> type | None:
+        record = self.registry.cached(agent_id)
+        return self._types.get(record.type) if record is not None else None
+
+    async def _wait_local(self, agent_id: str, deadline: float) -> Any:
+        ref = self._local.get(agent_id)
+        if ref is not None:
+            return ref
+        pending = self._starting.get(agent_id)
+        if pending is None:
+            record = self.registry.cached(agent_id)
+            if record is None or record.node != self.id or self._fenced:
+                return None
+            self._reconcile_wake.set()
+            pending = self._start_future(agent_id)
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return None
+        with contextlib.suppress(TimeoutError, JidoError):
+            await asyncio.wait_for(asyncio.shield(pending), remaining)
+        return self._local.get(agent_id)
+
+    def _start_future(self, agent_id: str) -> asyncio.Future[Any]:
+        fut = self._starting.get(agent_id)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._starting[agent_id] = fut
+        return fut
+
+    async def _cast_remote(
+        self, ref: ClusterRef, signal: Signal, meta: Mapping[str, Any] | None
+    ) -> None:
+        record = await self._record_of(ref.id, consistent=False)
+        if record is None:
+            record = await self._record_of(ref.id, consistent=True)
+        if record is None:
+            raise AgentNotFoundError(
+                f"no agent {ref.id!r} is registered in the cluster; spawn it first",
+                details={"agent_id": ref.id},
+            )
+        spec = self._spec_of_record(record)
+        if spec is not None and spec.delivery == "at_least_once" and self.bus is not None:
+            await self._publish_durable(ref.id, signal, meta)
+            return
+        if record.node == self.id:
+            local = self._local.get(ref.id)
+            if local is None:
+                raise NotOwnerError(
+                    f"agent {ref.id!r} is assigned here but not running yet",
+                    details={"agent_id": ref.id},
+                )
+            await local.cast(signal, meta=meta)
+            return
+        if not self._is_live(record.node):
+            raise NodeUnavailableError(
+                f"agent {ref.id!r} is owned by node {record.node!r}, which is not a live member",
+                details={"agent_id": ref.id, "node": record.node},
+            )
+        self._counters["calls_out"] += 1
+        await self.nc.publish(
+            self.subjects.node(record.node, "cast"), encode_request(ref.id, signal, meta=meta)
+        )
+
+    async def _publish_durable(
+        self, agent_id: str, signal: Signal, meta: Mapping[str, Any] | None
+    ) -> None:
+        from foundation._inbox import send_to_inbox
+
+        await send_to_inbox(self.nc.jetstream(), agent_id, signal, tenant=self.tenant)
+
+    def _spec_of_record(self, record: RegistryRecord) -> ClusterSpec | None:
+        cls = self._types.get(record.type)
+        return cluster_spec(cls) if cls is not None else None
+
+    # -- transport handlers ------------------------------------------------------------------------
+
+    def _spawn_task(self, coro: Awaitable[Any], name: str | None = None) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_node_msg(self, msg: Msg) -> None:
+        op = msg.subject[msg.subject.rfind(".") + 1 :]
+        if op == "cast":
+            await self._handle_cast(msg)
+        elif op == "call":
+            self._spawn_task(self._handle_call(msg))
+        else:
+            self._spawn_task(self._handle_control(op, msg))
+
+    async def _respond(self, msg: Msg, data: bytes) -> None:
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await self.nc.publish(msg.reply, data)
+
+    def _not_here(self, agent_id: str) -> NotOwnerError:
+        record = self.registry.cached(agent_id) if self.registry is not None else None
+        return NotOwnerError(
+            f"node {self.id} does not run agent {agent_id!r}; look up its owner again",
+            details={
+                "agent_id": agent_id,
+                "node": self.id,
+                "owner": record.node if record is not None else None,
+            },
+        )
+
+    async def _handle_cast(self, msg: Msg) -> None:
+        self._counters["casts_in"] += 1
+        try:
+            req = decode_request(msg.data)
+            local = self._local.get(req.agent_id)
+            if local is None or req.signal is None:
+                if req.signal is not None:
+                    local = await self._wait_local(
+                        req.agent_id, asyncio.get_running_loop().time() + self.call_timeout
+                    )
+                if local is None or req.signal is None:
+                    log.warning("node %s: cast to unknown agent %s dropped", self.id, req.agent_id)
+                    return
+            await local.cast(req.signal, meta=req.meta)
+        except JidoError as exc:
+            log.warning("node %s: cast failed: %s", self.id, exc)
+
+    async def _handle_call(self, msg: Msg) -> None:
+        self._counters["calls_in"] += 1
+        try:
+            req = decode_request(msg.data)
+            local = self._local.get(req.agent_id)
+            if local is None:
+                timeout = req.timeout if req.timeout is not None else self.call_timeout
+                local = await self._wait_local(
+                    req.agent_id, asyncio.get_running_loop().time() + timeout
+                )
+                if local is None:
+                    raise self._not_here(req.agent_id)
+            if req.signal is None:
+                raise DefinitionError("call request without a signal")
+            result = await local.call(req.signal, timeout=req.timeout, meta=req.meta)
+            data = encode_ok(result)
+        except Exception as exc:
+            data = encode_error(exc)
+        await self._respond(msg, data)
+
+    async def _handle_control(self, op: str, msg: Msg) -> None:
+        try:
+            if op == "ping":
+                result: Any = {"node": self.id, "agents": len(self._local)}
+            elif op == "stats":
+                result = self.statistics().to_dict()
+            else:
+                req = decode_request(msg.data)
+                if op == "state":
+                    local = self._local.get(req.agent_id) or await self._wait_local(
+                        req.agent_id, asyncio.get_running_loop().time() + self.call_timeout
+                    )
+                    if local is None:
+                        raise self._not_here(req.agent_id)
+                    result = (await local.state()).model_dump(mode="json")
+                elif op == "start":
+                    result = await self._handle_start(req.agent_id, req.extra)
+                elif op == "stop":
+                    result = {"stopped": await self._stop_local(req.agent_id)}
+                else:
+                    raise DefinitionError(f"unknown node op {op!r}", details={"op": op})
+            data = encode_ok(result)
+        except Exception as exc:
+            data = encode_error(exc)
+        await self._respond(msg, data)
+
+    async def _on_public_msg(self, msg: Msg) -> None:
+        self._spawn_task(self._handle_public(msg))
+
+    async def _handle_public(self, msg: Msg) -> None:
+        try:
+            tenant, agent_id = self.subjects.parse_agent(msg.subject)
+            signal = decode_public_signal(msg.headers, msg.data)
+            timeout = public_timeout(msg.headers, self.call_timeout)
+            meta = public_meta(msg.headers)
+            ref = ClusterRef(self, agent_id, tenant=tenant)
+            if not msg.reply:
+                await ref.cast(signal, meta=meta)
+                return
+            self._counters["forwarded"] += 1
+            result = await ref.call(signal, timeout=timeout, meta=meta)
+            data = encode_ok(result)
+        except Exception as exc:
+            if not msg.reply:
+                log.warning("node %s: public cast to %s failed: %s", self.id, msg.subject, exc)
+                return
+            data = encode_error(exc)
+        await self._respond(msg, data)
+
+    # -- agent activation --------------------------------------------------------------------------
+
+    async def _handle_start(self, agent_id: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+        record = await self._record_of(agent_id, consistent=True)
+        if record is None or record.node != self.id:
+            raise self._not_here(agent_id)
+        state = extra.get("state")
+        await self._activate(record, state=state if isinstance(state, dict) else None)
+        return {"node": self.id, "epoch": record.epoch}
+
+    async def _activate(
+        self, record: RegistryRecord, *, state: dict[str, Any] | None = None
+    ) -> Any:
+        """Start the agent of ``record`` here (once), fenced at ``record.epoch``."""
+        agent_id = record.agent_id
+        ref = self._local.get(agent_id)
+        if ref is not None:
+            return ref
+        fut = self._starting.get(agent_id)
+        if fut is not None and getattr(fut, "_fdn_running", False):
+            return await asyncio.shield(fut)
+        fut = self._start_future(agent_id)
+        fut._fdn_running = True  # type: ignore[attr-defined]
+        try:
+            if self._fenced or self._draining:
+                raise NodeDrainingError(
+                    f"node {self.id} is not accepting agents now",
+                    details={"node": self.id, "fenced": self._fenced},
+                )
+            cls = self._types.get(record.type)
+            if cls is None:
+                raise DefinitionError(
+                    f"node {self.id} does not host agent type {record.type!r}; start it with "
+                    "that class in its agents list",
+                    details={"node": self.id, "type": record.type},
+                )
+            spec = cluster_spec(cls)
+            checkpoint = await self.state_store.activate(
+                agent_id, int(record.epoch), agent_type=record.type
+            )
+            initial = state if checkpoint is None else None
+            ref = await self.runtime.start(cls, id=agent_id, state=initial)
+            self._local[agent_id] = ref
+            self._counters["starts"] += 1
+            if spec is not None and spec.delivery == "at_least_once":
+                after = int(checkpoint.meta.get("stream_seq", 0)) if checkpoint else 0
+                await self._start_inbox(agent_id, ref, after)
+            if not fut.done():
+                fut.set_result(ref)
+            return ref
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: waiters that gave up must not warn
+            raise
+        finally:
+            if self._starting.get(agent_id) is fut:
+                del self._starting[agent_id]
+
+    async def _start_inbox(self, agent_id: str, ref: Any, after_seq: int) -> None:
+        from foundation._inbox import AgentInbox, ensure_inbox_stream
+
+        js = self.nc.jetstream()
+        if not getattr(self, "_inbox_stream_ready", False):
+            await ensure_inbox_stream(js, replicas=self._kv["state"].replicas)
+            self._inbox_stream_ready = True
+
+        async def deliver(signal: Signal, seq: int) -> None:
+            await ref.call(signal, meta={"stream_seq": seq})
+
+        inbox = AgentInbox(js, agent_id, deliver, tenant=self.tenant, after_seq=after_seq)
+        await inbox.start()
+        self._inboxes[agent_id] = inbox
+
+    async def _stop_local(self, agent_id: str, *, release: bool = True) -> bool:
+        """Stop the local copy of ``agent_id`` (its state stays in the store)."""
+        ref = self._local.pop(agent_id, None)
+        inbox = self._inboxes.pop(agent_id, None)
+        if inbox is not None:
+            with contextlib.suppress(Exception):
+                await inbox.stop()
+        if ref is None:
+            return False
+        self._stopping_ids.add(agent_id)
+        try:
+            with contextlib.suppress(AgentNotFoundError):
+                await self.runtime.stop(agent_id)
+        finally:
+            self._stopping_ids.discard(agent_id)
+            if release:
+                self.state_store.release(agent_id)
+        self._counters["stops"] += 1
+        return True
+
+    async def _on_agent_event(self, event: Any) -> None:
+        kind = getattr(event, "kind", "")
+        agent_id = getattr(event, "agent_id", "")
+        if kind in ("stopped", "crashed") and agent_id in self._local:
+            if agent_id in self._stopping_ids:
+                return
+            # Stopped on its own (fenced, finished, crashed beyond its restart budget).
+            self._local.pop(agent_id, None)
+            inbox = self._inboxes.pop(agent_id, None)
+            if inbox is not None:
+                self._spawn_task(inbox.stop())
+            self.state_store.release(agent_id)
+            reason = getattr(event, "reason", None)
+            if reason == "fenced" or isinstance(getattr(event, "error", None), FencedError):
+                self._counters["fenced_stops"] += 1
+                log.warning("node %s: agent %s fenced (a newer owner exists)", self.id, agent_id)
+
+    # -- membership callbacks ----------------------------------------------------------------------
+
+    async def _on_fenced(self, *_: Any) -> None:
+        """The lease could not be renewed in time: stop every agent before it can expire."""
+        self._fenced = True
+        log.warning("node %s: lease lost, fencing %d agents", self.id, len(self._local))
+        for agent_id in list(self._local):
+            with contextlib.suppress(Exception):
+                await self._stop_local(agent_id)
+            self._counters["fenced_stops"] += 1
+
+    async def _on_rejoined(self, *_: Any) -> None:
+        """The lease is held again: restart whatever the registry still assigns here."""
+        self._fenced = False
+        self._reconcile_wake.set()
+
+    # -- reconciliation ----------------------------------------------------------------------------
+
+    def _on_record_change(self, *_: Any) -> None:
+        self._reconcile_wake.set()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reconcile_wake.wait(), self._reconcile_interval)
+            self._reconcile_wake.clear()
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node %s: reconciliation failed", self.id)
+
+    async def reconcile(self) -> None:
+        """Make the agents running here match the registry once (start assigned, stop moved)."""
+        if self._fenced or self.stage >= Stage.DRAINING:
+            return
+        assigned = {r.agent_id: r for r in self.registry.assigned_to(self.id)}
+        for agent_id in list(self._local):
+            record = assigned.get(agent_id)
+            if record is None:
+                await self._stop_local(agent_id)
+            elif self.state_store.epoch_of(agent_id) not in (None, int(record.epoch)):
+                await self._stop_local(agent_id)  # re-assigned with a new epoch: restart
+        for agent_id, record in assigned.items():
+            if agent_id in self._local or agent_id in self._starting:
+                continue
+            if record.type not in self._types:
+                continue
+            try:
+                await self._activate(record)
+            except FencedError:
+                log.info("node %s: %s is owned by a newer epoch; not starting", self.id, agent_id)
+            except JidoError as exc:
+                log.warning("node %s: could not start %s: %s", self.id, agent_id, exc)
+
+    # -- public API --------------------------------------------------------------------------------
+
+    def ref(self, agent_id: str, *, tenant: str | None = None) -> ClusterRef:
+        """A location-transparent reference to agent ``agent_id`` (no lookup happens yet)."""
+        cls = None
+        if self.registry is not None:
+            record = self.registry.cached(agent_id)
+            cls = self._types.get(record.type) if record is not None else None
+        return ClusterRef(self, agent_id, tenant=tenant or self.tenant, agent_cls=cls)
+
+    async def spawn(
+        self,
+        agent_cls: type,
+        id: str | None = None,
+        *,
+        state: Mapping[str, Any] | Any = None,
+        node: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ClusterRef:
+        """Place, register and start an agent; returns its :class:`ClusterRef`.
+
+        A clustered class (``Clustered`` mixin) is placed by its strategy (or on ``node`` when
+        given), claimed in the registry (``AlreadyRegisteredError`` if the id is taken) and
+        started on the target with one direct request. A class without the mixin runs on this
+        node only, unregistered, exactly as on a plain ``jido.Runtime``.
+        """
+        self._check_running()
+        agent_id = check_agent_id(id if id is not None else uuid.uuid4().hex)
+        initial = _state_dict(state)
+        spec = cluster_spec(agent_cls)
+        if spec is None:
+            ref = await self.runtime.start(agent_cls, id=agent_id, state=initial)
+            self._local[agent_id] = ref
+            self._unclustered.add(agent_id)
+            return ClusterRef(self, agent_id, tenant=self.tenant, agent_cls=agent_cls)
+        if self._draining:
+            raise NodeDrainingError(
+                f"node {self.id} is draining; spawn from another node",
+                details={"node": self.id},
+            )
+        type_name = type_name_of(agent_cls)
+        target = node or await self._place(agent_cls, spec, agent_id)
+        record = await self.registry.claim(
+            agent_id,
+            node=target,
+            type=type_name,
+            critical=spec.critical,
+            capabilities=list(spec.capabilities),
+            placement=spec.to_dict()["placement"],
+            metadata=dict(metadata or {}),
+        )
+        self._counters["spawns"] += 1
+        if target == self.id:
+            await self._activate(record, state=initial)
+        else:
+            await self._start_remote(record, initial)
+        return ClusterRef(self, agent_id, tenant=self.tenant, agent_cls=agent_cls)
+
+    async def _place(self, agent_cls: type, spec: ClusterSpec, agent_id: str) -> str:
+        return str(
+            await self.placement.place(
+                agent_id,
+                strategy=spec.placement,
+                capabilities=[*spec.capabilities, f"type:{type_name_of(agent_cls)}"],
+                resources=dict(spec.resources),
+                origin=self.id,
+            )
+        )
+
+    async def _start_remote(self, record: RegistryRecord, state: dict[str, Any] | None) -> None:
+        extra: dict[str, Any] = {"state": state} if state else {}
+        payload = encode_request(record.agent_id, None, **extra)
+        try:
+            msg = await self.nc.request(
+                self.subjects.node(record.node, "start"), payload, timeout=self.call_timeout
+            )
+            decode_reply(msg.data)
+        except (NoRespondersError, NatsTimeoutError) as exc:
+            # The record stays: the target's reconciliation (or failover) starts the agent.
+            raise NodeUnavailableError(
+                f"node {record.node!r} did not confirm the start of {record.agent_id!r}; it stays "
+                "registered there and starts when that node reconciles",
+                details={"agent_id": record.agent_id, "node": record.node},
+                cause=exc,
+            ) from exc
+
+    async def stop_agent(self, agent_id: str) -> None:
+        """Stop an agent wherever it runs and remove it from the registry (its state is kept)."""
+        self._check_running()
+        if agent_id in self._unclustered:
+            self._unclustered.discard(agent_id)
+            self._local.pop(agent_id, None)
+            await self.runtime.stop(agent_id)
+            return
+        record = await self._record_of(agent_id, consistent=True)
+        if record is None:
+            raise AgentNotFoundError(
+                f"no agent {agent_id!r} is registered", details={"agent_id": agent_id}
+            )
+        await self.registry.remove(agent_id, expected=record)
+        if record.node == self.id:
+            await self._stop_local(agent_id)
+        elif self._is_live(record.node):
+            with contextlib.suppress(NoRespondersError, NatsTimeoutError, JidoError):
+                msg = await self.nc.request(
+                    self.subjects.node(record.node, "stop"),
+                    encode_request(agent_id),
+                    timeout=self.call_timeout,
+                )
+                decode_reply(msg.data)
+
+    def _check_running(self) -> None:
+        if self.stage != Stage.RUNNING:
+            raise NodeDrainingError(
+                f"node {self.id} is not running (stage {self.stage.name.lower()})",
+                details={"node": self.id, "stage": self.stage.name.lower()},
+            )
+
+    async def drain(self) -> None:
+        """Hand every clustered agent over to other nodes (with its state), then leave.
+
+        New spawns are refused from the start; each agent is stopped here (its last checkpoint
+        is committed), its record is moved by CAS to a placed target with a new epoch, and the
+        target is asked to start it. Agents for which no other node qualifies stay registered
+        here (a leader's failover re-places them once this node's record is gone). Then the
+        node leaves the membership and stops.
+        """
+        if self.stage != Stage.RUNNING:
+            return
+        self._draining = True
+        self.stage = Stage.DRAINING
+        with contextlib.suppress(Exception):
+            await self.membership.set_status("draining")
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconcile_task
+            self._reconcile_task = None
+        for agent_id in list(self._local):
+            if agent_id in self._unclustered:
+                continue
+            try:
+                await self._hand_over(agent_id)
+            except JidoError as exc:
+                log.warning("node %s: could not hand %s over: %s", self.id, agent_id, exc)
+        with contextlib.suppress(Exception):
+            await self.membership.leave()
+        await self.stop()
+
+    async def _hand_over(self, agent_id: str) -> None:
+        record = await self._record_of(agent_id, consistent=True)
+        cls = self._types.get(record.type) if record is not None else None
+        spec = cluster_spec(cls) if cls is not None else None
+        if record is None or cls is None or spec is None or record.node != self.id:
+            await self._stop_local(agent_id)
+            return
+        try:
+            target = await self._place_excluding(cls, spec, agent_id)
+        except PlacementError:
+            await self._stop_local(agent_id)
+            return
+        await self._stop_local(agent_id)
+        moved = await self.registry.move(agent_id, to=target, expected=record)
+        with contextlib.suppress(NodeUnavailableError):
+            await self._start_remote(moved, None)
+
+    async def _place_excluding(self, cls: type, spec: ClusterSpec, agent_id: str) -> str:
+        return str(
+            await self.placement.place(
+                agent_id,
+                strategy=spec.placement if spec.placement != "local" else "least_loaded",
+                capabilities=[*spec.capabilities, f"type:{type_name_of(cls)}"],
+                resources=dict(spec.resources),
+                origin=self.id,
+                exclude=[self.id],
+            )
+        )
+
+    def statistics(self) -> NodeStatistics:
+        """An immutable snapshot of this node's counters and state."""
+        c = self._counters
+        return NodeStatistics(
+            node_id=self.id,
+            stage=self.stage.name.lower(),
+            agents=len(self._local),
+            calls_in=c["calls_in"],
+            casts_in=c["casts_in"],
+            forwarded=c["forwarded"],
+            calls_out=c["calls_out"],
+            spawns=c["spawns"],
+            starts=c["starts"],
+            stops=c["stops"],
+            fenced_stops=c["fenced_stops"],
+            fenced=self._fenced,
+            draining=self._draining,
+            uptime=time.monotonic() - self._started_at if self._started_at else 0.0,
+            nats_url=self.url,
+            agent_ids=tuple(sorted(self._local)),
+        )
+
+    def local_agents(self) -> list[str]:
+        """Ids of the agents running on this node now."""
+        return sorted(self._local)
+
+    async def wait_agent(self, agent_id: str, *, node: str | None = None) -> Any:
+        """Return the registry record of ``agent_id`` once it exists (on ``node`` if given)."""
+        while True:
+            record = await self._record_of(agent_id, consistent=True)
+            if record is not None and (node is None or record.node == node):
+                return record
+            await self.registry.wait_change()
+
+
+def _state_dict(state: Any) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    dump = getattr(state, "model_dump", None)
+    if callable(dump):
+        result: dict[str, Any] = dump(mode="json")
+        return result
+    if isinstance(state, Mapping):
+        return dict(state)
+    raise DefinitionError(
+        f"initial state must be a mapping or a pydantic model, got {type(state).__name__}"
+    )

@@ -1,0 +1,192 @@
+"""Node, spawn, lookup and location-transparent refs with in-process nodes on a real NATS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from foundation._errors import AlreadyRegisteredError, NodeUnavailableError
+from foundation._node import Node, NodeDrainingError, Stage
+from foundation._server import NatsServer
+from jido import AgentNotFoundError, Signal, ValidationError
+from tests.foundation.apps import AGENTS, ClusteredCounter, Counter, LocalCounter
+
+pytestmark = pytest.mark.nats
+
+
+def add(n: int = 1) -> Signal:
+    return Signal(type="counter.add", source="/test", data={"n": n})
+
+
+@pytest.fixture
+async def trio(nats_server: NatsServer) -> AsyncIterator[list[Node]]:
+    nodes = [Node(nats=nats_server.url, name=f"n{i}", agents=AGENTS) for i in range(3)]
+    try:
+        await asyncio.gather(*(n.start() for n in nodes))
+        for n in nodes:
+            await n.membership.wait_members([m.id for m in nodes])
+        yield nodes
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+
+
+async def test_node_id_and_stages(nats_server: NatsServer) -> None:
+    node = Node(nats=nats_server.url, name="solo", agents=AGENTS)
+    assert node.id == "solo" and node.stage == Stage.CREATED
+    async with node:
+        assert node.stage == Stage.RUNNING
+        await node.wait_started()
+        stats = node.statistics()
+        assert stats.node_id == "solo" and stats.stage == "running" and stats.agents == 0
+    assert node.stage == Stage.STOPPED
+    await node.wait_stopped()
+    default = Node(nats=nats_server.url)
+    assert default.id and default.id != Node(nats=nats_server.url).id
+
+
+async def test_spawn_lookup_call_state_across_nodes(trio: list[Node]) -> None:
+    a, b, c = trio
+    ref = await a.spawn(ClusteredCounter, id="acc-1", node="n1")
+    record = await c.registry.lookup("acc-1")
+    assert record is not None and record.node == "n1" and record.epoch >= 1
+    assert "acc-1" in b.local_agents()
+    # from every node, local or remote, the same API
+    for node in trio:
+        out = await node.ref("acc-1").call(add(2))
+        assert out["count"] >= 2
+    assert (await ref.state()).count == 6
+    st = await c.ref("acc-1").state()
+    assert st.count == 6 and type(st).__name__ == "CounterState"
+    await c.ref("acc-1").cast(add(10))
+    # a call from the same node travels behind the cast on the same connection and subject tree
+    assert (await c.ref("acc-1").call(add(1)))["count"] == 17
+    assert (await b.ref("acc-1").state()).count == 17
+
+
+async def test_typed_errors_cross_nodes(trio: list[Node]) -> None:
+    a = trio[0]
+    await a.spawn(ClusteredCounter, id="acc-err", node="n1")
+    with pytest.raises(ValidationError) as info:
+        await a.ref("acc-err").call(Signal(type="counter.fail", source="/t"))
+    assert info.value.details == {"why": "test"}
+    with pytest.raises(AgentNotFoundError):
+        await a.ref("nobody").call(add())
+
+
+async def test_placement_spreads_and_local(trio: list[Node]) -> None:
+    a = trio[0]
+    for i in range(6):
+        await a.spawn(ClusteredCounter, id=f"spread-{i}")
+    owners = {(await a.registry.lookup(f"spread-{i}")).node for i in range(6)}
+    assert len(owners) == 3  # least_loaded puts them on every node
+    await a.spawn(LocalCounter, id="here")
+    assert (await a.registry.lookup("here")).node == "n0"
+
+
+async def test_concurrent_spawn_exactly_one_winner(trio: list[Node]) -> None:
+    for trial in range(100):
+        agent_id = f"race-{trial}"
+        results = await asyncio.gather(
+            *(n.spawn(ClusteredCounter, id=agent_id) for n in trio), return_exceptions=True
+        )
+        winners = [r for r in results if not isinstance(r, BaseException)]
+        losers = [r for r in results if isinstance(r, BaseException)]
+        assert len(winners) == 1, results
+        assert all(isinstance(e, AlreadyRegisteredError) for e in losers), losers
+        record = await trio[0].registry.lookup(agent_id, consistent=True)
+        assert all(e.owner == record.node for e in losers)  # type: ignore[union-attr]
+
+
+async def test_unclustered_agent_runs_on_this_node_only(trio: list[Node]) -> None:
+    a, b, _ = trio
+    ref = await a.spawn(Counter, id="plain")
+    assert (await ref.call(add(3)))["count"] == 3
+    assert await a.registry.lookup("plain", consistent=True) is None
+    with pytest.raises(AgentNotFoundError):
+        await b.ref("plain").call(add())
+
+
+async def test_call_to_stopped_node_fails_fast(trio: list[Node]) -> None:
+    a, _, c = trio
+    await a.spawn(ClusteredCounter, id="doomed", node="n2")
+    await c.stop()  # not drained: the record stays assigned to n2
+    await a.membership.wait_gone("n2")
+    with pytest.raises(NodeUnavailableError):
+        await a.ref("doomed").call(add(), timeout=5)
+
+
+async def test_moved_agent_is_followed(trio: list[Node]) -> None:
+    a, b, _ = trio
+    await a.spawn(ClusteredCounter, id="mover", node="n1")
+    await a.ref("mover").call(add(5))
+    # hand it over n1 -> n2 through the registry (what drain and failover do)
+    await b._hand_over("mover")
+    rec = await a.registry.lookup("mover", consistent=True)
+    assert rec.node != "n1"
+    out = await a.ref("mover").call(add(1))
+    assert out["count"] == 6  # state came along
+
+
+async def test_drain_hands_agents_over_with_state(trio: list[Node]) -> None:
+    a, b, _ = trio
+    for i in range(4):
+        await a.spawn(ClusteredCounter, id=f"dr-{i}", node="n1")
+        await a.ref(f"dr-{i}").call(add(i + 1))
+    await b.drain()
+    assert b.stage == Stage.STOPPED
+    for i in range(4):
+        rec = await a.registry.lookup(f"dr-{i}", consistent=True)
+        assert rec is not None and rec.node in ("n0", "n2")
+        assert (await a.ref(f"dr-{i}").state()).count == i + 1
+    with pytest.raises(NodeDrainingError):
+        await b.spawn(ClusteredCounter, id="late")
+
+
+async def test_raw_nats_client_talks_to_agent(trio: list[Node], nats_connect) -> None:  # type: ignore[no-untyped-def]
+    import orjson
+
+    a = trio[0]
+    await a.spawn(ClusteredCounter, id="raw-1", node="n2")
+    nc = await nats_connect(a.url)
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "0190f1c2-0000-7000-8000-00000000000a",
+        "ce-source": "/raw",
+        "ce-type": "counter.add",
+        "content-type": "application/json",
+    }
+    msg = await nc.request(
+        "foundation.agent.default.raw-1", b'{"n": 4}', headers=headers, timeout=5
+    )
+    assert orjson.loads(msg.data) == {"ok": {"count": 4}}
+    event = {
+        "specversion": "1.0",
+        "id": "0190f1c2-0000-7000-8000-00000000000b",
+        "source": "/raw",
+        "type": "counter.add",
+        "datacontenttype": "application/json",
+        "data": {"n": 1},
+    }
+    msg = await nc.request("foundation.agent.default.raw-1", orjson.dumps(event), timeout=5)
+    assert orjson.loads(msg.data) == {"ok": {"count": 5}}
+    msg = await nc.request(
+        "foundation.agent.default.raw-1",
+        orjson.dumps({**event, "id": "x2", "type": "counter.fail", "data": {}}),
+        timeout=5,
+    )
+    err = orjson.loads(msg.data)["error"]
+    assert err["type"] == "validation_error" and err["details"] == {"why": "test"}
+    msg = await nc.request("foundation.agent.default.nobody", orjson.dumps(event), timeout=5)
+    assert orjson.loads(msg.data)["error"]["type"] == "agent_not_found"
+
+
+async def test_traceparent_crosses_nodes(trio: list[Node]) -> None:
+    a = trio[0]
+    await a.spawn(ClusteredCounter, id="tracer", node="n2")
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    out = await a.ref("tracer").call(
+        Signal(type="counter.echo", source="/t", data={"x": 1}, traceparent=tp)
+    )
+    assert out["traceparent"] == tp and out["data"] == {"x": 1} and out["agent"] == "tracer"
