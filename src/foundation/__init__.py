@@ -25,6 +25,53 @@ from foundation._state import KVStateStore
 # --- cluster (end) ---
 
 # --- coordination (begin) ---
+from foundation._coordination import (
+    ClusterConfig,
+    ConfigChange,
+    Coordination,
+    Leadership,
+    Lock,
+)
+from foundation._errors import (
+    AlreadyRegisteredError,
+    BarrierError,
+    CASConflictError,
+    ClusterError,
+    InvalidKeyError,
+    KeyExistsError,
+    LeaseLostError,
+    NatsServerError,
+    NatsUnavailableError,
+    NoCapacityError,
+    NodeUnavailableError,
+    NotOwnerError,
+    PlacementError,
+    RecordNotFoundError,
+)
+from foundation._membership import (
+    Membership,
+    MembershipDiff,
+    MembershipEvent,
+    MembershipSnapshot,
+    NodeRecord,
+)
+from foundation._placement import (
+    Affinity,
+    AntiAffinity,
+    Candidate,
+    CapabilityStrategy,
+    LeastLoadedStrategy,
+    LoadBalancedStrategy,
+    LocalStrategy,
+    PlacementDirector,
+    PlacementRequest,
+    PlacementStrategy,
+    ResourceAwareStrategy,
+    SpreadStrategy,
+)
+from foundation._registry import ClusterRegistry, RegistryChange, RegistryRecord
+from foundation._server import NatsCluster, NatsServer, find_nats_server
+
 # --- coordination (end) ---
 
 __version__ = "0.1.0"
@@ -55,5 +102,47 @@ __all__: list[str] = [
     "send_to_inbox",
     # --- cluster __all__ (end) ---
     # --- coordination __all__ (begin) ---
+    "Affinity",
+    "AlreadyRegisteredError",
+    "AntiAffinity",
+    "BarrierError",
+    "CASConflictError",
+    "Candidate",
+    "CapabilityStrategy",
+    "ClusterConfig",
+    "ClusterError",
+    "ClusterRegistry",
+    "ConfigChange",
+    "Coordination",
+    "InvalidKeyError",
+    "KeyExistsError",
+    "Leadership",
+    "LeaseLostError",
+    "LeastLoadedStrategy",
+    "LoadBalancedStrategy",
+    "LocalStrategy",
+    "Lock",
+    "Membership",
+    "MembershipDiff",
+    "MembershipEvent",
+    "MembershipSnapshot",
+    "NatsCluster",
+    "NatsServer",
+    "NatsServerError",
+    "NatsUnavailableError",
+    "NoCapacityError",
+    "NodeRecord",
+    "NodeUnavailableError",
+    "NotOwnerError",
+    "PlacementDirector",
+    "PlacementError",
+    "PlacementRequest",
+    "PlacementStrategy",
+    "RecordNotFoundError",
+    "RegistryChange",
+    "RegistryRecord",
+    "ResourceAwareStrategy",
+    "SpreadStrategy",
+    "find_nats_server",
     # --- coordination __all__ (end) ---
 ]
