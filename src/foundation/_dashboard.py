@@ -1,0 +1,833 @@
+"""A live web dashboard and Prometheus endpoint for a cluster, served by one node.
+
+```python
+async with Node(nats=url) as node, Dashboard(node) as dash:   # loopback, free port
+    print(dash.url)                                           # http://127.0.0.1:PORT/
+```
+
+Routes (GET or HEAD):
+
+- ``/`` — an HTML page (inline CSS and JS, no external assets) that shows the nodes (id,
+  status, load, agents), the agents per node, the leader, signals/s and latency, and the recent
+  membership, registry and leader events. It updates live from ``/api/events``.
+- ``/api/status`` — the same data as JSON (see :meth:`Dashboard.status`).
+- ``/api/events`` — Server-Sent Events: one ``status`` event (that JSON) per refresh.
+- ``/metrics`` — the Prometheus text exposition format (version 0.0.4).
+- ``/healthz`` — ``200`` while the node runs and holds its membership lease, else ``503``.
+
+What it reads, every ``refresh`` seconds: the node's membership snapshot (live nodes and their
+records), its registry cache (agents and owners), every live node's ``statistics()`` (its own
+directly, the others' over their private ``stats`` subject — the round trip of that request is
+the node's *ping* latency), and the leader lease in the coordination bucket. Signals/s is the
+rate of calls and casts that reached each node over NATS between two refreshes. Call latency
+comes from what the process observed: :meth:`Dashboard.observe`, or a list of latencies (in
+seconds) given as ``latencies=`` that the application appends to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import math
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import orjson
+
+from foundation import _wire as wire
+from foundation._errors import ClusterError
+from foundation._kv import KV
+from foundation._transport import decode_reply
+
+__all__ = ["Dashboard", "DashboardError"]
+
+#: Name of the leader lease read from the coordination bucket (the failover leader's).
+LEADER_LEASE = "foundation-leader"
+#: Quantiles reported for call latency.
+QUANTILES = (0.5, 0.9, 0.99)
+#: Observations kept for the latency quantiles (a sliding window).
+LATENCY_WINDOW = 10_000
+#: Largest request head accepted.
+MAX_HEAD = 16 * 1024
+
+_PAGE_RESOURCE = "_dashboard_page.html"
+
+
+class DashboardError(ClusterError):
+    """The dashboard cannot serve this node (not started, or the address is taken)."""
+
+    type = "dashboard_error"
+
+
+def _page() -> bytes:
+    return importlib.resources.files("foundation").joinpath(_PAGE_RESOURCE).read_bytes()
+
+
+class _Latency:
+    """A sliding window of call latencies (seconds) plus running count and sum."""
+
+    def __init__(self, window: int = LATENCY_WINDOW) -> None:
+        self.window: deque[float] = deque(maxlen=window)
+        self.count = 0
+        self.sum = 0.0
+
+    def add(self, seconds: float) -> None:
+        if not math.isfinite(seconds) or seconds < 0:
+            return
+        self.window.append(seconds)
+        self.count += 1
+        self.sum += seconds
+
+    def quantiles(self) -> dict[float, float | None]:
+        ordered = sorted(self.window)
+        if not ordered:
+            return dict.fromkeys(QUANTILES)
+        last = len(ordered) - 1
+        return {q: ordered[min(last, int(q * len(ordered)))] for q in QUANTILES}
+
+
+class Dashboard:
+    """Serve a live dashboard, ``/api/status``, ``/metrics`` and ``/healthz`` for ``node``.
+
+    Args:
+        node: a started :class:`foundation.Node` (the dashboard reads its public objects).
+        host: address to listen on (default loopback only).
+        port: TCP port; ``0`` (default) picks a free one — read :attr:`url`.
+        refresh: seconds between two collections of the cluster's state.
+        latencies: optional list of call latencies in seconds that the application appends
+            to; new entries are read at every refresh.
+        errors: optional mapping of error type → count kept by the application.
+        stats_timeout: how long to wait for another node's statistics, in seconds.
+        history: how many recent events are kept.
+
+    Use as ``async with Dashboard(node) as dash:`` or call :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        node: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        refresh: float = 1.0,
+        latencies: Sequence[float] | None = None,
+        errors: Mapping[str, int] | None = None,
+        stats_timeout: float = 0.5,
+        history: int = 100,
+    ) -> None:
+        if refresh <= 0:
+            raise DashboardError("refresh must be > 0 seconds", details={"refresh": refresh})
+        self.node = node
+        self.host = host
+        self.port = int(port)
+        self.refresh = float(refresh)
+        self.stats_timeout = float(stats_timeout)
+        self._ext_latencies = latencies
+        self._ext_seen = 0
+        self._ext_errors = errors
+        self._latency = _Latency()
+        self._errors: dict[str, int] = {}
+        self._events: deque[dict[str, Any]] = deque(maxlen=history)
+        self._event_counts: dict[tuple[str, str], int] = {}
+        self._prev: dict[str, tuple[float, int]] = {}
+        self._rates: dict[str, float] = {}
+        self._leader: tuple[str, int] | None = None
+        self._coord: KV | None = None
+        self._server: asyncio.Server | None = None
+        self._collector: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._status: dict[str, Any] = {}
+        self._status_json = b"{}"
+        self._updated = asyncio.Event()
+        self._collections = 0
+        self._page = _page()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The page's URL (``http://host:port/``); valid once started."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Collect once, then listen and keep collecting every ``refresh`` seconds."""
+        node = self.node
+        if getattr(node, "membership", None) is None or getattr(node, "registry", None) is None:
+            raise DashboardError(
+                "the node is not started: start it first "
+                "(async with Node(...) as node: async with Dashboard(node) as dash: ...)",
+                details={"node": getattr(node, "id", None)},
+            )
+        if self._server is not None:
+            return
+        node.membership.add_listener(self._on_membership)
+        node.registry.add_listener(self._on_registry)
+        await self.collect()
+        try:
+            self._server = await asyncio.start_server(
+                self._handle, self.host, self.port, limit=MAX_HEAD
+            )
+        except OSError as exc:
+            self._remove_listeners()
+            raise DashboardError(
+                f"cannot listen on {self.host}:{self.port}: {exc}; pick another port or 0",
+                details={"host": self.host, "port": self.port},
+                cause=exc,
+            ) from exc
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._collector = asyncio.create_task(self._collect_loop(), name="dashboard-collector")
+
+    async def stop(self) -> None:
+        """Stop listening, end open connections (event streams included) and collecting."""
+        if self._collector is not None:
+            self._collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._collector
+            self._collector = None
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._handlers):
+                task.cancel()
+            if self._handlers:
+                await asyncio.gather(*self._handlers, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+            self._remove_listeners()
+
+    def _remove_listeners(self) -> None:
+        with contextlib.suppress(Exception):
+            self.node.membership.remove_listener(self._on_membership)
+        with contextlib.suppress(Exception):
+            self.node.registry.remove_listener(self._on_registry)
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def observe(self, seconds: float, *, error: str | None = None) -> None:
+        """Record one call: its latency in seconds, or the error type it failed with."""
+        if error is not None:
+            self._errors[error] = self._errors.get(error, 0) + 1
+        else:
+            self._latency.add(seconds)
+
+    def _event(self, kind: str, node: str, *, agent: str | None = None, detail: str = "") -> None:
+        source = "membership" if kind in ("join", "leave", "expire", "update") else "registry"
+        if kind == "leader":
+            source = "leader"
+        self._events.append(
+            {
+                "time": time.time(),
+                "kind": kind,
+                "source": source,
+                "node": node,
+                "agent": agent,
+                "detail": detail,
+            }
+        )
+        self._event_counts[(source, kind)] = self._event_counts.get((source, kind), 0) + 1
+
+    def _on_membership(self, event: Any) -> None:
+        detail = ""
+        if event.kind == "update" and event.record is not None:
+            detail = f"status {event.record.status}"
+        elif event.kind == "expire":
+            detail = "lease expired"
+        self._event(str(event.kind), str(event.node_id), detail=detail)
+
+    def _on_registry(self, change: Any) -> None:
+        record, previous = change.record, change.previous
+        if record is None:
+            return
+        if change.kind == "delete":
+            self._event("removed", record.node, agent=record.agent_id, detail=f"from {record.node}")
+        elif previous is None:
+            self._event("claimed", record.node, agent=record.agent_id, detail=f"on {record.node}")
+        elif previous.node != record.node:
+            self._event(
+                "moved",
+                record.node,
+                agent=record.agent_id,
+                detail=f"{previous.node} → {record.node} (epoch {record.epoch})",
+            )
+
+    # -- collection --------------------------------------------------------------------------
+
+    async def _collect_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh)
+            try:
+                await self.collect()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving the last status; say what failed
+                self._status = {**self._status, "error": f"{type(exc).__name__}: {exc}"}
+                self._publish()
+
+    async def _stats_of(self, node_id: str) -> tuple[dict[str, Any] | None, float | None]:
+        node = self.node
+        if node_id == node.id:
+            stats: dict[str, Any] = node.statistics().to_dict()
+            return stats, None
+        t0 = time.perf_counter()
+        try:
+            msg = await node.nc.request(
+                node.subjects.node(node_id, "stats"), b"{}", timeout=self.stats_timeout
+            )
+            reply = decode_reply(msg.data)
+        except Exception:
+            return None, None
+        rtt = time.perf_counter() - t0
+        return (reply if isinstance(reply, dict) else None), rtt
+
+    async def _read_leader(self) -> tuple[str, int] | None:
+        if self._coord is None:
+            js = self.node.nc.jetstream()
+            try:
+                info = await js.stream_info(wire.kv_stream(wire.COORD_BUCKET))
+            except Exception:
+                return None  # no coordination bucket yet: no leader
+            self._coord = KV(
+                self.node.nc,
+                js,
+                wire.COORD_BUCKET,
+                replicas=int(info.config.num_replicas or 1),
+                direct=bool(info.config.allow_direct),
+            )
+        entry = await self._coord.get(wire.lease_key(LEADER_LEASE))
+        if entry is None:
+            return None
+        try:
+            data = orjson.loads(entry.value)
+        except orjson.JSONDecodeError:
+            return None
+        holder = data.get("holder") if isinstance(data, dict) else None
+        if not holder:
+            return None
+        return str(holder), int(data.get("term") or entry.revision)
+
+    def _ingest_external(self) -> None:
+        ext = self._ext_latencies
+        if ext is None:
+            return
+        size = len(ext)
+        if size < self._ext_seen:  # the list was cleared or replaced
+            self._ext_seen = 0
+        for i in range(self._ext_seen, size):
+            self._latency.add(float(ext[i]))
+        self._ext_seen = size
+
+    async def collect(self) -> dict[str, Any]:
+        """Read the cluster's state now; returns (and serves from then on) the new status."""
+        node = self.node
+        now, mono = time.time(), time.monotonic()
+        snapshot = node.membership.snapshot
+        members = snapshot.records()
+        records = node.registry.records()
+        pairs = await asyncio.gather(*(self._stats_of(m.id) for m in members))
+        try:
+            leader = await self._read_leader()
+        except Exception:
+            leader = self._leader
+        if leader != self._leader and leader is not None:
+            self._event("leader", leader[0], detail=f"term {leader[1]}")
+        self._leader = leader
+        self._ingest_external()
+
+        by_node: dict[str, list[Any]] = {}
+        for record in records:
+            by_node.setdefault(record.node, []).append(record)
+        live = {m.id for m in members}
+        nodes: list[dict[str, Any]] = []
+        total_rate = 0.0
+        for member, (stats, rtt) in zip(members, pairs, strict=True):
+            rate = self._rate(member.id, stats, mono)
+            total_rate += rate or 0.0
+            owned = sorted(by_node.get(member.id, []), key=lambda r: r.agent_id)
+            nodes.append(
+                {
+                    "id": member.id,
+                    "host": member.host,
+                    "pid": member.pid,
+                    "status": member.status,
+                    "version": member.version,
+                    "started_at": member.started_at,
+                    "load": dict(member.load),
+                    "resources": dict(member.resources),
+                    "capabilities": [c for c in member.capabilities if not c.startswith("type:")],
+                    "agents": len(owned),
+                    "critical": sum(1 for r in owned if r.critical),
+                    "agent_ids": [r.agent_id for r in owned],
+                    "types": _type_counts(owned),
+                    "responsive": stats is not None,
+                    "ping_ms": rtt * 1000 if rtt is not None else None,
+                    "signals_per_s": rate,
+                    "stats": stats,
+                    "self": member.id == node.id,
+                    "leader": leader is not None and leader[0] == member.id,
+                }
+            )
+        for gone in set(self._prev) - live:
+            self._prev.pop(gone, None)
+        orphans = sorted(
+            ({"agent": r.agent_id, "node": r.node} for r in records if r.node not in live),
+            key=lambda o: (o["node"], o["agent"]),
+        )
+        totals = _sum_stats([n["stats"] for n in nodes if n["stats"] is not None])
+        quantiles = self._latency.quantiles()
+        errors = dict(self._errors)
+        for kind, count in (self._ext_errors or {}).items():
+            errors[str(kind)] = errors.get(str(kind), 0) + int(count)
+        health = self.health()
+        status: dict[str, Any] = {
+            "time": now,
+            "node": node.id,
+            "url": self.url,
+            "nats_url": getattr(node, "url", ""),
+            "healthy": health["status"] == "ok"
+            and not orphans
+            and all(n["responsive"] for n in nodes),
+            "health": health,
+            "leader": {"node": leader[0], "term": leader[1]} if leader else None,
+            "membership_version": snapshot.version,
+            "registry_version": int(getattr(node.registry, "version", 0)),
+            "nodes": nodes,
+            "agents": {
+                "total": len(records),
+                "critical": sum(1 for r in records if r.critical),
+                "by_node": {k: len(v) for k, v in sorted(by_node.items())},
+                "by_type": _type_counts(records),
+            },
+            "orphans": orphans,
+            "totals": {**totals, "signals_per_s": total_rate},
+            "latency": {
+                "count": self._latency.count,
+                "sum": self._latency.sum,
+                "window": len(self._latency.window),
+                **{f"p{round(q * 100)}": v for q, v in quantiles.items()},
+            },
+            "errors": errors,
+            "events": list(reversed(self._events)),
+            "collections": self._collections + 1,
+        }
+        self._collections += 1
+        self._status = status
+        self._publish()
+        return status
+
+    def _rate(self, node_id: str, stats: Mapping[str, Any] | None, mono: float) -> float | None:
+        if stats is None:
+            return self._rates.get(node_id)
+        count = int(stats.get("calls_in", 0)) + int(stats.get("casts_in", 0))
+        prev = self._prev.get(node_id)
+        self._prev[node_id] = (mono, count)
+        if prev is None or mono <= prev[0]:
+            return self._rates.get(node_id, 0.0)
+        delta = count - prev[1]
+        rate = max(0.0, delta / (mono - prev[0])) if delta >= 0 else 0.0
+        self._rates[node_id] = rate
+        return rate
+
+    def _publish(self) -> None:
+        self._status_json = orjson.dumps(self._status, default=str)
+        self._updated.set()
+        self._updated = asyncio.Event()
+
+    # -- views -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The last collected status (what ``/api/status`` serves)."""
+        return self._status
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "unavailable", ...}`` for ``/healthz``."""
+        node = self.node
+        stage = getattr(node, "stage", None)
+        stage_name = getattr(stage, "name", str(stage)).lower()
+        membership = getattr(node, "membership", None)
+        holds = bool(getattr(membership, "holds_lease", False))
+        ok = stage_name == "running" and holds
+        return {
+            "status": "ok" if ok else "unavailable",
+            "node": node.id,
+            "stage": stage_name,
+            "holds_lease": holds,
+        }
+
+    def metrics(self) -> str:
+        """The last status in the Prometheus text exposition format (0.0.4)."""
+        return _exposition(self._status, self._event_counts)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+        except asyncio.LimitOverrunError:
+            await _respond(writer, 431, b"request head too large\n", "text/plain")
+            return
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            await _respond(writer, 400, b"bad request\n", "text/plain")
+            return
+        method, target = parts[0], parts[1]
+        path = urlsplit(target).path or "/"
+        if method not in ("GET", "HEAD"):
+            await _respond(
+                writer, 405, b"only GET and HEAD\n", "text/plain", extra={"Allow": "GET, HEAD"}
+            )
+            return
+        head_only = method == "HEAD"
+        if path in ("/", "/index.html"):
+            await _respond(writer, 200, self._page, "text/html; charset=utf-8", head_only=head_only)
+        elif path == "/api/status":
+            await _respond(writer, 200, self._status_json, "application/json", head_only=head_only)
+        elif path == "/metrics":
+            body = self.metrics().encode()
+            ctype = "text/plain; version=0.0.4; charset=utf-8"
+            await _respond(writer, 200, body, ctype, head_only=head_only)
+        elif path == "/healthz":
+            health = self.health()
+            code = 200 if health["status"] == "ok" else 503
+            await _respond(
+                writer, code, orjson.dumps(health), "application/json", head_only=head_only
+            )
+        elif path == "/api/events":
+            await self._stream(writer, head_only=head_only)
+        else:
+            await _respond(writer, 404, b"not found\n", "text/plain", head_only=head_only)
+
+    async def _stream(self, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
+        writer.write(
+            _head(
+                200,
+                "text/event-stream",
+                None,
+                extra={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        )
+        await writer.drain()
+        if head_only:
+            return
+        writer.write(b"retry: 2000\n\n")
+        while True:
+            waiter = self._updated
+            writer.write(b"event: status\ndata: " + self._status_json + b"\n\n")
+            await writer.drain()
+            try:
+                await asyncio.wait_for(waiter.wait(), 15.0)
+            except TimeoutError:
+                writer.write(b": keep-alive\n\n")
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
+def _head(
+    code: int, content_type: str, length: int | None, extra: Mapping[str, str] | None = None
+) -> bytes:
+    lines = [
+        f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}",
+        f"Content-Type: {content_type}",
+        "Connection: close",
+        "X-Content-Type-Options: nosniff",
+    ]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    if code == 200 and not content_type.startswith("text/html"):
+        lines.append("Cache-Control: no-store")
+    lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _respond(
+    writer: asyncio.StreamWriter,
+    code: int,
+    body: bytes,
+    content_type: str,
+    *,
+    head_only: bool = False,
+    extra: Mapping[str, str] | None = None,
+) -> None:
+    writer.write(_head(code, content_type, len(body), extra))
+    if not head_only:
+        writer.write(body)
+    await writer.drain()
+
+
+def _type_counts(records: Iterable[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in records:
+        name = str(record.type).rpartition(":")[2] or str(record.type) or "?"
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+_COUNTERS = (
+    ("calls_in", "Calls that reached the node over NATS."),
+    ("casts_in", "Casts that reached the node over NATS."),
+    ("forwarded", "Calls received on public agent subjects and forwarded."),
+    ("calls_out", "Remote calls and casts sent by the node."),
+    ("spawns", "Agents spawned from the node."),
+    ("starts", "Agents started on the node."),
+    ("stops", "Agents stopped on the node."),
+    ("fenced_stops", "Agents stopped because the node was fenced or a newer owner exists."),
+)
+
+
+def _sum_stats(stats: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    totals = dict.fromkeys((name for name, _ in _COUNTERS), 0)
+    for item in stats:
+        for name in totals:
+            totals[name] += int(item.get(name, 0) or 0)
+    return totals
+
+
+# -- Prometheus text exposition --------------------------------------------------------------
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+class _Metrics:
+    """Builds the exposition text: one HELP and TYPE line per family, then its samples."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[str, Mapping[str, str], float]],
+    ) -> None:
+        self.lines.append(f"# HELP {name} {_escape_help(help_text)}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for suffix, labels, value in samples:
+            label_text = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
+            braces = f"{{{label_text}}}" if label_text else ""
+            self.lines.append(f"{name}{suffix}{braces} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _exposition(status: Mapping[str, Any], event_counts: Mapping[tuple[str, str], int]) -> str:
+    m = _Metrics()
+    nodes: list[dict[str, Any]] = list(status.get("nodes", []))
+    agents = status.get("agents", {})
+    m.family("foundation_nodes", "gauge", "Live nodes in the membership.", [("", {}, len(nodes))])
+    m.family(
+        "foundation_node_info",
+        "gauge",
+        "One sample per live node (value 1) with its host, status and version.",
+        [
+            (
+                "",
+                {
+                    "node": n["id"],
+                    "host": n["host"],
+                    "status": n["status"],
+                    "version": n["version"],
+                },
+                1,
+            )
+            for n in nodes
+        ],
+    )
+    m.family(
+        "foundation_node_up",
+        "gauge",
+        "1 if the node answered its statistics request at the last refresh, else 0.",
+        [("", {"node": n["id"]}, 1 if n["responsive"] else 0) for n in nodes],
+    )
+    m.family(
+        "foundation_agents",
+        "gauge",
+        "Agents in the registry.",
+        [("", {}, int(agents.get("total", 0)))],
+    )
+    m.family(
+        "foundation_agents_critical",
+        "gauge",
+        "Critical agents in the registry.",
+        [("", {}, int(agents.get("critical", 0)))],
+    )
+    m.family(
+        "foundation_node_agents",
+        "gauge",
+        "Agents the registry assigns to the node.",
+        [("", {"node": n["id"]}, n["agents"]) for n in nodes],
+    )
+    m.family(
+        "foundation_orphan_agents",
+        "gauge",
+        "Agents owned by a node that is not a live member (awaiting failover).",
+        [("", {}, len(status.get("orphans", [])))],
+    )
+    m.family(
+        "foundation_node_running_agents",
+        "gauge",
+        "Agents running on the node now (from its statistics).",
+        [("", {"node": n["id"]}, int(n["stats"]["agents"])) for n in nodes if n["stats"]],
+    )
+    for key, help_text in _COUNTERS:
+        m.family(
+            f"foundation_node_{key}_total",
+            "counter",
+            help_text,
+            [("", {"node": n["id"]}, int(n["stats"].get(key, 0))) for n in nodes if n["stats"]],
+        )
+    m.family(
+        "foundation_node_fenced",
+        "gauge",
+        "1 while the node is fenced (lost its lease), else 0.",
+        [
+            ("", {"node": n["id"]}, 1 if n["stats"].get("fenced") else 0)
+            for n in nodes
+            if n["stats"]
+        ],
+    )
+    m.family(
+        "foundation_node_uptime_seconds",
+        "gauge",
+        "Seconds since the node started.",
+        [
+            ("", {"node": n["id"]}, float(n["stats"].get("uptime", 0.0)))
+            for n in nodes
+            if n["stats"]
+        ],
+    )
+    m.family(
+        "foundation_node_signals_per_second",
+        "gauge",
+        "Calls and casts per second that reached the node over NATS (last refresh interval).",
+        [
+            ("", {"node": n["id"]}, n["signals_per_s"])
+            for n in nodes
+            if n["signals_per_s"] is not None
+        ],
+    )
+    m.family(
+        "foundation_node_ping_seconds",
+        "gauge",
+        "Round trip of the last statistics request to the node.",
+        [("", {"node": n["id"]}, n["ping_ms"] / 1000) for n in nodes if n["ping_ms"] is not None],
+    )
+    totals = status.get("totals", {})
+    m.family(
+        "foundation_signals_per_second",
+        "gauge",
+        "Calls and casts per second across the live nodes (last refresh interval).",
+        [("", {}, float(totals.get("signals_per_s", 0.0)))],
+    )
+    leader = status.get("leader")
+    m.family(
+        "foundation_leader",
+        "gauge",
+        "1 for the node holding the cluster leader lease (label term).",
+        [("", {"node": leader["node"], "term": str(leader["term"])}, 1)] if leader else [],
+    )
+    latency = status.get("latency", {})
+    quantile_samples: list[tuple[str, Mapping[str, str], float]] = []
+    for q in QUANTILES:
+        value = latency.get(f"p{round(q * 100)}")
+        quantile_samples.append(("", {"quantile": str(q)}, math.nan if value is None else value))
+    quantile_samples.append(("_sum", {}, float(latency.get("sum", 0.0))))
+    quantile_samples.append(("_count", {}, int(latency.get("count", 0))))
+    m.family(
+        "foundation_call_latency_seconds",
+        "summary",
+        "Latency of the calls observed by this process (quantiles over a sliding window).",
+        quantile_samples,
+    )
+    m.family(
+        "foundation_call_errors_total",
+        "counter",
+        "Calls observed by this process that failed, by error type.",
+        [("", {"type": k}, v) for k, v in sorted(status.get("errors", {}).items())],
+    )
+    m.family(
+        "foundation_events_total",
+        "counter",
+        "Membership, registry and leader events seen by this dashboard since it started.",
+        [
+            ("", {"source": source, "kind": kind}, count)
+            for (source, kind), count in sorted(event_counts.items())
+        ],
+    )
+    m.family(
+        "foundation_membership_version",
+        "gauge",
+        "Version of this node's membership snapshot.",
+        [("", {}, int(status.get("membership_version", 0)))],
+    )
+    m.family(
+        "foundation_registry_version",
+        "gauge",
+        "Version (highest revision applied) of this node's registry cache.",
+        [("", {}, int(status.get("registry_version", 0)))],
+    )
+    m.family(
+        "foundation_healthy",
+        "gauge",
+        "1 when every node answers, no agent is orphaned and this node holds its lease.",
+        [("", {}, 1 if status.get("healthy") else 0)],
+    )
+    return m.text()
