@@ -821,6 +821,8 @@ class ClusterBus:
         after the handler returns, retried after ``backoff[attempt-1]`` seconds when it raises
         (or after ``ack_wait`` when its process died), and dead-lettered after ``max_deliver``
         attempts. Signals published at most once reach it best effort, like a core subscriber.
+        A consumer name identifies one consumer: subscribers sharing it must use the same
+        pattern (the last one to subscribe sets its filter).
         """
         plan = plan_pattern(pattern)
         if delivery not in (Delivery.AT_MOST_ONCE, Delivery.AT_LEAST_ONCE):
