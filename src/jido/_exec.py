@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import contextvars
 import functools
 import inspect
 import math
 import random
 import threading
-from collections.abc import Coroutine, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -426,6 +427,41 @@ async def _attempt(
         raise _wrap_exception(cls, exc) from exc
 
 
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _in_thread(
+    loop: asyncio.AbstractEventLoop, fn: Callable[[], Any], name: str
+) -> asyncio.Future[Any]:
+    """Run ``fn`` in a new daemon thread; its outcome settles the returned future.
+
+    A dedicated daemon thread (not the loop's shared executor) means a blocking action that never
+    returns neither starves other users of the executor nor keeps the process from exiting.
+    """
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def work() -> None:
+        try:
+            result = fn()
+        except StopIteration as exc:  # futures refuse StopIteration: keep it, wrapped
+            outcome: tuple[bool, Any] = (False, RuntimeError(f"run raised StopIteration: {exc}"))
+        except BaseException as exc:  # handed to the awaiting task, which re-raises it
+            outcome = (False, exc)
+        else:
+            outcome = (True, result)
+        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+            loop.call_soon_threadsafe(_settle, fut, *outcome)
+
+    threading.Thread(target=work, name=f"jido-action-{name}", daemon=True).start()
+    return fut
+
+
 async def _run_in_thread(
     cls: type[Action],
     inst: Action,
@@ -440,7 +476,7 @@ async def _run_in_thread(
     cctx = contextvars.copy_context()
     cctx.run(_CANCEL_EVENT.set, event)
     call = functools.partial(cctx.run, inst.run, params, ctx)
-    fut = loop.run_in_executor(None, call)
+    fut = _in_thread(loop, call, cls.name)
     try:
         if deadline is None:
             return await fut
@@ -533,8 +569,12 @@ async def _compensate(
                 value = await inst.compensate(params, error, ctx)
             else:
                 loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(
-                    None, functools.partial(inst.compensate, params, error, ctx)
+                value = await _in_thread(
+                    loop,
+                    functools.partial(
+                        contextvars.copy_context().run, inst.compensate, params, error, ctx
+                    ),
+                    cls.name,
                 )
     except asyncio.CancelledError:
         raise

@@ -183,10 +183,18 @@ async def test_default_string_limit_is_generous_but_finite() -> None:
 async def test_sync_run_executes_off_the_loop_thread() -> None:
     class Blocking(Action):
         def run(self, params: Any, ctx: ActionContext) -> Any:
-            return {"thread": threading.get_ident()}
+            if ctx.metadata.get("stop"):
+                raise StopIteration("odd but possible")
+            current = threading.current_thread()
+            return {"thread": current.ident, "daemon": current.daemon}
 
     out = await run_action(Blocking)
     assert out["thread"] != threading.get_ident()
+    assert out["daemon"] is True  # a stuck sync action cannot keep the process alive
+    from jido import ExecutionError
+
+    with pytest.raises(ExecutionError, match="StopIteration"):
+        await run_action(Blocking, {}, ActionContext(metadata={"stop": True}))
 
 
 async def test_result_model_validated_and_dumped() -> None:
