@@ -22,6 +22,7 @@ from jido import (
 )
 from jido.actions import (
     BUILTIN_ACTIONS,
+    AccessDeniedError,
     HttpRequest,
     Log,
     Noop,
@@ -29,7 +30,6 @@ from jido.actions import (
     Sleep,
     WriteFile,
 )
-from jido.actions._files import AccessDeniedError
 
 from ._strict import strict_violations
 

@@ -10,11 +10,12 @@ File actions refuse every path until bound to allowed roots::
 from __future__ import annotations
 
 from jido.actions._basic import Log, Noop, Sleep
-from jido.actions._files import ReadFile, WriteFile
+from jido.actions._files import AccessDeniedError, ReadFile, WriteFile
 from jido.actions._http import HttpHeader, HttpRequest
 
 __all__ = [
     "BUILTIN_ACTIONS",
+    "AccessDeniedError",
     "HttpHeader",
     "HttpRequest",
     "Log",
