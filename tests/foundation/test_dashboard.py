@@ -1,0 +1,440 @@
+"""Dashboard over real HTTP against real nodes on a real nats-server: ``/api/status``,
+``/metrics`` (checked by a strict exposition-format parser and by ``prometheus_client``),
+``/healthz``, the event stream, and the events of a failover."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from foundation._dashboard import Dashboard, DashboardError
+from foundation._failover import Failover
+from foundation._node import Node
+from foundation._server import NatsServer
+from jido import Signal
+from tests.foundation.apps import AGENTS, ClusteredCounter
+from tests.foundation.conftest import eventually
+
+pytestmark = pytest.mark.nats
+
+
+def add(n: int = 1) -> Signal:
+    return Signal(type="counter.add", source="/test", data={"n": n})
+
+
+# -- a strict parser of the Prometheus text exposition format (0.0.4) --------------------------
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"'
+_SAMPLE = re.compile(rf"^({_NAME})(?:\{{((?:{_LABEL})(?:,{_LABEL})*)\}})? (\S+)$")
+_LABEL_RE = re.compile(_LABEL)
+_VALUE = re.compile(r"^(?:NaN|[+-]Inf|[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)$")
+_TYPES = {"counter", "gauge", "summary", "histogram", "untyped"}
+
+
+@dataclass
+class Family:
+    name: str
+    type: str
+    help: str
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+
+    def value(self, suffix: str = "", **labels: str) -> float:
+        for name, have, value in self.samples:
+            if name == self.name + suffix and have == labels:
+                return value
+        raise KeyError((self.name + suffix, labels))
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
+def parse_exposition(text: str) -> dict[str, Family]:
+    """Parse ``text`` strictly; any deviation from the format fails the test."""
+    assert text.endswith("\n"), "exposition must end with a newline"
+    families: dict[str, Family] = {}
+    current: Family | None = None
+    pending_help: tuple[str, str] | None = None
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for lineno, line in enumerate(text[:-1].split("\n"), 1):
+        where = f"line {lineno}: {line!r}"
+        assert line and line == line.strip(), f"blank or padded {where}"
+        if line.startswith("# HELP "):
+            name, _, help_text = line[7:].partition(" ")
+            assert re.fullmatch(_NAME, name) and help_text, where
+            assert name not in families, f"family declared twice, {where}"
+            pending_help = (name, help_text)
+            continue
+        if line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            assert kind in _TYPES, where
+            assert pending_help is not None and pending_help[0] == name, (
+                f"TYPE without HELP {where}"
+            )
+            assert name not in families, f"family declared twice, {where}"
+            current = families[name] = Family(name, kind, pending_help[1])
+            pending_help = None
+            continue
+        assert not line.startswith("#"), f"unexpected comment {where}"
+        match = _SAMPLE.match(line)
+        assert match, f"malformed sample {where}"
+        name, label_text, value_text = match.group(1), match.group(2), match.groups()[-1]
+        assert _VALUE.match(value_text), f"bad value {where}"
+        labels: dict[str, str] = {}
+        for lm in _LABEL_RE.finditer(label_text or ""):
+            assert lm.group(1) not in labels, f"duplicate label {where}"
+            labels[lm.group(1)] = _unescape(lm.group(2))
+        assert current is not None, f"sample before any TYPE {where}"
+        allowed = {current.name}
+        if current.type == "summary":
+            allowed |= {current.name + "_sum", current.name + "_count"}
+            if name == current.name:
+                assert "quantile" in labels, f"summary sample without quantile {where}"
+                assert 0 <= float(labels["quantile"]) <= 1, where
+        if current.type == "counter":
+            assert current.name.endswith("_total"), where
+            assert value_text != "NaN" and float(value_text) >= 0, f"negative counter {where}"
+        assert name in allowed, f"sample {name} outside its family {current.name} ({where})"
+        key = (name, tuple(sorted(labels.items())))
+        assert key not in seen, f"duplicate series {where}"
+        seen.add(key)
+        current.samples.append((name, labels, float(value_text)))
+    assert pending_help is None, "HELP without TYPE at the end"
+    return families
+
+
+def test_parser_rejects_malformed_text() -> None:
+    good = '# HELP x_total things\n# TYPE x_total counter\nx_total{a="1"} 3\n'
+    assert parse_exposition(good)["x_total"].value(a="1") == 3
+    for bad in (
+        good.rstrip("\n"),
+        good + 'x_total{a="1"} 4\n',  # duplicate series
+        good + "y 1\n",  # outside its family
+        "# TYPE x gauge\nx 1\n",  # no HELP
+        '# HELP x h\n# TYPE x gauge\nx{a="1",a="2"} 1\n',
+        "# HELP x h\n# TYPE x gauge\nx one\n",
+        "# HELP x h\n# TYPE x gauge\nx{a=1} 1\n",
+        "# HELP x_total h\n# TYPE x_total counter\nx_total -1\n",
+    ):
+        with pytest.raises(AssertionError):
+            parse_exposition(bad)
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def pair(nats_server: NatsServer) -> AsyncIterator[tuple[Node, Node]]:
+    a = Node(nats=nats_server.url, name="dash-a", agents=AGENTS)
+    b = Node(nats=nats_server.url, name="dash-b", agents=AGENTS)
+    try:
+        await asyncio.gather(a.start(), b.start())
+        for n in (a, b):
+            await n.membership.wait_members(["dash-a", "dash-b"])
+        yield a, b
+    finally:
+        await asyncio.gather(a.stop(), b.stop(), return_exceptions=True)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        yield client
+
+
+async def get_status(http: httpx.AsyncClient, dash: Dashboard) -> dict[str, Any]:
+    res = await http.get(dash.url + "api/status")
+    assert res.status_code == 200
+    assert res.headers["content-type"] == "application/json"
+    body: dict[str, Any] = res.json()
+    return body
+
+
+def node_of(status: dict[str, Any], node_id: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [n for n in status["nodes"] if n["id"] == node_id]
+    assert len(found) == 1, f"{node_id} in {[n['id'] for n in status['nodes']]}"
+    return found[0]
+
+
+# -- tests -----------------------------------------------------------------------------------
+
+
+async def test_status_shows_nodes_agents_and_statistics(
+    pair: tuple[Node, Node], http: httpx.AsyncClient
+) -> None:
+    a, _ = pair
+    async with Dashboard(a, refresh=0.05) as dash:
+        assert dash.url.startswith("http://127.0.0.1:") and dash.port > 0
+        for i in range(3):
+            await a.spawn(ClusteredCounter, id=f"on-b-{i}", node="dash-b")
+        await a.spawn(ClusteredCounter, id="on-a", node="dash-a")
+        for _ in range(5):
+            await a.ref("on-b-0").call(add())
+
+        async def ready() -> dict[str, Any] | None:
+            st = await get_status(http, dash)
+            nb = node_of(st, "dash-b")
+            done = st["agents"]["total"] == 4 and nb["stats"] and nb["stats"]["calls_in"] >= 5
+            # the load is the one b published with its last heartbeat
+            return st if done and nb["load"].get("agents") == 3 else None
+
+        st = await eventually(ready)
+        assert st["node"] == "dash-a" and st["url"] == dash.url
+        assert [n["id"] for n in st["nodes"]] == ["dash-a", "dash-b"]
+        na, nb = node_of(st, "dash-a"), node_of(st, "dash-b")
+        assert na["self"] and not nb["self"]
+        assert nb["agents"] == 3 and nb["agent_ids"] == ["on-b-0", "on-b-1", "on-b-2"]
+        assert nb["critical"] == 3 and nb["types"] == {"ClusteredCounter": 3}
+        assert na["agent_ids"] == ["on-a"] and na["ping_ms"] is None
+        assert nb["responsive"] and nb["ping_ms"] is not None and nb["ping_ms"] > 0
+        assert nb["status"] == "up" and nb["load"] == {"agents": 3.0}
+        assert nb["stats"]["node_id"] == "dash-b" and nb["stats"]["agents"] == 3
+        assert na["stats"]["calls_out"] >= 5 and na["stats"]["spawns"] == 4
+        assert st["agents"]["by_node"] == {"dash-a": 1, "dash-b": 3}
+        assert st["totals"]["calls_in"] >= 5
+        assert st["healthy"] is True and st["orphans"] == [] and st["leader"] is None
+        claimed = {e["agent"] for e in st["events"] if e["kind"] == "claimed"}
+        assert claimed == {"on-a", "on-b-0", "on-b-1", "on-b-2"}
+        # signals/s: b receives a steady stream of calls; some refresh sees a positive rate
+        stop = asyncio.Event()
+
+        async def drive() -> None:
+            while not stop.is_set():
+                await a.ref("on-b-1").call(add())
+
+        driver = asyncio.create_task(drive())
+        try:
+
+            async def busy() -> bool:
+                st = await get_status(http, dash)
+                rate = node_of(st, "dash-b")["signals_per_s"]
+                return bool(rate and rate > 0 and st["totals"]["signals_per_s"] >= rate)
+
+            await eventually(busy)
+        finally:
+            stop.set()
+            await driver
+
+
+async def test_metrics_exposition_is_strict_and_counts(
+    pair: tuple[Node, Node], http: httpx.AsyncClient
+) -> None:
+    a, _ = pair
+    latencies: list[float] = [0.001, 0.002]
+    errors = {"timeout": 2}
+    async with Dashboard(a, refresh=0.05, latencies=latencies, errors=errors) as dash:
+        await a.spawn(ClusteredCounter, id="m-1", node="dash-b")
+        await a.spawn(ClusteredCounter, id="m-2", node="dash-b")
+        for _ in range(3):
+            await a.ref("m-1").call(add())
+        dash.observe(0.004)
+        dash.observe(0.0, error="node_unavailable")
+        latencies.append(0.003)
+
+        async def scrape() -> dict[str, Family] | None:
+            res = await http.get(dash.url + "metrics")
+            assert res.status_code == 200
+            assert res.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+            fams = parse_exposition(res.text)
+            calls = fams["foundation_node_calls_in_total"]
+            ready = (
+                fams["foundation_agents"].value() == 2
+                and calls.value(node="dash-b") >= 3
+                and fams["foundation_call_latency_seconds"].value("_count") == 4
+            )
+            return fams if ready else None
+
+        fams = await eventually(scrape)
+        assert fams["foundation_nodes"].value() == 2
+        assert fams["foundation_nodes"].type == "gauge"
+        assert fams["foundation_node_agents"].value(node="dash-b") == 2
+        assert fams["foundation_node_agents"].value(node="dash-a") == 0
+        assert fams["foundation_node_running_agents"].value(node="dash-b") == 2
+        assert fams["foundation_agents_critical"].value() == 2
+        assert fams["foundation_node_up"].value(node="dash-b") == 1
+        assert fams["foundation_node_calls_out_total"].value(node="dash-a") >= 3
+        assert fams["foundation_node_spawns_total"].value(node="dash-a") == 2
+        assert fams["foundation_node_ping_seconds"].value(node="dash-b") > 0
+        info = fams["foundation_node_info"]
+        assert {s[1]["node"] for s in info.samples} == {"dash-a", "dash-b"}
+        assert all(s[1]["status"] == "up" and s[2] == 1 for s in info.samples)
+        lat = fams["foundation_call_latency_seconds"]
+        assert lat.type == "summary"
+        assert lat.value("_sum") == pytest.approx(0.010)
+        assert lat.value(quantile="0.5") == 0.003
+        assert lat.value(quantile="0.99") == 0.004
+        errs = fams["foundation_call_errors_total"]
+        assert errs.value(type="timeout") == 2 and errs.value(type="node_unavailable") == 1
+        events = fams["foundation_events_total"]
+        assert events.value(source="registry", kind="claimed") == 2
+        assert fams["foundation_healthy"].value() == 1
+        for counter in (f for f in fams.values() if f.type == "counter"):
+            assert counter.name.endswith("_total")
+
+        # the reference parser reads the same families and values
+        res = await http.get(dash.url + "metrics")
+        reference = {f.name: f for f in text_string_to_metric_families(res.text)}
+        assert reference["foundation_nodes"].samples[0].value == 2
+        assert reference["foundation_node_calls_in"].type == "counter"
+        summary = reference["foundation_call_latency_seconds"]
+        assert summary.type == "summary"
+        assert {s.name for s in summary.samples} == {
+            "foundation_call_latency_seconds",
+            "foundation_call_latency_seconds_sum",
+            "foundation_call_latency_seconds_count",
+        }
+
+
+async def test_empty_latency_is_nan_and_labels_are_escaped(
+    pair: tuple[Node, Node], http: httpx.AsyncClient
+) -> None:
+    a, _ = pair
+    async with Dashboard(a, refresh=60) as dash:
+        dash.observe(0.0, error='odd "type"\\with\nnewline')
+        await dash.collect()
+        fams = parse_exposition((await http.get(dash.url + "metrics")).text)
+        assert math.isnan(fams["foundation_call_latency_seconds"].value(quantile="0.5"))
+        assert fams["foundation_call_latency_seconds"].value("_count") == 0
+        assert fams["foundation_call_errors_total"].value(type='odd "type"\\with\nnewline') == 1
+
+
+async def test_healthz_follows_the_node(nats_server: NatsServer, http: httpx.AsyncClient) -> None:
+    node = Node(nats=nats_server.url, name="health", agents=AGENTS)
+    await node.start()
+    try:
+        async with Dashboard(node, refresh=0.05) as dash:
+            res = await http.get(dash.url + "healthz")
+            assert res.status_code == 200
+            assert res.json() == {
+                "status": "ok",
+                "node": "health",
+                "stage": "running",
+                "holds_lease": True,
+            }
+            await node.stop()
+            res = await http.get(dash.url + "healthz")
+            assert res.status_code == 503
+            body = res.json()
+            assert body["status"] == "unavailable" and body["stage"] == "stopped"
+
+            async def degraded() -> bool:
+                return (await get_status(http, dash))["healthy"] is False
+
+            await eventually(degraded)
+    finally:
+        await node.stop()
+
+
+async def test_leader_and_failover_events(nats_server: NatsServer, http: httpx.AsyncClient) -> None:
+    nodes = [Node(nats=nats_server.url, name=f"fo-{i}", agents=AGENTS) for i in range(3)]
+    failovers: list[Failover] = []
+    try:
+        await asyncio.gather(*(n.start() for n in nodes))
+        for n in nodes:
+            await n.membership.wait_members([m.id for m in nodes])
+        watcher, survivor, victim = nodes
+        fo = Failover(watcher)
+        await fo.start()
+        failovers.append(fo)
+        term = await fo.wait_leader()
+        async with Dashboard(watcher, refresh=0.05) as dash:
+            await survivor.spawn(ClusteredCounter, id="moving", node="fo-2")
+            await survivor.ref("moving").call(add(7))
+
+            async def leader_shown() -> dict[str, Any] | None:
+                st = await get_status(http, dash)
+                return st if st["leader"] == {"node": "fo-0", "term": term} else None
+
+            st = await eventually(leader_shown)
+            assert node_of(st, "fo-0")["leader"] and not node_of(st, "fo-2")["leader"]
+            assert any(e["kind"] == "leader" and e["node"] == "fo-0" for e in st["events"])
+            fams = parse_exposition((await http.get(dash.url + "metrics")).text)
+            assert fams["foundation_leader"].value(node="fo-0", term=str(term)) == 1
+
+            await victim.stop()  # its critical agent stays assigned to it: failover moves it
+
+            async def moved() -> dict[str, Any] | None:
+                st = await get_status(http, dash)
+                kinds = {(e["kind"], e["node"], e["agent"]) for e in st["events"]}
+                ok = ("leave", "fo-2", None) in kinds and any(
+                    k == "moved" and agent == "moving" for k, _, agent in kinds
+                )
+                return st if ok and "fo-2" not in [n["id"] for n in st["nodes"]] else None
+
+            st = await eventually(moved)
+            move = next(e for e in st["events"] if e["kind"] == "moved")
+            assert move["detail"].startswith("fo-2 → ") and move["node"] in {"fo-0", "fo-1"}
+            assert st["agents"]["by_node"] == {move["node"]: 1} and st["orphans"] == []
+            assert (await watcher.ref("moving").state()).count == 7  # type: ignore[attr-defined]
+            fams = parse_exposition((await http.get(dash.url + "metrics")).text)
+            assert fams["foundation_events_total"].value(source="membership", kind="leave") == 1
+            assert fams["foundation_events_total"].value(source="registry", kind="moved") == 1
+    finally:
+        for f in failovers:
+            await f.stop()
+        await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+
+
+async def test_event_stream_pushes_each_refresh(
+    pair: tuple[Node, Node], http: httpx.AsyncClient
+) -> None:
+    a, _ = pair
+    async with Dashboard(a, refresh=0.05) as dash:
+        seen: list[int] = []
+        async with http.stream("GET", dash.url + "api/events") as res:
+            assert res.status_code == 200
+            assert res.headers["content-type"] == "text/event-stream"
+            event = None
+            async for line in res.aiter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    assert event == "status"
+                    seen.append(int(httpx.Response(200, content=line[6:]).json()["collections"]))
+                    if len(seen) == 3:
+                        break
+        assert seen == sorted(seen) and len(set(seen)) == 3
+    # stopping the dashboard ends open streams: a new one cannot connect any more
+    with pytest.raises(httpx.ConnectError):
+        await http.get(dash.url + "api/status")
+
+
+async def test_http_errors_and_head(pair: tuple[Node, Node], http: httpx.AsyncClient) -> None:
+    a, _ = pair
+    async with Dashboard(a, refresh=60) as dash:
+        page = await http.get(dash.url)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "<title>foundation" in page.text and "http://" not in page.text.split("<body>")[1]
+        head = await http.head(dash.url + "metrics")
+        assert head.status_code == 200 and head.content == b""
+        assert int(head.headers["content-length"]) > 0
+        assert (await http.get(dash.url + "nope")).status_code == 404
+        post = await http.post(dash.url + "api/status", content=b"{}")
+        assert post.status_code == 405 and post.headers["allow"] == "GET, HEAD"
+        reader, writer = await asyncio.open_connection("127.0.0.1", dash.port)
+        writer.write(b"NONSENSE\r\n\r\n")
+        await writer.drain()
+        reply = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        assert reply.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_clear_errors(nats_server: NatsServer, pair: tuple[Node, Node]) -> None:
+    with pytest.raises(DashboardError, match="not started"):
+        await Dashboard(Node(nats=nats_server.url, name="idle")).start()
+    with pytest.raises(DashboardError, match="refresh"):
+        Dashboard(pair[0], refresh=0)
+    async with Dashboard(pair[0]) as first:
+        with pytest.raises(DashboardError, match="cannot listen") as info:
+            await Dashboard(pair[1], port=first.port).start()
+        assert info.value.details["port"] == first.port
