@@ -133,6 +133,7 @@ class ClusterRegistry:
         self._by_node: dict[str, set[str]] = {}
         self._key_rev: dict[str, int] = {}
         self._synced = 0
+        self._waiters = 0
         self._version = 0
         self._changed = asyncio.Condition()
         self._listeners: list[Listener] = []
@@ -204,9 +205,12 @@ class ClusterRegistry:
             self._by_node.setdefault(record.node, set()).add(key)
         else:
             self._cache.pop(key, None)
-        async with self._changed:
-            self._version = max(self._version, revision)
-            self._changed.notify_all()
+        self._version = max(self._version, revision)
+        if self._waiters:
+            async with self._changed:
+                self._changed.notify_all()
+        if not self._listeners:
+            return
         change = RegistryChange(
             "put" if record is not None else "delete",
             key,
@@ -225,11 +229,14 @@ class ClusterRegistry:
     async def _watch_loop(self, watch: Watch) -> None:
         async for entry in watch:
             await self._on_entry(entry)
-            async with self._changed:
-                self._synced = max(self._synced, entry.revision)
-                self._changed.notify_all()
+            self._synced = max(self._synced, entry.revision)
+            if self._waiters:
+                async with self._changed:
+                    self._changed.notify_all()
 
     async def _on_entry(self, entry: KVEntry) -> None:
+        if self._key_rev.get(entry.key, 0) >= entry.revision:
+            return  # our own write, already applied when it returned
         if entry.deleted:
             await self._apply(entry.key, None, entry.revision)
             return
@@ -252,8 +259,7 @@ class ClusterRegistry:
     async def wait_change(self, *, after: int | None = None) -> int:
         """Wait until the cache version exceeds ``after`` (default: the current version)."""
         base = self._version if after is None else after
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._version > base)
+        await self._wait(lambda: self._version > base)
         return self._version
 
     @property
@@ -263,8 +269,15 @@ class ClusterRegistry:
 
     async def wait_version(self, version: int) -> None:
         """Wait until every registry write up to revision ``version`` is in the cache."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._synced >= version)
+        await self._wait(lambda: self._synced >= version)
+
+    async def _wait(self, pred: Callable[[], bool]) -> None:
+        self._waiters += 1
+        try:
+            async with self._changed:
+                await self._changed.wait_for(pred)
+        finally:
+            self._waiters -= 1
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -392,9 +405,10 @@ class ClusterRegistry:
         From the local cache by default; ``consistent=True`` reads the server (and refreshes
         the cache with what it read).
         """
-        key = self._key(agent_id, tenant)
         if not consistent:
-            return self._cache.get(key)
+            # Hot path: no validation needed, an invalid id is simply not in the cache.
+            return self._cache.get(f"{tenant or self.tenant}.{agent_id}")
+        key = self._key(agent_id, tenant)
         entry = await self._kv().get(key)
         if entry is None:
             return None
@@ -404,7 +418,7 @@ class ClusterRegistry:
 
     def cached(self, agent_id: str, *, tenant: str | None = None) -> RegistryRecord | None:
         """The cached record of ``agent_id`` (synchronous)."""
-        return self._cache.get(self._key(agent_id, tenant))
+        return self._cache.get(f"{tenant or self.tenant}.{agent_id}")
 
     def records(self, *, tenant: str | None = None) -> list[RegistryRecord]:
         """Every cached record (of ``tenant`` if given), sorted by key."""
