@@ -78,7 +78,7 @@ async def run(quick: bool) -> list[Row]:
             for _ in range(4):
                 ours2 += await sample_async_latency(claim, n=n // 4, warmup=20)
                 base2 += await sample_async_latency(raw_create_watched, n=n // 4, warmup=20)
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
             rows.append(
                 Row.from_stats(
                     "registry",
