@@ -140,7 +140,8 @@ class Dashboard:
         self._coord: KV | None = None
         self._server: asyncio.Server | None = None
         self._collector: asyncio.Task[None] | None = None
-        self._handlers: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._closing = False
         self._status: dict[str, Any] = {}
         self._status_json = b"{}"
         self._updated = asyncio.Event()
@@ -203,13 +204,20 @@ class Dashboard:
                 await self._collector
             self._collector = None
         if self._server is not None:
+            self._closing = True
             self._server.close()
-            for task in list(self._handlers):
-                task.cancel()
+            self._updated.set()  # wakes the event streams, which see _closing and end
+            for writer in list(self._handlers.values()):
+                writer.close()  # ends reads in progress
             if self._handlers:
-                await asyncio.gather(*self._handlers, return_exceptions=True)
+                _, pending = await asyncio.wait(list(self._handlers), timeout=2.0)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.wait(pending)
             await self._server.wait_closed()
             self._server = None
+            self._closing = False
             self._remove_listeners()
 
     def _remove_listeners(self) -> None:
@@ -479,13 +487,17 @@ class Dashboard:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._handlers.add(task)
+        self._handlers[task] = writer
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            # Only stop() cancels a handler; asyncio's stream server must not see it cancelled.
+            if not self._closing:
+                raise
         finally:
-            self._handlers.discard(task)
+            self._handlers.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -541,7 +553,7 @@ class Dashboard:
         if head_only:
             return
         writer.write(b"retry: 2000\n\n")
-        while True:
+        while not self._closing:
             waiter = self._updated
             writer.write(b"event: status\ndata: " + self._status_json + b"\n\n")
             await writer.drain()
