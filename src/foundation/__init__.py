@@ -17,6 +17,7 @@ from foundation._cluster_bus import (
     current_signal,
 )
 from foundation._clustered import Clustered, ClusterSpec
+from foundation._dashboard import Dashboard, DashboardError
 from foundation._inbox import AgentInbox, InboxStatistics, send_to_inbox
 from foundation._node import Node, NodeDrainingError, NodeStatistics, Stage
 from foundation._ref import ClusterRef, FailFast, RemoteState, UnreachablePolicy
@@ -87,6 +88,8 @@ __all__: list[str] = [
     "ClusterSpec",
     "ClusterSubscription",
     "Clustered",
+    "Dashboard",
+    "DashboardError",
     "DeadLetter",
     "Delivery",
     "FailFast",
