@@ -41,13 +41,12 @@ import orjson
 
 from foundation import _wire as wire
 from foundation._errors import ClusterError
+from foundation._failover import LEADER_LEASE
 from foundation._kv import KV
 from foundation._transport import decode_reply
 
 __all__ = ["Dashboard", "DashboardError"]
 
-#: Name of the leader lease read from the coordination bucket (the failover leader's).
-LEADER_LEASE = "foundation-leader"
 #: Quantiles reported for call latency.
 QUANTILES = (0.5, 0.9, 0.99)
 #: Observations kept for the latency quantiles (a sliding window).
