@@ -592,42 +592,49 @@ class AwaitFailover:
 
     When a ref finds the owner gone (not a live member, no responders) or not running the
     agent, this waits — within the caller's deadline — until the registry points the agent at
-    a live node (a newer epoch, or the same owner alive again), then lets the ref retry there.
-    Removed agents and expired deadlines give up with the original error.
+    a live node (a newer epoch or another node), then lets the ref retry there. If nothing
+    changes, the same owner is retried after ``retry_after`` seconds (``poll`` seconds for
+    ``not_owner``: the agent is probably starting there). Removed agents and expired deadlines
+    give up with the original error.
     """
 
-    def __init__(self, *, poll: float = 0.05) -> None:
+    def __init__(self, *, poll: float = 0.05, retry_after: float = 1.0) -> None:
         self.poll = poll
+        self.retry_after = retry_after
 
     async def on_unreachable(
         self, ref: ClusterRef, record: Any, error: JidoError, deadline: float
     ) -> Any | None:
         """Return a record to retry against, or ``None`` to raise ``error``."""
+        from foundation._errors import NotOwnerError
+
         node = ref._node
         registry = node.registry
         loop = asyncio.get_running_loop()
         if record is None:
             return None
-        first = True
+        hold = self.poll if isinstance(error, NotOwnerError) else self.retry_after
+        retry_at = loop.time() + hold
+        checked = False
         while True:
-            remaining = deadline - loop.time()
+            now = loop.time()
+            remaining = deadline - now
             if remaining <= 0:
                 return None
             current = registry.cached(ref.id, tenant=ref.tenant)
-            if current is None and first:
+            if current is None and not checked:
+                checked = True
                 current = await registry.lookup(ref.id, consistent=True, tenant=ref.tenant)
             if current is None:
                 return None  # removed: nothing will come back
             newer = current.epoch > record.epoch or current.node != record.node
             usable = current.node == node.id or node._is_live(current.node)
-            if usable and (newer or not first):
+            if usable and (newer or now >= retry_at):
                 return current
-            first = False
             version = registry.version
+            wait = min(remaining, max(retry_at - now, 0.001), max(self.poll, 0.001))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    registry.wait_change(after=version), min(remaining, max(self.poll, 0.001))
-                )
+                await asyncio.wait_for(registry.wait_change(after=version), wait)
 
 
 __all__ = [

@@ -1,0 +1,108 @@
+"""Agents of the chaos tests (importable by node processes).
+
+Each command records the id of the signal it applied and the pid of the process that applied
+it, so the history checker can tell lost, duplicated and stale-owner writes apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from foundation._clustered import Clustered
+from jido import Action, ActionContext
+from jido._agent import Agent
+
+
+class ChaosState(BaseModel):
+    """A counter with the ids it applied (in order) and the pid of its last writer."""
+
+    count: int = 0
+    applied: list[str] = Field(default_factory=list)
+    pid: int = 0
+
+
+class Apply(Action):
+    """Apply one signal: count it and remember its id (``work`` seconds of work first)."""
+
+    name = "apply"
+
+    class Params(BaseModel):
+        model_config = {"extra": "allow"}
+        work: float = 0.0
+
+    async def run(self, params: Any, ctx: ActionContext) -> dict[str, Any]:
+        if params.work:
+            await asyncio.sleep(params.work)
+        state = ctx.state
+        sid = ctx.signal.id if ctx.signal is not None else ""
+        return {"count": state.count + 1, "applied": [*state.applied, sid], "pid": os.getpid()}
+
+
+class Whoami(Action):
+    """Answer with the pid of the process running the agent (and record it)."""
+
+    name = "whoami"
+
+    async def run(self, params: Any, ctx: ActionContext) -> dict[str, Any]:
+        return {"pid": os.getpid()}
+
+
+class ChaosCounter(Agent):
+    """The counter every chaos agent is made of."""
+
+    state_model = ChaosState
+    actions = [Apply, Whoami]
+    routes = [("chaos.apply", Apply), ("chaos.whoami", Whoami)]
+
+
+class DurableCounter(
+    Clustered, ChaosCounter, critical=True, placement="least_loaded", delivery="at_least_once"
+):
+    """Critical, fed through its JetStream inbox (effectively-once)."""
+
+
+class CallCounter(Clustered, ChaosCounter, critical=True, placement="least_loaded"):
+    """Critical, fed by calls (request/reply)."""
+
+
+class Scratch(Clustered, ChaosCounter, placement="least_loaded"):
+    """Not critical: dropped from the registry when its node dies."""
+
+
+AGENTS: list[type[Agent]] = [DurableCounter, CallCounter, Scratch]
+
+
+def _install_failover() -> None:
+    """Run the failover component on every ``Node`` of this process (node processes import this
+    module through ``--app``). A no-op once ``Node`` starts its failover itself."""
+    from foundation._failover import AwaitFailover, Failover
+    from foundation._node import Node
+
+    if getattr(Node, "_fdn_failover_wired", False) or "failover" in Node.__dict__:
+        return
+    start, stop = Node.start, Node.stop
+
+    async def start_with_failover(self: Node) -> None:
+        await start(self)
+        if getattr(self, "failover", None) is None:
+            self.failover = Failover(self)  # type: ignore[attr-defined]
+            await self.failover.start()  # type: ignore[attr-defined]
+        if type(self.ref_policy).__name__ == "FailFast":
+            self.ref_policy = AwaitFailover()
+
+    async def stop_with_failover(self: Node) -> None:
+        fo = getattr(self, "failover", None)
+        if fo is not None:
+            await fo.stop()
+        await stop(self)
+
+    Node.start = start_with_failover  # type: ignore[method-assign]
+    Node.stop = stop_with_failover  # type: ignore[method-assign]
+    Node._fdn_failover_wired = True  # type: ignore[attr-defined]
+
+
+_install_failover()
