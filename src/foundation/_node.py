@@ -68,7 +68,15 @@ from foundation._transport import (
     public_meta,
     public_timeout,
 )
-from jido import AgentNotFoundError, DefinitionError, FencedError, JidoError, Runtime, Signal
+from jido import (
+    AgentNotFoundError,
+    DefinitionError,
+    FencedError,
+    JidoError,
+    MailboxFullError,
+    Runtime,
+    Signal,
+)
 
 log = logging.getLogger("foundation.node")
 
@@ -147,6 +155,8 @@ def _default_name() -> str:
 
 Listener = Callable[[Any], Awaitable[None] | None]
 
+_YIELD_MASK = 0xFF  # yield to the event loop every 256 casts sent or received
+
 
 class Node:
     """A cluster node: joins the cluster, hosts clustered agents and reaches all of them.
@@ -205,6 +215,7 @@ class Node:
         self._started_at = 0.0
         self._server: Any = None
         self.nc: NatsClient = None  # type: ignore[assignment]
+        self._control_nc: NatsClient | None = None
         self.url = ""
         self.runtime: Runtime = None  # type: ignore[assignment]
         self.registry: ClusterRegistry = None  # type: ignore[assignment]
@@ -339,11 +350,12 @@ class Node:
         if self.membership is not None:
             with contextlib.suppress(Exception):
                 await self.membership.stop()
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+        for nc in (self.nc, self._control_nc):
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.drain()
+                with contextlib.suppress(Exception):
+                    await nc.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.astop()
@@ -370,6 +382,9 @@ class Node:
             on_disconnect=self._on_disconnect,
             on_reconnect=self._on_reconnect,
         )
+        # The lease gets its own connection, so heartbeat acks never queue behind a flood of
+        # agent traffic on the data connection (that would fence a healthy, busy node).
+        self._control_nc = await connect(self.url, name=f"foundation-node-{self.id}-control")
 
     async def _start_buckets(self) -> None:
         self._kv["state"] = await KV.open(
@@ -377,8 +392,9 @@ class Node:
         )
 
     async def _start_membership(self) -> None:
+        assert self._control_nc is not None
         self.membership = Membership(
-            self.nc,
+            self._control_nc,
             self.id,
             capabilities=list(self.capabilities),
             resources=self.resources,
@@ -505,10 +521,14 @@ class Node:
                 f"agent {ref.id!r} is owned by node {record.node!r}, which is not a live member",
                 details={"agent_id": ref.id, "node": record.node},
             )
-        self._counters["calls_out"] += 1
+        c = self._counters
+        c["calls_out"] += 1
         await self.nc.publish(
             self.subjects.node(record.node, "cast"), encode_request(ref.id, signal, meta=meta)
         )
+        if not c["calls_out"] & _YIELD_MASK:
+            # A burst of casts never suspends by itself: let heartbeats (the lease) run.
+            await asyncio.sleep(0)
 
     async def _publish_durable(
         self, agent_id: str, signal: Signal, meta: Mapping[str, Any] | None
@@ -554,7 +574,10 @@ class Node:
         )
 
     async def _handle_cast(self, msg: Msg) -> None:
-        self._counters["casts_in"] += 1
+        c = self._counters
+        c["casts_in"] += 1
+        if not c["casts_in"] & _YIELD_MASK:
+            await asyncio.sleep(0)  # a flood of casts must not starve the lease heartbeats
         try:
             req = decode_request(msg.data)
             local = self._local.get(req.agent_id)
@@ -566,9 +589,36 @@ class Node:
                 if local is None or req.signal is None:
                     log.warning("node %s: cast to unknown agent %s dropped", self.id, req.agent_id)
                     return
-            await local.cast(req.signal, meta=req.meta)
+            await self._cast_with_backpressure(local, req.signal, req.meta)
         except JidoError as exc:
             log.warning("node %s: cast failed: %s", self.id, exc)
+
+    async def _cast_with_backpressure(
+        self, local: Any, signal: Signal, meta: Mapping[str, Any] | None
+    ) -> None:
+        """Cast into a local mailbox; when it is full, wait for room (up to ``call_timeout``).
+
+        Waiting here holds up this node's subscription, so a fast sender is slowed down by
+        the NATS client's buffers instead of its signals being dropped.
+        """
+        try:
+            await local.cast(signal, meta=meta)
+            return
+        except MailboxFullError:
+            pass
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.call_timeout
+        tries = 0
+        while True:
+            # the first waits only let the agent's task run; then poll every half millisecond
+            await asyncio.sleep(0 if tries < 16 else 0.0005)
+            tries += 1
+            try:
+                await local.cast(signal, meta=meta)
+                return
+            except MailboxFullError:
+                if loop.time() >= give_up:
+                    raise
 
     async def _handle_call(self, msg: Msg) -> None:
         self._counters["calls_in"] += 1
@@ -642,15 +692,28 @@ class Node:
     # -- agent activation --------------------------------------------------------------------------
 
     async def _handle_start(self, agent_id: str, extra: Mapping[str, Any]) -> dict[str, Any]:
-        record = await self._record_of(agent_id, consistent=True)
+        epoch = extra.get("epoch")
+        record = self.registry.cached(agent_id)
+        if isinstance(epoch, int) and (record is None or record.epoch < epoch):
+            # The claim or move is not in our watched cache yet: wait for the watch to deliver
+            # that revision (usually already on its way) rather than read the server.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.registry.wait_version(epoch), 1.0)
+            record = self.registry.cached(agent_id)
+        if record is None or not isinstance(epoch, int) or record.epoch != epoch:
+            record = await self._record_of(agent_id, consistent=True)
         if record is None or record.node != self.id:
             raise self._not_here(agent_id)
         state = extra.get("state")
-        await self._activate(record, state=state if isinstance(state, dict) else None)
+        await self._activate(
+            record,
+            state=state if isinstance(state, dict) else None,
+            fresh=bool(extra.get("fresh")),
+        )
         return {"node": self.id, "epoch": record.epoch}
 
     async def _activate(
-        self, record: RegistryRecord, *, state: dict[str, Any] | None = None
+        self, record: RegistryRecord, *, state: dict[str, Any] | None = None, fresh: bool = False
     ) -> Any:
         """Start the agent of ``record`` here (once), fenced at ``record.epoch``."""
         agent_id = record.agent_id
@@ -677,7 +740,7 @@ class Node:
                 )
             spec = cluster_spec(cls)
             checkpoint = await self.state_store.activate(
-                agent_id, int(record.epoch), agent_type=record.type
+                agent_id, int(record.epoch), agent_type=record.type, fresh=fresh
             )
             initial = state if checkpoint is None else None
             ref = await self.runtime.start(cls, id=agent_id, state=initial)
@@ -859,9 +922,9 @@ class Node:
         )
         self._counters["spawns"] += 1
         if target == self.id:
-            await self._activate(record, state=initial)
+            await self._activate(record, state=initial, fresh=True)
         else:
-            await self._start_remote(record, initial)
+            await self._start_remote(record, initial, fresh=True)
         return ClusterRef(self, agent_id, tenant=self.tenant, agent_cls=agent_cls)
 
     async def _place(self, agent_cls: type, spec: ClusterSpec, agent_id: str) -> str:
@@ -875,8 +938,12 @@ class Node:
             )
         )
 
-    async def _start_remote(self, record: RegistryRecord, state: dict[str, Any] | None) -> None:
-        extra: dict[str, Any] = {"state": state} if state else {}
+    async def _start_remote(
+        self, record: RegistryRecord, state: dict[str, Any] | None, *, fresh: bool = False
+    ) -> None:
+        extra: dict[str, Any] = {"epoch": record.epoch, "fresh": fresh}
+        if state:
+            extra["state"] = state
         payload = encode_request(record.agent_id, None, **extra)
         try:
             msg = await self.nc.request(

@@ -110,15 +110,33 @@ class KVStateStore(StateStore):
         """True when this store has activated ``key`` and not released it."""
         return key in self._held
 
-    async def activate(self, key: str, epoch: int, *, agent_type: str = "") -> Checkpoint | None:
+    async def activate(
+        self, key: str, epoch: int, *, agent_type: str = "", fresh: bool = False
+    ) -> Checkpoint | None:
         """Take ownership of ``key`` at ``epoch`` by CAS; return its last committed checkpoint.
 
         Raises ``jido.FencedError`` if the key already carries a higher epoch or a concurrent
         writer wins the CAS with one; ``jido.StoreError`` (retryable) if NATS is unreachable.
         Activating again with the same epoch (a restart on the same node) is allowed.
+        ``fresh=True`` (a just-claimed agent) tries a create first, saving a read.
         """
         self._check_open()
         kv_key = _kv_key(key)
+        if fresh:
+            # A just-claimed agent usually has no state yet: try the create alone (one round
+            # trip); if a key exists (an earlier agent with this id), fall back to read + CAS.
+            marker = Checkpoint(
+                state={}, agent_type=agent_type, seq=0, meta={ACTIVATION_MARK: True}, epoch=epoch
+            )
+            try:
+                new_rev = await self._kv.create(kv_key, marker.to_bytes())
+            except CASConflictError:
+                pass
+            except ClusterError as exc:
+                raise _unavailable(key, "activate", exc) from exc
+            else:
+                self._held[key] = _Held(epoch=epoch, revision=new_rev, checkpoint=None)
+                return None
         for _ in range(8):
             current, revision = await self._read(kv_key)
             stored_epoch = current.epoch if current is not None else 0
