@@ -31,6 +31,7 @@ import contextlib
 import importlib.resources
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -146,6 +147,31 @@ class Dashboard:
         self._updated = asyncio.Event()
         self._collections = 0
         self._page = _page()
+        self._own_node: Any = None  # an observer node started and stopped by this dashboard
+
+    @classmethod
+    def for_cluster(
+        cls,
+        nats: str | Sequence[str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        name: str | None = None,
+        **options: Any,
+    ) -> Dashboard:
+        """A dashboard of the cluster at ``nats`` served by its own observer node.
+
+        The observer is a :class:`foundation.Node` hosting no agent type (so nothing is ever
+        placed on it) named ``name`` (default ``dashboard-<random>``); the dashboard starts it
+        on :meth:`start` and stops it on :meth:`stop`. ``options`` are those of the
+        constructor (``refresh=``, ...).
+        """
+        from foundation._node import Node
+
+        node = Node(nats=nats, name=name or f"dashboard-{uuid.uuid4().hex[:6]}", agents=[])
+        dash = cls(node, host, port, **options)
+        dash._own_node = node
+        return dash
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -169,6 +195,17 @@ class Dashboard:
 
     async def start(self) -> None:
         """Collect once, then listen and keep collecting every ``refresh`` seconds."""
+        if self._own_node is not None and self._server is None:
+            await self._own_node.start()
+            try:
+                await self._start()
+            except BaseException:
+                await self._own_node.stop()
+                raise
+        else:
+            await self._start()
+
+    async def _start(self) -> None:
         node = self.node
         if getattr(node, "membership", None) is None or getattr(node, "registry", None) is None:
             raise DashboardError(
@@ -180,13 +217,15 @@ class Dashboard:
             return
         node.membership.add_listener(self._on_membership)
         node.registry.add_listener(self._on_registry)
-        await self.collect()
         try:
+            await self.collect()
             self._server = await asyncio.start_server(
                 self._handle, self.host, self.port, limit=MAX_HEAD
             )
-        except OSError as exc:
+        except BaseException as exc:
             self._remove_listeners()
+            if not isinstance(exc, OSError):
+                raise
             raise DashboardError(
                 f"cannot listen on {self.host}:{self.port}: {exc}; pick another port or 0",
                 details={"host": self.host, "port": self.port},
@@ -218,6 +257,8 @@ class Dashboard:
             self._server = None
             self._closing = False
             self._remove_listeners()
+        if self._own_node is not None:
+            await self._own_node.stop()
 
     def _remove_listeners(self) -> None:
         with contextlib.suppress(Exception):

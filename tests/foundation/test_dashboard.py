@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from foundation._dashboard import Dashboard, DashboardError
 from foundation._failover import Failover
-from foundation._node import Node
+from foundation._node import Node, Stage
 from foundation._server import NatsServer
 from jido import Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter
@@ -438,3 +438,24 @@ async def test_clear_errors(nats_server: NatsServer, pair: tuple[Node, Node]) ->
         with pytest.raises(DashboardError, match="cannot listen") as info:
             await Dashboard(pair[1], port=first.port).start()
         assert info.value.details["port"] == first.port
+
+
+async def test_for_cluster_runs_its_own_observer_node(
+    pair: tuple[Node, Node], nats_server: NatsServer, http: httpx.AsyncClient
+) -> None:
+    a, _ = pair
+    await a.spawn(ClusteredCounter, id="seen", node="dash-b")
+    async with Dashboard.for_cluster(nats_server.url, name="observer", refresh=0.05) as dash:
+        assert dash.node.id == "observer" and dash.node.stage == Stage.RUNNING
+
+        async def all_seen() -> dict[str, Any] | None:
+            st = await get_status(http, dash)
+            ids = [n["id"] for n in st["nodes"]]
+            return st if ids == ["dash-a", "dash-b", "observer"] else None
+
+        st = await eventually(all_seen)
+        assert node_of(st, "observer")["self"] and node_of(st, "observer")["agents"] == 0
+        assert st["agents"]["by_node"] == {"dash-b": 1}
+        assert node_of(st, "dash-b")["responsive"]
+    assert dash.node.stage == Stage.STOPPED
+    await a.membership.wait_gone("observer")
