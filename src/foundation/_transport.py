@@ -116,8 +116,18 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """JSON-encode ``value`` (pydantic models are dumped; unknown objects become strings)."""
-    return orjson.dumps(value, default=_default)
+    """JSON-encode ``value`` (pydantic models are dumped; unknown objects become strings).
+
+    Raises :class:`jido.SignalError` for values JSON cannot carry (e.g. integers beyond 64 bits).
+    """
+    try:
+        return orjson.dumps(value, default=_default)
+    except TypeError as exc:
+        raise SignalError(
+            f"payload is not JSON-serialisable: {exc}; send JSON values (64-bit integers)",
+            details={"reason": str(exc)},
+            cause=exc,
+        ) from exc
 
 
 def encode_request(

@@ -114,6 +114,12 @@ def test_public_signal_binary_and_structured() -> None:
         decode_public_signal({}, b"{}")
 
 
+def test_unencodable_payload_is_a_signal_error() -> None:
+    sig = Signal(type="x.y", source="/p", data={})
+    with pytest.raises(SignalError):
+        encode_request("a", sig, meta={"big": 2**70})
+
+
 def test_public_headers() -> None:
     assert public_timeout(None, 5.0) == 5.0
     assert public_timeout({"fdn-timeout": "0.25"}, 5.0) == 0.25
@@ -127,7 +133,9 @@ def test_public_headers() -> None:
 
 @given(
     agent_id=st.from_regex(r"[a-z0-9_-]{1,8}(\.[a-z0-9_-]{1,8}){0,2}", fullmatch=True),
-    data=st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=4),
+    data=st.dictionaries(
+        st.text(max_size=5), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5), max_size=4
+    ),
 )
 def test_request_roundtrip_property(agent_id: str, data: dict[str, object]) -> None:
     sig = Signal(type="x.y", source="/p", data=data)
