@@ -416,6 +416,11 @@ class ChaosCluster:
             "finals": len(h.finals),
         }
 
+    async def state_revision(self) -> int:
+        """Last revision written to the state bucket so far."""
+        info = await self._node().nc.jetstream().stream_info(wire.kv_stream(wire.STATE_BUCKET))
+        return int(info.state.last_seq or 0)
+
     async def _stream(self, stream: str) -> list[tuple[int, str, bytes, dict[str, str]]]:
         js = self._node().nc.jetstream()
         info = await js.stream_info(stream)
