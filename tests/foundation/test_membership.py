@@ -15,8 +15,8 @@ from foundation._membership import (
     MembershipSnapshot,
     NodeRecord,
 )
-from foundation._server import NatsServer
-from tests.foundation.conftest import Connect, TcpProxy
+from foundation._server import NatsCluster, NatsServer
+from tests.foundation.conftest import Connect, TcpProxy, eventually
 
 
 async def test_join_update_leave_and_expire_events(
@@ -202,3 +202,32 @@ async def test_stopped_server_fences_the_node_and_it_rejoins(
     finally:
         nats_server.resume()
         await node.stop()
+
+
+@pytest.mark.nats
+async def test_members_recover_after_the_nodes_stream_leader_dies(
+    nats_cluster: NatsCluster, nats_connect: Connect
+) -> None:
+    urls = nats_cluster.urls
+    nodes = [Membership(await nats_connect(urls[i]), f"m{i}") for i in range(3)]
+    for n in nodes:
+        await n.start()
+    try:
+        assert nodes[0].kv is not None and nodes[0].kv.replicas == 3
+        await nodes[0].wait_members(["m0", "m1", "m2"], timeout=10)
+        leader = nats_cluster.stream_leader("KV_foundation_nodes")
+        nats_cluster.kill_server(leader)
+        survivors = [n for i, n in enumerate(nodes) if i != leader]
+        # While the stream elects a new leader no lease can be renewed: the survivors may
+        # fence; once it has one they hold their leases again and see each other.
+        await eventually(lambda: _all_hold(survivors), timeout=30)
+        ids = [n.node_id for n in survivors if n.node_id is not None]
+        await survivors[0].wait_members(ids, timeout=30)
+        await survivors[0].wait_gone(f"m{leader}", timeout=30)  # its own client is cut off
+    finally:
+        for n in nodes:
+            await n.stop(leave=False)
+
+
+async def _all_hold(nodes: list[Membership]) -> bool:
+    return all(n.holds_lease for n in nodes)

@@ -6,11 +6,16 @@ import asyncio
 
 import pytest
 
-from foundation._errors import AlreadyRegisteredError, CASConflictError, InvalidKeyError
+from foundation._errors import (
+    AlreadyRegisteredError,
+    CASConflictError,
+    InvalidKeyError,
+    NatsUnavailableError,
+)
 from foundation._registry import ClusterRegistry, RegistryChange, RegistryRecord
-from foundation._server import NatsServer
+from foundation._server import NatsCluster, NatsServer
 from jido import JidoError
-from tests.foundation.conftest import Connect
+from tests.foundation.conftest import Connect, eventually
 
 
 async def _registries(server: NatsServer, connect: Connect, n: int) -> list[ClusterRegistry]:
@@ -159,3 +164,68 @@ async def test_bad_ids_are_rejected(nats_server: NatsServer, nats_connect: Conne
             await reg.claim("ok", node="bad node")
     finally:
         await reg.stop()
+
+
+async def test_cache_catches_up_after_a_server_restart(
+    nats_server: NatsServer, nats_connect: Connect
+) -> None:
+    writer, reader = await _registries(nats_server, nats_connect, 2)
+    try:
+        before = await writer.claim("before", node="n1")
+        await reader.wait_version(before.revision)
+        nats_server.restart()  # same port and data; the clients reconnect
+        after = await eventually(
+            lambda: writer.claim("after", node="n2"), retry_on=(NatsUnavailableError,)
+        )
+        # The reader's watch is an ordered consumer: it is recreated after the restart and
+        # resumes after the last revision it delivered, so the new write reaches the cache.
+        await asyncio.wait_for(reader.wait_version(after.revision), 20)
+        cached = reader.cached("after")
+        assert cached is not None and cached.node == "n2"
+        assert reader.cached("before") == before
+    finally:
+        await writer.stop()
+        await reader.stop()
+
+
+@pytest.mark.nats
+async def test_claims_on_a_three_server_cluster_survive_losing_the_stream_leader(
+    nats_cluster: NatsCluster, nats_connect: Connect
+) -> None:
+    regs = [ClusterRegistry(await nats_connect(url)) for url in nats_cluster.urls]
+    for reg in regs:
+        await reg.start()
+    try:
+        assert regs[0].kv is not None and regs[0].kv.replicas == 3
+        first = await regs[0].claim("r3-a", node="n0")
+        leader = nats_cluster.stream_leader("KV_foundation_registry")
+        nats_cluster.kill_server(leader)
+        survivors = [r for i, r in enumerate(regs) if i != leader]
+
+        async def claim_until_decided(
+            reg: ClusterRegistry, node: str
+        ) -> RegistryRecord | AlreadyRegisteredError:
+            while True:  # retry while the stream elects a new leader
+                try:
+                    return await reg.claim("r3-b", node=node)
+                except NatsUnavailableError:
+                    await asyncio.sleep(0.05)
+                except AlreadyRegisteredError as exc:
+                    return exc
+
+        results = await asyncio.wait_for(
+            asyncio.gather(*(claim_until_decided(r, f"n{i}") for i, r in enumerate(survivors))),
+            30,
+        )
+        # A claim whose reply was lost may find its own write on retry; either way every
+        # contender agrees on one owner, and that is what the server holds.
+        owners = {r.node if isinstance(r, RegistryRecord) else r.owner for r in results}
+        assert len(owners) == 1
+        assert sum(isinstance(r, RegistryRecord) for r in results) <= 1
+        stored = await eventually(lambda: survivors[0].lookup("r3-b", consistent=True), timeout=30)
+        assert {stored.node} == owners
+        again = await survivors[1].lookup("r3-a", consistent=True)
+        assert again == first  # acknowledged before the kill, still there
+    finally:
+        for reg in regs:
+            await reg.stop()
