@@ -4,7 +4,8 @@
   order-processing app under load, and a summary (see ``foundation._demo``).
 * ``foundation up [--nodes N] [--nats-servers 1|3] [--app module:attr]`` — a local dev cluster:
   an embedded NATS (one server or a 3-server JetStream cluster) and N node processes; prints the
-  NATS URL and the cluster status, runs until Ctrl-C, then stops everything.
+  NATS URL, a live dashboard URL (``--dashboard-port``) and the cluster status, runs until
+  Ctrl-C, then stops everything.
 * ``foundation node --nats URL --app module:attr --name NAME`` — one node joining the cluster at
   URL and hosting the agent classes listed at ``module:attr``; SIGTERM or Ctrl-C drains it (its
   agents are handed over to other nodes) before it leaves.
@@ -99,6 +100,7 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nats-servers", type=int, choices=(1, 3), default=1)
     up.add_argument("--app", default=DEFAULT_APP, help="module:attr listing the agent classes")
     up.add_argument("--store-dir", default=None, help="JetStream data directory (default: temp)")
+    up.add_argument("--dashboard-port", type=int, default=0, help="dashboard port (default: free)")
 
     node = sub.add_parser("node", help="run one node joining a cluster")
     node.add_argument("--nats", default=os.environ.get(ENV_NATS), help="NATS URL(s), comma sep.")
@@ -129,13 +131,18 @@ async def _run_node(url: str, app: str, name: str | None, capabilities: list[str
     return 0
 
 
-async def _run_up(nodes: int, servers: int, app: str, store_dir: str | None) -> int:
+async def _run_up(
+    nodes: int, servers: int, app: str, store_dir: str | None, dashboard_port: int = 0
+) -> int:
+    from foundation._dashboard import Dashboard
     from foundation._demo import LocalCluster
     from foundation._status import collect_status, render_status
 
     load_app(app)  # fail early on a bad --app
-    async with LocalCluster(nodes=nodes, nats_servers=servers, app=app, store_dir=store_dir) as lc:
+    cluster = LocalCluster(nodes=nodes, nats_servers=servers, app=app, store_dir=store_dir)
+    async with cluster as lc, Dashboard.for_cluster(lc.url, port=dashboard_port) as dash:
         console.print(f"[bold green]cluster up[/bold green]: NATS at [cyan]{lc.url}[/cyan]")
+        console.print(f"  live dashboard: [cyan]{dash.url}[/cyan]", soft_wrap=True)
         console.print(f"  foundation status --nats {lc.url}")
         render_status(console, await collect_status(lc.url))
         stop = asyncio.Event()
@@ -176,7 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return asyncio.run(run_demo(opts, console=console))
         if args.command == "up":
-            return asyncio.run(_run_up(args.nodes, args.nats_servers, args.app, args.store_dir))
+            return asyncio.run(
+                _run_up(
+                    args.nodes, args.nats_servers, args.app, args.store_dir, args.dashboard_port
+                )
+            )
         if args.command == "node":
             if not args.nats:
                 console.print(f"[red]give --nats URL (or set {ENV_NATS})[/red]")
