@@ -45,6 +45,7 @@ class SeedAgent(Agent):
     state_model = SeedState
     actions = [Noop, Work100ms, Bump]
     routes = [("seed.noop", Noop), ("seed.work", Work100ms), ("seed.bump", Bump)]
+    mailbox_size = 100_000  # the throughput figures keep thousands of calls in flight
 
 
 NOOP = Signal(type="seed.noop", source="/bench")

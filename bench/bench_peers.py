@@ -128,7 +128,7 @@ async def ours_clustered(quick: bool) -> Figures:
 
     create_n = 10 if quick else 200
     lat_n = 200 if quick else 3_000
-    tp_ops, tp_rounds = (500, 2) if quick else (5_000, 5)
+    tp_ops, tp_rounds = (500, 2) if quick else (2_000, 5)
     node_cls: Any = foundation.Node
     async with (
         nats_server() as url,
