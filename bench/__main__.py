@@ -65,7 +65,12 @@ def _machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on every platform
+        load = []
     return {
+        "loadavg_1_5_15_min": load,
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
@@ -193,8 +198,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     full_suite = not args.only and not args.smoke
     artefacts = RESULTS if full_suite else Path(tempfile.mkdtemp(prefix="bench-artefacts-"))
     set_output_dir(artefacts)
+    machine_at_start = _machine()
     rows = asyncio.run(_run_all(names, args.smoke, console))
     console.print(_table(rows))
+    machine = _machine()
+    machine["loadavg_at_start"] = machine_at_start["loadavg_1_5_15_min"]
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     payload: dict[str, Any] = {
@@ -203,7 +211,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         "command": " ".join([".venv/bin/python -m bench", *map(shlex.quote, argv)]).strip(),
         "commit": _git_commit(),
         "modules": names,
-        "machine": _machine(),
+        "machine": machine,
         "rows": [r.to_dict() for r in rows],
     }
     out = args.out or RESULTS / f"{stamp}.json"

@@ -23,6 +23,16 @@ VS_FLOOR_GROUP = "vs floor"
 SCALING_PREFIX = "scaling"
 
 
+def _load(machine: dict[str, Any]) -> str:
+    start, end = machine.get("loadavg_at_start"), machine.get("loadavg_1_5_15_min")
+    if not start or not end:
+        return ""
+    return (
+        f" Load average (1 min) {start[0]} at the start of the run and {end[0]} at its end: "
+        "the machine was shared with other work, so absolute figures are noisy; compare ratios."
+    )
+
+
 def _rows(payload: dict[str, Any]) -> list[Row]:
     return [Row.from_dict(r) for r in payload.get("rows", [])]
 
@@ -145,7 +155,7 @@ def render(payload: dict[str, Any], artefacts: Path, md_dir: Path) -> str:
         "",
         f"**Machine:** {m.get('processor')}, {m.get('cpus')} logical CPUs, "
         f"{fmt(float(mem), 'B') if mem else '? memory'} RAM, {m.get('platform')}, "
-        f"{m.get('implementation', 'CPython')} {m.get('python')}.",
+        f"{m.get('implementation', 'CPython')} {m.get('python')}." + _load(m),
         "",
     ]
     seed = seed_table(rows)
