@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_type_hints, overlo
 from pydantic import BaseModel, ConfigDict, create_model
 
 from jido._errors import DefinitionError, JidoError
+from jido._naming import own_description, snake_case
 
 if TYPE_CHECKING:
     from jido._tool import ToolFormat
@@ -37,12 +38,6 @@ DEFAULT_MAX_STRING_LENGTH = 100_000
 ExtraMode = Literal["forbid", "ignore", "allow"]
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_CAMEL_1 = re.compile(r"(.)([A-Z][a-z]+)")
-_CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
-
-
-def _snake(name: str) -> str:
-    return _CAMEL_2.sub(r"\1_\2", _CAMEL_1.sub(r"\1_\2", name)).lower()
 
 
 @dataclass(slots=True)
@@ -166,7 +161,7 @@ class Action:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__
         if "name" not in own:
-            cls.name = _snake(cls.__name__)
+            cls.name = snake_case(cls.__name__)
         if not isinstance(cls.name, str) or not _NAME_RE.match(cls.name):
             raise DefinitionError(
                 f"action name {cls.name!r} of {cls.__qualname__} is invalid: use 1-64 characters "
@@ -174,8 +169,7 @@ class Action:
                 details={"action": cls.__qualname__, "name": cls.name},
             )
         if "description" not in own:
-            doc = own.get("__doc__")
-            cls.description = inspect.cleandoc(doc) if doc else ""
+            cls.description = own_description(cls)
         if isinstance(cls.tags, str) or not all(isinstance(t, str) for t in cls.tags):
             raise DefinitionError(
                 f"{cls.__qualname__}.tags must be a tuple of strings, got {cls.tags!r}",
@@ -373,9 +367,7 @@ def _build_from_function(
         "__module__": fn.__module__,
         "__qualname__": fn.__qualname__,
         "name": name or fn.__name__,
-        "description": description
-        if description is not None
-        else (inspect.cleandoc(doc) if doc else ""),
+        "description": description if description is not None else own_description(fn),
         "category": category,
         "tags": tuple(tags),
         "vsn": vsn,

@@ -16,7 +16,6 @@ without a runtime::
 from __future__ import annotations
 
 import inspect
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,21 +35,16 @@ from jido._errors import (
     ValidationError,
 )
 from jido._exec import execute, validation_error_from_pydantic
+from jido._naming import own_description, snake_case
 from jido._router import Router
 from jido._signal import Signal
 from jido._skill import Skill
 
 __all__ = ["Agent", "Instruction"]
 
-_CAMEL_1 = re.compile(r"(.)([A-Z][a-z]+)")
-_CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
 
 #: Signal type a parent receives when one of its children exits.
 CHILD_EXITED = "jido.agent.child.exited"
-
-
-def _snake(name: str) -> str:
-    return _CAMEL_2.sub(r"\1_\2", _CAMEL_1.sub(r"\1_\2", name)).lower()
 
 
 class _EmptyState(BaseModel):
@@ -472,10 +466,9 @@ def _fail(cls: type, message: str, **details: Any) -> DefinitionError:
 def _prepare(cls: type[Agent]) -> None:
     own = cls.__dict__
     if "name" not in own:
-        cls.name = _snake(cls.__name__)
+        cls.name = snake_case(cls.__name__)
     if "description" not in own:
-        doc = own.get("__doc__")
-        cls.description = inspect.cleandoc(doc) if doc else ""
+        cls.description = own_description(cls)
     cls.tags = tuple(cls.tags)
     cls._type_name = f"{cls.__module__}:{cls.__qualname__}"
     model = cls.state_model

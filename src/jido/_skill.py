@@ -8,7 +8,6 @@ into it. The validated config is given to its actions as ``ctx.metadata["skill_c
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,6 +17,7 @@ from pydantic import BaseModel
 
 from jido._action import Action
 from jido._errors import DefinitionError
+from jido._naming import own_description, snake_case
 
 if TYPE_CHECKING:
     from jido._agent import Agent
@@ -25,12 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["Skill"]
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CAMEL_1 = re.compile(r"(.)([A-Z][a-z]+)")
-_CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
-
-
-def _snake(name: str) -> str:
-    return _CAMEL_2.sub(r"\1_\2", _CAMEL_1.sub(r"\1_\2", name)).lower()
 
 
 class Skill:
@@ -76,10 +70,9 @@ class Skill:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__
         if "name" not in own:
-            cls.name = _snake(cls.__name__)
+            cls.name = snake_case(cls.__name__)
         if "description" not in own:
-            doc = own.get("__doc__")
-            cls.description = inspect.cleandoc(doc) if doc else ""
+            cls.description = own_description(cls)
         key = cls.state_key if "state_key" in own else None
         cls.state_key = key if key is not None else cls.name
         if not _KEY_RE.match(cls.state_key):
