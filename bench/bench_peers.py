@@ -124,7 +124,7 @@ async def ours_clustered(quick: bool) -> Figures:
     from bench._harness import nats_server, sample_async_latency, throughput_rounds
     from bench._seed_agents import NOOP
     from bench._seed_cluster_app import SeedClustered
-    from bench.bench_seed_table import node_processes, wait_nodes
+    from bench.bench_seed_table import node_processes, wait_nodes, warm_up
 
     create_n = 10 if quick else 200
     lat_n = 200 if quick else 3_000
@@ -136,6 +136,7 @@ async def ours_clustered(quick: bool) -> Figures:
         node_cls(nats=url, name="peer-driver", agents=[SeedClustered]) as driver,
     ):
         await wait_nodes(driver, nodes, 30 if quick else 60)
+        await warm_up(driver, nodes, 30 if quick else 60)
         names = nodes.names
         counter = iter(range(10**9))
 

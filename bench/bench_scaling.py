@@ -181,7 +181,7 @@ async def node_throughput(k_nodes: int, quick: bool) -> tuple[list[float], list[
     import foundation
     from bench._seed_agents import NOOP
     from bench._seed_cluster_app import SeedClustered
-    from bench.bench_seed_table import node_processes, wait_nodes
+    from bench.bench_seed_table import node_processes, wait_nodes, warm_up
 
     agents, callers = (6, 20) if quick else (60, 50)
     ops, rounds = (500, 2) if quick else (10_000, 5)
@@ -192,6 +192,7 @@ async def node_throughput(k_nodes: int, quick: bool) -> tuple[list[float], list[
         node_cls(nats=url, name="scale-driver", agents=[SeedClustered]) as driver,
     ):
         await wait_nodes(driver, nodes, 30 if quick else 60)
+        await warm_up(driver, nodes, 30 if quick else 60)
         names = nodes.names
         refs = [
             await driver.spawn(SeedClustered, id=f"x{i}", node=names[i % k_nodes])

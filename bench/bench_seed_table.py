@@ -322,6 +322,39 @@ async def wait_nodes(driver: Any, nodes: NodeProcesses, limit: float = 60.0) -> 
         await asyncio.sleep(0.1)  # membership has no "joined" event to await from outside
 
 
+async def warm_up(driver: Any, nodes: NodeProcesses, limit: float = 60.0) -> list[Any]:
+    """Start one agent on each node process and wait until each answers; returns their refs.
+
+    A node that has just joined may not confirm a start in time; the agent then stays
+    registered and starts when that node reconciles, so the call is retried until ``limit``.
+    """
+    from bench._seed_agents import NOOP
+    from bench._seed_cluster_app import SeedClustered
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    refs = []
+    for name in nodes.names:
+        agent_id = f"warm-{name}"
+        try:
+            ref = await driver.spawn(SeedClustered, id=agent_id, node=name)
+        except Exception:  # not confirmed in time: registered, it starts on reconciliation
+            ref = driver.ref(agent_id)
+        while True:
+            try:
+                await ref.call(NOOP)
+                break
+            except Exception as exc:
+                if loop.time() > deadline:
+                    raise RuntimeError(
+                        f"agent on node process {name} did not answer within {limit:.0f}s: "
+                        f"{type(exc).__name__}: {exc}; {nodes.failure()}"
+                    ) from exc
+                await asyncio.sleep(0.1)  # waiting for the node's reconciliation to start it
+        refs.append(ref)
+    return refs
+
+
 async def raw_kv_put_latency(url: str, n: int) -> list[float]:
     """Raw JetStream KV ``put`` of the same small state; seconds each."""
     import nats
@@ -355,9 +388,7 @@ async def clustered(quick: bool) -> list[Row]:
     ):
         await wait_nodes(driver, nodes, 30 if quick else 60)
         names = nodes.names
-        for name in names:
-            warm = await driver.spawn(SeedClustered, id=f"warm-{name}", node=name)
-            await warm.call(NOOP)
+        await warm_up(driver, nodes, 30 if quick else 60)
         counter = iter(range(10**9))
 
         async def start_one() -> None:
