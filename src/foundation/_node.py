@@ -14,11 +14,17 @@ Start-up runs named stages in a fixed order (:class:`Stage`); stop runs them in 
    from the cluster size;
 3. ``membership`` — register this node's record with a TTL lease renewed by heartbeats and
    watch the others (join/leave/expire events); losing the lease fences the node;
-4. ``registry`` — start the watched registry cache;
+4. ``registry`` — start the watched registry cache and ``node.coordination`` (leader
+   election, locks, barriers, config; its leases share the membership's control connection);
 5. ``runtime`` — the local ``jido.Runtime`` with the fenced :class:`KVStateStore`;
 6. ``transport`` — one subscription to this node's private subjects, one (queue group) to
    the public agent subjects, and the cluster bus;
-7. ``reconcile`` — the loop that makes the agents running here match the registry.
+7. ``reconcile`` — the loop that makes the agents running here match the registry, then the
+   failover component (campaigns for the cluster leader lease; the leader re-places the agents
+   of dead nodes).
+
+The lease-keeping parts (membership heartbeats, coordination leases) use a second NATS
+connection, so a flood of agent traffic on the data connection never delays a renewal.
 """
 
 from __future__ import annotations
@@ -43,12 +49,14 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from foundation import _wire as wire
 from foundation._clustered import ClusterSpec, cluster_spec, type_name_of
+from foundation._coordination import Coordination
 from foundation._errors import (
     ClusterError,
     NodeUnavailableError,
     NotOwnerError,
     PlacementError,
 )
+from foundation._failover import AwaitFailover, Failover, FailoverOptions
 from foundation._kv import KV, BucketSpec, connect
 from foundation._membership import DEFAULT_LEASE_TTL, Membership
 from foundation._placement import PlacementDirector
@@ -171,10 +179,14 @@ class Node:
         resources: capacity offered for resource-aware placement (``{"cpu": 4}``).
         tenant: the tenant whose agents this node serves.
         call_timeout: default timeout of ``call`` / ``state`` through refs, in seconds.
-        ref_policy: what refs do when an owner is unreachable (default: fail fast).
+        ref_policy: what refs do when an owner is unreachable (default: wait for the failover
+            within the caller's timeout when ``failover`` is on, else fail fast).
         store_dir: JetStream data directory of the embedded server (default: temporary).
         lease_ttl: membership lease in seconds (``None``: the membership default).
         reconcile_interval: period of the full reconciliation sweep, in seconds.
+        failover: run the failover component (campaign for the cluster leader lease; while
+            leading, re-place the agents of dead nodes): ``True`` (default), ``False``, or
+            :class:`~foundation._failover.FailoverOptions`.
     """
 
     def __init__(
@@ -192,12 +204,21 @@ class Node:
         lease_ttl: float | None = None,
         reconcile_interval: float = 1.0,
         metadata: Mapping[str, Any] | None = None,
+        failover: bool | FailoverOptions = True,
     ) -> None:
         self.id: str = check_token("node name", name) if name is not None else _default_name()
         self.tenant = check_token("tenant", tenant)
         self._nats = nats
         self.call_timeout = float(call_timeout)
-        self.ref_policy: UnreachablePolicy = ref_policy or FailFast()
+        self._failover_options: FailoverOptions | None = (
+            failover
+            if isinstance(failover, FailoverOptions)
+            else (FailoverOptions() if failover else None)
+        )
+        self.failover: Failover | None = None
+        self.ref_policy: UnreachablePolicy = ref_policy or (
+            AwaitFailover() if self._failover_options is not None else FailFast()
+        )
         self.subjects = Subjects()
         self.resources = dict(resources or {})
         self.metadata = dict(metadata or {})
@@ -221,6 +242,7 @@ class Node:
         self.registry: ClusterRegistry = None  # type: ignore[assignment]
         self.membership: Membership = None  # type: ignore[assignment]
         self.placement: PlacementDirector = None  # type: ignore[assignment]
+        self.coordination: Coordination | None = None
         self.bus: Any = None
         self.state_store: KVStateStore = None  # type: ignore[assignment]
         self._kv: dict[str, KV] = {}
@@ -234,6 +256,7 @@ class Node:
         self._stopping_ids: set[str] = set()
         self._inboxes: dict[str, Any] = {}
         self._fenced = False
+        self._fenced_event = asyncio.Event()
         self._draining = False
         self._stopped = asyncio.Event()
         self._counters = dict.fromkeys(
@@ -295,6 +318,7 @@ class Node:
             await self._start_membership()
             self._enter(Stage.MEMBERSHIP)
             await self._start_registry()
+            await self._start_coordination()
             self._enter(Stage.REGISTRY)
             await self._start_runtime()
             self._enter(Stage.RUNTIME)
@@ -304,6 +328,9 @@ class Node:
                 self._reconcile_loop(), name=f"reconcile-{self.id}"
             )
             self._enter(Stage.RECONCILE)
+            if self._failover_options is not None:
+                self.failover = Failover(self, options=self._failover_options)
+                await self.failover.start()
         except BaseException:
             await self._teardown()
             raise
@@ -321,6 +348,9 @@ class Node:
 
     async def _teardown(self) -> None:
         stage = self.stage
+        if self.failover is not None:
+            with contextlib.suppress(Exception):
+                await self.failover.stop()
         if self._reconcile_task is not None:
             self._reconcile_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -344,6 +374,9 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.runtime.__aexit__(None, None, None)
         self._local.clear()
+        if self.coordination is not None:
+            with contextlib.suppress(Exception):
+                await self.coordination.stop()
         if self.registry is not None:
             with contextlib.suppress(Exception):
                 await self.registry.stop()
@@ -411,6 +444,12 @@ class Node:
         self.registry.add_listener(self._on_record_change)
         self.placement = PlacementDirector(self.membership, self.registry)
 
+    async def _start_coordination(self) -> None:
+        # Leases (leader, locks) are timing-critical like the membership lease: control link.
+        assert self._control_nc is not None
+        self.coordination = Coordination(self._control_nc, self.id)
+        await self.coordination.start()
+
     async def _start_runtime(self) -> None:
         self.state_store = KVStateStore(self._kv["state"], owner=self.id)
         self.runtime = Runtime(store=self.state_store)
@@ -453,6 +492,8 @@ class Node:
     # -- helpers used by ClusterRef ----------------------------------------------------------------
 
     def _local_ref(self, agent_id: str) -> Any:
+        if self._fenced and agent_id not in self._unclustered:
+            return None
         return self._local.get(agent_id)
 
     def _is_live(self, node_id: str) -> bool:
@@ -580,7 +621,7 @@ class Node:
             await asyncio.sleep(0)  # a flood of casts must not starve the lease heartbeats
         try:
             req = decode_request(msg.data)
-            local = self._local.get(req.agent_id)
+            local = None if self._fenced else self._local.get(req.agent_id)
             if local is None or req.signal is None:
                 if req.signal is not None:
                     local = await self._wait_local(
@@ -624,7 +665,7 @@ class Node:
         self._counters["calls_in"] += 1
         try:
             req = decode_request(msg.data)
-            local = self._local.get(req.agent_id)
+            local = None if self._fenced else self._local.get(req.agent_id)
             if local is None:
                 timeout = req.timeout if req.timeout is not None else self.call_timeout
                 local = await self._wait_local(
@@ -787,8 +828,11 @@ class Node:
             return False
         self._stopping_ids.add(agent_id)
         try:
-            with contextlib.suppress(AgentNotFoundError):
-                await self.runtime.stop(agent_id)
+            await self.runtime.stop(agent_id)
+        except AgentNotFoundError:
+            pass
+        except JidoError as exc:  # e.g. the final checkpoint was refused: it stopped anyway
+            log.info("node %s: %s stopped with %s", self.id, agent_id, exc.type)
         finally:
             self._stopping_ids.discard(agent_id)
             if release:
@@ -816,18 +860,35 @@ class Node:
     # -- membership callbacks ----------------------------------------------------------------------
 
     async def _on_fenced(self, *_: Any) -> None:
-        """The lease could not be renewed in time: stop every agent before it can expire."""
+        """The lease could not be renewed in time: stop every agent before it can expire.
+
+        From this moment the state store refuses every write (no network needed to refuse),
+        no signal is dispatched to a local agent, and all clustered agents stop concurrently.
+        """
         self._fenced = True
-        log.warning("node %s: lease lost, fencing %d agents", self.id, len(self._local))
-        for agent_id in list(self._local):
-            with contextlib.suppress(Exception):
-                await self._stop_local(agent_id)
-            self._counters["fenced_stops"] += 1
+        self.state_store.fence()
+        ids = [a for a in self._local if a not in self._unclustered]
+        log.warning("node %s: lease lost, fencing %d agents", self.id, len(ids))
+        self._counters["fenced_stops"] += len(ids)
+        await asyncio.gather(*(self._stop_local(a) for a in ids), return_exceptions=True)
+        if self._fenced:
+            self._fenced_event.set()
 
     async def _on_rejoined(self, *_: Any) -> None:
         """The lease is held again: restart whatever the registry still assigns here."""
+        self.state_store.unfence()
         self._fenced = False
+        self._fenced_event.clear()
         self._reconcile_wake.set()
+
+    @property
+    def fenced(self) -> bool:
+        """True while this node has fenced itself (its lease could not be renewed in time)."""
+        return self._fenced
+
+    async def wait_fenced(self) -> None:
+        """Return once this node has fenced itself (immediately if it is fenced now)."""
+        await self._fenced_event.wait()
 
     # -- reconciliation ----------------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ class KVStateStore(StateStore):
         self.owner = owner
         self._held: dict[str, _Held] = {}
         self._closed = False
+        self._fenced = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -121,6 +122,8 @@ class KVStateStore(StateStore):
         ``fresh=True`` (a just-claimed agent) tries a create first, saving a read.
         """
         self._check_open()
+        if self._fenced:
+            raise _fenced(key, epoch, -1, "this node is fenced")
         kv_key = _kv_key(key)
         if fresh:
             # A just-claimed agent usually has no state yet: try the create alone (one round
@@ -167,6 +170,14 @@ class KVStateStore(StateStore):
             return restored
         raise _fenced(key, epoch, -1, "lost the activation race repeatedly")
 
+    def fence(self) -> None:
+        """Refuse every save with ``FencedError`` until :meth:`unfence` (the lease was lost)."""
+        self._fenced = True
+
+    def unfence(self) -> None:
+        """Accept saves again (the node holds its lease again; held keys were released)."""
+        self._fenced = False
+
     def release(self, key: str) -> None:
         """Forget ``key`` after its agent stopped here (the stored state is kept)."""
         self._held.pop(key, None)
@@ -199,6 +210,9 @@ class KVStateStore(StateStore):
         self._check_open()
         if not isinstance(checkpoint, Checkpoint):
             raise ValidationError("save() takes a jido.Checkpoint")
+        if self._fenced:
+            held = self._held.pop(key, None)
+            raise _fenced(key, held.epoch if held else checkpoint.epoch, -1, "this node is fenced")
         held = self._held.get(key)
         if held is None:
             await self._save_unheld(key, checkpoint)

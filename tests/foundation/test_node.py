@@ -9,6 +9,7 @@ import pytest
 
 from foundation._errors import AlreadyRegisteredError, NodeUnavailableError
 from foundation._node import Node, NodeDrainingError, Stage
+from foundation._ref import FailFast
 from foundation._server import NatsServer
 from jido import AgentNotFoundError, Signal, ValidationError
 from tests.foundation.apps import AGENTS, ClusteredCounter, Counter, LocalCounter
@@ -22,7 +23,10 @@ def add(n: int = 1) -> Signal:
 
 @pytest.fixture
 async def trio(nats_server: NatsServer) -> AsyncIterator[list[Node]]:
-    nodes = [Node(nats=nats_server.url, name=f"n{i}", agents=AGENTS) for i in range(3)]
+    # The cluster core alone: no failover, refs fail fast (failover has its own tests).
+    nodes = [
+        Node(nats=nats_server.url, name=f"n{i}", agents=AGENTS, failover=False) for i in range(3)
+    ]
     try:
         await asyncio.gather(*(n.start() for n in nodes))
         for n in nodes:
@@ -110,6 +114,10 @@ async def test_unclustered_agent_runs_on_this_node_only(trio: list[Node]) -> Non
 
 async def test_call_to_stopped_node_fails_fast(trio: list[Node]) -> None:
     a, _, c = trio
+    for n in trio:  # no failover here: the record stays on the dead node
+        if n.failover is not None:
+            await n.failover.stop()
+    a.ref_policy = FailFast()
     await a.spawn(ClusteredCounter, id="doomed", node="n2")
     await c.stop()  # not drained: the record stays assigned to n2
     await a.membership.wait_gone("n2")
@@ -190,3 +198,33 @@ async def test_traceparent_crosses_nodes(trio: list[Node]) -> None:
         Signal(type="counter.echo", source="/t", data={"x": 1}, traceparent=tp)
     )
     assert out["traceparent"] == tp and out["data"] == {"x": 1} and out["agent"] == "tracer"
+
+
+async def test_node_cut_from_nats_fences_itself_then_rejoins(
+    nats_server: NatsServer,
+    tcp_proxy,  # type: ignore[no-untyped-def]
+) -> None:
+    """A node whose NATS link is cut stops its agents before its lease can expire elsewhere."""
+    watcher = Node(nats=nats_server.url, name="watcher", agents=AGENTS, failover=False)
+    cut = Node(nats=tcp_proxy.url, name="cut", agents=AGENTS, failover=False)
+    async with watcher, cut:
+        await watcher.membership.wait_members(["cut"])
+        await watcher.spawn(ClusteredCounter, id="cut-1", node="cut")
+        assert (await watcher.ref("cut-1").call(add(3)))["count"] == 3
+        tcp_proxy.pause()
+        await cut.wait_fenced()
+        # fenced before the lease can expire anywhere: the agent is already stopped here
+        assert "cut-1" not in cut.local_agents()
+        assert cut.statistics().fenced
+        await watcher.membership.wait_gone("cut")
+        # while fenced the store refuses every write, without the network
+        from jido import Checkpoint, FencedError
+
+        with pytest.raises(FencedError):
+            await cut.state_store.save(
+                "cut-1", Checkpoint(state={"count": 99}, agent_type="x", seq=9, epoch=10**9)
+            )
+        tcp_proxy.resume()
+        await watcher.membership.wait_members(["cut"])  # it rejoins cleanly
+        # its record still points at it, so its reconciliation starts the agent again
+        assert (await watcher.ref("cut-1").call(add(1), timeout=10))["count"] == 4

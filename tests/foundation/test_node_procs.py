@@ -122,10 +122,13 @@ async def test_paused_node_fences_itself(cluster: tuple[NodeProcesses, Node]) ->
     await driver.ref("frozen").call(add(5))
     procs.pause("p2")
     await driver.membership.wait_gone("p2")  # its lease expired while it was stopped
-    # simulate what failover does: move the agent to p1 with a new epoch
-    record = await driver.registry.lookup("frozen", consistent=True)
-    moved = await driver.registry.move("frozen", to="p1", expected=record)
-    await driver._start_remote(moved, None)
+    # the leader's failover moves the agent to a live node with a new epoch
+    async with asyncio.timeout(20):
+        while True:
+            seen = driver.registry.version  # before the read: a change after it wakes us
+            if (await driver.registry.lookup("frozen", consistent=True)).node != "p2":
+                break
+            await driver.registry.wait_change(after=seen)
     assert (await driver.ref("frozen").call(add(1)))["count"] == 6
     procs.resume("p2")
     await procs.wait_joined("p2")  # it rejoins cleanly
