@@ -255,6 +255,7 @@ class Node:
         self._reconcile_task: asyncio.Task[None] | None = None
         self._stopping_ids: set[str] = set()
         self._inboxes: dict[str, Any] = {}
+        self._durable: set[str] = set()  # local agents whose casts go through their inbox
         self._fenced = False
         self._fenced_event = asyncio.Event()
         self._draining = False
@@ -816,10 +817,12 @@ class Node:
         inbox = AgentInbox(js, agent_id, deliver, tenant=self.tenant, after_seq=after_seq)
         await inbox.start()
         self._inboxes[agent_id] = inbox
+        self._durable.add(agent_id)
 
     async def _stop_local(self, agent_id: str, *, release: bool = True) -> bool:
         """Stop the local copy of ``agent_id`` (its state stays in the store)."""
         ref = self._local.pop(agent_id, None)
+        self._durable.discard(agent_id)
         inbox = self._inboxes.pop(agent_id, None)
         if inbox is not None:
             with contextlib.suppress(Exception):
@@ -848,6 +851,7 @@ class Node:
                 return
             # Stopped on its own (fenced, finished, crashed beyond its restart budget).
             self._local.pop(agent_id, None)
+            self._durable.discard(agent_id)
             inbox = self._inboxes.pop(agent_id, None)
             if inbox is not None:
                 self._spawn_task(inbox.stop())

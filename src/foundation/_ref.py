@@ -131,9 +131,10 @@ class ClusterRef:
         """
         node = self._node
         local = node._local_ref(self.id)
-        if local is not None:
+        if local is not None and self.id not in node._durable:
             await local.cast(signal, meta=meta)
             return
+        # remote, or an at_least_once agent (its casts always go through its inbox)
         await node._cast_remote(self, signal, meta)
 
     async def state(self, *, timeout: float | None = None) -> BaseModel:  # noqa: ASYNC109

@@ -94,3 +94,10 @@ class LocalCounter(Clustered, Counter, placement="local"):
 
 
 AGENTS: list[type[Agent]] = [ClusteredCounter, LocalCounter, Counter]
+
+
+class DurableCounter(Clustered, Counter, critical=True, delivery="at_least_once"):
+    """A critical counter whose casts travel through its JetStream inbox (acked after apply)."""
+
+
+AGENTS.append(DurableCounter)

@@ -228,3 +228,30 @@ async def test_node_cut_from_nats_fences_itself_then_rejoins(
         await watcher.membership.wait_members(["cut"])  # it rejoins cleanly
         # its record still points at it, so its reconciliation starts the agent again
         assert (await watcher.ref("cut-1").call(add(1), timeout=10))["count"] == 4
+
+
+async def test_at_least_once_casts_go_through_the_inbox(trio: list[Node]) -> None:
+    from tests.foundation.apps import DurableCounter
+
+    a, b, _ = trio
+    await a.spawn(DurableCounter, id="dur-1", node="n1")
+    for _ in range(20):
+        await a.ref("dur-1").cast(add(1))
+    # the stream of this fresh server holds only these 20 signals: sequences 1..20
+    await b._inboxes["dur-1"].wait_applied(20)
+    assert (await a.ref("dur-1").state()).count == 20
+    checkpoint = await b.state_store.load("dur-1")
+    assert checkpoint is not None and checkpoint.meta["stream_seq"] == 20
+
+
+async def test_local_cast_to_at_least_once_agent_uses_the_inbox(trio: list[Node]) -> None:
+    from tests.foundation.apps import DurableCounter
+
+    b = trio[1]
+    await b.spawn(DurableCounter, id="dur-local", node="n1")
+    for _ in range(5):
+        await b.ref("dur-local").cast(add(2))
+    await b._inboxes["dur-local"].wait_applied(5)
+    checkpoint = await b.state_store.load("dur-local")
+    assert checkpoint is not None
+    assert checkpoint.state["count"] == 10 and checkpoint.meta["stream_seq"] == 5
