@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +25,7 @@ from foundation._server import NatsServer
 from jido import Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter
 from tests.foundation.conftest import eventually
+from tests.foundation.procs import REPO_ROOT
 
 pytestmark = pytest.mark.nats
 
@@ -459,3 +463,49 @@ async def test_for_cluster_runs_its_own_observer_node(
         assert node_of(st, "dash-b")["responsive"]
     assert dash.node.stage == Stage.STOPPED
     await a.membership.wait_gone("observer")
+
+
+async def test_foundation_up_serves_the_dashboard(http: httpx.AsyncClient) -> None:
+    env = dict(os.environ, COLUMNS="200", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "foundation._cli",
+        "up",
+        "--nodes",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+        env=env,
+        cwd=str(REPO_ROOT),
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+
+        async def dashboard_url() -> str:
+            assert proc.stdout is not None
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "foundation up exited:\n" + "".join(lines)
+                lines.append(line)
+                found = re.search(r"live dashboard: (http://127\.0\.0\.1:\d+/)", line)
+                if found:
+                    return found.group(1)
+
+        url = await asyncio.wait_for(dashboard_url(), 60)
+
+        async def node_seen() -> dict[str, Any] | None:
+            st: dict[str, Any] = (await http.get(url + "api/status")).json()
+            return st if "node-1" in [n["id"] for n in st["nodes"]] else None
+
+        st = await eventually(node_seen, timeout=30)
+        assert st["node"].startswith("dashboard-") and st["healthy"]
+        assert (await http.get(url + "healthz")).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
