@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from foundation import _wire as wire
+from foundation._failover import LEADER_LEASE
 from foundation._kv import KV, connect
 from foundation._transport import Subjects
 
@@ -120,7 +121,7 @@ async def collect_status(url: str, *, ping_timeout: float = 1.0) -> StatusReport
         coord = await _bucket(nc, wire.COORD_BUCKET)
         if coord is not None:
             with contextlib.suppress(Exception):
-                lease_entry = await coord.get(wire.lease_key("leader"))
+                lease_entry = await coord.get(wire.lease_key(LEADER_LEASE))
                 if lease_entry is not None:
                     lease = _json(lease_entry.value)
                     holder = lease.get("holder") or lease.get("node") or lease.get("owner")

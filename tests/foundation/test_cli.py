@@ -66,3 +66,20 @@ def test_status_unreachable_nats_fails_cleanly() -> None:
 
     code = main(["status", "--nats", f"nats://127.0.0.1:{free_port()}"])
     assert code == 1
+
+
+@pytest.mark.nats
+async def test_status_shows_nodes_agents_and_leader(nats_server: NatsServer) -> None:
+    from foundation._node import Node
+    from foundation._status import collect_status
+    from tests.foundation.apps import AGENTS, ClusteredCounter
+
+    async with Node(nats=nats_server.url, name="s1", agents=AGENTS) as node:
+        await node.spawn(ClusteredCounter, id="st-1", node="s1")
+        await node.failover.wait_leader()  # type: ignore[union-attr]
+        report = await collect_status(nats_server.url)
+    assert [n.id for n in report.nodes] == ["s1"]
+    assert report.nodes[0].responsive and report.nodes[0].agents == 1
+    assert report.agents == {"s1": ["st-1"]}
+    assert report.leader == "s1"
+    assert report.healthy
