@@ -22,8 +22,11 @@ retried in place (the messages behind it wait), and a gap in the consumer's deli
 over from the first unacknowledged message.
 
 Cost per running inbox: one durable consumer on the server, one NATS subscription and one
-asyncio task that long-polls (``fetch`` with ``idle_poll`` seconds expiry) — an idle inbox costs
-one small request per ``idle_poll`` seconds and a few KiB of memory; nothing per message beyond
+asyncio task that long-polls (``fetch`` with ``idle_poll`` seconds expiry, 5 s by default) — an
+idle inbox costs one small request per ``idle_poll`` seconds and a few KiB of memory. A pull
+request does not survive a reconnect to another server, so ``idle_poll`` is also the longest an
+inbox can stall after its NATS server fails (a longer poll is cheaper when idle, slower to
+recover). Nothing per message beyond
 the message itself. Hosts with very many idle agents should start inboxes lazily (e.g. when the
 agent is activated) and stop them when it hibernates: messages wait in the stream meanwhile.
 """
@@ -196,7 +199,7 @@ class AgentInbox:
         after_seq: int = 0,
         batch: int = 128,
         ack_wait: float = 30.0,
-        idle_poll: float = 30.0,
+        idle_poll: float = 5.0,
         max_attempts: int = 5,
         retry_backoff: Sequence[float] = (0.05, 0.2, 1.0, 5.0),
         stop_on: tuple[type[BaseException], ...] = (FencedError, AgentStoppedError),
@@ -328,9 +331,21 @@ class AgentInbox:
             self._progress.notify_all()
 
     async def _run(self) -> None:
+        delay = 0.0
         try:
             while not self._stopping:
-                psub = await self.js.pull_subscribe_bind(self.consumer, INBOX_STREAM)
+                try:
+                    if delay:
+                        await asyncio.sleep(delay)  # back off while JetStream is unavailable
+                        await self._recreate_consumer()
+                    psub = await self.js.pull_subscribe_bind(self.consumer, INBOX_STREAM)
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                    return
+                except Exception as exc:
+                    # A stream leader election, a reconnect or a missing stream: keep trying.
+                    delay = min(max(delay * 2, 0.05), 2.0)
+                    log.warning("inbox of %s cannot consume yet (%s); retrying", self.agent_id, exc)
+                    continue
                 try:
                     await self._drain(psub)
                 finally:
@@ -338,15 +353,15 @@ class AgentInbox:
                         await psub.unsubscribe()
                 if not self._stopping:
                     self._restarts += 1
-                    await self._recreate_consumer()
+                    delay = 0.0
+                    try:
+                        await self._recreate_consumer()
+                    except Exception as exc:
+                        delay = 0.05
+                        log.warning("inbox of %s: consumer not recreated (%s)", self.agent_id, exc)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
-        except Exception as exc:
-            self.error = exc
-            log.exception("inbox of %s stopped", self.agent_id)
-            if self._on_stopped is not None:
-                self._on_stopped(exc)
         finally:
             await self._notify()
 
@@ -363,6 +378,9 @@ class AgentInbox:
                 log.warning(
                     "inbox fetch of %s failed (%s); recreating consumer", self.agent_id, exc
                 )
+                return
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                self._stopping = True  # the connection is gone: nothing more can be acked
                 return
             finally:
                 self._fetching = False
