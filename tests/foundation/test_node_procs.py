@@ -139,3 +139,16 @@ async def test_paused_node_fences_itself(cluster: tuple[NodeProcesses, Node]) ->
 
     body = orjson.loads(stats.data)["ok"]
     assert "frozen" not in body.get("agent_ids", [])
+
+
+async def test_sigterm_drains_agents_with_their_state(cluster: tuple[NodeProcesses, Node]) -> None:
+    procs, driver = cluster
+    for i in range(5):
+        await driver.spawn(ClusteredCounter, id=f"drain-{i}", node="p3")
+        await driver.ref(f"drain-{i}").call(add(i + 1))
+    assert await procs.terminate("p3") == 0  # SIGTERM: drain, hand over, leave, exit 0
+    await driver.membership.wait_gone("p3")
+    for i in range(5):
+        record = await driver.registry.lookup(f"drain-{i}", consistent=True)
+        assert record is not None and record.node != "p3"
+        assert (await driver.ref(f"drain-{i}").state()).count == i + 1

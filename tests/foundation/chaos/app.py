@@ -74,35 +74,3 @@ class Scratch(Clustered, ChaosCounter, placement="least_loaded"):
 
 
 AGENTS: list[type[Agent]] = [DurableCounter, CallCounter, Scratch]
-
-
-def _install_failover() -> None:
-    """Run the failover component on every ``Node`` of this process (node processes import this
-    module through ``--app``). A no-op once ``Node`` starts its failover itself."""
-    from foundation._failover import AwaitFailover, Failover
-    from foundation._node import Node
-
-    if getattr(Node, "_fdn_failover_wired", False) or "failover" in Node.__dict__:
-        return
-    start, stop = Node.start, Node.stop
-
-    async def start_with_failover(self: Node) -> None:
-        await start(self)
-        if getattr(self, "failover", None) is None:
-            self.failover = Failover(self)  # type: ignore[attr-defined]
-            await self.failover.start()  # type: ignore[attr-defined]
-        if type(self.ref_policy).__name__ == "FailFast":
-            self.ref_policy = AwaitFailover()
-
-    async def stop_with_failover(self: Node) -> None:
-        fo = getattr(self, "failover", None)
-        if fo is not None:
-            await fo.stop()
-        await stop(self)
-
-    Node.start = start_with_failover  # type: ignore[method-assign]
-    Node.stop = stop_with_failover  # type: ignore[method-assign]
-    Node._fdn_failover_wired = True  # type: ignore[attr-defined]
-
-
-_install_failover()

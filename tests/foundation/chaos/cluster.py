@@ -39,7 +39,7 @@ import orjson
 
 from foundation import _wire as wire
 from foundation._coordination import COORD_MARKER_TTL
-from foundation._failover import LEADER_KEY, TERM_KEY
+from foundation._failover import LEADER_KEY, TERM_KEY, AwaitFailover
 from foundation._inbox import send_to_inbox
 from foundation._kv import KV, BucketSpec, connect
 from foundation._node import Node
@@ -125,11 +125,15 @@ class ChaosCluster:
                 await KV.open(nc, BucketSpec(bucket, history=_KEEP_ALL))
         finally:
             await nc.close()
-        self.driver = Node(nats=self.url, name="driver", call_timeout=self.call_timeout)
+        # The driver never leads (leaders are node processes only) but waits through failovers.
+        self.driver = Node(
+            nats=self.url,
+            name="driver",
+            call_timeout=self.call_timeout,
+            failover=False,
+            ref_policy=AwaitFailover(),
+        )
         await self.driver.start()
-        failover = getattr(self.driver, "failover", None)
-        if failover is not None:
-            await failover.stop()  # leaders are node processes only
         coord = await KV.open(
             self.driver.nc,
             BucketSpec(
