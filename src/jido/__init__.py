@@ -62,8 +62,8 @@ from jido._dispatch import (
     verify_webhook,
 )
 from jido._journal import Journal
-from jido._router import Route, Router
-from jido._signal import Signal, TypedSignal
+from jido._router import Route, Router, pattern_matches, validate_pattern
+from jido._signal import Signal, TypedSignal, is_valid_type, uuid7, validate_type
 
 # --- signals (end) ---
 
@@ -170,7 +170,12 @@ __all__ = [
     "TypedSignal",
     "WebhookDispatch",
     "dispatch_all",
+    "is_valid_type",
+    "pattern_matches",
     "sign_webhook",
+    "uuid7",
+    "validate_pattern",
+    "validate_type",
     "verify_webhook",
     # --- signals __all__ (end) ---
     # --- agents __all__ (begin) ---

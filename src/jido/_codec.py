@@ -30,10 +30,9 @@ from urllib.parse import quote, unquote
 import orjson
 from pydantic import BaseModel
 
-from jido._errors import PayloadTooLargeError
+from jido._errors import JidoError, PayloadTooLargeError
 from jido._signal import (
     _VALID_TYPES,
-    CORE_ATTRIBUTES,
     SPECVERSION,
     Signal,
     _check_time,
@@ -70,7 +69,6 @@ _JSON_CT_RE = re.compile(r"(application|text)/([a-zA-Z0-9\-.]+\+)?json(;.*)?", r
 _JSON_CT_CACHE: dict[str, bool] = {}
 _NEEDS_QUOTE_RE = re.compile(r'[^\x21-\x7e]|[ "%]')
 _HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
-_KNOWN = CORE_ATTRIBUTES | {"data", "data_base64"}
 
 
 def is_json_content_type(content_type: str | None) -> bool:
@@ -91,15 +89,23 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+_dumps = orjson.dumps
+_loads = orjson.loads
+
+
+def _not_serialisable(attribute: str, exc: TypeError) -> JidoError:
+    return _fail(
+        attribute,
+        f"signal {attribute} is not JSON-serialisable: {exc}; send JSON values, "
+        "bytes or a pydantic model",
+    )
+
+
 def _dump(value: Any, attribute: str) -> bytes:
     try:
-        return orjson.dumps(value, default=_default)
+        return _dumps(value, default=_default)
     except TypeError as exc:
-        raise _fail(
-            attribute,
-            f"signal {attribute} is not JSON-serialisable: {exc}; send JSON values, "
-            "bytes or a pydantic model",
-        ) from exc
+        raise _not_serialisable(attribute, exc) from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,15 +114,17 @@ def _dump(value: Any, attribute: str) -> bytes:
 
 def signal_to_dict(sig: Signal) -> dict[str, Any]:
     """Return the CloudEvents JSON structured form of ``sig`` as a dict."""
+    sig_id = sig._id
     out: dict[str, Any] = {
         "specversion": SPECVERSION,
-        "id": sig.id,
+        "id": sig_id if sig_id is not None else sig.id,
         "source": sig.source,
         "type": sig.type,
     }
     if sig.subject is not None:
         out["subject"] = sig.subject
-    out["time"] = sig.time
+    sig_time = sig._time
+    out["time"] = sig_time if sig_time is not None else sig.time
     if sig.datacontenttype is not None:
         out["datacontenttype"] = sig.datacontenttype
     if sig.dataschema is not None:
@@ -139,23 +147,32 @@ def signal_to_dict(sig: Signal) -> dict[str, Any]:
 
 def encode_json(sig: Signal) -> bytes:
     """Encode ``sig`` in CloudEvents JSON structured mode (UTF-8 bytes)."""
-    return _dump(signal_to_dict(sig), "data")
+    try:
+        return _dumps(signal_to_dict(sig), default=_default)
+    except TypeError as exc:
+        raise _not_serialisable("data", exc) from exc
 
 
-def _required_str(event: Mapping[str, Any], name: str) -> str:
-    value = event.get(name)
-    if value is None:
+_MISSING: Any = object()
+
+
+def _required(name: str, value: object) -> str:
+    """Return a required string attribute, or raise the error naming it."""
+    if value is None or value is _MISSING:
         raise _fail(name, f"required attribute {name!r} is missing")
     if not isinstance(value, str) or not value:
         raise _fail(name, f"attribute {name!r} must be a non-empty string, got {value!r}")
     return value
 
 
-def signal_from_dict(cls: type[S], event: Mapping[str, Any]) -> S:
-    """Build a ``cls`` instance from a CloudEvents JSON structured dict, strictly."""
-    if event.__class__ is not dict and not isinstance(event, Mapping):
-        raise _fail("event", f"a CloudEvent must be a JSON object, got {type(event).__name__}")
-    specversion = event.get("specversion")
+def _from_event(cls: type[S], event: dict[str, Any]) -> S:
+    """Build a ``cls`` instance from a structured-mode dict, which this function consumes.
+
+    Every attribute is checked; what is left in ``event`` once the known attributes are taken
+    out are the extensions, and the dict itself becomes ``sig.extensions``.
+    """
+    pop = event.pop
+    specversion = pop("specversion", None)
     if specversion != SPECVERSION:
         if specversion is None:
             raise _fail("specversion", "required attribute 'specversion' is missing")
@@ -164,48 +181,47 @@ def signal_from_dict(cls: type[S], event: Mapping[str, Any]) -> S:
             f"unsupported specversion {specversion!r}; only {SPECVERSION!r} is accepted",
             value=specversion,
         )
-    sig_id = event.get("id")
+    sig_id = pop("id", None)
     if sig_id.__class__ is not str or not sig_id:
-        sig_id = _required_str(event, "id")
-    source = event.get("source")
+        sig_id = _required("id", sig_id)
+    source = pop("source", None)
     if source.__class__ is not str or not source:
-        source = _required_str(event, "source")
-    sig_type = event.get("type")
+        source = _required("source", source)
+    sig_type = pop("type", None)
     if sig_type.__class__ is not str or sig_type not in _VALID_TYPES:
-        sig_type = validate_type(_required_str(event, "type"))
-    extensions: dict[str, Any] = {}
-    if len(event) > 8 or not _KNOWN.issuperset(event):
-        for name, value in event.items():
-            if name not in _KNOWN:
-                extensions[name] = value
-        if extensions:
-            check_extensions(extensions)
-    raw_time = event.get("time")
+        sig_type = validate_type(_required("type", sig_type))
+    subject = pop("subject", None)
+    raw_time = pop("time", None)
+    content_type = pop("datacontenttype", None)
+    dataschema = pop("dataschema", None)
+    data: Any = pop("data", _MISSING)
+    encoded = pop("data_base64", _MISSING)
+    if event:  # what is left are the extensions
+        check_extensions(event)
     sig_time = _check_time(raw_time) if raw_time is not None else None
-    subject = event.get("subject")
-    dataschema = event.get("dataschema")
-    content_type = event.get("datacontenttype")
     if (
         (subject is not None and (subject.__class__ is not str or not subject))
         or (dataschema is not None and (dataschema.__class__ is not str or not dataschema))
         or (content_type is not None and (content_type.__class__ is not str or not content_type))
     ):
-        for name in ("subject", "dataschema", "datacontenttype"):
-            value = event.get(name)
+        for name, value in (
+            ("subject", subject),
+            ("dataschema", dataschema),
+            ("datacontenttype", content_type),
+        ):
             if value is not None and (not isinstance(value, str) or not value):
                 raise _fail(name, f"attribute {name!r} must be a non-empty string, got {value!r}")
-    if "data_base64" in event:
-        if "data" in event:
+    if encoded is not _MISSING:
+        if data is not _MISSING:
             raise _fail("data_base64", "an event may carry 'data' or 'data_base64', not both")
-        encoded = event["data_base64"]
         if not isinstance(encoded, str):
             raise _fail("data_base64", "'data_base64' must be a base64 string")
         try:
-            data: Any = base64.b64decode(encoded, validate=True)
+            data = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise _fail("data_base64", f"'data_base64' is not valid base64: {exc}") from exc
-    else:
-        data = event.get("data")
+    elif data is _MISSING:
+        data = None
     sig = cls.__new__(cls)
     sig.type = sig_type
     sig.source = source
@@ -216,20 +232,25 @@ def signal_from_dict(cls: type[S], event: Mapping[str, Any]) -> S:
     sig._ns = 0 if sig_time is not None else time.time_ns()
     sig.dataschema = dataschema
     sig.datacontenttype = content_type
-    sig.extensions = extensions
+    sig.extensions = event
     if cls is not Signal:
         sig._decoded()
     return sig
 
 
-def _check_size(size: int, max_size: int | None, attribute: str) -> None:
-    limit = DEFAULT_MAX_SIZE if max_size is None else max_size
-    if size > limit:
-        raise PayloadTooLargeError(
-            f"signal {attribute} is {size} bytes, over the {limit}-byte limit; "
-            "send less data or raise max_size",
-            details={"attribute": attribute, "size": size, "limit": limit},
-        )
+def signal_from_dict(cls: type[S], event: Mapping[str, Any]) -> S:
+    """Build a ``cls`` instance from a CloudEvents JSON structured dict, strictly."""
+    if not isinstance(event, Mapping):
+        raise _fail("event", f"a CloudEvent must be a JSON object, got {type(event).__name__}")
+    return _from_event(cls, dict(event))  # a copy: the caller's mapping is left as it is
+
+
+def _too_large(size: int, limit: int, attribute: str) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"signal {attribute} is {size} bytes, over the {limit}-byte limit; "
+        "send less data or raise max_size",
+        details={"attribute": attribute, "size": size, "limit": limit},
+    )
 
 
 def decode_json(cls: type[S], text: str | bytes, *, max_size: int | None = None) -> S:
@@ -242,12 +263,15 @@ def decode_json(cls: type[S], text: str | bytes, *, max_size: int | None = None)
         size = len(text)
     else:
         raise _fail("event", f"expected JSON text or bytes, got {type(text).__name__}")
-    _check_size(size, max_size, "event")
+    if size > (DEFAULT_MAX_SIZE if max_size is None else max_size):
+        raise _too_large(size, DEFAULT_MAX_SIZE if max_size is None else max_size, "event")
     try:
-        event = orjson.loads(text)
+        event = _loads(text)
     except orjson.JSONDecodeError as exc:
         raise _fail("event", f"malformed JSON: {exc}") from exc
-    return signal_from_dict(cls, event)
+    if event.__class__ is not dict:
+        raise _fail("event", f"a CloudEvent must be a JSON object, got {type(event).__name__}")
+    return _from_event(cls, event)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +353,9 @@ def decode_binary(
         body = b""
     elif isinstance(body, str):
         body = body.encode()
-    _check_size(len(body), max_size, "data")
+    limit = DEFAULT_MAX_SIZE if max_size is None else max_size
+    if len(body) > limit:
+        raise _too_large(len(body), limit, "data")
     data: Any
     if not body:
         data = None
@@ -348,4 +374,4 @@ def decode_binary(
     if content_type is not None:
         event["datacontenttype"] = content_type
     event["data"] = data
-    return signal_from_dict(cls, event)
+    return _from_event(cls, event)

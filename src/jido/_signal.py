@@ -51,7 +51,10 @@ MAX_TYPE_LENGTH = 255
 
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_\-]+")
 _EXT_NAME_RE = re.compile(r"[a-z0-9]+")
-_TRACEPARENT_RE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+# W3C trace context: version (not ff), trace id (not all zero), span id (not all zero), flags.
+_TRACEPARENT_RE = re.compile(
+    r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}"
+)
 _RFC3339_RE = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+\-]\d{2}:\d{2})"
 )
@@ -212,12 +215,22 @@ def parse_time(value: str) -> datetime:
 
 
 def _check_time(value: object) -> str:
+    """Return ``value`` as a checked RFC 3339 string (an aware ``datetime`` is formatted)."""
+    if isinstance(value, str):
+        if _RFC3339_RE.fullmatch(value) is not None:
+            try:  # the usual case: the regex checks the shape, fromisoformat the ranges
+                _fromisoformat(value)
+                return value
+            except ValueError:
+                pass
+        parse_time(value)  # normalises what fromisoformat refuses, or raises naming 'time'
+        return value
     if isinstance(value, datetime):
         return format_time(value)
-    if not isinstance(value, str):
-        raise _fail("time", f"signal time must be an RFC 3339 string, got {type(value).__name__}")
-    parse_time(value)
-    return value
+    raise _fail("time", f"signal time must be an RFC 3339 string, got {type(value).__name__}")
+
+
+_fromisoformat = datetime.fromisoformat
 
 
 def _check_optional_str(name: str, value: object) -> None:
@@ -229,8 +242,8 @@ def check_extensions(extensions: dict[str, Any]) -> None:
     """Validate extension names and values in place (datetimes become RFC 3339 strings)."""
     for name, value in extensions.items():
         if value.__class__ is str and name in _VALID_EXT_NAMES:
-            if name == "traceparent":
-                _check_traceparent(value)
+            if name == "traceparent" and _TRACEPARENT_RE.fullmatch(value) is None:
+                _check_traceparent(value)  # raises
             continue
         if not isinstance(name, str):
             raise _fail(repr(name), f"extension names must be strings, got {type(name).__name__}")
@@ -257,18 +270,8 @@ def check_extensions(extensions: dict[str, Any]) -> None:
             _VALID_EXT_NAMES.add(name)
 
 
-_ZERO_TRACE = "0" * 32
-_ZERO_SPAN = "0" * 16
-
-
 def _check_traceparent(value: object) -> None:
-    if (
-        not isinstance(value, str)
-        or _TRACEPARENT_RE.fullmatch(value) is None
-        or value[:2] == "ff"
-        or value[3:35] == _ZERO_TRACE
-        or value[36:52] == _ZERO_SPAN
-    ):
+    if not isinstance(value, str) or _TRACEPARENT_RE.fullmatch(value) is None:
         raise _fail(
             "traceparent",
             f"traceparent {value!r} is not a W3C trace context value "

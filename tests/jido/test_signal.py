@@ -225,6 +225,28 @@ def test_non_string_extension_name_in_dict() -> None:
     assert attr_of(exc) == "5"
 
 
+def test_from_dict_leaves_the_callers_mapping_alone() -> None:
+    event = {
+        "specversion": "1.0",
+        "id": "1",
+        "source": "/s",
+        "type": "a",
+        "time": "2024-05-01T12:00:00.5z",
+        "tenant": "acme",
+        "data": {"x": 1},
+    }
+    before = dict(event)
+    sig = Signal.from_dict(event)
+    assert event == before
+    assert sig.extensions == {"tenant": "acme"}
+    sig.extensions["other"] = "x"
+    assert "other" not in event
+    assert sig.time == "2024-05-01T12:00:00.5z"  # accepted through the normalising path
+    with pytest.raises(SignalError) as exc:
+        Signal.from_dict({**event, "time": "2024-02-30T12:00:00Z"})
+    assert attr_of(exc) == "time"
+
+
 def test_payload_limit() -> None:
     sig = Signal(type="a", source="/s", data={"blob": "x" * 5000})
     text = sig.to_json()
