@@ -29,7 +29,7 @@ import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -81,10 +81,17 @@ class KVEntry:
     """Stream sequence of this revision: strictly increasing per bucket; the CAS token."""
     op: Op = Op.PUT
     """What this entry records."""
-    created: datetime | None = None
-    """Server timestamp (known for watched entries)."""
+    timestamp_ns: int = 0
+    """Server timestamp in Unix nanoseconds (known for watched entries, else 0)."""
     delta: int = 0
     """Entries still pending behind this one when it was delivered (watch only)."""
+
+    @property
+    def created(self) -> datetime | None:
+        """Server timestamp as an aware datetime (None when unknown)."""
+        if not self.timestamp_ns:
+            return None
+        return datetime.fromtimestamp(self.timestamp_ns / 1e9, UTC)
 
     @property
     def deleted(self) -> bool:
@@ -500,6 +507,19 @@ class KV:
         return Watch(self, pattern, include_history=include_history, idle_heartbeat=idle_heartbeat)
 
 
+def _ack_fields(reply: str) -> tuple[int, int, int]:
+    """Stream sequence, timestamp (ns) and pending count from a JetStream ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (9 tokens) or the
+    v2 form with domain and account hash in front (and a random token at the end). Cheaper
+    than ``Msg.metadata``, which also builds a datetime per message.
+    """
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[7]), int(tokens[8])
+    return int(tokens[7]), int(tokens[9]), int(tokens[10])
+
+
 class _CaughtUp:
     """Queue marker: every entry that existed when the watch started has been delivered."""
 
@@ -548,16 +568,15 @@ class Watch:
         async def on_msg(msg: Msg) -> None:
             if not init_setup.done():
                 await init_setup
-            meta = msg.metadata
-            headers = msg.headers or None
+            seq, ts, pending = _ack_fields(msg.reply)
             entry = KVEntry(
                 bucket=kv.bucket,
                 key=msg.subject[len(kv._pre) :],
                 value=msg.data or b"",
-                revision=int(meta.sequence.stream),
-                op=_op_of(headers),
-                created=meta.timestamp,
-                delta=int(meta.num_pending or 0),
+                revision=seq,
+                op=_op_of(msg.headers or None),
+                timestamp_ns=ts,
+                delta=pending,
             )
             self._queue.put_nowait(entry)
             if entry.delta == 0 and not self._init_done:
