@@ -48,10 +48,8 @@ async def test_join_update_leave_and_expire_events(
         await observer._wait(lambda s: s.members["a"].status == "draining", 5)
         await a.stop()  # graceful
         await observer.wait_gone("a", timeout=5)
-        t0 = time.monotonic()
         await b.stop(leave=False)  # like a crash: stops renewing, the lease runs out
         await observer.wait_gone("b", timeout=5)
-        detected = time.monotonic() - t0
     finally:
         await a.stop()
         await b.stop()
@@ -66,7 +64,6 @@ async def test_join_update_leave_and_expire_events(
     ] or kinds == [("join", "b"), ("join", "a"), ("update", "a"), ("leave", "a"), ("expire", "b")]
     versions = [e.version for e in events]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
-    assert detected < 3 * b.lease_ttl  # sanity bound, not a timing assertion of the budget
 
 
 async def test_event_stream_and_snapshot_diff(
