@@ -394,7 +394,7 @@ class Dashboard:
         except Exception:
             leader = self._leader
         if leader != self._leader and leader is not None:
-            self._event("leader", leader[0], detail=f"term {leader[1]}")
+            self._event("leader", leader[0], detail=f"{leader[0]} leads (term {leader[1]})")
         self._leader = leader
         self._ingest_external()
 

@@ -205,7 +205,11 @@ async def test_status_shows_nodes_agents_and_statistics(
         assert na["stats"]["calls_out"] >= 5 and na["stats"]["spawns"] == 4
         assert st["agents"]["by_node"] == {"dash-a": 1, "dash-b": 3}
         assert st["totals"]["calls_in"] >= 5
-        assert st["healthy"] is True and st["orphans"] == [] and st["leader"] is None
+        assert st["healthy"] is True and st["orphans"] == []
+        # the leader, when nodes run failover, is one of them and is marked on its row
+        leader = st["leader"]["node"] if st["leader"] else None
+        assert leader in (None, "dash-a", "dash-b")
+        assert [n["id"] for n in st["nodes"] if n["leader"]] == ([leader] if leader else [])
         claimed = {e["agent"] for e in st["events"] if e["kind"] == "claimed"}
         assert claimed == {"on-a", "on-b-0", "on-b-1", "on-b-2"}
         # signals/s: b receives a steady stream of calls; some refresh sees a positive rate
@@ -338,52 +342,71 @@ async def test_healthz_follows_the_node(nats_server: NatsServer, http: httpx.Asy
         await node.stop()
 
 
+def failover_of(node: Node) -> Failover | None:
+    """The node's own failover component, when nodes run one."""
+    existing = getattr(node, "failover", None)
+    return existing if isinstance(existing, Failover) else None
+
+
 async def test_leader_and_failover_events(nats_server: NatsServer, http: httpx.AsyncClient) -> None:
     nodes = [Node(nats=nats_server.url, name=f"fo-{i}", agents=AGENTS) for i in range(3)]
-    failovers: list[Failover] = []
+    started: list[Failover] = []
     try:
         await asyncio.gather(*(n.start() for n in nodes))
         for n in nodes:
             await n.membership.wait_members([m.id for m in nodes])
-        watcher, survivor, victim = nodes
-        fo = Failover(watcher)
-        await fo.start()
-        failovers.append(fo)
-        term = await fo.wait_leader()
+        components: dict[str, Failover] = {}
+        for n in nodes:
+            fo = failover_of(n)
+            if fo is None:
+                fo = Failover(n)
+                await fo.start()
+                started.append(fo)
+            components[n.id] = fo
+
+        async def find_leader() -> tuple[str, int] | None:
+            leading = [(i, fo.term) for i, fo in components.items() if fo.is_leader]
+            return leading[0] if len(leading) == 1 else None
+
+        leader, term = await eventually(find_leader)
+        watcher = nodes[0]
+        victim = next(n for n in nodes[1:] if n.id != leader)
         async with Dashboard(watcher, refresh=0.05) as dash:
-            await survivor.spawn(ClusteredCounter, id="moving", node="fo-2")
-            await survivor.ref("moving").call(add(7))
+            await watcher.spawn(ClusteredCounter, id="moving", node=victim.id)
+            await watcher.ref("moving").call(add(7))
 
             async def leader_shown() -> dict[str, Any] | None:
                 st = await get_status(http, dash)
-                return st if st["leader"] == {"node": "fo-0", "term": term} else None
+                return st if st["leader"] == {"node": leader, "term": term} else None
 
             st = await eventually(leader_shown)
-            assert node_of(st, "fo-0")["leader"] and not node_of(st, "fo-2")["leader"]
-            assert any(e["kind"] == "leader" and e["node"] == "fo-0" for e in st["events"])
+            assert [n["id"] for n in st["nodes"] if n["leader"]] == [leader]
+            assert any(e["kind"] == "leader" and e["node"] == leader for e in st["events"])
             fams = parse_exposition((await http.get(dash.url + "metrics")).text)
-            assert fams["foundation_leader"].value(node="fo-0", term=str(term)) == 1
+            assert fams["foundation_leader"].value(node=leader, term=str(term)) == 1
+            assert len(fams["foundation_leader"].samples) == 1
 
             await victim.stop()  # its critical agent stays assigned to it: failover moves it
 
             async def moved() -> dict[str, Any] | None:
                 st = await get_status(http, dash)
                 kinds = {(e["kind"], e["node"], e["agent"]) for e in st["events"]}
-                ok = ("leave", "fo-2", None) in kinds and any(
+                ok = ("leave", victim.id, None) in kinds and any(
                     k == "moved" and agent == "moving" for k, _, agent in kinds
                 )
-                return st if ok and "fo-2" not in [n["id"] for n in st["nodes"]] else None
+                return st if ok and victim.id not in [n["id"] for n in st["nodes"]] else None
 
             st = await eventually(moved)
             move = next(e for e in st["events"] if e["kind"] == "moved")
-            assert move["detail"].startswith("fo-2 → ") and move["node"] in {"fo-0", "fo-1"}
+            assert move["detail"].startswith(f"{victim.id} → ")
+            assert move["node"] in {n.id for n in nodes} - {victim.id}
             assert st["agents"]["by_node"] == {move["node"]: 1} and st["orphans"] == []
             assert (await watcher.ref("moving").state()).count == 7  # type: ignore[attr-defined]
             fams = parse_exposition((await http.get(dash.url + "metrics")).text)
             assert fams["foundation_events_total"].value(source="membership", kind="leave") == 1
             assert fams["foundation_events_total"].value(source="registry", kind="moved") == 1
     finally:
-        for f in failovers:
+        for f in started:
             await f.stop()
         await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
 
@@ -465,6 +488,13 @@ async def test_for_cluster_runs_its_own_observer_node(
     await a.membership.wait_gone("observer")
 
 
+def catches(pid: int, sig: int) -> bool:
+    """True once process ``pid`` has a handler for ``sig`` (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        caught = next(line for line in fh if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) >> (sig - 1) & 1)
+
+
 async def test_foundation_up_serves_the_dashboard(http: httpx.AsyncClient) -> None:
     env = dict(os.environ, COLUMNS="200", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
@@ -503,8 +533,17 @@ async def test_foundation_up_serves_the_dashboard(http: httpx.AsyncClient) -> No
         st = await eventually(node_seen, timeout=30)
         assert st["node"].startswith("dashboard-") and st["healthy"]
         assert (await http.get(url + "healthz")).status_code == 200
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
+
+        async def handles_sigterm() -> bool:
+            # `up` catches SIGTERM (like Ctrl-C) once it runs: read it from /proc, no guessing
+            return catches(proc.pid, signal.SIGTERM)
+
+        await eventually(handles_sigterm, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 60)
+        rest = (await proc.stdout.read()).decode()
+        assert code == 0, "".join(lines) + rest
+        assert "stopping the cluster" in rest
     finally:
         if proc.returncode is None:
             proc.kill()
