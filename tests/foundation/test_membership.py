@@ -227,3 +227,28 @@ async def test_members_recover_after_the_nodes_stream_leader_dies(
 
 async def _all_hold(nodes: list[Membership]) -> bool:
     return all(n.holds_lease for n in nodes)
+
+
+async def test_sweeper_expires_a_member_whose_marker_was_never_seen(
+    nats_server: NatsServer, nats_connect: Connect
+) -> None:
+    observer = Membership(await nats_connect(nats_server), None)
+    await observer.start()
+    events: list[MembershipEvent] = []
+    observer.add_listener(events.append)
+    ghost = Membership(await nats_connect(nats_server), "ghost")
+    await ghost.start()
+    try:
+        await observer.wait_members(["ghost"], timeout=5)
+        await ghost.stop(leave=False)
+        # Remove the record behind the watchers' backs (no tombstone, no TTL marker), as if
+        # the marker had been missed during a long disconnection.
+        admin = await nats_connect(nats_server)
+        await admin.jetstream().purge_stream(
+            "KV_foundation_nodes", subject="$KV.foundation_nodes.ghost"
+        )
+        await observer.wait_gone("ghost", timeout=10)
+    finally:
+        await ghost.stop()
+        await observer.stop()
+    assert [(e.kind, e.node_id) for e in events][-1] == ("expire", "ghost")
