@@ -261,7 +261,9 @@ class KV:
         self.stream = wire.kv_stream(bucket)
         self.replicas = replicas
         self.timeout = timeout
-        self._direct = direct
+        # Direct gets may be answered by any replica, so on a replicated bucket a follower
+        # could return a slightly stale value; reads then go through the stream leader.
+        self._direct = direct and replicas == 1
         self._pre = wire.kv_subject(bucket, "")
 
     # -- opening ---------------------------------------------------------------------------
@@ -356,7 +358,11 @@ class KV:
         )
 
     async def get(self, key: str) -> KVEntry | None:
-        """Current value of ``key``, or None if absent, deleted or expired."""
+        """Current value of ``key``, or None if absent, deleted or expired.
+
+        Read from the stream leader on replicated buckets (direct get, served by any replica,
+        only on R1), so a read after an acknowledged write sees that write.
+        """
         entry = await self._last(check_key(key))
         if entry is None or entry.deleted:
             return None
