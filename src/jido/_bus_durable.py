@@ -27,15 +27,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from jido._bus import _FAILED, _SKIPPED, Bus, Handler, Subscription, _ns_to_datetime, _to_ns
 from jido._bus_types import BusError, DeadLetter, Overflow, SubscriptionStats
 from jido._router import Router
 from jido._signal import Signal
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["PersistentSubscription"]
 

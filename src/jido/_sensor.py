@@ -44,15 +44,17 @@ from jido._signal import Signal, validate_type
 __all__ = [
     "BusSensor",
     "CronSensor",
-    "Emit",
+    "EmitFn",
     "HeartbeatSensor",
     "Sensor",
     "SensorClock",
     "SensorError",
 ]
 
-Emit = Callable[[Signal], Awaitable[Any]]
-"""What a sensor sends its signals to: an async callable taking one :class:`~jido.Signal`."""
+EmitFn = Callable[[Signal], Awaitable[Any]]
+"""What a sensor sends its signals to: an async callable taking one :class:`~jido.Signal`.
+
+(Not the :class:`jido.Emit` directive, which an action returns to make its agent emit.)"""
 
 _log = logging.getLogger("jido.sensor")
 _ids = itertools.count(1)
@@ -183,7 +185,7 @@ class Sensor:
         self.emitted = 0
         self.dropped = 0
         self.error: BaseException | None = None
-        self._emit: Emit | None = None
+        self._emit: EmitFn | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- to override ---------------------------------------------------------------------
@@ -210,7 +212,7 @@ class Sensor:
         """True between ``start()`` and the end of the sensor's task."""
         return self._task is not None and not self._task.done()
 
-    async def start(self, emit: Emit) -> None:
+    async def start(self, emit: EmitFn) -> None:
         """Start emitting signals to ``emit``. Raises :class:`SensorError` if already running."""
         if self.running:
             raise SensorError(
