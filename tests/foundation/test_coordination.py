@@ -210,3 +210,25 @@ async def test_config_map_with_cas_and_watch(
     assert await b.config.get("flag") is True
     assert await b.config.get("missing", 7) == 7
     assert await b.config.items() == {"flag": True}
+
+
+async def test_takeover_when_the_leader_process_dies(
+    nats_server: NatsServer, nats_connect: Connect
+) -> None:
+    dying_nc = await nats_connect(nats_server)
+    dying = Coordination(dying_nc, "dying")
+    await dying.start()
+    (heir,) = await _coords(nats_server, nats_connect, "heir")
+    lead = await dying.elect("job")
+    first_term = await lead.wait_elected()
+    successor = await heir.elect("job")
+    assert not successor.is_leader
+    try:
+        await dying_nc.close()  # the process is gone: no resignation, no more renewals
+        term = await asyncio.wait_for(successor.wait_elected(), 10)
+        assert term > first_term
+        assert not lead.is_leader
+        assert await heir.leader("job") == ("heir", term)
+    finally:
+        await heir.stop()
+        await dying.stop()  # ends the dead contender's background campaign task
