@@ -181,8 +181,8 @@ async def _back(driver: Node, procs: Procs, agent_id: str, victim: str, limit: f
     ref = driver.ref(agent_id)
     while loop.time() < deadline:
         try:
-            out = await ref.call(
-                Signal(type="fo.where", source="/bench"), timeout=deadline - loop.time()
+            out = await ref.call(  # short probes: one sent as the node died gets no answer
+                Signal(type="fo.where", source="/bench"), timeout=min(2.0, deadline - loop.time())
             )
         except JidoError:
             await asyncio.sleep(0.01)

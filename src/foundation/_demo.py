@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from foundation._demo_failover import FailoverAct
 from jido import JidoError, Signal
 
 DEFAULT_APP = "foundation.demo_app:AGENTS"
@@ -452,7 +453,14 @@ class SummaryAct:
         ctx.console.print(table)
 
 
-DEMO_ACTS: list[Act] = [StartClusterAct(), DeployAct(), LoadAct(), VerifyAct(), SummaryAct()]
+DEMO_ACTS: list[Act] = [
+    StartClusterAct(),
+    DeployAct(),
+    LoadAct(),
+    VerifyAct(),
+    FailoverAct(),
+    SummaryAct(),
+]
 """The acts of ``foundation demo``, in order. Insert new acts (e.g. failover) where they fit."""
 
 
