@@ -368,11 +368,15 @@ class Membership:
         watch = self.kv.watch()
         await watch.start()
         self._tasks.append(asyncio.create_task(self._watch_loop(watch)))
-        await watch.wait_caught_up()
-        self._tasks.append(asyncio.create_task(self._sweep_loop()))
-        if self.node_id is not None:
-            await self._join(wait=True)
-            self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        try:
+            await watch.wait_caught_up()
+            self._tasks.append(asyncio.create_task(self._sweep_loop()))
+            if self.node_id is not None:
+                await self._join(wait=True)
+                self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        except BaseException:
+            await self.stop(leave=False)  # leave nothing running behind a failed start
+            raise
 
     async def stop(self, *, leave: bool = True) -> None:
         """Stop renewing (deleting the record first when ``leave``) and stop watching."""
