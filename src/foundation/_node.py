@@ -60,6 +60,8 @@ from foundation._failover import AwaitFailover, Failover, FailoverOptions
 from foundation._kv import KV, BucketSpec, connect
 from foundation._membership import DEFAULT_LEASE_TTL, Membership
 from foundation._placement import PlacementDirector
+from foundation._rebalance import OPS as REBALANCE_OPS
+from foundation._rebalance import handle_op as handle_rebalance_op
 from foundation._ref import ClusterRef, FailFast, UnreachablePolicy
 from foundation._registry import ClusterRegistry, RegistryRecord
 from foundation._state import KVStateStore
@@ -216,6 +218,7 @@ class Node:
             else (FailoverOptions() if failover else None)
         )
         self.failover: Failover | None = None
+        self._parked: set[str] = set()  # agents being handed over: not restarted here
         self.ref_policy: UnreachablePolicy = ref_policy or (
             AwaitFailover() if self._failover_options is not None else FailFast()
         )
@@ -513,6 +516,8 @@ class Node:
         ref = self._local.get(agent_id)
         if ref is not None:
             return ref
+        if agent_id in self._parked:
+            return None  # being handed over: the caller follows the registry
         pending = self._starting.get(agent_id)
         if pending is None:
             record = self.registry.cached(agent_id)
@@ -701,6 +706,8 @@ class Node:
                     result = await self._handle_start(req.agent_id, req.extra)
                 elif op == "stop":
                     result = {"stopped": await self._stop_local(req.agent_id)}
+                elif op in REBALANCE_OPS:
+                    result = await handle_rebalance_op(self, op, req.agent_id, req.extra)
                 else:
                     raise DefinitionError(f"unknown node op {op!r}", details={"op": op})
             data = encode_ok(result)
@@ -923,7 +930,7 @@ class Node:
             elif self.state_store.epoch_of(agent_id) not in (None, int(record.epoch)):
                 await self._stop_local(agent_id)  # re-assigned with a new epoch: restart
         for agent_id, record in assigned.items():
-            if agent_id in self._local or agent_id in self._starting:
+            if agent_id in self._local or agent_id in self._starting or agent_id in self._parked:
                 continue
             if record.type not in self._types:
                 continue

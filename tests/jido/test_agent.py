@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field, field_validator
 
@@ -364,7 +364,7 @@ def test_schedule_validation() -> None:
         Emit(s, to="x", to_self=True)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(min_value=1, max_value=1000), max_size=20))
 async def test_deposits_sum_property(amounts: list[int]) -> None:
     a = Account.new()

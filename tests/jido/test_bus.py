@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jido import (
@@ -387,7 +387,7 @@ _patterns = (
 _types = st.lists(st.sampled_from(_SEGS), min_size=1, max_size=4).map(".".join)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     patterns=st.lists(_patterns, min_size=1, max_size=5),
     batches=st.lists(st.lists(_types, min_size=1, max_size=4), min_size=1, max_size=8),

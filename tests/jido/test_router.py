@@ -6,7 +6,7 @@ import itertools
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jido import Route, Router, RoutingError, Signal, SignalError
@@ -175,7 +175,7 @@ def reference(routes: list[tuple[str, int]], sig_type: str) -> list[int]:
     return [i for i, _, _ in hits]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     routes=st.lists(st.tuples(patterns, st.integers(-100, 100)), max_size=25),
     probe=st.lists(types, min_size=1, max_size=8),
@@ -190,7 +190,7 @@ def test_trie_agrees_with_reference(routes: list[tuple[str, int]], probe: list[s
         assert targets(r.route(sig_type)) == expected  # cached answer is the same
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     routes=st.lists(st.tuples(patterns, st.integers(-3, 3)), min_size=1, max_size=15),
     drop=st.sets(st.integers(0, 14)),

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
@@ -373,7 +373,7 @@ def test_runtime_options_on_the_class_are_checked() -> None:
             hibernate_after = -1
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 1000)), min_size=1, max_size=30))
 async def test_arrival_order_property(ops: list[tuple[bool, int]]) -> None:
     """Any mix of casts and calls is applied one at a time, in arrival order."""

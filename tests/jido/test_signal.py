@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -420,6 +420,7 @@ ext_names = st.from_regex(r"[a-z0-9]{1,10}", fullmatch=True).filter(
 ext_values = st.text(max_size=20) | st.integers(-1000, 1000) | st.booleans()
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # no timing in tests
 @given(
     sig_type=types,
     data=json_values,
@@ -435,6 +436,7 @@ def test_structured_round_trip_property(
     assert Signal.from_json(sig.to_json()) == sig
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # no timing in tests
 @given(
     sig_type=types,
     data=json_values,

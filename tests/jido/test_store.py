@@ -336,7 +336,7 @@ class StoreContract:
     @settings(
         max_examples=40,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     @given(ops=st.lists(_ops, min_size=1, max_size=25))
     async def test_behaves_like_a_dict_with_epoch_fencing(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jido import Checkpoint, CorruptCheckpointError, StoreError
@@ -34,11 +34,13 @@ _checkpoints = st.builds(
 )
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # no timing in tests
 @given(_checkpoints)
 def test_round_trip_is_exact(cp: Checkpoint) -> None:
     assert Checkpoint.from_bytes(cp.to_bytes()) == cp
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # no timing in tests
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_decode_or_raise_the_typed_error(data: bytes) -> None:
     try:
