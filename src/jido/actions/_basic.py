@@ -35,6 +35,7 @@ class Noop(Action):
         model_config = ConfigDict(extra="allow")
 
     async def run(self, params: BaseModel, ctx: ActionContext) -> dict[str, Any]:
+        """Return the extra params as the result (nothing else happens)."""
         return dict(params.model_extra or {})
 
 
@@ -50,6 +51,7 @@ class Sleep(Action):
         duration: float = Field(ge=0, le=3600, description="Seconds to wait (0 to 3600)")
 
     async def run(self, params: Params, ctx: ActionContext) -> dict[str, Any]:
+        """Sleep ``duration`` seconds (cancellable) and report it."""
         await asyncio.sleep(params.duration)
         return {"slept": params.duration}
 
@@ -68,6 +70,7 @@ class Log(Action):
         )
 
     async def run(self, params: Params, ctx: ActionContext) -> dict[str, Any]:
+        """Write ``message`` to the ``jido.actions.log`` logger at ``level``."""
         _LOG.log(
             _LEVELS[params.level],
             params.message,

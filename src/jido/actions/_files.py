@@ -91,6 +91,7 @@ class ReadFile(_FileAction):
         offset: int = Field(default=0, ge=0, description="Start reading at this byte offset")
 
     def run(self, params: Params, ctx: ActionContext) -> dict[str, Any]:
+        """Read the file (confined to the allowed roots, at most ``max_bytes``)."""
         path = self._resolve(params.path)
         limit = (
             self.max_bytes if params.max_bytes is None else min(params.max_bytes, self.max_bytes)
@@ -134,6 +135,7 @@ class WriteFile(_FileAction):
         make_dirs: bool = Field(default=False, description="Create missing parent directories")
 
     def run(self, params: Params, ctx: ActionContext) -> dict[str, Any]:
+        """Write the file (confined to the allowed roots, at most ``max_bytes``)."""
         path = self._resolve(params.path)
         data = params.content.encode("utf-8")
         if len(data) > self.max_bytes:

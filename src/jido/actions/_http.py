@@ -65,6 +65,7 @@ class HttpRequest(Action):
         return type(cls.__name__, (cls,), namespace)
 
     async def run(self, params: Params, ctx: ActionContext) -> dict[str, Any]:
+        """Send the request (allowed hosts only) and return status, headers and body."""
         host = (urlsplit(params.url).hostname or "").lower()
         if self.allowed_hosts is not None and host not in self.allowed_hosts:
             raise ValidationError(
