@@ -260,6 +260,7 @@ class DemoContext:
     casts: int = 0
     load_seconds: float = 0.0
     results: dict[str, Any] = field(default_factory=dict)
+    dashboard: Any = None
 
 
 class Act(Protocol):
@@ -297,6 +298,11 @@ class StartClusterAct:
             highlight=False,
             soft_wrap=True,
         )
+        from foundation._dashboard import Dashboard
+
+        ctx.dashboard = Dashboard(ctx.node, latencies=ctx.latencies, errors=ctx.errors)
+        await ctx.dashboard.start()
+        ctx.console.print(f"  live dashboard: [cyan]{ctx.dashboard.url}[/cyan]", soft_wrap=True)
 
 
 class DeployAct:
@@ -516,6 +522,8 @@ async def run_demo(
             code = 1
     finally:
         with out.status("stopping nodes and NATS..."):
+            if ctx.dashboard is not None:
+                await ctx.dashboard.stop()
             if ctx.node is not None:
                 with contextlib.suppress(Exception):
                     await ctx.node.stop()
