@@ -53,6 +53,7 @@ from foundation._errors import (
     NoCapacityError,
     PlacementError,
 )
+from foundation._rebalance import Rebalancer
 from jido import JidoError
 
 if TYPE_CHECKING:
@@ -107,19 +108,25 @@ class FailoverOptions:
         sweep_interval: seconds between two registry sweeps for orphaned records.
         concurrency: agents re-placed in parallel by the leader.
         lease_name: name of the leader lease.
+        rebalance: move agents to nodes that join (see ``foundation._rebalance``).
+        rebalance_interval: seconds between two rebalancing steps (and after a join).
+        max_moves: agents moved per rebalancing step.
     """
 
     non_critical: NonCritical = "remove"
     sweep_interval: float = 0.5
     concurrency: int = 64
     lease_name: str = LEADER_LEASE
+    rebalance: bool = True
+    rebalance_interval: float = 2.0
+    max_moves: int = 4
 
 
 @dataclass(frozen=True, slots=True)
 class FailoverEvent:
     """One decision taken by the leader (for observers and tests)."""
 
-    kind: Literal["moved", "removed", "pending", "leader", "deposed"]
+    kind: Literal["moved", "removed", "pending", "leader", "deposed", "rebalanced"]
     agent_id: str
     from_node: str
     to_node: str | None
@@ -179,6 +186,16 @@ class Failover:
         self._last_failover: float | None = None
         self._leading = asyncio.Event()
         self._stopped = False
+        self._led_since = 0.0
+        self.rebalancer: Rebalancer | None = (
+            Rebalancer(
+                node,
+                interval=self.options.rebalance_interval,
+                max_moves=self.options.max_moves,
+            )
+            if self.options.rebalance
+            else None
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -254,6 +271,11 @@ class Failover:
     # -- events ------------------------------------------------------------------------------
 
     def _on_membership(self, event: Any) -> None:
+        leading_for = time.monotonic() - self._led_since if self.is_leader else 0.0
+        if event.kind == "join" and self.rebalancer is not None and leading_for >= 1.0:
+            # Joins during start-up (before this tenure settled) are not rebalancing targets.
+            self.rebalancer.on_join(event.node_id)
+            self._wake.set()
         if event.kind in ("expire", "leave") and event.node_id != self.node.id:
             self._dead.setdefault(event.node_id, time.monotonic())
             self._wake.set()
@@ -302,6 +324,7 @@ class Failover:
             self._term = lead.term
             self._terms_led += 1
             self._leading.set()
+            self._led_since = time.monotonic()
             log.info("node %s leads the cluster (term %d)", self.node.id, lead.term)
             self._emit(FailoverEvent("leader", "", self.node.id, None, 0, lead.term))
             try:
@@ -337,6 +360,19 @@ class Failover:
                     break
                 self._wake.clear()
                 await self.sweep(lead)
+                rebalancer = self.rebalancer
+                if rebalancer is not None and rebalancer.due() and lead.held:
+                    for move in await rebalancer.step(lead.term, lambda: lead.held):
+                        self._emit(
+                            FailoverEvent(
+                                "rebalanced",
+                                move.agent_id,
+                                move.from_node,
+                                move.to_node,
+                                move.epoch,
+                                move.term,
+                            )
+                        )
         finally:
             lost.cancel()
             with contextlib.suppress(BaseException):

@@ -930,8 +930,11 @@ class Node:
             elif self.state_store.epoch_of(agent_id) not in (None, int(record.epoch)):
                 await self._stop_local(agent_id)  # re-assigned with a new epoch: restart
         for agent_id, record in assigned.items():
-            if agent_id in self._local or agent_id in self._starting or agent_id in self._parked:
+            starting = self._starting.get(agent_id)
+            if agent_id in self._local or agent_id in self._parked:
                 continue
+            if starting is not None and getattr(starting, "_fdn_running", False):
+                continue  # an activation is under way (a bare waiter does not count)
             if record.type not in self._types:
                 continue
             try:

@@ -1,0 +1,282 @@
+"""Rebalancing when nodes join, hand-over between nodes, and graceful drain.
+
+**Hand-over** (:func:`hand_over`, served by the owner on its ``handoff`` op): the owner parks
+the agent (its reconciliation will not restart it), stops it — the runtime lets the command in
+progress finish and commits its final checkpoint — then moves the registry record by CAS to the
+target (the epoch grows, the leader's term is stamped), un-parks it and asks the target to start
+it. The target's activation claims the state key with the new epoch and restores that last
+checkpoint. The agent is never moved in the middle of a command, and no two copies run: the old
+one is stopped before the record moves.
+
+**Rebalancing** (:class:`Rebalancer`, run by the leader): when a node joins, the leader moves
+agents from the most loaded nodes to it, at most ``max_moves`` per ``interval``, until the
+joined node holds about the average (within ``tolerance``). Only nodes that can host an agent's
+type (capability ``type:<type>``) and accept agents (status ``up``) receive it. Rebalancing only
+follows joins: agents deliberately placed (``spawn(node=...)``) are not moved otherwise.
+
+**Drain** (:func:`request_drain`, ``foundation drain NODE``): the node refuses new agents, hands
+each agent over to a placed target with its state, leaves the membership and stops (the process
+exits). Agents no other node can take stay registered to it and are re-placed by the failover
+once its record is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from foundation._errors import ClusterError, NodeUnavailableError, NotOwnerError
+
+log = logging.getLogger("foundation.rebalance")
+
+#: Node ops served by this module (on ``foundation.node.<id>.<op>``).
+OPS = ("handoff", "drain")
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One hand-over decided by the rebalancer."""
+
+    agent_id: str
+    from_node: str
+    to_node: str
+    epoch: int
+    term: int
+    seconds: float
+
+
+# -- owner side ----------------------------------------------------------------------------------
+
+
+async def hand_over(
+    node: Any, agent_id: str, *, to: str, metadata: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Hand ``agent_id`` over from ``node`` (its owner) to node ``to``; see module docs."""
+    record = await node.registry.lookup(agent_id, consistent=True)
+    if record is None or record.node != node.id:
+        raise NotOwnerError(
+            f"node {node.id} does not own {agent_id!r}; nothing to hand over",
+            details={"agent_id": agent_id, "node": node.id},
+        )
+    parked: set[str] = node._parked
+    parked.add(agent_id)
+    try:
+        await node._stop_local(agent_id)
+        expected = record
+        if metadata:
+            expected = msgspec.structs.replace(
+                record, metadata={**record.metadata, **dict(metadata)}
+            )
+        moved = await node.registry.move(agent_id, to=to, expected=expected)
+    except BaseException:
+        parked.discard(agent_id)
+        node._reconcile_wake.set()  # restart it here: the record did not move
+        raise
+    parked.discard(agent_id)
+    with contextlib.suppress(NodeUnavailableError):
+        await node._start_remote(moved, None)
+    return {"agent_id": agent_id, "from": node.id, "to": to, "epoch": moved.epoch}
+
+
+def start_drain(node: Any) -> dict[str, Any]:
+    """Begin draining ``node`` in the background; returns at once with what will be moved."""
+    task = node.__dict__.get("_drain_task")
+    agents = len(node.local_agents())
+    if task is None:
+        task = asyncio.get_running_loop().create_task(node.drain(), name=f"drain-{node.id}")
+        node.__dict__["_drain_task"] = task
+    return {"node": node.id, "draining": True, "agents": agents}
+
+
+async def handle_op(node: Any, op: str, agent_id: str, extra: Mapping[str, Any]) -> Any:
+    """Serve a rebalance op on a node's private subject (``handoff`` or ``drain``)."""
+    if op == "drain":
+        return start_drain(node)
+    if op == "handoff":
+        to = extra.get("to")
+        if not isinstance(to, str) or not to:
+            raise ClusterError("handoff needs a target node ('to')", details={"extra": extra})
+        meta = extra.get("stamp")
+        return await hand_over(
+            node, agent_id, to=to, metadata=meta if isinstance(meta, Mapping) else None
+        )
+    raise ClusterError(f"unknown rebalance op {op!r}", details={"op": op})
+
+
+# -- caller side ---------------------------------------------------------------------------------
+
+
+async def request_drain(nc: Any, node_id: str, *, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+    """Ask node ``node_id`` to drain; returns its answer (``{"node", "draining", "agents"}``)."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeoutError
+
+    from foundation._transport import Subjects, decode_reply, encode_request
+
+    try:
+        msg = await nc.request(
+            Subjects().node(node_id, "drain"), encode_request(node_id, None), timeout=timeout
+        )
+    except (NoRespondersError, NatsTimeoutError) as exc:
+        raise NodeUnavailableError(
+            f"node {node_id!r} did not answer the drain request; is it running?",
+            details={"node": node_id},
+            cause=exc,
+        ) from exc
+    result: dict[str, Any] = decode_reply(msg.data)
+    return result
+
+
+async def request_hand_over(
+    node: Any,
+    record: Any,
+    to: str,
+    *,
+    metadata: Mapping[str, Any],
+    timeout: float = 10.0,  # noqa: ASYNC109
+) -> dict[str, Any]:
+    """Ask the owner of ``record`` to hand the agent over to ``to``."""
+    from foundation._transport import decode_reply, encode_request
+
+    if record.node == node.id:
+        return await hand_over(node, record.agent_id, to=to, metadata=metadata)
+    payload = encode_request(record.agent_id, None, to=to, stamp=dict(metadata))
+    msg = await node.nc.request(
+        node.subjects.node(record.node, "handoff"), payload, timeout=timeout
+    )
+    result: dict[str, Any] = decode_reply(msg.data)
+    return result
+
+
+# -- leader side ---------------------------------------------------------------------------------
+
+
+class Rebalancer:
+    """Moves agents to nodes that join, in bounded steps; acts only while the node leads."""
+
+    def __init__(
+        self,
+        node: Any,
+        *,
+        interval: float = 2.0,
+        max_moves: int = 4,
+        tolerance: int = 1,
+    ) -> None:
+        self.node = node
+        self.interval = interval
+        self.max_moves = max_moves
+        self.tolerance = tolerance
+        self._joined: dict[str, float] = {}
+        self._last_run = 0.0
+        self.moves: list[Move] = []
+
+    def on_join(self, node_id: str) -> None:
+        """Note that ``node_id`` joined: it is a rebalancing target from now on."""
+        if node_id != self.node.id:
+            self._joined[node_id] = time.monotonic()
+
+    @property
+    def pending(self) -> bool:
+        """True while joined nodes are waiting to be filled."""
+        return bool(self._joined)
+
+    def due(self) -> bool:
+        """True when a step may run now (joined nodes wait, one step per interval)."""
+        return bool(self._joined) and time.monotonic() - self._last_run >= self.interval
+
+    def _hostable(self, member: Any, record: Any) -> bool:
+        return member.accepting and (
+            not record.type or f"type:{record.type}" in member.capabilities
+        )
+
+    async def _ready(self, node_id: str) -> bool:
+        node = self.node
+        try:
+            await node.nc.request(node.subjects.node(node_id, "ping"), b"{}", timeout=1.0)
+        except Exception:
+            return False
+        return True
+
+    async def step(self, term: int, held: Any) -> list[Move]:
+        """One bounded step: move up to ``max_moves`` agents towards the joined nodes."""
+        self._last_run = time.monotonic()
+        members = {m.id: m for m in self.node.membership.members()}
+        for node_id in list(self._joined):
+            if node_id not in members:
+                self._joined.pop(node_id)
+        if not self._joined:
+            return []
+        registry = self.node.registry
+        counts = {n: 0 for n in members}
+        for n, c in registry.counts_by_node().items():
+            if n in counts:
+                counts[n] = c
+        average = sum(counts.values()) / max(1, len(counts))
+        moves: list[Move] = []
+        for _ in range(self.max_moves):
+            targets = [n for n in self._joined if n in members and members[n].accepting]
+            if not targets:
+                break
+            target = min(targets, key=lambda n: (counts[n], n))
+            if counts[target] + self.tolerance > average:
+                self._joined.pop(target, None)  # filled up to about the average
+                continue
+            source = max(counts, key=lambda n: (counts[n], n))
+            if source == target or counts[source] - counts[target] <= self.tolerance:
+                self._joined.pop(target, None)
+                continue
+            candidates = [
+                r
+                for r in registry.assigned_to(source)
+                if self._hostable(members[target], r) and r.status == "active"
+            ]
+            if not candidates:
+                counts[source] = 0  # nothing movable there; try the next most loaded
+                continue
+            record = candidates[0]
+            if not held():
+                break
+            if not await self._ready(target):
+                break  # joined the membership but not serving yet: next step
+            t0 = time.monotonic()
+            try:
+                from foundation._failover import LEADER_KEY, TERM_KEY
+
+                out = await request_hand_over(
+                    self.node, record, target, metadata={TERM_KEY: term, LEADER_KEY: self.node.id}
+                )
+            except Exception as exc:
+                log.info("hand-over of %s to %s failed: %r", record.agent_id, target, exc)
+                break
+            counts[source] -= 1
+            counts[target] += 1
+            move = Move(
+                record.agent_id,
+                source,
+                target,
+                int(out.get("epoch", 0)),
+                term,
+                time.monotonic() - t0,
+            )
+            moves.append(move)
+            self.moves.append(move)
+        return moves
+
+
+__all__ = [
+    "OPS",
+    "Move",
+    "Rebalancer",
+    "hand_over",
+    "handle_op",
+    "request_drain",
+    "request_hand_over",
+    "start_drain",
+]

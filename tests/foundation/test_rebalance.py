@@ -1,0 +1,138 @@
+"""Rebalancing on join, hand-over after the current command, and drain (in-process nodes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from foundation._clustered import Clustered
+from foundation._failover import LEADER_KEY, TERM_KEY, FailoverOptions
+from foundation._node import Node
+from foundation._rebalance import hand_over, request_drain
+from foundation._server import NatsServer
+from jido import Action, ActionContext, Agent, Signal
+from tests.foundation.apps import AGENTS, Add, ClusteredCounter, CounterState
+from tests.foundation.conftest import eventually
+
+pytestmark = pytest.mark.nats
+
+
+STARTED = asyncio.Event()
+
+
+class Gate(Action):
+    """Signal the test that the command is running, work a while, count one."""
+
+    name = "gate"
+
+    async def run(self, params: Any, ctx: ActionContext) -> dict[str, Any]:
+        STARTED.set()
+        await asyncio.sleep(0.3)  # the command in progress during the hand-over
+        return {"count": ctx.state.count + 1}
+
+
+class Gated(Clustered, Agent, critical=True, placement="least_loaded"):
+    """A counter with a long command."""
+
+    state_model = CounterState
+    actions = [Add, Gate]
+    routes = [("counter.add", Add), ("gate.run", Gate)]
+
+
+HOSTED = [*AGENTS, Gated]
+
+
+def add(n: int = 1) -> Signal:
+    return Signal(type="counter.add", source="/test", data={"n": n})
+
+
+def opts() -> FailoverOptions:
+    return FailoverOptions(rebalance_interval=0.2, max_moves=2)
+
+
+@pytest.fixture
+async def pair(nats_server: NatsServer) -> AsyncIterator[list[Node]]:
+    nodes = [
+        Node(nats=nats_server.url, name=f"n{i}", agents=HOSTED, failover=opts()) for i in range(2)
+    ]
+    try:
+        await asyncio.gather(*(n.start() for n in nodes))
+        for n in nodes:
+            await n.membership.wait_members([m.id for m in nodes])
+        yield nodes
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+
+
+async def leader(nodes: list[Node]) -> Node:
+    async def find() -> Node | None:
+        return next((n for n in nodes if n.failover is not None and n.failover.is_leader), None)
+
+    found: Node = await eventually(find, timeout=10)
+    return found
+
+
+async def test_a_joining_node_receives_agents_with_their_state(
+    pair: list[Node], nats_server: NatsServer
+) -> None:
+    lead = await leader(pair)
+    assert lead.failover is not None
+    await lead.failover.wait_leader()
+    await asyncio.sleep(1.1)  # joins count once a tenure has settled (start-up joins do not)
+    ids = [f"r{i}" for i in range(6)]
+    for i, agent_id in enumerate(ids):
+        await lead.spawn(ClusteredCounter, id=agent_id, node="n0")
+        await lead.ref(agent_id).call(add(i + 1))
+    late = Node(nats=nats_server.url, name="n2", agents=HOSTED, failover=opts())
+    await late.start()
+    try:
+
+        async def filled() -> bool:
+            return len(lead.registry.assigned_to("n2")) >= 2
+
+        await eventually(filled, timeout=20)
+        moved = lead.registry.assigned_to("n2")
+        for record in moved:
+            assert record.metadata[TERM_KEY] == lead.failover.term
+            assert record.metadata[LEADER_KEY] == lead.id
+        # bounded: never more than the average (6 agents / 3 nodes = 2) plus the tolerance
+        assert len(moved) <= 3
+        for i, agent_id in enumerate(ids):
+            assert (await late.ref(agent_id).state()).count == i + 1
+        assert {m.agent_id for m in moved} <= set(late.local_agents())
+    finally:
+        await late.stop()
+
+
+async def test_hand_over_waits_for_the_command_in_progress(pair: list[Node]) -> None:
+    a, b = pair
+    await a.spawn(Gated, id="busy", node="n0")
+    STARTED.clear()
+    slow = asyncio.ensure_future(b.ref("busy").call(Signal(type="gate.run", source="/t")))
+    await asyncio.wait_for(STARTED.wait(), 10)  # the command is running on n0 now
+    out = await hand_over(a, "busy", to="n1", metadata={"why": "test"})
+    result = await slow  # finished on the old owner before it moved: not failed, not fenced
+    assert result["count"] == 1
+    assert out["to"] == "n1" and out["from"] == "n0"
+    record = await b.registry.lookup("busy", consistent=True)
+    assert record is not None and record.node == "n1" and record.metadata["why"] == "test"
+    assert (await a.ref("busy").call(add(1)))["count"] == 2
+    assert "busy" in b.local_agents() and "busy" not in a.local_agents()
+
+
+async def test_drain_moves_every_agent_then_leaves(pair: list[Node]) -> None:
+    a, b = pair
+    for i in range(4):
+        await b.spawn(ClusteredCounter, id=f"d{i}", node="n1")
+        await b.ref(f"d{i}").call(add(i + 1))
+    answer = await request_drain(a.nc, "n1")
+    assert answer == {"node": "n1", "draining": True, "agents": 4}
+    await b.wait_stopped()
+    await a.membership.wait_gone("n1")
+    for i in range(4):
+        record = await a.registry.lookup(f"d{i}", consistent=True)
+        assert record is not None and record.node == "n0"
+        assert (await a.ref(f"d{i}").state()).count == i + 1
