@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import os
 import re
@@ -548,3 +549,33 @@ async def test_foundation_up_serves_the_dashboard(http: httpx.AsyncClient) -> No
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_demo_serves_its_dashboard(http: httpx.AsyncClient) -> None:
+    from rich.console import Console
+
+    from foundation._demo import DemoContext, DemoOptions, StartClusterAct, run_demo
+
+    seen: dict[str, Any] = {}
+
+    class Probe:
+        name = "probe"
+        title = "Probe the dashboard"
+
+        async def run(self, ctx: DemoContext) -> None:
+            async def all_nodes() -> dict[str, Any] | None:
+                st: dict[str, Any] = (await http.get(ctx.dashboard.url + "api/status")).json()
+                return st if len(st["nodes"]) == 3 else None
+
+            seen.update(await eventually(all_nodes, timeout=30))
+            seen["url"] = ctx.dashboard.url
+
+    out = io.StringIO()
+    console = Console(file=out, width=200, force_terminal=False)
+    code = await run_demo(DemoOptions(nodes=2), console=console, acts=[StartClusterAct(), Probe()])
+    assert code == 0
+    assert f"live dashboard: {seen['url']}" in out.getvalue()
+    assert [n["id"] for n in seen["nodes"]] == ["demo-driver", "node-1", "node-2"]
+    assert seen["node"] == "demo-driver" and all(n["responsive"] for n in seen["nodes"])
+    with pytest.raises(httpx.ConnectError):  # stopped with the demo
+        await http.get(seen["url"] + "healthz")
