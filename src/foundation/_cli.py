@@ -10,6 +10,8 @@
   URL and hosting the agent classes listed at ``module:attr``; SIGTERM or Ctrl-C drains it (its
   agents are handed over to other nodes) before it leaves.
 * ``foundation status [--nats URL]`` — nodes, agents per node, leader and health.
+* ``foundation drain NODE [--nats URL]`` — hand NODE's agents over to other nodes with their
+  state, then NODE leaves and its process exits; prints where each agent went.
 """
 
 from __future__ import annotations
@@ -108,6 +110,11 @@ def _build_parser() -> argparse.ArgumentParser:
     node.add_argument("--name", default=None, help="node id (default: a unique id)")
     node.add_argument("--capability", action="append", default=[], help="node capability")
 
+    drain = sub.add_parser("drain", help="move a node's agents (with state) away, then stop it")
+    drain.add_argument("node", help="id of the node to drain")
+    drain.add_argument("--nats", default=os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
+    drain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+
     status = sub.add_parser("status", help="show nodes, agents per node, leader and health")
     status.add_argument("--nats", default=os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -125,9 +132,14 @@ async def _run_node(url: str, app: str, name: str | None, capabilities: list[str
     async with Node(nats=url, name=name, agents=agents, capabilities=capabilities) as node:
         # One line on stdout so a parent process can tell the node is up without polling.
         print(f"node {node.id} ready", flush=True)
-        await stop.wait()
-        console.print(f"[yellow]node {node.id}: draining[/yellow]", highlight=False)
-        await node.drain()
+        stopped = asyncio.ensure_future(node.wait_stopped())  # e.g. `foundation drain` did it
+        signalled = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({stopped, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        stopped.cancel()
+        if stop.is_set():
+            console.print(f"[yellow]node {node.id}: draining[/yellow]", highlight=False)
+            await node.drain()
     return 0
 
 
@@ -195,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_node(args.nats, args.app, args.name, args.capability))
         if args.command == "status":
             return asyncio.run(_run_status(args.nats, args.json))
+        if args.command == "drain":
+            from foundation._rebalance import run_drain_command
+
+            return asyncio.run(run_drain_command(args.nats, args.node, args.timeout, console))
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

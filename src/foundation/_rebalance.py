@@ -270,6 +270,58 @@ class Rebalancer:
         return moves
 
 
+async def run_drain_command(url: str, node_id: str, timeout: float, console: Any) -> int:  # noqa: ASYNC109
+    """``foundation drain NODE``: drain it, wait until it left, show where its agents went."""
+    from rich.table import Table
+
+    from foundation._kv import connect
+    from foundation._membership import Membership
+    from foundation._registry import ClusterRegistry
+
+    nc = await connect(url, name="foundation-drain")
+    members = Membership(nc, None)
+    registry = ClusterRegistry(nc)
+    try:
+        await members.start()
+        await registry.start()
+        if not members.is_live(node_id):
+            console.print(f"[red]node {node_id!r} is not a live member of the cluster[/red]")
+            return 1
+        before = [r.agent_id for r in registry.assigned_to(node_id)]
+        answer = await request_drain(nc, node_id)
+        console.print(
+            f"draining [bold]{node_id}[/bold]: {answer.get('agents', 0)} agents to hand over",
+            highlight=False,
+        )
+        try:
+            await members.wait_gone(node_id, timeout=timeout)
+        except TimeoutError:
+            console.print(f"[red]node {node_id} did not leave within {timeout:.0f}s[/red]")
+            return 1
+        table = Table(title=f"agents of {node_id}")
+        table.add_column("agent")
+        table.add_column("now on")
+        table.add_column("epoch", justify="right")
+        left = 0
+        for agent_id in before:
+            record = await registry.lookup(agent_id, consistent=True)
+            where = record.node if record is not None else "(removed)"
+            left += where == node_id
+            table.add_row(agent_id, where, str(record.epoch) if record is not None else "—")
+        console.print(table)
+        if left:
+            console.print(
+                f"[yellow]{left} agents could not be placed elsewhere; the failover re-places "
+                "them when a node can take them[/yellow]"
+            )
+        console.print(f"[green]node {node_id} drained and left[/green]")
+        return 0
+    finally:
+        await registry.stop()
+        await members.stop()
+        await nc.close()
+
+
 __all__ = [
     "OPS",
     "Move",
@@ -278,5 +330,6 @@ __all__ = [
     "handle_op",
     "request_drain",
     "request_hand_over",
+    "run_drain_command",
     "start_drain",
 ]
