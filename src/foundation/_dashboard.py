@@ -52,6 +52,8 @@ __all__ = ["Dashboard", "DashboardError"]
 QUANTILES = (0.5, 0.9, 0.99)
 #: Observations kept for the latency quantiles (a sliding window).
 LATENCY_WINDOW = 10_000
+#: Agent ids listed per node in the status (counts are always complete).
+MAX_AGENT_IDS = 500
 #: Largest request head accepted.
 MAX_HEAD = 16 * 1024
 
@@ -421,7 +423,7 @@ class Dashboard:
                     "capabilities": [c for c in member.capabilities if not c.startswith("type:")],
                     "agents": len(owned),
                     "critical": sum(1 for r in owned if r.critical),
-                    "agent_ids": [r.agent_id for r in owned],
+                    "agent_ids": [r.agent_id for r in owned[:MAX_AGENT_IDS]],
                     "types": _type_counts(owned),
                     "responsive": stats is not None,
                     "ping_ms": rtt * 1000 if rtt is not None else None,
