@@ -374,8 +374,6 @@ class Node:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.runtime is not None:
             with contextlib.suppress(Exception):
-                await self.runtime.stop_all() if hasattr(self.runtime, "stop_all") else None
-            with contextlib.suppress(Exception):
                 await self.runtime.__aexit__(None, None, None)
         self._local.clear()
         if self.coordination is not None:
@@ -858,6 +856,7 @@ class Node:
                 return
             # Stopped on its own (fenced, finished, crashed beyond its restart budget).
             self._local.pop(agent_id, None)
+            self._unclustered.discard(agent_id)
             self._durable.discard(agent_id)
             inbox = self._inboxes.pop(agent_id, None)
             if inbox is not None:
@@ -924,6 +923,8 @@ class Node:
             return
         assigned = {r.agent_id: r for r in self.registry.assigned_to(self.id)}
         for agent_id in list(self._local):
+            if agent_id in self._unclustered:
+                continue  # runs here only, outside the registry
             record = assigned.get(agent_id)
             if record is None:
                 await self._stop_local(agent_id)

@@ -108,6 +108,8 @@ async def test_unclustered_agent_runs_on_this_node_only(trio: list[Node]) -> Non
     ref = await a.spawn(Counter, id="plain")
     assert (await ref.call(add(3)))["count"] == 3
     assert await a.registry.lookup("plain", consistent=True) is None
+    await a.reconcile()  # not in the registry, yet reconciliation leaves it alone
+    assert (await ref.call(add(1)))["count"] == 4
     with pytest.raises(AgentNotFoundError):
         await b.ref("plain").call(add())
 
