@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import importlib.metadata
 import logging
 import os
 import socket
@@ -156,6 +157,13 @@ class NodeStatistics:
             "uptime": self.uptime,
             "nats_url": self.nats_url,
         }
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("foundation-agents")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def _default_name() -> str:
@@ -437,6 +445,7 @@ class Node:
             on_fenced=self._on_fenced,
             on_rejoined=self._on_rejoined,
             lease_ttl=DEFAULT_LEASE_TTL if self._lease_ttl is None else self._lease_ttl,
+            version=_version(),
         )
         await self.membership.start()
 
