@@ -111,6 +111,8 @@ class FailoverOptions:
         rebalance: move agents to nodes that join (see ``foundation._rebalance``).
         rebalance_interval: seconds between two rebalancing steps (and after a join).
         max_moves: agents moved per rebalancing step.
+        kick_concurrency: start requests the leader keeps in flight after moves (the targets'
+            reconciliation starts the rest as they see the moves).
     """
 
     non_critical: NonCritical = "remove"
@@ -120,6 +122,7 @@ class FailoverOptions:
     rebalance: bool = True
     rebalance_interval: float = 2.0
     max_moves: int = 4
+    kick_concurrency: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +179,7 @@ class Failover:
         self._leadership: Leadership | None = None
         self._handle: Any = None  # the coordination campaign (one per node)
         self._kicks: set[asyncio.Future[Any]] = set()
+        self._kick_sem = asyncio.Semaphore(self.options.kick_concurrency)
         self._own_coordination: Any = None
         self._term = 0
         self._terms_led = 0
@@ -513,22 +517,27 @@ class Failover:
         return True
 
     def _kick(self, record: Any) -> None:
-        """Ask the target to start the agent now (its reconciliation would, a little later)."""
-        node = self.node
-        if record.node == node.id:
-            task = asyncio.ensure_future(node._activate(record))
-        else:
-            from foundation._transport import encode_request
+        """Ask the target to start the agent now (its reconciliation would, a little later).
 
-            task = asyncio.ensure_future(
-                node.nc.request(
-                    node.subjects.node(record.node, "start"),
-                    encode_request(record.agent_id, None),
-                    timeout=max(1.0, float(getattr(node, "call_timeout", 5.0))),
-                )
-            )
+        At most ``kick_concurrency`` start requests are in flight: a burst of activations on one
+        target must not starve its event loop (and with it, its own lease renewals)."""
+        task = asyncio.ensure_future(self._kick_one(record))
         self._kicks.add(task)
         task.add_done_callback(self._kick_done)
+
+    async def _kick_one(self, record: Any) -> None:
+        node = self.node
+        async with self._kick_sem:
+            if record.node == node.id:
+                await node._activate(record)
+                return
+            from foundation._transport import encode_request
+
+            await node.nc.request(
+                node.subjects.node(record.node, "start"),
+                encode_request(record.agent_id, None, epoch=record.epoch),
+                timeout=max(1.0, float(getattr(node, "call_timeout", 5.0))),
+            )
 
     def _kick_done(self, task: asyncio.Future[Any]) -> None:
         self._kicks.discard(task)
