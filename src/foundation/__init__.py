@@ -75,6 +75,19 @@ from foundation._server import NatsCluster, NatsServer, find_nats_server
 
 # --- coordination (end) ---
 
+# --- failover (begin) ---
+from foundation._failover import (
+    AwaitFailover,
+    DeposedError,
+    Failover,
+    FailoverEvent,
+    FailoverOptions,
+    FailoverStatistics,
+)
+from foundation._rebalance import Rebalancer
+
+# --- failover (end) ---
+
 __version__ = "0.1.0"
 
 __all__: list[str] = [
@@ -148,4 +161,13 @@ __all__: list[str] = [
     "SpreadStrategy",
     "find_nats_server",
     # --- coordination __all__ (end) ---
+    # --- failover __all__ (begin) ---
+    "AwaitFailover",
+    "DeposedError",
+    "Failover",
+    "FailoverEvent",
+    "FailoverOptions",
+    "FailoverStatistics",
+    "Rebalancer",
+    # --- failover __all__ (end) ---
 ]
