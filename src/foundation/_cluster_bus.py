@@ -265,6 +265,18 @@ def _parse_ack_reply(reply: str) -> tuple[int, int, int]:
     return int(tokens[base]), int(tokens[base + 1]), int(tokens[base + 2])
 
 
+async def server_barrier(nc: NatsClient) -> None:
+    """Return once the server has processed everything this client sent before the call.
+
+    ``nc.flush()`` alone is not enough in nats-py: it writes its PING straight to the socket,
+    ahead of commands still queued for the flusher task (a fresh SUB, say), so the PONG can
+    come back before the server saw them. By the time a first PONG arrives the flusher has
+    written the queue, so a second PING is answered only after those commands were processed.
+    """
+    await nc.flush()
+    await nc.flush()
+
+
 def _invoker(handler: Handler) -> Callable[[Signal], Awaitable[None]]:
     """A coroutine function calling ``handler`` the cheapest way for its kind."""
     if isinstance(handler, asyncio.Queue):
@@ -870,8 +882,9 @@ class ClusterBus:
                         await self.nc.subscribe(subject, queue=queue_name or "", cb=sub._on_core)
                     )
             # Once subscribe returns the server knows the interest: a publish from any node
-            # made after this point reaches it.
-            await self.nc.flush()
+            # made after this point reaches it (on one server; a cluster spreads interest to
+            # the other servers a moment later).
+            await server_barrier(self.nc)
             if consumer is not None:
                 if not self._started:
                     await self.start()
