@@ -728,6 +728,12 @@ class Node:
     async def _handle_public(self, msg: Msg) -> None:
         try:
             tenant, agent_id = self.subjects.parse_agent(msg.subject)
+            if tenant != self.tenant:
+                raise AgentNotFoundError(
+                    f"tenant {tenant!r} is not served by this cluster's nodes (they serve "
+                    f"{self.tenant!r}); send to {self.subjects.agent(agent_id, self.tenant)}",
+                    details={"tenant": tenant, "agent_id": agent_id},
+                )
             signal = decode_public_signal(msg.headers, msg.data)
             timeout = public_timeout(msg.headers, self.call_timeout)
             meta = public_meta(msg.headers)

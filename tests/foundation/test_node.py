@@ -190,6 +190,18 @@ async def test_raw_nats_client_talks_to_agent(trio: list[Node], nats_connect) ->
     assert err["type"] == "validation_error" and err["details"] == {"why": "test"}
     msg = await nc.request("foundation.agent.default.nobody", orjson.dumps(event), timeout=5)
     assert orjson.loads(msg.data)["error"]["type"] == "agent_not_found"
+    msg = await nc.request("foundation.agent.other.raw-1", orjson.dumps(event), timeout=5)
+    assert orjson.loads(msg.data)["error"]["type"] == "agent_not_found"
+    msg = await nc.request("foundation.agent.default.raw-1", b"{not json", timeout=5)
+    assert orjson.loads(msg.data)["error"]["type"] == "signal_error"
+    # a message without a reply subject is a cast (count 5 -> 6)
+    await nc.publish("foundation.agent.default.raw-1", orjson.dumps({**event, "id": "c1"}))
+    from tests.foundation.conftest import eventually
+
+    async def applied() -> bool:
+        return bool((await a.ref("raw-1").state()).count == 6)
+
+    await eventually(applied)
 
 
 async def test_traceparent_crosses_nodes(trio: list[Node]) -> None:
