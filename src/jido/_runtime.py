@@ -166,6 +166,7 @@ class _Server:
         "saved_seq",
         "sensors",
         "seq",
+        "spawned",
         "status",
         "stop_reason",
         "stopped",
@@ -190,6 +191,7 @@ class _Server:
         self.meta: dict[str, Any] | None = None
         self.parent: str | None = None
         self.children: list[str] | None = None
+        self.spawned = 0  # Spawn directives carried out: numbers default child ids
         self.timers: dict[str, tuple[asyncio.TimerHandle, Schedule]] | None = None
         self.sensors: dict[str, Any] | None = None
         self.restarts: collections.deque[float] | None = None
@@ -346,9 +348,9 @@ class _Server:
             elif isinstance(d, Cancel):
                 self.cancel_timer(d.key)
             elif isinstance(d, Spawn):
-                if self.children is None:
-                    self.children = []
-                child_id = d.id if d.id is not None else f"{self.id}/{len(self.children) + 1}"
+                # never reuse a number: a child that exited leaves the list, not the sequence
+                self.spawned += 1
+                child_id = d.id if d.id is not None else f"{self.id}/{self.spawned}"
                 await rt.start(d.agent, id=child_id, state=d.state, parent=self.id)
             elif isinstance(d, StopChild):
                 if self.children is None or d.id not in self.children:

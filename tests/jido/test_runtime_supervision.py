@@ -246,6 +246,21 @@ async def test_spawn_child_stop_child_and_exit_signal() -> None:
             await parent.call(sig("p.kill", {"id": "nobody"}))
 
 
+async def test_default_child_ids_are_never_reused() -> None:
+    # a child that exited leaves the parent's list; numbering by list length handed its
+    # successor the id of a child still running (AgentExistsError)
+    async with Runtime() as rt:
+        parent = await rt.start(Parent, id="p")
+        await parent.call(sig("p.spawn"))
+        await parent.call(sig("p.spawn"))
+        assert rt.children("p") == ["p/1", "p/2"]
+        await parent.call(sig("p.kill", {"id": "p/1"}))
+        await parent.call(sig("p.spawn"))
+        assert rt.children("p") == ["p/2", "p/3"]
+        await rt.wait_idle()
+        assert (await parent.state()).exits == ["p/1:fired"]
+
+
 async def test_children_stop_with_their_parent() -> None:
     async with Runtime() as rt:
         parent = await rt.start(Parent, id="p")
