@@ -277,16 +277,17 @@ class NodeProcesses:
         return _tail(self.logs[0]) if self.logs else ""
 
     async def stop(self) -> None:
-        """Terminate every node process (kill after a grace period) and remove the logs."""
+        """Kill every node process and remove the logs.
+
+        Not SIGTERM: that makes a node drain, handing its agents over to the others, which are
+        being stopped too. The cluster is thrown away with its NATS server right after, so
+        there is nothing to hand over or keep.
+        """
         for p in self.procs:
             if p.returncode is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                await asyncio.wait_for(p.wait(), 15)
-            except TimeoutError:
                 p.kill()
-                await p.wait()
+        for p in self.procs:
+            await p.wait()
         self._dir.cleanup()
 
 
