@@ -406,7 +406,15 @@ class _Server:
         sig = d.signal
         if d.cron is not None:
             self.schedule(d)
-            sig = Signal(sig.type, sig.source, sig.data, subject=sig.subject, **sig.extensions)
+            sig = Signal(  # a fresh id and time per firing, every other attribute kept
+                sig.type,
+                sig.source,
+                sig.data,
+                subject=sig.subject,
+                dataschema=sig.dataschema,
+                datacontenttype=sig.datacontenttype,
+                **sig.extensions,
+            )
         try:
             self.enqueue(sig, None, None)
         except JidoError as err:

@@ -246,6 +246,46 @@ async def test_cron_schedule_rearms_after_firing() -> None:
     assert rt.ids() == []
 
 
+class Seen(Action):
+    """Record the attributes of the signal being handled."""
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        s = ctx.signal
+        assert s is not None
+        return {"heard": [*ctx.state.heard, f"{s.dataschema}|{s.datacontenttype}|{s.subject}"]}
+
+
+class CronWithSchema(Action):
+    """Schedule a signal carrying every optional attribute."""
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        timed = Signal(
+            type="chat.seen",
+            source="/timer",
+            data={},
+            subject="s1",
+            dataschema="urn:schema:seen",
+            datacontenttype="application/vnd.seen+json",
+            tenant="acme",
+        )
+        return {}, Schedule(timed, cron="0 0 1 1 *", key="cron")
+
+
+async def test_cron_firings_keep_every_attribute_of_the_signal() -> None:
+    class Watcher(Chat):
+        actions = [*Chat.actions, Seen, CronWithSchema]
+        routes = [*Chat.routes, ("chat.seen", Seen), ("chat.cron", CronWithSchema)]
+
+    async with Runtime() as rt:
+        ref = await rt.start(Watcher, id="w")
+        await ref.call(sig("chat.cron"))
+        assert rt.fire("w", "cron")
+        assert rt.fire("w", "cron")
+        await rt.wait_idle()
+        want = "urn:schema:seen|application/vnd.seen+json|s1"
+        assert (await ref.state()).heard == [want, want]
+
+
 async def test_fired_schedule_into_full_mailbox_is_a_dead_letter() -> None:
     class Tiny(Chat):
         mailbox_size = 1
