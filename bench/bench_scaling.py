@@ -1,7 +1,7 @@
 """Scaling: throughput and memory per agent vs number of agents, and vs node processes.
 
 * **throughput vs agents** (1 → 100,000): N agents in one ``Runtime``; a batch of
-  ``max(N, 20,000)`` fire-and-forget signals sent round-robin to them, timed until every one
+  ``max(N, 20,000)`` (smoke: 5,000) fire-and-forget signals sent round-robin to them, timed until every one
   was handled. Baseline: N raw asyncio tasks, each draining its own ``asyncio.Queue``, fed the
   same batch the same way.
 * **memory per agent vs agents**: resident memory added by N idle agents, divided by N, each
@@ -80,9 +80,9 @@ def _arm(k: int) -> asyncio.Future[None]:
     return fut
 
 
-async def ours_throughput(n_agents: int, rounds: int) -> list[float]:
+async def ours_throughput(n_agents: int, rounds: int, batch_min: int = 20_000) -> list[float]:
     """Signals/s through ``n_agents`` agents, round-robin casts until all handled."""
-    ops = max(n_agents, 20_000)
+    ops = max(n_agents, batch_min)
     async with Runtime() as rt:
         refs = [await rt.start(ScaleAgent, id=f"a{i}") for i in range(n_agents)]
 
@@ -95,9 +95,9 @@ async def ours_throughput(n_agents: int, rounds: int) -> list[float]:
         return await throughput_rounds(batch, ops=ops, rounds=rounds)
 
 
-async def raw_throughput(n_agents: int, rounds: int) -> list[float]:
+async def raw_throughput(n_agents: int, rounds: int, batch_min: int = 20_000) -> list[float]:
     """The same batch through ``n_agents`` raw tasks, each draining its own queue."""
-    ops = max(n_agents, 20_000)
+    ops = max(n_agents, batch_min)
     queues: list[asyncio.Queue[int]] = [asyncio.Queue() for _ in range(n_agents)]
 
     async def drain(q: asyncio.Queue[int]) -> None:
@@ -305,8 +305,9 @@ async def run(quick: bool) -> list[Row]:
     rows: list[Row] = []
     points: dict[str, list[tuple[int, float]]] = {}
     for n in counts:
-        ours = Stats.of(await ours_throughput(n, rounds))
-        raw = Stats.of(await raw_throughput(n, rounds))
+        batch_min = 5_000 if quick else 20_000
+        ours = Stats.of(await ours_throughput(n, rounds, batch_min))
+        raw = Stats.of(await raw_throughput(n, rounds, batch_min))
         points.setdefault("tp_ours", []).append((n, ours.median))
         points.setdefault("tp_raw", []).append((n, raw.median))
         rows.append(
