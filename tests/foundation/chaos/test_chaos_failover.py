@@ -52,7 +52,7 @@ async def one_round(cc: ChaosCluster, plan: ChaosPlan, agents: list[str], *, fau
 
 @pytest.mark.parametrize("fault", ["kill", "pause"])
 async def test_node_faults_under_load(tmp_path: Path, chaos: ChaosPlan, fault: str) -> None:
-    rounds = chaos.rounds(10 if fault == "kill" else 5)
+    rounds = chaos.rounds(12 if fault == "kill" else 6)
     agents: list[str] = []
     async with ChaosCluster(tmp_path, nodes=3) as cc:
         for _ in range(rounds):
@@ -64,5 +64,39 @@ async def test_node_faults_under_load(tmp_path: Path, chaos: ChaosPlan, fault: s
         # and every critical agent of every faulted node was seen serving again.
         assert summary["acks"] > 0 and summary["writes"] > summary["acks"] // 2
         assert summary["terms"] >= 1 and summary["kills"] == rounds
+        assert summary["recovered"] == sum(len(k.critical) for k in history.kills)
+        history.assert_ok(budget=cc.budget)
+
+
+async def test_node_and_nats_server_killed_together(tmp_path: Path, chaos: ChaosPlan) -> None:
+    """3 NATS servers (R3 buckets and streams): each round SIGKILLs a node process and, at the
+    same moment, the server leading one of the streams the failover depends on."""
+    rounds = chaos.rounds(2)
+    agents: list[str] = []
+    streams = ["KV_foundation_registry", "KV_foundation_state", "FOUNDATION_INBOX"]
+    async with ChaosCluster(tmp_path, nodes=3, servers=3) as cc:
+        for r in range(rounds):
+            durable = await cc.spawn(DurableCounter, 2)
+            calls = await cc.spawn(CallCounter, 2)
+            agents += durable + calls
+            stop = asyncio.Event()
+            load = asyncio.create_task(cc.load(calls, durable=durable, until=stop))
+            try:
+                await asyncio.sleep(chaos.rng.uniform(0.05, 0.4))  # randomized fault timing
+                victim = chaos.rng.choice(sorted(set(cc.node_names) - cc.killed))
+                server = await cc.stream_leader(streams[r % len(streams)])
+                kill = cc.kill_node(victim)
+                await cc.kill_server(server)
+                await cc.wait_recovered(kill)
+            finally:
+                stop.set()
+                await load
+            await cc.restart_server(server)
+            await cc.wait_applied(durable + calls)
+            await cc.restart_node(victim)
+        history = await cc.collect(agents)
+        summary = cc.summary()
+        print(f"chaos node+server x{rounds}: {summary}")
+        assert summary["acks"] > 0 and summary["kills"] == rounds
         assert summary["recovered"] == sum(len(k.critical) for k in history.kills)
         history.assert_ok(budget=cc.budget)
