@@ -1,9 +1,9 @@
 """Scaling: throughput and memory per agent vs number of agents, and vs node processes.
 
 * **throughput vs agents** (1 → 100,000): N agents in one ``Runtime``; a batch of
-  ``max(N, 20,000)`` (smoke: 5,000) fire-and-forget signals sent round-robin to them, timed until every one
-  was handled. Baseline: N raw asyncio tasks, each draining its own ``asyncio.Queue``, fed the
-  same batch the same way.
+  ``max(N, 20,000)`` (smoke: 5,000) fire-and-forget signals sent round-robin to them, timed
+  until every one was handled. Baseline: N raw asyncio tasks, each draining its own
+  ``asyncio.Queue``, fed the same batch the same way.
 * **memory per agent vs agents**: resident memory added by N idle agents, divided by N, each
   point in a fresh process. Baseline: N parked raw asyncio tasks with a queue each, also in a
   fresh process.
