@@ -23,6 +23,7 @@ Codecs live in :mod:`jido._codec`; the methods here delegate to it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time as _time_mod
@@ -279,6 +280,20 @@ def _check_traceparent(value: object) -> None:
         )
 
 
+_HEX32_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def _trace_id_of(sig_id: str) -> str:
+    """A valid W3C trace id for a signal without trace context, derived from its id."""
+    text = sig_id.replace("-", "").lower()
+    if _HEX32_RE.fullmatch(text) is not None and text != _ZERO_TRACE:
+        return text
+    digest = hashlib.blake2b(sig_id.encode(), digest_size=16).hexdigest()
+    return digest if digest != _ZERO_TRACE else "0" * 31 + "1"
+
+
+_ZERO_TRACE = "0" * 32
+
 # ---------------------------------------------------------------------------------------------
 # Signal
 
@@ -410,11 +425,15 @@ class Signal:
 
     @property
     def trace_id(self) -> str:
-        """The trace this signal belongs to: from ``traceparent``, else its own id as 32 hex."""
+        """The trace this signal belongs to (32 lower-case hex digits, never all zero).
+
+        From ``traceparent`` when the signal has one; else derived from its own id: the id
+        itself when it is a UUID (as the default UUIDv7 ids are), a hash of it otherwise.
+        """
         parent = self.traceparent
         if parent is not None:
             return parent[3:35]
-        return self.id.replace("-", "").lower().ljust(32, "0")[:32]
+        return _trace_id_of(self.id)
 
     # -- causality -----------------------------------------------------------------------------
 

@@ -340,6 +340,17 @@ def test_caused_without_trace_context_shares_one_trace() -> None:
     assert Signal.from_json(c1.to_json()).causation_id == root.id
 
 
+@pytest.mark.parametrize("sig_id", ["order-42", "1", "0000", "0" * 32, "ünï", "A" * 32])
+def test_caused_works_for_any_id(sig_id: str) -> None:
+    # a trace id padded from a non-UUID id was not hex (or all zero): caused() raised
+    root = Signal(type="a", source="/s", id=sig_id)
+    child = root.caused(type="b")
+    assert child.trace_id == root.trace_id
+    assert len(root.trace_id) == 32 and root.trace_id != "0" * 32
+    assert int(root.trace_id, 16) >= 0
+    assert Signal(type="a", source="/s", id=sig_id).trace_id == root.trace_id  # stable
+
+
 # -- typed signals ---------------------------------------------------------------------------
 
 
