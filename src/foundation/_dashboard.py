@@ -34,6 +34,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -150,6 +151,7 @@ class Dashboard:
         self._collections = 0
         self._page = _page()
         self._own_node: Any = None  # an observer node started and stopped by this dashboard
+        self._agents: _AgentsView | None = None
 
     @classmethod
     def for_cluster(
@@ -389,7 +391,7 @@ class Dashboard:
         now, mono = time.time(), time.monotonic()
         snapshot = node.membership.snapshot
         members = snapshot.records()
-        records = node.registry.records()
+        agents = self._agents_view()
         pairs = await asyncio.gather(*(self._stats_of(m.id) for m in members))
         try:
             leader = await self._read_leader()
@@ -400,16 +402,14 @@ class Dashboard:
         self._leader = leader
         self._ingest_external()
 
-        by_node: dict[str, list[Any]] = {}
-        for record in records:
-            by_node.setdefault(record.node, []).append(record)
+        by_node = agents.by_node
         live = {m.id for m in members}
         nodes: list[dict[str, Any]] = []
         total_rate = 0.0
         for member, (stats, rtt) in zip(members, pairs, strict=True):
             rate = self._rate(member.id, stats, mono)
             total_rate += rate or 0.0
-            owned = sorted(by_node.get(member.id, []), key=lambda r: r.agent_id)
+            owned = by_node.get(member.id, _NO_AGENTS)
             nodes.append(
                 {
                     "id": member.id,
@@ -421,10 +421,10 @@ class Dashboard:
                     "load": dict(member.load),
                     "resources": dict(member.resources),
                     "capabilities": [c for c in member.capabilities if not c.startswith("type:")],
-                    "agents": len(owned),
-                    "critical": sum(1 for r in owned if r.critical),
-                    "agent_ids": [r.agent_id for r in owned[:MAX_AGENT_IDS]],
-                    "types": _type_counts(owned),
+                    "agents": owned.count,
+                    "critical": owned.critical,
+                    "agent_ids": owned.ids,
+                    "types": owned.types,
                     "responsive": stats is not None,
                     "ping_ms": rtt * 1000 if rtt is not None else None,
                     "signals_per_s": rate,
@@ -435,10 +435,13 @@ class Dashboard:
             )
         for gone in set(self._prev) - live:
             self._prev.pop(gone, None)
-        orphans = sorted(
-            ({"agent": r.agent_id, "node": r.node} for r in records if r.node not in live),
-            key=lambda o: (o["node"], o["agent"]),
-        )
+        dead_owners = sorted(set(by_node) - live)
+        orphaned = sum(by_node[owner].count for owner in dead_owners)
+        orphans = [  # the first ids of each dead owner; ``orphaned`` is the full count
+            {"agent": agent_id, "node": owner}
+            for owner in dead_owners
+            for agent_id in by_node[owner].ids
+        ]
         totals = _sum_stats([n["stats"] for n in nodes if n["stats"] is not None])
         quantiles = self._latency.quantiles()
         errors = dict(self._errors)
@@ -451,7 +454,7 @@ class Dashboard:
             "url": self.url,
             "nats_url": getattr(node, "url", ""),
             "healthy": health["status"] == "ok"
-            and not orphans
+            and not orphaned
             and all(n["responsive"] for n in nodes),
             "health": health,
             "leader": {"node": leader[0], "term": leader[1]} if leader else None,
@@ -459,10 +462,11 @@ class Dashboard:
             "registry_version": int(getattr(node.registry, "version", 0)),
             "nodes": nodes,
             "agents": {
-                "total": len(records),
-                "critical": sum(1 for r in records if r.critical),
-                "by_node": {k: len(v) for k, v in sorted(by_node.items())},
-                "by_type": _type_counts(records),
+                "total": agents.total,
+                "critical": agents.critical,
+                "orphaned": orphaned,
+                "by_node": {k: v.count for k, v in sorted(by_node.items())},
+                "by_type": agents.types,
             },
             "orphans": orphans,
             "totals": {**totals, "signals_per_s": total_rate},
@@ -480,6 +484,31 @@ class Dashboard:
         self._status = status
         self._publish()
         return status
+
+    def _agents_view(self) -> _AgentsView:
+        """Agents grouped by owner, recomputed only when the registry cache has moved."""
+        registry = self.node.registry
+        version = getattr(registry, "version", None)
+        cached = self._agents
+        if cached is not None and version is not None and cached.version == version:
+            return cached
+        groups: dict[str, list[Any]] = {}
+        for record in registry.records():
+            groups.setdefault(record.node, []).append(record)
+        by_node = {owner: _NodeAgents.of(records) for owner, records in groups.items()}
+        types: dict[str, int] = {}
+        for group in by_node.values():
+            for name, count in group.types.items():
+                types[name] = types.get(name, 0) + count
+        view = _AgentsView(
+            version=version,
+            by_node=by_node,
+            total=sum(g.count for g in by_node.values()),
+            critical=sum(g.critical for g in by_node.values()),
+            types=dict(sorted(types.items())),
+        )
+        self._agents = view
+        return view
 
     def _rate(self, node_id: str, stats: Mapping[str, Any] | None, mono: float) -> float | None:
         if stats is None:
@@ -647,12 +676,45 @@ async def _respond(
     await writer.drain()
 
 
-def _type_counts(records: Iterable[Any]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for record in records:
-        name = str(record.type).rpartition(":")[2] or str(record.type) or "?"
-        counts[name] = counts.get(name, 0) + 1
-    return dict(sorted(counts.items()))
+@dataclass(frozen=True, slots=True)
+class _NodeAgents:
+    """The agents one node owns, as shown: count, critical count, first ids, types."""
+
+    count: int
+    critical: int
+    ids: list[str]
+    types: dict[str, int]
+
+    @classmethod
+    def of(cls, records: Sequence[Any]) -> _NodeAgents:
+        types: dict[str, int] = {}
+        for record in records:
+            types[record.type] = types.get(record.type, 0) + 1
+        short: dict[str, int] = {}
+        for name, count in types.items():
+            label = name.rpartition(":")[2] or name or "?"
+            short[label] = short.get(label, 0) + count
+        ids = sorted(r.agent_id for r in records)
+        return cls(
+            count=len(records),
+            critical=sum(1 for r in records if r.critical),
+            ids=ids[:MAX_AGENT_IDS],
+            types=dict(sorted(short.items())),
+        )
+
+
+_NO_AGENTS = _NodeAgents(0, 0, [], {})
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentsView:
+    """Agents grouped by owner at one registry cache version."""
+
+    version: int | None
+    by_node: dict[str, _NodeAgents]
+    total: int
+    critical: int
+    types: dict[str, int]
 
 
 _COUNTERS = (
@@ -773,7 +835,7 @@ def _exposition(status: Mapping[str, Any], event_counts: Mapping[tuple[str, str]
         "foundation_orphan_agents",
         "gauge",
         "Agents owned by a node that is not a live member (awaiting failover).",
-        [("", {}, len(status.get("orphans", [])))],
+        [("", {}, int(agents.get("orphaned", 0)))],
     )
     m.family(
         "foundation_node_running_agents",

@@ -579,3 +579,31 @@ async def test_demo_serves_its_dashboard(http: httpx.AsyncClient) -> None:
     assert seen["node"] == "demo-driver" and all(n["responsive"] for n in seen["nodes"])
     with pytest.raises(httpx.ConnectError):  # stopped with the demo
         await http.get(seen["url"] + "healthz")
+
+
+async def test_orphans_of_a_gone_node_without_failover(
+    nats_server: NatsServer, http: httpx.AsyncClient
+) -> None:
+    a = Node(nats=nats_server.url, name="keep", agents=AGENTS, failover=False)
+    b = Node(nats=nats_server.url, name="gone", agents=AGENTS, failover=False)
+    try:
+        await asyncio.gather(a.start(), b.start())
+        await a.membership.wait_members(["keep", "gone"])
+        async with Dashboard(a, refresh=0.05) as dash:
+            for i in range(3):
+                await a.spawn(ClusteredCounter, id=f"orphan-{i}", node="gone")
+            await b.stop()  # no failover: the records stay assigned to the gone node
+
+            async def orphaned() -> dict[str, Any] | None:
+                st = await get_status(http, dash)
+                return st if st["agents"]["orphaned"] == 3 else None
+
+            st = await eventually(orphaned)
+            assert st["orphans"] == [{"agent": f"orphan-{i}", "node": "gone"} for i in range(3)]
+            assert st["healthy"] is False and [n["id"] for n in st["nodes"]] == ["keep"]
+            assert st["agents"]["by_node"] == {"gone": 3}
+            fams = parse_exposition((await http.get(dash.url + "metrics")).text)
+            assert fams["foundation_orphan_agents"].value() == 3
+            assert fams["foundation_healthy"].value() == 0
+    finally:
+        await asyncio.gather(a.stop(), b.stop(), return_exceptions=True)
