@@ -298,6 +298,7 @@ class Membership:
         self._left = False
         self._running = False
         self._renew_now = asyncio.Event()
+        self._hb_task: asyncio.Task[None] | None = None
         self.fence_count = 0
         """How many times this node fenced itself."""
         self.rejoin_count = 0
@@ -373,7 +374,8 @@ class Membership:
             self._tasks.append(asyncio.create_task(self._sweep_loop()))
             if self.node_id is not None:
                 await self._join(wait=True)
-                self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+                self._hb_task = asyncio.create_task(self._heartbeat_loop())
+                self._tasks.append(self._hb_task)
         except BaseException:
             await self.stop(leave=False)  # leave nothing running behind a failed start
             raise
@@ -403,9 +405,23 @@ class Membership:
         """Leave gracefully: delete our record (watchers see ``leave``) and stop renewing."""
         self._left = True
         self._cancel_fence_timer()
+        hb = self._hb_task
+        if hb is not None and not hb.done():
+            # Let an in-flight renewal finish so the delete below uses the latest revision.
+            self._renew_now.set()
+            await asyncio.wait({hb}, timeout=self.lease_ttl)
         if self.kv is not None and self.node_id is not None and self._rev:
-            with contextlib.suppress(CASConflictError):
+            try:
                 await self.kv.delete(self.node_id, last=self._rev)
+            except CASConflictError:
+                # Our revision moved (a renewal we did not see land): delete what is there if it
+                # is still this process's record.
+                current = await self.kv.get(self.node_id)
+                if current is not None:
+                    rec = NodeRecord.decode(current.value, current.revision)
+                    if rec.pid == os.getpid() and rec.started_at == self._started_at:
+                        with contextlib.suppress(CASConflictError):
+                            await self.kv.delete(self.node_id, last=current.revision)
         self._joined = False
 
     async def set_status(self, status: str) -> None:

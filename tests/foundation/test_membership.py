@@ -252,3 +252,26 @@ async def test_sweeper_expires_a_member_whose_marker_was_never_seen(
         await ghost.stop()
         await observer.stop()
     assert [(e.kind, e.node_id) for e in events][-1] == ("expire", "ghost")
+
+
+async def test_leave_racing_a_renewal_is_still_a_leave(
+    nats_server: NatsServer, nats_connect: Connect
+) -> None:
+    observer = Membership(await nats_connect(nats_server), None)
+    await observer.start()
+    events: list[MembershipEvent] = []
+    observer.add_listener(events.append)
+    try:
+        for i in range(5):
+            node = Membership(await nats_connect(nats_server), f"racer{i}")
+            await node.start()
+            await observer.wait_members([f"racer{i}"], timeout=5)
+            await node.set_status("draining")
+            for _ in range(i + 2):
+                await asyncio.sleep(0)  # let the renewal get on the wire...
+            await node.stop()  # ...and the leave must not lose its CAS to it
+            await observer.wait_gone(f"racer{i}", timeout=5)
+    finally:
+        await observer.stop()
+    gone = [(e.kind, e.node_id) for e in events if e.kind in {"leave", "expire"}]
+    assert gone == [("leave", f"racer{i}") for i in range(5)]
