@@ -78,8 +78,9 @@ async def run(quick: bool) -> list[Row]:
             without: list[float] = []
             watched: list[float] = []
             async with httpx.AsyncClient(timeout=10.0) as http:
-                for _ in range(4):
-                    without += await sample_async_latency(call, n=n_calls // 4, warmup=50)
+                rounds = 4 if quick else 10
+                for _ in range(rounds):
+                    without += await sample_async_latency(call, n=n_calls // rounds, warmup=50)
                     async with Dashboard(a, refresh=0.1) as dash:
                         stop = asyncio.Event()
 
@@ -90,7 +91,9 @@ async def run(quick: bool) -> list[Row]:
 
                         scraper = asyncio.create_task(scrape())
                         try:
-                            watched += await sample_async_latency(call, n=n_calls // 4, warmup=50)
+                            watched += await sample_async_latency(
+                                call, n=n_calls // rounds, warmup=50
+                            )
                         finally:
                             stop.set()
                             await scraper
