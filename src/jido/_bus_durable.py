@@ -22,6 +22,7 @@ Signals that leave the bounded log before the subscriber reads them are counted 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections import deque
@@ -208,12 +209,8 @@ class PersistentSubscription(Subscription):
 
     def statistics(self) -> SubscriptionStats:
         """Counters (an immutable snapshot)."""
-        return SubscriptionStats(
-            delivered=self._delivered,
-            failed=self._failed,
-            dropped=self._dropped,
-            rejected=self._rejected,
-            skipped=self._skipped,
+        return dataclasses.replace(
+            super().statistics(),
             queued=max(0, self.bus._log.next - self._next) if self.bus._log else 0,
             redelivered=self._redelivered,
             dead_lettered=self._dead_lettered,
