@@ -11,7 +11,7 @@ import pytest
 from foundation._failover import LEADER_KEY, TERM_KEY, AwaitFailover, Failover, FailoverEvent
 from foundation._node import Node
 from foundation._server import NatsServer
-from jido import Signal
+from jido import AgentNotFoundError, Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter, LocalCounter
 from tests.foundation.conftest import eventually
 
@@ -139,3 +139,75 @@ async def test_a_caller_without_the_policy_fails_fast(trio: list[Node]) -> None:
         pass
     else:
         assert out["count"] == 1
+
+
+class _Lead:
+    """A fake tenure for unit tests of the leader's checks."""
+
+    def __init__(self, term: int, held: bool = True) -> None:
+        self.term = term
+        self.held = held
+
+    async def wait_lost(self) -> None:
+        await asyncio.Event().wait()
+
+    async def resign(self) -> None:
+        self.held = False
+
+
+def test_a_record_from_a_newer_term_deposes_the_leader() -> None:
+    import msgspec
+
+    from foundation._errors import LeaseLostError
+    from foundation._failover import DeposedError
+    from foundation._registry import RegistryRecord
+
+    class _Node:
+        id = "n9"
+
+    fo = Failover(_Node())
+    record = RegistryRecord(agent_id="a", node="gone", metadata={TERM_KEY: 7})
+    fo._check_term(_Lead(7), record)  # same term: fine
+    fo._check_term(_Lead(8), record)  # older stamp: fine
+    with pytest.raises(DeposedError):
+        fo._check_term(_Lead(6), record)
+    with pytest.raises(LeaseLostError):
+        fo._check_term(_Lead(9, held=False), record)
+    stamped = fo._stamp(_Lead(9), record)
+    assert stamped.metadata == {TERM_KEY: 9, LEADER_KEY: "n9"}
+    assert msgspec.structs.replace(stamped, metadata={}).agent_id == "a"
+
+
+async def test_non_critical_agents_are_re_placed_when_configured(nats_server: NatsServer) -> None:
+    from foundation._failover import FailoverOptions
+
+    opts = FailoverOptions(non_critical="replace")
+    nodes = [
+        Node(nats=nats_server.url, name=f"m{i}", agents=AGENTS, failover=opts) for i in range(2)
+    ]
+    try:
+        await asyncio.gather(*(n.start() for n in nodes))
+        a, b = nodes
+        await a.membership.wait_members(["m0", "m1"])
+        await b.spawn(LocalCounter, id="keep-me")  # non-critical, placed on m1
+        await b.ref("keep-me").call(add(4))
+        await b.stop()
+        out = await a.ref("keep-me").call(add(1), timeout=10)
+        assert out["count"] == 5  # re-placed with its last committed state
+        record = await a.registry.lookup("keep-me", consistent=True)
+        assert record is not None and record.node == "m0" and not record.critical
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+
+
+async def test_a_caller_gives_up_when_the_agent_is_removed(trio: list[Node]) -> None:
+    from foundation._errors import NodeUnavailableError
+
+    leader, _ = await leader_of(trio)
+    victim = next(n for n in trio if n is not leader)
+    caller = next(n for n in trio if n is not leader and n is not victim)
+    await victim.spawn(LocalCounter, id="gone-for-good")  # non-critical: removed on failover
+    await victim.stop()
+    with pytest.raises((NodeUnavailableError, AgentNotFoundError)):
+        await caller.ref("gone-for-good").call(add(1), timeout=10)
+    assert await caller.registry.lookup("gone-for-good", consistent=True) is None
