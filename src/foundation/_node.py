@@ -87,6 +87,7 @@ from jido import (
     MailboxFullError,
     Runtime,
     Signal,
+    StoreError,
 )
 
 log = logging.getLogger("foundation.node")
@@ -810,7 +811,19 @@ class Node:
             self._counters["starts"] += 1
             if spec is not None and spec.delivery == "at_least_once":
                 after = int(checkpoint.meta.get("stream_seq", 0)) if checkpoint else 0
-                await self._start_inbox(agent_id, ref, after)
+                try:
+                    await self._start_inbox(agent_id, ref, after)
+                except Exception as exc:
+                    # Without its inbox the agent would never see its signals: undo the start
+                    # so the next reconciliation (or start request) tries again.
+                    await self._stop_local(agent_id)
+                    raise StoreError(
+                        f"agent {agent_id!r}: its inbox could not be started ({exc!r}); the "
+                        "agent was stopped and will be started again on the next reconciliation",
+                        details={"agent_id": agent_id, "node": self.id},
+                        retryable=True,
+                        cause=exc,
+                    ) from exc
             if not fut.done():
                 fut.set_result(ref)
             return ref
@@ -834,10 +847,24 @@ class Node:
         async def deliver(signal: Signal, seq: int) -> None:
             await ref.call(signal, meta={"stream_seq": seq})
 
-        inbox = AgentInbox(js, agent_id, deliver, tenant=self.tenant, after_seq=after_seq)
+        def stopped(error: BaseException) -> None:
+            # The inbox gave up on its own (not stopped by us): restart agent and inbox.
+            if self._inboxes.get(agent_id) is inbox and agent_id in self._local:
+                log.warning(
+                    "node %s: inbox of %s stopped (%r); restarting", self.id, agent_id, error
+                )
+                self._spawn_task(self._restart_durable(agent_id))
+
+        inbox = AgentInbox(
+            js, agent_id, deliver, tenant=self.tenant, after_seq=after_seq, on_stopped=stopped
+        )
         await inbox.start()
         self._inboxes[agent_id] = inbox
         self._durable.add(agent_id)
+
+    async def _restart_durable(self, agent_id: str) -> None:
+        await self._stop_local(agent_id)
+        self._reconcile_wake.set()
 
     async def _stop_local(self, agent_id: str, *, release: bool = True) -> bool:
         """Stop the local copy of ``agent_id`` (its state stays in the store)."""
