@@ -269,3 +269,16 @@ async def test_local_cast_to_at_least_once_agent_uses_the_inbox(trio: list[Node]
     checkpoint = await b.state_store.load("dur-local")
     assert checkpoint is not None
     assert checkpoint.state["count"] == 10 and checkpoint.meta["stream_seq"] == 5
+
+
+async def test_embedded_nats_when_no_url_is_given(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``Node(agents=[...])`` with no URL starts its own nats-server and stops it on exit."""
+    async with Node(agents=AGENTS, store_dir=tmp_path / "js", failover=False) as node:
+        assert node.url.startswith("nats://127.0.0.1:")
+        server = node._server
+        assert server is not None and server.running
+        ref = await node.spawn(ClusteredCounter, id="emb-1")
+        assert (await ref.call(add(2)))["count"] == 2
+        record = await node.registry.lookup("emb-1")
+        assert record is not None and record.node == node.id
+    assert not server.running
