@@ -62,6 +62,7 @@ from foundation._cluster_bus import (
     list_dead_letters,
     purge_dead,
 )
+from foundation._errors import NotOwnerError
 from foundation._wire import DEFAULT_TENANT, HDR_MSG_ID, SUBJECT_ROOT
 from jido import AgentStoppedError, FencedError, JidoError, Signal
 
@@ -86,6 +87,13 @@ INBOX_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.inbox"
 _ID_RE = re.compile(r"^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$")
 
 Deliver = Callable[[Signal, int], Awaitable[None]]
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a ``deliver`` failure may pass by itself (so the message must not be dropped)."""
+    if isinstance(exc, JidoError):
+        return exc.retryable
+    return isinstance(exc, nats.errors.Error | OSError | TimeoutError)
 
 
 def inbox_subject(agent_id: str, tenant: str = DEFAULT_TENANT) -> str:
@@ -183,10 +191,13 @@ class AgentInbox:
 
     ``after_seq``: the last stream sequence already applied (committed with the agent's state);
     messages at or below it are acked and skipped. ``deliver`` errors are retried in place after
-    ``retry_backoff[attempt-1]`` seconds; after ``max_attempts`` the message is dead-lettered
-    and the inbox moves on. An error of a type in ``stop_on`` (default: ``FencedError``,
-    ``AgentStoppedError``) stops the inbox without acking: the message stays for the next owner.
-    ``on_stopped`` is called with that error.
+    ``retry_backoff[attempt-1]`` seconds (the last delay repeats). A message whose ``deliver``
+    keeps failing with a permanent error (not ``retryable``: e.g. a validation error) is
+    dead-lettered after ``max_attempts`` and the inbox moves on; transient errors (a
+    ``retryable`` ``JidoError``, a NATS, OS or timeout error) are retried until they pass, so an
+    outage never drops a signal. An error of a type in ``stop_on`` (default: ``FencedError``,
+    ``AgentStoppedError``, ``NotOwnerError``) stops the inbox without acking: the message stays
+    for the next owner. ``on_stopped`` is called with that error.
     """
 
     def __init__(
@@ -202,7 +213,7 @@ class AgentInbox:
         idle_poll: float = 5.0,
         max_attempts: int = 5,
         retry_backoff: Sequence[float] = (0.05, 0.2, 1.0, 5.0),
-        stop_on: tuple[type[BaseException], ...] = (FencedError, AgentStoppedError),
+        stop_on: tuple[type[BaseException], ...] = (FencedError, AgentStoppedError, NotOwnerError),
         on_stopped: Callable[[BaseException], None] | None = None,
     ) -> None:
         if max_attempts < 1:
@@ -348,17 +359,25 @@ class AgentInbox:
                     continue
                 try:
                     await self._drain(psub)
+                    delay = 0.0
+                except Exception as exc:
+                    # Whatever went wrong mid-stream, start over in order from the first
+                    # unacknowledged message (never skip ahead).
+                    delay = 0.05
+                    log.warning("inbox of %s: %r; restarting its consumer", self.agent_id, exc)
                 finally:
                     with contextlib.suppress(Exception):
                         await psub.unsubscribe()
                 if not self._stopping:
                     self._restarts += 1
-                    delay = 0.0
-                    try:
-                        await self._recreate_consumer()
-                    except Exception as exc:
-                        delay = 0.05
-                        log.warning("inbox of %s: consumer not recreated (%s)", self.agent_id, exc)
+                    if not delay:
+                        try:
+                            await self._recreate_consumer()
+                        except Exception as exc:
+                            delay = 0.05
+                            log.warning(
+                                "inbox of %s: consumer not recreated (%s)", self.agent_id, exc
+                            )
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
@@ -427,7 +446,7 @@ class AgentInbox:
                     self._on_stopped(exc)
                 return False
             except Exception as exc:
-                if attempt >= self._max_attempts:
+                if attempt >= self._max_attempts and not _transient(exc):
                     log.warning(
                         "inbox of %s: deliver failed %d times on seq %d; dead-lettering: %s",
                         self.agent_id,
@@ -439,7 +458,16 @@ class AgentInbox:
                     return True
                 self._retries += 1
                 delay = self._backoff[min(attempt, len(self._backoff)) - 1]
-                await msg.in_progress()
+                if attempt >= self._max_attempts:
+                    log.warning(
+                        "inbox of %s: deliver of seq %d failed %d times (transient: %s); retrying",
+                        self.agent_id,
+                        sseq,
+                        attempt,
+                        exc,
+                    )
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
                 await asyncio.sleep(delay)  # back-off before retrying the same message in place
                 attempt += 1
                 if self._stopping:

@@ -262,3 +262,27 @@ async def test_idle_inbox_stops_promptly(js: JetStreamContext) -> None:
     async with asyncio.timeout(5):
         await inbox.stop()
     assert not inbox.running
+
+
+async def test_transient_failures_are_retried_past_max_attempts_never_dropped(
+    js: JetStreamContext,
+) -> None:
+    store = Store()
+    outage = {"left": 6}
+
+    async def deliver(sig: Signal, seq: int) -> None:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise TimeoutError("state store briefly unreachable")
+        store.commit(sig, seq)
+
+    sent = sigs(3)
+    seqs = await send_to_inbox(js, "acc-9", *sent)
+    inbox = AgentInbox(js, "acc-9", deliver, max_attempts=2, retry_backoff=(0.01,))
+    await inbox.start()
+    async with asyncio.timeout(10):
+        await inbox.wait_applied(seqs[-1])
+    assert store.applied == [s.id for s in sent]
+    assert inbox.statistics().dead_lettered == 0 and inbox.statistics().retries == 6
+    assert await inbox.dead_letters() == []
+    await inbox.stop()
