@@ -370,7 +370,7 @@ class ChaosCluster:
 
         await asyncio.gather(*(one(a) for a in kill.critical))
 
-    async def wait_applied(self, agents: list[str], *, within: float = 30.0) -> None:
+    async def wait_applied(self, agents: list[str], *, within: float = 60.0) -> None:
         """Wait until every acked signal of ``agents`` shows in their state (bounded)."""
         acked: dict[str, set[str]] = {}
         for ack in self.history.acks:
