@@ -20,7 +20,7 @@ is the weaker of the publisher's and its own mode.
 Wire. CloudEvents structured JSON by default (the event as the body, no headers) or binary
 mode on request (``ce-*`` headers, data as the body); the receiver detects the mode of every
 message, so nodes and plain NATS clients may mix them. Structured is the default because
-nats-py encodes and parses headers in pure Python: binary mode costs about 1.8x per signal
+nats-py encodes and parses headers in pure Python: binary mode reaches 0.3-0.6x the structured rate
 (see BENCHMARKS.md). The W3C ``traceparent`` crosses
 nodes in the event; a signal published from inside a handler without trace context of its own
 continues the handler's trace.
