@@ -403,7 +403,34 @@ class ChaosCluster:
                 )
         await self._read_writes()
         await self._read_assignments()
+        await self._report_unapplied()
         return self.history
+
+    async def _report_unapplied(self) -> None:
+        """Print, for any agent missing acked signals, how many still wait in its inbox stream
+        (shown with a failure: tells a slow inbox from a lost signal)."""
+        from foundation._inbox import INBOX_STREAM, inbox_subject
+
+        acked: dict[str, set[str]] = {}
+        for ack in self.history.acks:
+            acked.setdefault(ack.agent, set()).add(ack.signal_id)
+        js = self._node().nc.jetstream()
+        for final in self.history.finals:
+            missing = acked.get(final.agent, set()) - set(final.applied)
+            if not missing:
+                continue
+            try:
+                info = await js.stream_info(
+                    INBOX_STREAM, subjects_filter=inbox_subject(final.agent)
+                )
+                waiting = sum((info.state.subjects or {}).values())
+            except Exception as exc:
+                waiting = -1
+                print(f"inbox info failed: {exc!r}")
+            print(
+                f"{final.agent}: {len(missing)} acked signals not applied; "
+                f"{waiting} messages still in its inbox stream"
+            )
 
     def summary(self) -> dict[str, int]:
         """Sizes of the recorded history (what the checker looked at)."""
