@@ -167,7 +167,11 @@ def _table(rows: list[Row]) -> Table:
 
 
 def _merge_latest(payload: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """Merge a partial (``--only``) run into ``latest.json``: replace only the modules run."""
+    """Merge a partial (``--only``) run into ``latest.json``: replace only the modules run.
+
+    The full run's date, command and machine are kept; the partial run is listed under
+    ``partial_runs`` (date, command, modules).
+    """
     latest = RESULTS / "latest.json"
     if not latest.exists():
         return payload
@@ -176,9 +180,12 @@ def _merge_latest(payload: dict[str, Any], names: list[str]) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         return payload
     kept = [r for r in old.get("rows", []) if r.get("bench") not in names]
-    merged = dict(payload)
+    merged = dict(old)
     merged["rows"] = kept + payload["rows"]
-    merged["partial_runs"] = [*old.get("partial_runs", []), payload["command"]]
+    merged["partial_runs"] = [
+        *old.get("partial_runs", []),
+        {"date": payload["date"], "command": payload["command"], "modules": names},
+    ]
     return merged
 
 

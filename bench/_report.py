@@ -23,6 +23,16 @@ VS_FLOOR_GROUP = "vs floor"
 SCALING_PREFIX = "scaling"
 
 
+def _partials(payload: dict[str, Any]) -> list[str]:
+    runs = payload.get("partial_runs") or []
+    return [
+        f"Re-run since then (their rows replace the full run's): "
+        f"`{r.get('command')}` at {r.get('date')} (UTC)."
+        for r in runs
+        if isinstance(r, dict)
+    ]
+
+
 def _load(machine: dict[str, Any]) -> str:
     start, end = machine.get("loadavg_at_start"), machine.get("loadavg_1_5_15_min")
     if not start or not end:
@@ -152,6 +162,7 @@ def render(payload: dict[str, Any], artefacts: Path, md_dir: Path) -> str:
         "",
         f"**Latest full run:** {payload.get('date', '?')} (UTC), commit `{payload.get('commit')}`,"
         f" command `{payload.get('command')}`.",
+        *_partials(payload),
         "",
         f"**Machine:** {m.get('processor')}, {m.get('cpus')} logical CPUs, "
         f"{fmt(float(mem), 'B') if mem else '? memory'} RAM, {m.get('platform')}, "

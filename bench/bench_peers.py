@@ -133,7 +133,7 @@ async def ours_clustered(quick: bool) -> Figures:
     async with (
         nats_server() as url,
         node_processes(url, 2, "peer-n") as nodes,
-        node_cls(nats=url, name="peer-driver", agents=[SeedClustered]) as driver,
+        node_cls(nats=url, name="peer-driver", agents=[SeedClustered], call_timeout=60) as driver,
     ):
         await wait_nodes(driver, nodes, 30 if quick else 60)
         await warm_up(driver, nodes, 30 if quick else 60)

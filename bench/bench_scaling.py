@@ -189,7 +189,7 @@ async def node_throughput(k_nodes: int, quick: bool) -> tuple[list[float], list[
     async with (
         nats_server() as url,
         node_processes(url, k_nodes, "scale-n") as nodes,
-        node_cls(nats=url, name="scale-driver", agents=[SeedClustered]) as driver,
+        node_cls(nats=url, name="scale-driver", agents=[SeedClustered], call_timeout=60) as driver,
     ):
         await wait_nodes(driver, nodes, 30 if quick else 60)
         await warm_up(driver, nodes, 30 if quick else 60)

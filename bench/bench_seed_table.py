@@ -385,7 +385,7 @@ async def clustered(quick: bool) -> list[Row]:
     async with (
         nats_server() as url,
         node_processes(url, NODES, "seed-n") as nodes,
-        node_cls(nats=url, name="seed-driver", agents=[SeedClustered]) as driver,
+        node_cls(nats=url, name="seed-driver", agents=[SeedClustered], call_timeout=60) as driver,
     ):
         await wait_nodes(driver, nodes, 30 if quick else 60)
         names = nodes.names

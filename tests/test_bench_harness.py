@@ -306,9 +306,15 @@ def test_partial_run_merges_into_latest(tmp_path: Path, monkeypatch: pytest.Monk
     old_rows = [_row("a", 1.0, 1.0, bench="bench_a"), _row("b", 1.0, 1.0, bench="bench_b")]
     (tmp_path / "latest.json").write_text(json.dumps({**_payload(old_rows), "command": "full"}))
     new = {**_payload([_row("b", 2.0, 1.0, bench="bench_b")]), "command": "only b"}
+    new["date"] = "later"
     merged = runner._merge_latest(new, ["bench_b"])
     assert [(r["name"], r["ours"]) for r in merged["rows"]] == [("a", 1.0), ("b", 2.0)]
-    assert merged["partial_runs"] == ["only b"]
+    assert merged["command"] == "full"  # still the full run's payload
+    assert merged["partial_runs"] == [
+        {"date": "later", "command": "only b", "modules": ["bench_b"]}
+    ]
+    text = render(merged, tmp_path, tmp_path)
+    assert "Re-run since then (their rows replace the full run's): `only b` at later" in text
 
 
 # --------------------------------------------------------------------------- suite modules
