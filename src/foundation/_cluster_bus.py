@@ -974,6 +974,16 @@ class ClusterBus:
                 subject = letter.subject
             else:
                 subject = f"{REDRIVE_SUBJECT_PREFIX}.{letter.consumer}"
+                try:
+                    await self.js.consumer_info(self.stream, letter.consumer)
+                except nats.js.errors.NotFoundError as exc:
+                    # With interest retention nothing would keep the redriven signal.
+                    raise ClusterBusError(
+                        f"consumer {letter.consumer!r} no longer exists, so dead letter "
+                        f"{letter.seq} cannot be redriven to it; subscribe with "
+                        f"durable={letter.consumer!r} first (the letter is kept)",
+                        details={"seq": letter.seq, "consumer": letter.consumer},
+                    ) from exc
             headers = dict(letter.headers)
             headers[HDR_MSG_ID] = f"redrive:{letter.seq}"
             await self.js.publish(subject, letter.body, headers=headers)

@@ -242,6 +242,14 @@ async def test_dead_letter_after_max_attempts_then_redrive_and_purge(
     assert await buses[0].dead_letters() == []
     with pytest.raises(ClusterBusError):
         await buses[0].redrive([10_000])
+    # A letter whose consumer is gone is kept rather than redriven into nothing.
+    await buses[0].publish(sig("inv.i4"), delivery="at_least_once")
+    await wait_until(lambda: buses[1].statistics().dead_lettered == 4)
+    [orphan] = await buses[0].dead_letters(consumer="invoices")
+    await buses[0].js.delete_consumer(buses[0].stream, "invoices")
+    with pytest.raises(ClusterBusError, match="no longer exists"):
+        await buses[0].redrive([orphan])
+    assert [d.seq for d in await buses[0].dead_letters()] == [orphan.seq]
 
 
 async def test_republished_signal_id_is_stored_once(buses: list[ClusterBus]) -> None:
