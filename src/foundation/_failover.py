@@ -122,7 +122,7 @@ class FailoverOptions:
     rebalance: bool = True
     rebalance_interval: float = 2.0
     max_moves: int = 4
-    kick_concurrency: int = 16
+    kick_concurrency: int = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,6 +566,7 @@ class _BatchDirector:
 
         self._registry = node.registry
         self._pending: dict[str, int] = {}
+        self._records: list[Any] | None = None
         self._director = PlacementDirector(node.membership, self)
 
     def counts_by_node(self) -> dict[str, int]:
@@ -578,7 +579,11 @@ class _BatchDirector:
         return self._registry.cached(agent_id)
 
     def records(self) -> list[Any]:
-        return list(self._registry.records())
+        # One snapshot per batch: the director scans every record per placement (spread
+        # groups), which is quadratic over a batch of a thousand agents otherwise.
+        if self._records is None:
+            self._records = list(self._registry.records())
+        return self._records
 
     async def place(self, agent_id: str, **request: Any) -> str:
         target = await self._director.place(agent_id, **request)
