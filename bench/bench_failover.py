@@ -110,8 +110,19 @@ class Procs:
         self.pids: dict[int, str] = {}
 
     async def start(self, *names: str) -> None:
-        """Start the named nodes; return once each printed its ready line."""
-        await asyncio.gather(*(self._start(n) for n in names))
+        """Start the named nodes; return once each printed its ready line (a start that fails
+        on a loaded machine, e.g. NATS timing out during start-up, is tried again twice)."""
+        await asyncio.gather(*(self._start_retrying(n) for n in names))
+
+    async def _start_retrying(self, name: str) -> None:
+        for attempt in range(3):
+            try:
+                await self._start(name)
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    log = (self.log_dir / f"{name}.log").read_text(errors="replace")
+                    raise RuntimeError(f"node {name} did not start:\n{log[-2000:]}") from None
 
     async def _start(self, name: str) -> None:
         env = dict(os.environ)
