@@ -32,6 +32,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from foundation._demo_failover import FailoverAct
+from foundation._proc import die_with_parent
 from jido import JidoError, Signal
 
 DEFAULT_APP = "foundation.demo_app:AGENTS"
@@ -142,6 +143,7 @@ class LocalCluster:
             stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL,
             env=env,
+            preexec_fn=die_with_parent,
         )
         node = NodeProc(name=name, proc=proc)
         self.procs[name] = node

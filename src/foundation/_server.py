@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from foundation._errors import NatsServerError
+from foundation._proc import die_with_parent
 
 #: Environment variable naming the ``nats-server`` binary to use.
 BINARY_ENV = "FOUNDATION_NATS_SERVER"
@@ -270,6 +271,7 @@ class NatsServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         except OSError as exc:
             raise NatsServerError(

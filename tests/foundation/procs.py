@@ -32,6 +32,7 @@ from nats.aio.client import Client
 
 from foundation._kv import connect
 from foundation._membership import Membership
+from foundation._proc import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,6 +209,7 @@ class NodeProcesses:
                 stdin=subprocess.DEVNULL,
                 env=self._env,
                 cwd=str(REPO_ROOT),
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()
