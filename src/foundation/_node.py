@@ -67,12 +67,17 @@ from foundation._ref import ClusterRef, FailFast, UnreachablePolicy
 from foundation._registry import ClusterRegistry, RegistryRecord
 from foundation._state import KVStateStore
 from foundation._transport import (
+    CAST_BATCH_BYTES,
+    Request,
     Subjects,
     check_agent_id,
     check_token,
+    decode_cast_batch,
     decode_public_signal,
     decode_reply,
     decode_request,
+    encode_cast,
+    encode_cast_batch,
     encode_error,
     encode_ok,
     encode_request,
@@ -272,6 +277,10 @@ class Node:
         self._fenced_event = asyncio.Event()
         self._draining = False
         self._stopped = asyncio.Event()
+        # casts waiting to go out, per destination node (see _cast_remote / _flush_casts)
+        self._cast_out: dict[str, list[bytes]] = {}
+        self._cast_out_bytes: dict[str, int] = {}
+        self._cast_flush_scheduled = False
         self._counters = dict.fromkeys(
             (
                 "calls_in",
@@ -377,6 +386,8 @@ class Node:
             if self.bus is not None:
                 with contextlib.suppress(Exception):
                     await self.bus.close()
+        with contextlib.suppress(Exception):
+            await self._flush_casts()  # casts already accepted still go out
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -578,12 +589,64 @@ class Node:
             )
         c = self._counters
         c["calls_out"] += 1
-        await self.nc.publish(
-            self.subjects.node(record.node, "cast"), encode_request(ref.id, signal, meta=meta)
-        )
+        await self._queue_cast(record.node, encode_cast(ref.id, signal, meta))
         if not c["calls_out"] & _YIELD_MASK:
             # A burst of casts never suspends by itself: let heartbeats (the lease) run.
             await asyncio.sleep(0)
+
+    async def _queue_cast(self, node_id: str, item: bytes) -> None:
+        """Add one encoded cast to the batch bound for ``node_id``.
+
+        Casts issued in the same event-loop turn to one node leave as one ``casts`` message
+        (a JSON array, in order), published when the turn ends or when the batch reaches
+        :data:`CAST_BATCH_BYTES`. A cast too large for a batch goes alone (after the batch, so
+        order is kept) and a publish error reaches the caller as before.
+        """
+        nc = self.nc
+        if nc.is_closed:
+            raise NodeUnavailableError(
+                "this node's NATS connection is closed", details={"node": self.id}
+            )
+        if len(item) > CAST_BATCH_BYTES:
+            await self._flush_casts_to(node_id)
+            await nc.publish(self.subjects.node(node_id, "cast"), item)
+            return
+        batch = self._cast_out.get(node_id)
+        if batch is None:
+            self._cast_out[node_id] = [item]
+            self._cast_out_bytes[node_id] = len(item)
+        else:
+            batch.append(item)
+            self._cast_out_bytes[node_id] += len(item) + 1
+            if self._cast_out_bytes[node_id] > CAST_BATCH_BYTES:
+                await self._flush_casts_to(node_id)
+                return
+        if not self._cast_flush_scheduled:
+            self._cast_flush_scheduled = True
+            self._spawn_task(self._flush_casts())
+
+    async def _flush_casts_to(self, node_id: str) -> None:
+        """Publish the pending casts for ``node_id`` now (before a request to it, keeping order).
+
+        The batch is taken and handed to ``publish`` without suspending in between, and nats-py
+        queues the message before its first suspension, so messages to a node leave in the
+        order their casts were issued.
+        """
+        batch = self._cast_out.pop(node_id, None)
+        if batch is None:
+            return
+        del self._cast_out_bytes[node_id]
+        await self.nc.publish(self.subjects.node(node_id, "casts"), encode_cast_batch(batch))
+
+    async def _flush_casts(self) -> None:
+        """Publish every pending cast batch (runs once per event-loop turn that queued casts)."""
+        self._cast_flush_scheduled = False
+        while self._cast_out:
+            node_id = next(iter(self._cast_out))
+            try:
+                await self._flush_casts_to(node_id)
+            except Exception as exc:
+                log.warning("node %s: casts to node %s not sent: %s", self.id, node_id, exc)
 
     async def _publish_durable(
         self, agent_id: str, signal: Signal, meta: Mapping[str, Any] | None
@@ -605,7 +668,9 @@ class Node:
 
     async def _on_node_msg(self, msg: Msg) -> None:
         op = msg.subject[msg.subject.rfind(".") + 1 :]
-        if op == "cast":
+        if op == "casts":
+            await self._handle_casts(msg)
+        elif op == "cast":
             await self._handle_cast(msg)
         elif op == "call":
             self._spawn_task(self._handle_call(msg))
@@ -628,13 +693,35 @@ class Node:
             },
         )
 
+    async def _handle_casts(self, msg: Msg) -> None:
+        """Apply a batch of casts in order, each exactly as a single ``cast`` would be."""
+        try:
+            items = decode_cast_batch(msg.data)
+        except JidoError as exc:
+            log.warning("node %s: casts batch dropped: %s", self.id, exc)
+            return
+        for item in items:
+            if isinstance(item, JidoError):
+                self._counters["casts_in"] += 1
+                log.warning("node %s: cast failed: %s", self.id, item)
+                continue
+            await self._apply_cast(item)
+
     async def _handle_cast(self, msg: Msg) -> None:
+        try:
+            req = decode_request(msg.data)
+        except JidoError as exc:
+            self._counters["casts_in"] += 1
+            log.warning("node %s: cast failed: %s", self.id, exc)
+            return
+        await self._apply_cast(req)
+
+    async def _apply_cast(self, req: Request) -> None:
         c = self._counters
         c["casts_in"] += 1
         if not c["casts_in"] & _YIELD_MASK:
             await asyncio.sleep(0)  # a flood of casts must not starve the lease heartbeats
         try:
-            req = decode_request(msg.data)
             local = None if self._fenced else self._local.get(req.agent_id)
             if local is None or req.signal is None:
                 if req.signal is not None:

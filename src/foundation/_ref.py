@@ -236,6 +236,9 @@ class ClusterRef:
         )
         node._counters["calls_out"] += 1
         try:
+            if record.node in node._cast_out:
+                # casts issued before this request reach the agent before it
+                await node._flush_casts_to(record.node)
             msg = await node.nc.request(
                 node.subjects.node(record.node, op), payload, timeout=remaining
             )

@@ -5,7 +5,8 @@ Two kinds of subject carry agent traffic:
 * ``<prefix>.node.<node_id>.<op>`` — the private subject of one node. Each node subscribes
   **once** to ``<prefix>.node.<node_id>.>`` and dispatches to its local agents by the agent id
   carried in the message, so a node hosting 100k agents still holds a handful of subscriptions.
-  Ops: ``call``, ``cast``, ``state``, ``start``, ``stop``, ``ping``, ``stats``.
+  Ops: ``call``, ``cast``, ``casts`` (a batch of casts), ``state``, ``start``, ``stop``,
+  ``ping``, ``stats``.
 * ``<prefix>.agent.<tenant>.<agent_id>`` — the public subject of one agent. Every node serves
   ``<prefix>.agent.>`` in the queue group ``<prefix>-agents``; whichever node receives a message
   forwards it to the owner. A plain NATS client can send a CloudEvent there (binary mode: ``ce-``
@@ -29,7 +30,7 @@ from foundation._errors import InvalidKeyError
 from foundation._wire import DEFAULT_TENANT, SUBJECT_ROOT, TOKEN_RE
 from jido import JidoError, Signal, SignalError, ValidationError
 
-OPS: tuple[str, ...] = ("call", "cast", "state", "start", "stop", "ping", "stats")
+OPS: tuple[str, ...] = ("call", "cast", "casts", "state", "start", "stop", "ping", "stats")
 """Operations served on a node's private subject."""
 
 DEFAULT_PREFIX = SUBJECT_ROOT
@@ -168,6 +169,48 @@ def decode_request(data: bytes) -> Request:
         body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise SignalError("request body is not JSON", cause=exc) from exc
+    return _request_of(body)
+
+
+CAST_BATCH_BYTES = 64 * 1024
+"""A sender publishes its pending casts to one node once they reach this many bytes."""
+
+
+def encode_cast(agent_id: str, signal: Signal, meta: Mapping[str, Any] | None = None) -> bytes:
+    """Encode one cast as an item of a ``casts`` batch (the ``cast`` request body)."""
+    body: dict[str, Any] = {"a": agent_id, "s": signal.to_dict()}
+    if meta:
+        body["m"] = dict(meta)
+    return dumps(body)
+
+
+def encode_cast_batch(items: list[bytes]) -> bytes:
+    """Join :func:`encode_cast` items into the body of one ``casts`` message (a JSON array)."""
+    return b"[" + b",".join(items) + b"]"
+
+
+def decode_cast_batch(data: bytes) -> list[Request | SignalError]:
+    """Decode a ``casts`` body into its requests, in order.
+
+    A malformed item becomes a :class:`jido.SignalError` in its place (the others are kept);
+    a body that is not a JSON array raises ``SignalError``.
+    """
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SignalError("casts body is not JSON", cause=exc) from exc
+    if not isinstance(body, list):
+        raise SignalError("casts body is not a JSON array of cast requests")
+    out: list[Request | SignalError] = []
+    for item in body:
+        try:
+            out.append(_request_of(item))
+        except SignalError as exc:
+            out.append(exc)
+    return out
+
+
+def _request_of(body: Any) -> Request:
     if not isinstance(body, dict) or not isinstance(body.get("a"), str):
         raise SignalError("request lacks the agent id field 'a'", details={"attribute": "a"})
     raw = body.pop("s", None)
@@ -254,6 +297,7 @@ def public_meta(headers: Mapping[str, str] | None) -> dict[str, Any] | None:
 
 
 __all__ = [
+    "CAST_BATCH_BYTES",
     "DEFAULT_PREFIX",
     "DEFAULT_TENANT",
     "META_HEADER",
@@ -263,10 +307,13 @@ __all__ = [
     "Subjects",
     "check_agent_id",
     "check_token",
+    "decode_cast_batch",
     "decode_public_signal",
     "decode_reply",
     "decode_request",
     "dumps",
+    "encode_cast",
+    "encode_cast_batch",
     "encode_error",
     "encode_ok",
     "encode_request",
