@@ -519,12 +519,29 @@ class NatsCluster:
             return leader
         return None
 
+    def _knows_peers(self, srv: NatsServer, expected: int) -> bool:
+        # Clients learn the cluster size from the client URLs a server gossips (its INFO
+        # ``connect_urls``, also in ``/varz``); until every route is up that list is short and a
+        # client would size its buckets for a smaller cluster.
+        try:
+            data = srv.monitor("varz", timeout=0.5)
+        except OSError:
+            return False
+        urls = data.get("connect_urls") if isinstance(data, dict) else None
+        return isinstance(urls, list) and len(urls) >= expected
+
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until every running server is healthy and a meta leader is agreed on."""
+        """Block until every running server is healthy, knows every running peer, and a meta
+        leader is agreed on."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.startup_timeout)
         while True:
             running = [s for s in self.servers if s.running and not s._paused]
-            if running and all(s.healthy(timeout=0.5) for s in running) and self.meta_leader():
+            if (
+                running
+                and all(s.healthy(timeout=0.5) for s in running)
+                and all(self._knows_peers(s, len(running)) for s in running)
+                and self.meta_leader()
+            ):
                 return
             for s in self.servers:
                 if s._proc is not None and s._proc.poll() is not None:
