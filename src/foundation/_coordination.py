@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 import uuid
@@ -57,6 +56,7 @@ from foundation._errors import (
     KeyExistsError,
     LeaseLostError,
 )
+from foundation._hooks import call_hook, seconds
 from foundation._kv import KV, BucketSpec, KVEntry, Watch, check_token
 
 log = logging.getLogger("foundation.coordination")
@@ -70,18 +70,11 @@ COORD_MARKER_TTL = timedelta(seconds=30)
 
 
 def _seconds(value: float | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return seconds(value)
 
 
 async def _call(fn: Callable[..., Any] | None, *args: Any) -> None:
-    if fn is None:
-        return
-    try:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("coordination callback %r failed", fn)
+    await call_hook(fn, *args, log=log)
 
 
 class _Lease:

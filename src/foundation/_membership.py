@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import socket
@@ -53,6 +52,7 @@ from foundation._errors import (
     LeaseLostError,
     NatsUnavailableError,
 )
+from foundation._hooks import call_hook, seconds
 from foundation._kv import KV, BucketSpec, KVEntry, Op, check_token
 
 log = logging.getLogger("foundation.membership")
@@ -213,18 +213,11 @@ class EventStream:
 
 
 def _seconds(value: float | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return seconds(value)
 
 
 async def _call(fn: Callable[..., Any] | None, *args: Any) -> None:
-    if fn is None:
-        return
-    try:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("membership callback %r failed", fn)
+    await call_hook(fn, *args, log=log)
 
 
 class Membership:
