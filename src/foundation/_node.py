@@ -475,6 +475,8 @@ class Node:
 
     async def _start_runtime(self) -> None:
         self.state_store = KVStateStore(self._kv["state"], owner=self.id)
+        membership = self.membership
+        self.state_store.lease_check = lambda: membership.holds_lease
         self.runtime = Runtime(store=self.state_store)
         await self.runtime.__aenter__()
         self.runtime.add_listener(self._on_agent_event)

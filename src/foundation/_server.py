@@ -530,16 +530,19 @@ class NatsCluster:
         urls = data.get("connect_urls") if isinstance(data, dict) else None
         return isinstance(urls, list) and len(urls) >= expected
 
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until every running server is healthy, knows every running peer, and a meta
-        leader is agreed on."""
+    def wait_ready(self, timeout: float | None = None, *, peers: bool = False) -> None:
+        """Block until every running server is healthy and a meta leader is agreed on.
+
+        With ``peers`` (used when the cluster first forms) also until every server gossips every
+        running peer's client URL, so clients size their buckets for the whole cluster.
+        """
         deadline = time.monotonic() + (timeout if timeout is not None else self.startup_timeout)
         while True:
             running = [s for s in self.servers if s.running and not s._paused]
             if (
                 running
                 and all(s.healthy(timeout=0.5) for s in running)
-                and all(self._knows_peers(s, len(running)) for s in running)
+                and (not peers or all(self._knows_peers(s, len(running)) for s in running))
                 and self.meta_leader()
             ):
                 return
@@ -563,7 +566,7 @@ class NatsCluster:
         try:
             for s in self.servers:
                 s.spawn()
-            self.wait_ready()
+            self.wait_ready(peers=True)
         except BaseException:
             self.stop()
             raise

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,14 @@ class KVStateStore(StateStore):
         self._held: dict[str, _Held] = {}
         self._closed = False
         self._fenced = False
+        self.lease_check: Callable[[], bool] | None = None
+        """When set, consulted before every write: ``False`` (this node's lease is not certainly
+        held, e.g. right after waking from a pause longer than the lease) refuses the write as
+        fenced, before the membership timer has noticed."""
+
+    def _lease_lost(self) -> bool:
+        check = self.lease_check
+        return check is not None and not check()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -122,7 +131,7 @@ class KVStateStore(StateStore):
         ``fresh=True`` (a just-claimed agent) tries a create first, saving a read.
         """
         self._check_open()
-        if self._fenced:
+        if self._fenced or self._lease_lost():
             raise _fenced(key, epoch, -1, "this node is fenced")
         kv_key = _kv_key(key)
         if fresh:
@@ -210,7 +219,7 @@ class KVStateStore(StateStore):
         self._check_open()
         if not isinstance(checkpoint, Checkpoint):
             raise ValidationError("save() takes a jido.Checkpoint")
-        if self._fenced:
+        if self._fenced or self._lease_lost():
             held = self._held.pop(key, None)
             raise _fenced(key, held.epoch if held else checkpoint.epoch, -1, "this node is fenced")
         held = self._held.get(key)
