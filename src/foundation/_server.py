@@ -530,6 +530,24 @@ class NatsCluster:
         urls = data.get("connect_urls") if isinstance(data, dict) else None
         return isinstance(urls, list) and len(urls) >= expected
 
+    def _meta_peers_current(self, running: list[NatsServer]) -> bool:
+        # JetStream places an R3 asset only on peers the meta leader sees as current; right
+        # after start-up a peer can be routed but not yet current ("no suitable peers").
+        leader = self.meta_leader()
+        for srv in running:
+            if srv.name != leader:
+                continue
+            try:
+                data = srv.monitor("jsz", timeout=0.5)
+            except OSError:
+                return False
+            meta = data.get("meta_cluster") if isinstance(data, dict) else None
+            replicas = (meta or {}).get("replicas") or []
+            return len(replicas) >= len(running) - 1 and all(
+                r.get("current") and not r.get("offline") for r in replicas
+            )
+        return False
+
     def wait_ready(self, timeout: float | None = None, *, peers: bool = False) -> None:
         """Block until every running server is healthy and a meta leader is agreed on.
 
@@ -542,7 +560,13 @@ class NatsCluster:
             if (
                 running
                 and all(s.healthy(timeout=0.5) for s in running)
-                and (not peers or all(self._knows_peers(s, len(running)) for s in running))
+                and (
+                    not peers
+                    or (
+                        all(self._knows_peers(s, len(running)) for s in running)
+                        and self._meta_peers_current(running)
+                    )
+                )
                 and self.meta_leader()
             ):
                 return
