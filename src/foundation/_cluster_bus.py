@@ -49,6 +49,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext, api
 
 from foundation._errors import ClusterError
+from foundation._kv import while_placing
 from foundation._wire import (
     DEAD_LETTER_STREAM,
     DURABLE_SIGNAL_SUBJECT_PREFIX,
@@ -1030,7 +1031,7 @@ class ClusterBus:
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
     """Create ``config``'s stream, or update it when it exists with another configuration."""
     try:
-        await js.add_stream(config)
+        await while_placing(lambda: js.add_stream(config))
     except nats.js.errors.BadRequestError:
         await js.update_stream(config)
     except nats.js.errors.APIError as exc:

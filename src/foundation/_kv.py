@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -52,6 +52,10 @@ log = logging.getLogger("foundation.kv")
 
 #: Timeout of one JetStream request (publish, get) made by this layer.
 DEFAULT_REQUEST_TIMEOUT = 2.0
+#: How long bucket creation waits for JetStream to see enough peers to place its replicas.
+PLACEMENT_WAIT = 10.0
+
+_T = TypeVar("_T")
 
 
 class Op(enum.StrEnum):
@@ -177,6 +181,13 @@ def translate(exc: BaseException, *, op: str, bucket: str, key: str | None = Non
                 details=details,
                 cause=exc,
             )
+        if code == wire.ERR_CLUSTER_NO_PEERS:
+            return ClusterError(
+                f"JetStream refused {op} on {bucket!r}: {exc.description} (code {code}); "
+                "start the missing JetStream servers, or lower the replication factor",
+                details=details,
+                cause=exc,
+            )
         return ClusterError(
             f"JetStream refused {op} on {bucket!r}: {exc.description} (code {code})",
             details=details,
@@ -207,6 +218,26 @@ def translate(exc: BaseException, *, op: str, bucket: str, key: str | None = Non
             f"NATS error during {op} on {bucket!r}: {exc}", details=details, cause=exc
         )
     return exc if isinstance(exc, Exception) else ClusterError(str(exc), details=details)
+
+
+async def while_placing(create: Callable[[], Awaitable[_T]], *, wait: float = PLACEMENT_WAIT) -> _T:
+    """Run ``create`` (a stream creation), retrying while JetStream cannot place its replicas yet.
+
+    Right after a server (re)joins, the meta leader may not yet count it as an online peer and
+    refuses a replicated stream with "no suitable peers"; placement succeeds once the peer's
+    first stats arrive. Other errors, and that one after ``wait`` seconds, propagate.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = 0.05
+    while True:
+        try:
+            return await create()
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != wire.ERR_CLUSTER_NO_PEERS or loop.time() + delay >= deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 async def cluster_size(nc: NatsClient) -> int:
@@ -276,11 +307,14 @@ class KV:
         *,
         replicas: int | None = None,
         timeout: float = DEFAULT_REQUEST_TIMEOUT,  # noqa: ASYNC109 - per request, not overall
+        placement_wait: float = PLACEMENT_WAIT,
     ) -> KV:
         """Open bucket ``spec.name``, creating it first if needed (idempotent, race-safe).
 
         ``replicas`` defaults to :func:`foundation._wire.replicas_for` of the cluster size. An
-        existing bucket is used as it is (its replication factor is kept).
+        existing bucket is used as it is (its replication factor is kept). While a cluster is
+        still forming JetStream may refuse to place a replicated bucket ("no suitable peers");
+        creation is retried for up to ``placement_wait`` seconds before that error is raised.
         """
         js = nc.jetstream(timeout=timeout)
         stream = wire.kv_stream(spec.name)
@@ -314,12 +348,11 @@ class KV:
                 ),
             )
             try:
-                info = await js.add_stream(config)
+                info = await while_placing(lambda: js.add_stream(config), wait=placement_wait)
             except nats.js.errors.APIError as exc:
-                if exc.err_code == wire.ERR_STREAM_NAME_IN_USE:
-                    info = await js.stream_info(stream)  # created concurrently: use it
-                else:
+                if exc.err_code != wire.ERR_STREAM_NAME_IN_USE:
                     raise translate(exc, op="create bucket", bucket=spec.name) from exc
+                info = await js.stream_info(stream)  # created concurrently: use it
             except Exception as exc:
                 raise translate(exc, op="create bucket", bucket=spec.name) from exc
         cfg = info.config

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 
-from foundation._errors import NatsServerError, NatsUnavailableError
-from foundation._kv import KV, BucketSpec
+from foundation._errors import ClusterError, NatsServerError, NatsUnavailableError
+from foundation._kv import KV, BucketSpec, translate, while_placing
 from foundation._server import NatsCluster, NatsServer, find_nats_server, free_port
+from foundation._wire import ERR_CLUSTER_NO_PEERS
 from tests.foundation.conftest import Connect, eventually
 
 
@@ -133,3 +135,54 @@ async def test_three_server_cluster_survives_losing_the_stream_leader(
     assert nats_cluster.servers[leader].healthy()
     got = await kv.get("k")
     assert got is not None and got.value == b"2"
+
+
+def _no_peers() -> nats.js.errors.APIError:
+    return nats.js.errors.APIError(
+        code=500, err_code=ERR_CLUSTER_NO_PEERS, description="no suitable peers for placement"
+    )
+
+
+async def test_stream_creation_is_retried_while_the_cluster_cannot_place_it() -> None:
+    # JetStream answers "no suitable peers" while a server that just (re)joined has not yet sent
+    # its first stats to the meta leader; creation must wait that out, not fail the start-up.
+    attempts: list[int] = []
+
+    async def create() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise _no_peers()
+        return "created"
+
+    assert await while_placing(create, wait=5.0) == "created"
+    assert len(attempts) == 3
+
+
+async def test_stream_creation_gives_up_after_the_placement_wait() -> None:
+    attempts: list[int] = []
+
+    async def create() -> str:
+        attempts.append(1)
+        raise _no_peers()
+
+    with pytest.raises(nats.js.errors.APIError):
+        await while_placing(create, wait=0.2)
+    assert 1 < len(attempts) < 10
+
+
+async def test_other_stream_creation_errors_are_not_retried() -> None:
+    attempts: list[int] = []
+
+    async def create() -> str:
+        attempts.append(1)
+        raise nats.js.errors.APIError(code=400, err_code=10058, description="name in use")
+
+    with pytest.raises(nats.js.errors.APIError):
+        await while_placing(create, wait=5.0)
+    assert attempts == [1]
+
+
+def test_placement_error_says_what_to_do() -> None:
+    err = translate(_no_peers(), op="create bucket", bucket="b")
+    assert isinstance(err, ClusterError)
+    assert "start the missing JetStream servers" in str(err)
