@@ -86,6 +86,9 @@ class NodeRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Current use of the same resources (``{"agents": 12, "cpu": 1.5}``)."""
     version: str = ""
     """Software version."""
+    wire_features: tuple[str, ...] = ()
+    """Optional node-to-node wire features the node serves (e.g. ``"casts"``); senders use a
+    feature only towards nodes that list it, so mixed-version clusters keep working."""
     started_at: float = 0.0
     """Unix time the node started."""
     status: str = "up"
@@ -237,6 +240,7 @@ class Membership:
         load: Callable[[], Mapping[str, float]] | None = None,
         host: str | None = None,
         version: str = "",
+        wire_features: Iterable[str] = (),
         on_fenced: Callable[[LeaseLostError], Any] | None = None,
         on_rejoined: Callable[[NodeRecord], Any] | None = None,
         lease_ttl: float | timedelta = DEFAULT_LEASE_TTL,
@@ -271,6 +275,7 @@ class Membership:
         self._load = load
         self._host = host or socket.gethostname()
         self._version = version
+        self._wire_features = tuple(wire_features)
         self._status = "up"
         self._started_at = time.time()
         self.on_fenced = on_fenced
@@ -332,6 +337,7 @@ class Membership:
             resources=self._resources,
             load=dict(self._load()) if self._load is not None else {},
             version=self._version,
+            wire_features=self._wire_features,
             started_at=self._started_at,
             status=self._status,
         )

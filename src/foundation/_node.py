@@ -68,6 +68,7 @@ from foundation._registry import ClusterRegistry, RegistryRecord
 from foundation._state import KVStateStore
 from foundation._transport import (
     CAST_BATCH_BYTES,
+    WIRE_FEATURES,
     Request,
     Subjects,
     check_agent_id,
@@ -458,6 +459,7 @@ class Node:
             on_rejoined=self._on_rejoined,
             lease_ttl=DEFAULT_LEASE_TTL if self._lease_ttl is None else self._lease_ttl,
             version=_version(),
+            wire_features=WIRE_FEATURES,
         )
         await self.membership.start()
 
@@ -609,7 +611,7 @@ class Node:
             raise NodeUnavailableError(
                 "this node's NATS connection is closed", details={"node": self.id}
             )
-        if len(item) > CAST_BATCH_BYTES:
+        if len(item) > CAST_BATCH_BYTES or not self._serves_casts(node_id):
             await self._flush_casts_to(node_id)
             await nc.publish(self.subjects.node(node_id, "cast"), item)
             return
@@ -626,6 +628,11 @@ class Node:
         if not self._cast_flush_scheduled:
             self._cast_flush_scheduled = True
             self._spawn_task(self._flush_casts())
+
+    def _serves_casts(self, node_id: str) -> bool:
+        """True if ``node_id`` understands ``casts`` batches (its record lists the feature)."""
+        record = self.membership.snapshot.get(node_id)
+        return record is not None and "casts" in record.wire_features
 
     async def _flush_casts_to(self, node_id: str) -> None:
         """Publish the pending casts for ``node_id`` now (before a request to it, keeping order).

@@ -33,6 +33,14 @@ from jido import JidoError, Signal, SignalError, ValidationError
 OPS: tuple[str, ...] = ("call", "cast", "casts", "state", "start", "stop", "ping", "stats")
 """Operations served on a node's private subject."""
 
+WIRE_FEATURES: tuple[str, ...] = ("casts",)
+"""Optional wire features this software serves, published in its node record.
+
+Senders use a feature only towards nodes whose record lists it, so nodes of an older version
+in the same cluster keep receiving what they understand (a node without ``casts`` gets one
+``cast`` message per cast).
+"""
+
 DEFAULT_PREFIX = SUBJECT_ROOT
 TIMEOUT_HEADER = "fdn-timeout"
 """Optional header on public requests: seconds the caller will wait (a float)."""

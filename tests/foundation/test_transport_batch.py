@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from foundation import Clustered
+from foundation._membership import Membership
 from foundation._node import Node
 from foundation._server import NatsServer
 from foundation._transport import (
@@ -21,6 +22,7 @@ from foundation._transport import (
     encode_cast_batch,
 )
 from jido import Action, ActionContext, Agent, MailboxFullError, Signal, SignalError
+from tests.foundation.conftest import eventually
 
 
 class SeenState(BaseModel):
@@ -166,3 +168,41 @@ async def test_pending_casts_go_out_when_the_sender_stops(
             break
         await asyncio.sleep(0.01)
     assert state.seen == list(range(50))  # type: ignore[attr-defined]
+
+
+@pytest.mark.nats
+async def test_a_node_without_the_casts_feature_gets_single_casts(
+    pair: tuple[Node, Node], nats_server: NatsServer, nats_connect: Any
+) -> None:
+    # A node of an older version publishes a record without ``wire_features``: it only serves
+    # ``cast``, so a newer sender must not batch towards it (mixed-version clusters).
+    a, _ = pair
+    assert "casts" in a.membership.record.wire_features
+    old_nc = await nats_connect(nats_server)
+    ops: list[str] = []
+    bodies: list[Request | SignalError] = []
+
+    async def serve(msg: Any) -> None:
+        ops.append(msg.subject.rsplit(".", 1)[-1])
+        if ops[-1] == "cast":
+            bodies.extend(decode_cast_batch(b"[" + msg.data + b"]"))
+
+    await old_nc.subscribe("foundation.node.old.>", cb=serve)
+    async with Membership(old_nc, "old") as old:
+        assert old.record.wire_features == ()
+        await a.membership.wait_members(["ba", "bb", "old"])
+        await a.registry.claim("legacy-1", node="old", type="Recorder")
+        ref = a.ref("legacy-1")
+        for i in range(50):
+            await ref.cast(note(i))
+        await a.nc.flush()
+        await old_nc.flush()
+
+        async def all_arrived() -> bool:
+            return len(ops) >= 50
+
+        await eventually(all_arrived)
+    assert set(ops) == {"cast"}
+    assert [r.signal.data["n"] for r in bodies if isinstance(r, Request) and r.signal] == list(
+        range(50)
+    )
