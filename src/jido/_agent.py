@@ -416,6 +416,12 @@ def _params_of(signal: Signal) -> Any:
     )
 
 
+def _values_of(model: BaseModel) -> dict[str, Any]:
+    """The field values of ``model`` as ``dict(model)`` gives them, without pydantic's iterator."""
+    extra = model.__pydantic_extra__
+    return {**model.__dict__, **extra} if extra else model.__dict__
+
+
 def _merge(
     cls: type[Agent], binding: _Binding, state: BaseModel, result: dict[str, Any]
 ) -> BaseModel:
@@ -426,7 +432,7 @@ def _merge(
         if not upd:
             return state
         try:
-            return cls._state_cls.model_validate({**dict(state), **upd})
+            return cls._state_cls.model_validate({**_values_of(state), **upd})
         except pydantic.ValidationError as exc:
             raise state_error(cls.name, exc) from None
     model = binding.slice_model
@@ -436,8 +442,8 @@ def _merge(
     if not upd:
         return state
     try:
-        new_slice = model.model_validate({**dict(getattr(state, key)), **upd})
-        return cls._state_cls.model_validate({**dict(state), key: new_slice})
+        new_slice = model.model_validate({**_values_of(getattr(state, key)), **upd})
+        return cls._state_cls.model_validate({**_values_of(state), key: new_slice})
     except pydantic.ValidationError as exc:
         raise state_error(cls.name, exc) from None
 

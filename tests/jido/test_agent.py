@@ -371,3 +371,36 @@ async def test_deposits_sum_property(amounts: list[int]) -> None:
     b, _ = await a.cmd([(Deposit, {"amount": x}) for x in amounts]) if amounts else (a, [])
     assert b.state.balance == sum(amounts)
     assert a.state.balance == 0
+
+
+class OpenState(BaseModel):
+    """A state model that keeps members it does not declare."""
+
+    model_config = {"extra": "allow"}
+    total: int = 0
+
+
+class Tally(Action):
+    """Add ``n`` to the total and record a note as an undeclared member."""
+
+    name = "tally"
+
+    class Params(BaseModel):
+        n: int
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        return {"total": ctx.state.total + params.n}
+
+
+class OpenAgent(Agent):
+    """An agent whose state model allows extra members."""
+
+    state_model = OpenState
+    actions = [Tally]
+
+
+async def test_merge_keeps_extra_members_of_an_open_state_model() -> None:
+    agent = OpenAgent.new(state={"total": 1, "note": "kept"})
+    agent, _ = await agent.cmd((Tally, {"n": 2}))
+    assert agent.state.total == 3
+    assert agent.state.model_dump() == {"total": 3, "note": "kept"}
