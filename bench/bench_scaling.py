@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import math
@@ -345,11 +346,12 @@ async def run(quick: bool) -> list[Row]:
         if reason is None:
             try:
                 ours_k, raw_k = await node_throughput(k, quick)
-            except Exception as exc:  # the cluster is young: say why, keep the rest
+            except Exception as exc:  # say why (an error row fails the run), keep the rest
                 reason_k = f"cluster run failed: {type(exc).__name__}: {exc}"[:300]
-                rows.append(
-                    Row.unavailable("scaling: nodes", name, "calls/s", reason_k, better="higher")
+                failed = Row.unavailable(
+                    "scaling: nodes", name, "calls/s", reason_k, better="higher"
                 )
+                rows.append(dataclasses.replace(failed, status="error"))
                 continue
             points.setdefault("nodes_ours", []).append((k, Stats.of(ours_k).median))
             points.setdefault("nodes_raw", []).append((k, Stats.of(raw_k).median))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -491,6 +492,6 @@ async def run(quick: bool) -> list[Row]:
         return rows + _unavailable(reason)
     try:
         return _overhead_targets(rows + await clustered(quick))
-    except Exception as exc:  # the cluster is young: report why, keep the single-node half
+    except Exception as exc:  # report why (an error row fails the run), keep the single-node half
         detail = f"cluster run failed: {type(exc).__name__}: {exc}"
-        return rows + _unavailable(detail[:300])
+        return rows + [dataclasses.replace(r, status="error") for r in _unavailable(detail[:300])]
