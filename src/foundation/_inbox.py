@@ -7,12 +7,18 @@ Every agent with ``at_least_once`` delivery has an inbox subject
   and returns once JetStream acknowledged it (the stream sequence; a re-send of the same id
   within the duplicate window is stored once). That acknowledgement is "acknowledged to its
   sender".
-* **Owner**: :class:`AgentInbox` drains the inbox through one durable pull consumer and calls
-  ``deliver(signal, stream_seq)`` for each message **in stream order, one at a time**, acking
-  only after ``deliver`` returns. Started with ``after_seq=N`` (the last applied sequence
-  committed with the agent's state) it acks and skips every message with a sequence ≤ N.
-  When ``deliver`` commits the state and the sequence in one compare-and-set write, every
-  acknowledged signal is applied exactly once, whatever process dies when.
+* **Owner**: :class:`AgentInbox` drains the inbox through one durable pull consumer and hands
+  the messages **in stream order** to the owner, in **batches**: each fetch takes what is
+  available (up to ``batch``, without waiting for more — a lone signal is delivered at once)
+  and ``deliver_batch(items)`` receives the consecutive ``(signal, stream_seq)`` pairs. It
+  applies them in order and commits their state together with the **last** applied sequence
+  in one write, then reports how many leading items it applied; only those are acked. (A
+  per-signal ``deliver(signal, stream_seq)`` is also accepted: it is called for each message
+  in turn.) Started with ``after_seq=N`` (the last applied sequence committed with the agent's
+  state) it acks and skips every message with a sequence ≤ N. When the commit carries the
+  sequence in the same compare-and-set write as the state, every acknowledged signal is
+  applied exactly once, whatever process dies when: a batch not committed is applied again
+  by the next owner, one committed but not acked is skipped by it.
 
 Order is what makes the skip rule safe, so the inbox never lets a later message overtake an
 earlier one: each activation deletes and recreates the consumer (a fresh consumer of a
@@ -70,6 +76,7 @@ __all__ = [
     "INBOX_STREAM",
     "INBOX_SUBJECT_PREFIX",
     "AgentInbox",
+    "Delivered",
     "InboxStatistics",
     "ensure_inbox_stream",
     "inbox_consumer_name",
@@ -87,6 +94,41 @@ INBOX_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.inbox"
 _ID_RE = re.compile(r"^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$")
 
 Deliver = Callable[[Signal, int], Awaitable[None]]
+"""Per-signal delivery: apply and commit one signal."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What a ``deliver_batch`` call applied: the first ``applied`` items are committed.
+
+    When ``applied`` is less than the number of items, ``error`` is why item ``applied`` was
+    not (it is retried in place, dead-lettered or stops the inbox, as a per-signal ``deliver``
+    error would); the items after it are delivered again afterwards.
+    """
+
+    applied: int
+    error: BaseException | None = None
+
+
+DeliverBatch = Callable[[Sequence[tuple[Signal, int]]], Awaitable[Delivered]]
+"""Batch delivery: apply consecutive ``(signal, stream_seq)`` items in order, commit once.
+
+Raising means nothing was applied (e.g. the commit failed): the error counts for the first item.
+"""
+
+
+def _one_by_one(deliver: Deliver) -> DeliverBatch:
+    """A ``DeliverBatch`` calling a per-signal ``deliver`` for each item in turn."""
+
+    async def deliver_batch(items: Sequence[tuple[Signal, int]]) -> Delivered:
+        for i, (sig, seq) in enumerate(items):
+            try:
+                await deliver(sig, seq)
+            except Exception as exc:
+                return Delivered(i, exc)
+        return Delivered(len(items))
+
+    return deliver_batch
 
 
 def _transient(exc: BaseException) -> bool:
@@ -174,7 +216,7 @@ class InboxStatistics:
     """Counters of one :class:`AgentInbox` (an immutable snapshot)."""
 
     delivered: int
-    """Calls of ``deliver`` that returned."""
+    """Messages applied (committed) and acked."""
     skipped: int
     """Messages acked without delivery because their sequence was ≤ the applied one."""
     retries: int
@@ -184,28 +226,34 @@ class InboxStatistics:
     """Consumer recreations after a delivery gap or an error."""
     applied_seq: int
     """Stream sequence of the last message applied (or skipped)."""
+    batches: int = 0
+    """Deliveries that committed at least one message (``delivered / batches``: mean batch)."""
 
 
 class AgentInbox:
-    """Drains one agent's inbox into ``deliver(signal, stream_seq)``, in order, acking after.
+    """Drains one agent's inbox in stream order, in batches, acking only what was committed.
 
-    ``after_seq``: the last stream sequence already applied (committed with the agent's state);
-    messages at or below it are acked and skipped. ``deliver`` errors are retried in place after
-    ``retry_backoff[attempt-1]`` seconds (the last delay repeats). A message whose ``deliver``
-    keeps failing with a permanent error (not ``retryable``: e.g. a validation error) is
-    dead-lettered after ``max_attempts`` and the inbox moves on; transient errors (a
-    ``retryable`` ``JidoError``, a NATS, OS or timeout error) are retried until they pass, so an
-    outage never drops a signal. An error of a type in ``stop_on`` (default: ``FencedError``,
-    ``AgentStoppedError``, ``NotOwnerError``) stops the inbox without acking: the message stays
-    for the next owner. ``on_stopped`` is called with that error.
+    Give either ``deliver(signal, stream_seq)`` (one message at a time) or ``deliver_batch``
+    (consecutive ``(signal, stream_seq)`` items, at most ``batch`` of them, applied and committed
+    together; returns :class:`Delivered`). ``after_seq``: the last stream sequence already
+    applied (committed with the agent's state); messages at or below it are acked and skipped.
+    A failing message is retried in place after ``retry_backoff[attempt-1]`` seconds (the last
+    delay repeats), together with the messages behind it. A message that keeps failing with a
+    permanent error (not ``retryable``: e.g. a validation error) is dead-lettered after
+    ``max_attempts`` and the inbox moves on; transient errors (a ``retryable`` ``JidoError``, a
+    NATS, OS or timeout error) are retried until they pass, so an outage never drops a signal.
+    An error of a type in ``stop_on`` (default: ``FencedError``, ``AgentStoppedError``,
+    ``NotOwnerError``) stops the inbox without acking: the messages stay for the next owner.
+    ``on_stopped`` is called with that error.
     """
 
     def __init__(
         self,
         js: JetStreamContext,
         agent_id: str,
-        deliver: Deliver,
+        deliver: Deliver | None = None,
         *,
+        deliver_batch: DeliverBatch | None = None,
         tenant: str = DEFAULT_TENANT,
         after_seq: int = 0,
         batch: int = 128,
@@ -218,12 +266,21 @@ class AgentInbox:
     ) -> None:
         if max_attempts < 1:
             raise ClusterBusError("max_attempts must be >= 1", details={"value": max_attempts})
+        if (deliver is None) == (deliver_batch is None):
+            raise ClusterBusError(
+                "AgentInbox takes exactly one of deliver (per signal) and deliver_batch",
+                details={"agent_id": agent_id},
+            )
+        if batch < 1:
+            raise ClusterBusError("batch must be >= 1", details={"value": batch})
         self.js = js
         self.agent_id = agent_id
         self.tenant = tenant
         self.subject = inbox_subject(agent_id, tenant)
         self.consumer = inbox_consumer_name(agent_id, tenant)
-        self._deliver = deliver
+        self._deliver: DeliverBatch = (
+            deliver_batch if deliver_batch is not None else _one_by_one(deliver)  # type: ignore[arg-type]
+        )
         self._applied = after_seq
         self._batch = batch
         self._ack_wait = ack_wait
@@ -236,6 +293,7 @@ class AgentInbox:
         self._stopping = False
         self._fetching = False
         self._delivered = 0
+        self._batches = 0
         self._skipped = 0
         self._retries = 0
         self._dead = 0
@@ -298,6 +356,7 @@ class AgentInbox:
             dead_lettered=self._dead,
             restarts=self._restarts,
             applied_seq=self._applied,
+            batches=self._batches,
         )
 
     async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
@@ -403,19 +462,22 @@ class AgentInbox:
                 return
             finally:
                 self._fetching = False
+            run: list[tuple[Msg, int, Signal]] = []  # consecutive messages to deliver
             for msg in msgs:
                 if self._stopping:
                     return
                 _, sseq, dseq = _parse_ack_reply(msg.reply)
                 if dseq != expected_dseq:
                     if dseq > expected_dseq or sseq > self._applied:
-                        # A delivery went missing (lost in transit): start over in order.
+                        # A delivery went missing (lost in transit): deliver what came before
+                        # it, then start over in order.
                         log.info(
                             "inbox of %s: delivery gap (consumer seq %d, expected %d); restart",
                             self.agent_id,
                             dseq,
                             expected_dseq,
                         )
+                        await self._apply(run)
                         return
                 else:
                     expected_dseq += 1
@@ -423,58 +485,85 @@ class AgentInbox:
                     self._skipped += 1
                     await msg.ack()
                     continue
-                if not await self._apply(msg, sseq):
-                    return
+                try:
+                    sig = decode_signal(msg.headers, msg.data)
+                except JidoError as exc:
+                    if not await self._apply(run):  # keep the order of what came before it
+                        return
+                    run = []
+                    await self._dead_letter(msg, f"undecodable: {exc.message}", 1, sseq)
+                    continue
+                run.append((msg, sseq, sig))
+                if len(run) >= self._batch:
+                    if not await self._apply(run):
+                        return
+                    run = []
+            if not await self._apply(run):
+                return
             await self._notify()
 
-    async def _apply(self, msg: Msg, sseq: int) -> bool:
-        """Deliver one message (retrying in place); False when the inbox must stop."""
-        try:
-            sig = decode_signal(msg.headers, msg.data)
-        except JidoError as exc:
-            await self._dead_letter(msg, f"undecodable: {exc.message}", 1, sseq)
-            return True
-        attempt = 1
-        while True:
+    async def _apply(self, run: list[tuple[Msg, int, Signal]]) -> bool:
+        """Deliver consecutive messages in batches, retrying a failing one in place (with the
+        messages behind it); ack each batch's committed prefix. False when the inbox must stop.
+        """
+        attempt = 1  # deliveries tried for the head of ``run``
+        while run:
+            if self._stopping:
+                return False
             try:
-                await self._deliver(sig, sseq)
-                break
-            except self._stop_on as exc:
+                done = await self._deliver([(sig, sseq) for _, sseq, sig in run])
+            except Exception as raised:
+                done = Delivered(0, raised)
+            applied = min(max(done.applied, 0), len(run))
+            if applied:
+                for msg, _, _ in run[:applied]:
+                    await msg.ack()
+                self._applied = run[applied - 1][1]
+                self._delivered += applied
+                self._batches += 1
+                run = run[applied:]
+                attempt = 1
+                if not run:
+                    return True
+            exc = done.error
+            if exc is None:
+                if applied:
+                    continue  # the rest goes in the next batch
+                exc = ClusterBusError("deliver_batch applied nothing and reported no error")
+            if isinstance(exc, self._stop_on):
                 self.error = exc
                 self._stopping = True
                 if self._on_stopped is not None:
                     self._on_stopped(exc)
                 return False
-            except Exception as exc:
-                if attempt >= self._max_attempts and not _transient(exc):
-                    log.warning(
-                        "inbox of %s: deliver failed %d times on seq %d; dead-lettering: %s",
-                        self.agent_id,
-                        attempt,
-                        sseq,
-                        exc,
-                    )
-                    await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", attempt, sseq)
-                    return True
-                self._retries += 1
-                delay = self._backoff[min(attempt, len(self._backoff)) - 1]
-                if attempt >= self._max_attempts:
-                    log.warning(
-                        "inbox of %s: deliver of seq %d failed %d times (transient: %s); retrying",
-                        self.agent_id,
-                        sseq,
-                        attempt,
-                        exc,
-                    )
+            msg, sseq, _ = run[0]
+            if attempt >= self._max_attempts and not _transient(exc):
+                log.warning(
+                    "inbox of %s: deliver failed %d times on seq %d; dead-lettering: %s",
+                    self.agent_id,
+                    attempt,
+                    sseq,
+                    exc,
+                )
+                await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", attempt, sseq)
+                run = run[1:]
+                attempt = 1
+                continue
+            self._retries += 1
+            delay = self._backoff[min(attempt, len(self._backoff)) - 1]
+            if attempt >= self._max_attempts:
+                log.warning(
+                    "inbox of %s: deliver of seq %d failed %d times (transient: %s); retrying",
+                    self.agent_id,
+                    sseq,
+                    attempt,
+                    exc,
+                )
+            for waiting, _, _ in run:
                 with contextlib.suppress(Exception):
-                    await msg.in_progress()
-                await asyncio.sleep(delay)  # back-off before retrying the same message in place
-                attempt += 1
-                if self._stopping:
-                    return False
-        self._applied = sseq
-        self._delivered += 1
-        await msg.ack()
+                    await waiting.in_progress()
+            await asyncio.sleep(delay)  # back-off before retrying the same message in place
+            attempt += 1
         return True
 
     async def _dead_letter(self, msg: Msg, reason: str, attempts: int, sseq: int) -> None:

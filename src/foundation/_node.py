@@ -933,15 +933,21 @@ class Node:
                 del self._starting[agent_id]
 
     async def _start_inbox(self, agent_id: str, ref: Any, after_seq: int) -> None:
-        from foundation._inbox import AgentInbox, ensure_inbox_stream
+        from foundation._inbox import AgentInbox, Delivered, ensure_inbox_stream
 
         js = self.nc.jetstream()
         if not getattr(self, "_inbox_stream_ready", False):
             await ensure_inbox_stream(js, replicas=self._kv["state"].replicas)
             self._inbox_stream_ready = True
 
-        async def deliver(signal: Signal, seq: int) -> None:
-            await ref.call(signal, meta={"stream_seq": seq})
+        async def deliver_batch(items: Sequence[tuple[Signal, int]]) -> Delivered:
+            # One mailbox turn: the signals are applied in order and their state is committed
+            # with the last applied stream sequence in ONE CAS write, before any directive runs
+            # or anything is acked. A failed commit (FencedError included) raises: nothing acked.
+            out = await ref.call_batch(
+                [signal for signal, _ in items], metas=[{"stream_seq": seq} for _, seq in items]
+            )
+            return Delivered(out.applied, out.error)
 
         def stopped(error: BaseException) -> None:
             # The inbox gave up on its own (not stopped by us): restart agent and inbox.
@@ -952,7 +958,12 @@ class Node:
                 self._spawn_task(self._restart_durable(agent_id))
 
         inbox = AgentInbox(
-            js, agent_id, deliver, tenant=self.tenant, after_seq=after_seq, on_stopped=stopped
+            js,
+            agent_id,
+            deliver_batch=deliver_batch,
+            tenant=self.tenant,
+            after_seq=after_seq,
+            on_stopped=stopped,
         )
         await inbox.start()
         self._inboxes[agent_id] = inbox

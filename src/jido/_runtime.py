@@ -9,6 +9,9 @@ Design (chosen for the hot path and for memory):
 * ``call`` puts ``(signal, future, meta)`` into the mailbox and awaits the future: one future
   per call, no queue per call, no ``wait_for`` unless a timeout is given.
 * A full mailbox raises :class:`~jido.MailboxFullError` at once (never a silent drop).
+* ``AgentRef.call_batch`` puts several signals into the mailbox as one item: they run one
+  command each, in order, in one mailbox turn, and their state is checkpointed once (the
+  cluster layer commits a batch of inbox signals and its stream position in one write).
 * A command is: route (cached per signal type) → action → merge + validate the state →
   checkpoint (per policy) → directives → reply. Anything that fails before the checkpoint
   leaves the state unchanged.
@@ -26,7 +29,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -70,6 +73,7 @@ __all__ = [
     "AgentEvent",
     "AgentExistsError",
     "AgentRef",
+    "BatchOutcome",
     "Runtime",
 ]
 
@@ -118,6 +122,37 @@ class AgentDeadLetter:
     error: JidoError
     time: float = field(default_factory=time.time)
 
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What :meth:`AgentRef.call_batch` did with a batch of signals.
+
+    The first ``applied`` signals were applied, in order, and committed by one checkpoint;
+    ``results[i]`` is the result dict of signal ``i`` — or the ``JidoError`` its directives
+    raised after the commit (its state change stands; the error is also a dead letter).
+    When ``applied`` is less than the batch size, ``error`` says why signal ``applied`` was not
+    applied (its command error, an ``ExecutionError`` for a crash, or ``AgentStoppedError``
+    when a ``Stop`` directive ended the agent); the signals after it were not run.
+    """
+
+    applied: int
+    results: tuple[dict[str, Any] | JidoError, ...]
+    error: JidoError | None = None
+
+
+class _Batch:
+    """One mailbox item holding several signals (see :meth:`AgentRef.call_batch`)."""
+
+    __slots__ = ("metas", "signals")
+
+    def __init__(
+        self, signals: tuple[Signal, ...], metas: tuple[Mapping[str, Any] | None, ...]
+    ) -> None:
+        self.signals = signals
+        self.metas = metas
+
+
+_Item = tuple[Signal | _Batch, asyncio.Future[Any] | None, Any]
 
 Listener = Callable[[AgentEvent], Any]
 
@@ -179,7 +214,7 @@ class _Server:
         self.cls = cls
         self.id = agent.id
         self.agent: Agent | None = agent
-        self.mailbox: collections.deque[tuple[Signal, asyncio.Future[Any] | None, Any]] | None
+        self.mailbox: collections.deque[_Item] | None
         self.mailbox = None
         self.cap = cls.mailbox_size if cls.mailbox_size is not None else rt.mailbox_size
         self.active = False
@@ -208,7 +243,7 @@ class _Server:
 
     # -- mailbox ---------------------------------------------------------------------------------
 
-    def enqueue(self, signal: Signal, fut: asyncio.Future[Any] | None, meta: Any) -> None:
+    def enqueue(self, signal: Signal | _Batch, fut: asyncio.Future[Any] | None, meta: Any) -> None:
         if self.status:
             raise AgentStoppedError(
                 f"agent {self.id!r} is stopping or stopped; it takes no more signals",
@@ -234,7 +269,11 @@ class _Server:
         n = 0
         try:
             while mb and not self.status and self.stop_reason is None:
-                await self._process(mb.popleft())
+                item = mb.popleft()
+                if item[0].__class__ is _Batch:
+                    await self._process_batch(item)
+                else:
+                    await self._process(item)  # type: ignore[arg-type]
                 n += 1
                 if n % _FAIRNESS == 0 and mb:
                     await asyncio.sleep(0)
@@ -312,6 +351,118 @@ class _Server:
         tracer = rt._tracer
         if tracer is not None:
             tracer(self.id, signal, before, new_state, result)
+
+    async def _process_batch(self, item: _Item) -> None:
+        """Run a batch: one command per signal, in order, then one checkpoint for all of them.
+
+        Nothing of the batch is visible (state, checkpoint, directives, replies) before its
+        checkpoint is saved. The batch ends early at the first signal whose command fails (its
+        error is that signal's outcome; the applied prefix is committed) or after a ``Stop``
+        directive. A failed save rolls the whole batch back; a ``FencedError`` also stops the
+        agent at once. Directives run after the save, signal by signal, in order.
+        """
+        batch, fut, _ = item
+        assert isinstance(batch, _Batch) and fut is not None
+        rt = self.rt
+        signals, metas = batch.signals, batch.metas
+        try:
+            if self.agent is None:
+                await self._thaw()
+        except JidoError as err:
+            _fail(fut, err)
+            return
+        except asyncio.CancelledError:
+            _fail(fut, AgentStoppedError(f"agent {self.id!r} was cancelled"))
+            raise
+        except Exception as exc:
+            await self._crash(exc, fut, signals[0])
+            return
+        agent = self.agent
+        assert agent is not None
+        cls = self.cls
+        state = agent.state
+        merged = self.meta
+        done: list[tuple[Signal, dict[str, Any], list[Directive], BaseModel, BaseModel]] = []
+        error: JidoError | None = None
+        crashed: BaseException | None = None
+        try:
+            for i, signal in enumerate(signals):
+                meta = metas[i]
+                try:
+                    action = cls._route(signal)
+                    inst = Instruction(action, _params_of(signal))
+                    new_state, result, effects = await agent._step(inst, state, signal, meta)
+                except JidoError as err:
+                    if isinstance(err, RoutingError):
+                        rt._dead(self.id, signal, err)
+                    error = err
+                    break
+                except Exception as exc:
+                    crashed = exc
+                    break
+                if meta:
+                    merged = dict(merged) if merged else {}
+                    merged.update(meta)
+                done.append((signal, result, effects, state, new_state))
+                state = new_state
+                if effects and any(isinstance(d, Stop) for d in effects):
+                    if i + 1 < len(signals):
+                        error = AgentStoppedError(
+                            f"agent {self.id!r} stopped (Stop directive) before this signal",
+                            details={"agent_id": self.id},
+                        )
+                    break
+            n = len(done)
+            if n:
+                seq = self.seq + n
+                every = self.ckpt_every
+                if every and (every == 1 or seq - self.saved_seq >= every):
+                    try:
+                        await self._save(state, seq, merged)
+                    except FencedError as err:
+                        _fail(fut, err)
+                        await self.shutdown("fenced", fenced=True)
+                        return
+                    except JidoError as err:
+                        _fail(fut, err)  # rolled back: nothing of the batch was applied
+                        return
+                agent.state = state
+                self.seq = seq
+                self.meta = merged
+        except asyncio.CancelledError:
+            _fail(fut, AgentStoppedError(f"agent {self.id!r} was cancelled"))
+            raise
+        results: list[dict[str, Any] | JidoError] = []
+        tracer = rt._tracer
+        for signal, result, effects, before, after in done:
+            outcome: dict[str, Any] | JidoError = result
+            if effects:
+                if self.status:
+                    outcome = AgentStoppedError(
+                        f"agent {self.id!r} stopped before carrying out this signal's directives",
+                        details={"agent_id": self.id},
+                    )
+                    rt._dead(self.id, signal, outcome)
+                else:
+                    try:
+                        await self._effects(effects, signal)
+                    except JidoError as err:
+                        rt._dead(self.id, signal, err)
+                        outcome = err
+                    except Exception as exc:
+                        outcome = await self._crash(exc, None, signal)
+            results.append(outcome)
+            if tracer is not None:
+                tracer(self.id, signal, before, after, result)
+        if crashed is not None:
+            if self.status:
+                error = AgentStoppedError(
+                    f"agent {self.id!r} stopped before this signal", details={"agent_id": self.id}
+                )
+            else:
+                error = await self._crash(crashed, None, signals[len(done)])
+        if not fut.done():
+            fut.set_result(BatchOutcome(len(done), tuple(results), error))
 
     async def _save(self, state: BaseModel, seq: int, meta: dict[str, Any] | None) -> None:
         store = self.rt.store
@@ -447,9 +598,13 @@ class _Server:
 
     async def _crash(
         self, exc: BaseException, fut: asyncio.Future[Any] | None, signal: Signal | None
-    ) -> None:
+    ) -> ExecutionError:
+        """Fail ``fut``, then restart from the last checkpoint (or stop, past the limit).
+
+        Returns the error given to the caller.
+        """
         rt = self.rt
-        err = ExecutionError(
+        err = first = ExecutionError(
             f"agent {self.id!r} crashed: {type(exc).__name__}: {exc}. It is restarted from its "
             "last checkpoint (within its restart limit).",
             details={"agent_id": self.id, "exception": type(exc).__name__},
@@ -473,7 +628,7 @@ class _Server:
             if len(self.restarts) >= limit:
                 await rt._publish_failed(self, err)
                 await self.shutdown("failed", error=err)
-                return
+                return first
             self.restarts.append(now)
             try:
                 await self._restart()
@@ -486,7 +641,7 @@ class _Server:
                 rt._event("crashed", self, error=err)
                 continue
             rt._event("restarted", self)
-            return
+            return first
 
     async def _restart(self) -> None:
         store = self.rt.store
@@ -563,7 +718,7 @@ class _Server:
                 )
                 while mb:
                     sig, fut, _meta = mb.popleft()
-                    if fut is None:
+                    if fut is None and isinstance(sig, Signal):
                         rt._dead(self.id, sig, gone)
                     else:
                         _fail(fut, gone)
@@ -688,6 +843,67 @@ class AgentRef:
                     f"agent {self.id!r} did not answer within {timeout}s; the command may still "
                     "run. Retry with a longer timeout or check the agent's load.",
                     details={"agent_id": self.id, "timeout": timeout, "signal_type": signal.type},
+                ) from None
+            raise
+
+    async def call_batch(
+        self,
+        signals: Sequence[Signal],
+        *,
+        metas: Sequence[Mapping[str, Any] | None] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - as in call
+    ) -> BatchOutcome:
+        """Run ``signals`` as one mailbox item: one command each, in order, one checkpoint.
+
+        Each signal is routed and applied exactly as :meth:`call` would, against the state the
+        previous one left; then the state of the whole batch is saved in **one** checkpoint
+        write (with checkpoint-per-command) into which ``metas[i]`` of every applied signal is
+        merged, in order — so the last one wins for a key present in several. Only then do the
+        directives run (signal by signal) and the reply come: nothing of the batch is visible
+        before its checkpoint is saved.
+
+        Returns a :class:`BatchOutcome`. A command error ends the batch at that signal (the
+        prefix before it is committed and reported in ``applied``; the error is in
+        ``error``). Raises the save's error when the checkpoint fails (nothing of the batch
+        was applied; a ``FencedError`` also stops the agent), ``MailboxFullError``,
+        ``AgentStoppedError``, or ``TimeoutError`` after ``timeout`` seconds (the batch may
+        still run).
+        """
+        srv = self._srv
+        if srv.status:
+            srv = self._server()
+        batch = tuple(signals)
+        if not batch:
+            raise ValidationError("call_batch needs at least one signal")
+        for sig in batch:
+            if sig.__class__ is not Signal and not isinstance(sig, Signal):
+                raise ValidationError(f"call_batch takes jido.Signals, got {type(sig).__name__}")
+        if metas is None:
+            per: tuple[Mapping[str, Any] | None, ...] = (None,) * len(batch)
+        else:
+            per = tuple(metas)
+            if len(per) != len(batch):
+                raise ValidationError(
+                    f"call_batch got {len(per)} metas for {len(batch)} signals; give one meta "
+                    "(or None) per signal",
+                    details={"signals": len(batch), "metas": len(per)},
+                )
+        fut: asyncio.Future[BatchOutcome] = self._rt._loop().create_future()
+        srv.enqueue(_Batch(batch, per), fut, None)
+        if timeout is None:
+            timeout = self._rt.call_timeout
+            if timeout is None:
+                return await fut
+        cm = asyncio.timeout(timeout)
+        try:
+            async with cm:
+                return await fut
+        except builtins.TimeoutError:
+            if cm.expired():
+                raise TimeoutError(
+                    f"agent {self.id!r} did not finish a batch of {len(batch)} signals within "
+                    f"{timeout}s; the batch may still run",
+                    details={"agent_id": self.id, "timeout": timeout, "signals": len(batch)},
                 ) from None
             raise
 

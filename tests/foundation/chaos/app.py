@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -26,15 +27,23 @@ class ChaosState(BaseModel):
 
 
 class Apply(Action):
-    """Apply one signal: count it and remember its id (``work`` seconds of work first)."""
+    """Apply one signal: count it and remember its id (``work`` seconds of work first).
+
+    ``die_pid``: when it is this process's pid, the process SIGKILLs itself on the spot — in the
+    middle of a command (of a batch, for an inbox agent), before anything is committed. Any other
+    process applies the signal as usual.
+    """
 
     name = "apply"
 
     class Params(BaseModel):
         model_config = {"extra": "allow"}
         work: float = 0.0
+        die_pid: int = 0
 
     async def run(self, params: Any, ctx: ActionContext) -> dict[str, Any]:
+        if params.die_pid and params.die_pid == os.getpid():
+            os.kill(os.getpid(), signal.SIGKILL)
         if params.work:
             await asyncio.sleep(params.work)
         state = ctx.state

@@ -249,9 +249,10 @@ class ChaosCluster:
         self.history.ack(agent_id, sig.id, time.monotonic())
         return True
 
-    async def publish(self, agent_id: str) -> bool:
-        """One ``apply`` through the agent's JetStream inbox; acked once JetStream stored it."""
-        sig = self._signal(agent_id)
+    async def publish(self, agent_id: str, **data: Any) -> bool:
+        """One ``apply`` (with ``data``) through the agent's JetStream inbox; acked once
+        JetStream stored it."""
+        sig = self._signal(agent_id, **data)
         self.history.send(agent_id, sig.id)
         try:
             await send_to_inbox(self._node().nc.jetstream(), agent_id, sig)
