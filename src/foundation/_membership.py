@@ -22,6 +22,14 @@ there (renewals were slow but arrived), the renewal CAS succeeds and the lease i
 again; if the record expired, the node creates a new one (a new ``join``). Either way
 ``on_rejoined`` runs. ``holds_lease`` can be checked synchronously before acting.
 
+Renewing from a thread: given ``renew_connect`` (a factory for a second NATS connection; nodes
+pass one), renewals run on an event loop of their own in a daemon thread, so a node whose own
+event loop is busy for a while (a burst of activations on a loaded machine) keeps its lease
+instead of fencing itself. A node whose loop is *stuck* must still lose it: the thread renews
+only while the node's loop has ticked within ``loop_stall_limit`` (2 s by default); after that
+it lets the lease lapse, other nodes see the node expire, and the node's own state writes are
+refused (``holds_lease`` is false). A stopped process (SIGSTOP) stops its threads too.
+
 Views: :class:`MembershipSnapshot` is immutable and versioned (the version only moves
 forward); :meth:`MembershipSnapshot.diff` compares two; :meth:`Membership.events` is an async
 stream of :class:`MembershipEvent` (``join``, ``leave``, ``expire``, ``update``).
@@ -30,12 +38,14 @@ stream of :class:`MembershipEvent` (``join``, ``leave``, ``expire``, ``update``)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
@@ -54,6 +64,7 @@ from foundation._errors import (
 )
 from foundation._hooks import call_hook, seconds
 from foundation._kv import KV, BucketSpec, KVEntry, Op, check_token
+from foundation._loop_thread import LoopThread
 
 log = logging.getLogger("foundation.membership")
 
@@ -63,6 +74,9 @@ DEFAULT_LEASE_TTL = timedelta(seconds=1)
 DEFAULT_HEARTBEAT_INTERVAL = timedelta(milliseconds=250)
 #: Default safety margin: fence this long before the lease could expire.
 DEFAULT_FENCE_MARGIN = timedelta(milliseconds=250)
+#: With renewals in a thread: the longest the node's own event loop may go without running
+#: before the thread stops renewing (a stuck node must lose its lease).
+DEFAULT_LOOP_STALL_LIMIT = timedelta(seconds=2)
 #: How long the server keeps the delete marker of an expired record.
 NODE_MARKER_TTL = timedelta(seconds=30)
 
@@ -247,6 +261,8 @@ class Membership:
         heartbeat_interval: float | timedelta = DEFAULT_HEARTBEAT_INTERVAL,
         fence_margin: float | timedelta = DEFAULT_FENCE_MARGIN,
         replicas: int | None = None,
+        renew_connect: Callable[[], Awaitable[NatsClient]] | None = None,
+        loop_stall_limit: float | timedelta = DEFAULT_LOOP_STALL_LIMIT,
     ) -> None:
         self.nc = nc
         self.node_id = check_token(node_id, "node id") if node_id is not None else None
@@ -296,7 +312,17 @@ class Membership:
         self._left = False
         self._running = False
         self._renew_now = asyncio.Event()
+        self._wake: Callable[[], None] = self._renew_now.set
         self._hb_task: asyncio.Task[None] | None = None
+        self._renew_connect = renew_connect
+        self.loop_stall_limit = seconds(loop_stall_limit)
+        self._main_loop: asyncio.AbstractEventLoop | None = None
+        self._main_thread = threading.get_ident()
+        self._tick = 0.0  # monotonic time the node's own loop last ran its tick
+        self._lease_thread: LoopThread | None = None
+        self._lease_done: concurrent.futures.Future[None] | None = None
+        self._lease_nc: NatsClient | None = None
+        self._stall_logged = False
         self.fence_count = 0
         """How many times this node fenced itself."""
         self.rejoin_count = 0
@@ -352,17 +378,22 @@ class Membership:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def _bucket(self) -> BucketSpec:
+        return BucketSpec(
+            wire.NODES_BUCKET,
+            marker_ttl=NODE_MARKER_TTL,
+            description="foundation node records (TTL leases)",
+        )
+
+    def _request_timeout(self) -> float:
+        return max(0.2, self.lease_ttl - self.fence_margin)
+
     async def start(self) -> None:
         """Open the bucket, load the current members, join (unless observer), start renewing."""
+        self._main_loop = asyncio.get_running_loop()
+        self._main_thread = threading.get_ident()
         self.kv = await KV.open(
-            self.nc,
-            BucketSpec(
-                wire.NODES_BUCKET,
-                marker_ttl=NODE_MARKER_TTL,
-                description="foundation node records (TTL leases)",
-            ),
-            replicas=self._replicas,
-            timeout=max(0.2, self.lease_ttl - self.fence_margin),
+            self.nc, self._bucket(), replicas=self._replicas, timeout=self._request_timeout()
         )
         self._running = True
         watch = self.kv.watch()
@@ -372,9 +403,18 @@ class Membership:
             await watch.wait_caught_up()
             self._tasks.append(asyncio.create_task(self._sweep_loop()))
             if self.node_id is not None:
-                await self._join(wait=True)
-                self._hb_task = asyncio.create_task(self._heartbeat_loop())
-                self._tasks.append(self._hb_task)
+                if self._renew_connect is not None:
+                    await self._open_lease_thread()
+                await self._join(self.kv, wait=True)
+                if self._lease_thread is not None:
+                    self._tick = time.monotonic()
+                    self._tasks.append(asyncio.create_task(self._tick_loop()))
+                    self._lease_done = self._lease_thread.submit(self._threaded_renewals())
+                else:
+                    self._hb_task = asyncio.create_task(
+                        self._heartbeat_loop(self.kv, self._renew_now)
+                    )
+                    self._tasks.append(self._hb_task)
         except BaseException:
             await self.stop(leave=False)  # leave nothing running behind a failed start
             raise
@@ -386,6 +426,7 @@ class Membership:
                 await self.leave()
         self._running = False
         self._cancel_fence_timer()
+        await self._close_lease_thread()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -404,6 +445,7 @@ class Membership:
         """Leave gracefully: delete our record (watchers see ``leave``) and stop renewing."""
         self._left = True
         self._cancel_fence_timer()
+        await self._close_lease_thread()
         hb = self._hb_task
         if hb is not None and not hb.done():
             # Let an in-flight renewal finish so the delete below uses the latest revision.
@@ -426,7 +468,7 @@ class Membership:
     async def set_status(self, status: str) -> None:
         """Publish a new status (``up`` or ``draining``) at once."""
         self._status = status
-        self._renew_now.set()
+        self._wake()
 
     def update_capacity(
         self,
@@ -439,17 +481,31 @@ class Membership:
             self._capabilities = tuple(capabilities)
         if resources is not None:
             self._resources = dict(resources)
-        self._renew_now.set()
+        self._wake()
 
     # -- lease -----------------------------------------------------------------------------
 
     def _ttl(self) -> timedelta:
         return timedelta(seconds=self.lease_ttl)
 
+    def _on_main(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the node's own loop (now, when already there)."""
+        loop = self._main_loop
+        if loop is None or threading.get_ident() == self._main_thread:
+            fn(*args)
+        elif not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(fn, *args)
+
     def _lease_acquired(self, sent_at: float, rev: int) -> None:
         self._rev = rev
         self._valid_until = sent_at + self.lease_ttl - self.fence_margin
+        self._on_main(self._arm_fence_timer)
+
+    def _arm_fence_timer(self) -> None:
         self._cancel_fence_timer()
+        if self._left or not self._running:
+            return
         loop = asyncio.get_running_loop()
         delay = self._valid_until - time.monotonic()
         self._fence_timer = loop.call_later(max(0.0, delay), self._fence_due)
@@ -476,13 +532,13 @@ class Membership:
         log.warning("%s", err.message)
         self._tasks.append(asyncio.create_task(_call(self.on_fenced, err)))
 
-    async def _join(self, *, wait: bool) -> None:
-        assert self.kv is not None and self.node_id is not None
+    async def _join(self, kv: KV, *, wait: bool) -> None:
+        assert self.node_id is not None
         deadline = time.monotonic() + 2 * self.lease_ttl + 1
         while True:
             sent = time.monotonic()
             try:
-                rev = await self.kv.create(self.node_id, self.record.encode(), ttl=self._ttl())
+                rev = await kv.create(self.node_id, self.record.encode(), ttl=self._ttl())
             except KeyExistsError:
                 # A previous incarnation's record is still there: it expires within the TTL.
                 if not wait or time.monotonic() > deadline:
@@ -504,15 +560,27 @@ class Membership:
                     self._changed.wait_for(lambda: key not in self._snapshot.members), within
                 )
 
-    async def _heartbeat_loop(self) -> None:
-        assert self.kv is not None and self.node_id is not None
-        kv = self.kv
+    async def _heartbeat_loop(self, kv: KV, wake: asyncio.Event, *, threaded: bool = False) -> None:
+        assert self.node_id is not None
         while self._running and not self._left:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._renew_now.wait(), self.heartbeat_interval)
-            self._renew_now.clear()
-            if self._left:
+                await asyncio.wait_for(wake.wait(), self.heartbeat_interval)
+            wake.clear()
+            if self._left or not self._running:
                 return
+            if threaded and time.monotonic() - self._tick > self.loop_stall_limit:
+                # The node's own loop has not run for too long: it is stuck, not just busy.
+                # Let the lease lapse so that the cluster fails its agents over.
+                if not self._stall_logged:
+                    self._stall_logged = True
+                    log.warning(
+                        "node %s: its event loop has not run for over %.1f s; letting the "
+                        "lease lapse",
+                        self.node_id,
+                        self.loop_stall_limit,
+                    )
+                continue
+            self._stall_logged = False
             sent = time.monotonic()
             try:
                 if self._joined and self._rev:
@@ -521,20 +589,88 @@ class Membership:
                     )
                     self._lease_acquired(sent, rev)
                 else:
-                    await self._join(wait=False)
+                    await self._join(kv, wait=False)
                 if self._fenced:
                     self._fenced = False
                     self.rejoin_count += 1
                     log.info("node %s holds its lease again", self.node_id)
-                    await _call(self.on_rejoined, self.record)
+                    self._on_main(self._notify_rejoined)
             except CASConflictError:
                 # Our record expired or was replaced: the lease is gone. Fence (if not yet)
                 # and create a fresh record on the next beat.
                 self._joined = False
                 self._rev = 0
-                self._fence("the lease expired or was taken")
+                self._on_main(self._fence, "the lease expired or was taken")
             except (NatsUnavailableError, ClusterError, TimeoutError) as exc:
                 log.debug("node %s: renewal failed: %r", self.node_id, exc)
+
+    def _notify_rejoined(self) -> None:
+        self._tasks.append(asyncio.create_task(_call(self.on_rejoined, self.record)))
+
+    # -- renewing from a thread ------------------------------------------------------------
+
+    async def _open_lease_thread(self) -> None:
+        """Start the renewal thread and connect its own NATS client (before the first join)."""
+        assert self._renew_connect is not None
+        thread = LoopThread(f"foundation-lease-{self.node_id}")
+        thread.start()
+        self._lease_thread = thread
+        try:
+            await asyncio.wrap_future(thread.submit(self._lease_connect()))
+        except BaseException:
+            await self._close_lease_thread()
+            raise
+
+    async def _lease_connect(self) -> None:
+        assert self._renew_connect is not None
+        self._lease_nc = await self._renew_connect()
+
+    async def _tick_loop(self) -> None:
+        """Mark, on the node's own loop, that the loop runs (read by the renewal thread)."""
+        while True:
+            self._tick = time.monotonic()
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def _threaded_renewals(self) -> None:
+        """Runs on the renewal thread: open the bucket on its connection and keep renewing."""
+        nc = self._lease_nc
+        assert nc is not None and self._lease_thread is not None
+        wake = asyncio.Event()
+        thread = self._lease_thread
+        self._wake = lambda: thread.call_soon(wake.set)
+        kv: KV | None = None
+        while kv is None and self._running and not self._left:
+            try:
+                kv = await KV.open(
+                    nc,
+                    self._bucket(),
+                    replicas=self.kv.replicas if self.kv is not None else self._replicas,
+                    timeout=self._request_timeout(),
+                )
+            except (NatsUnavailableError, ClusterError, TimeoutError) as exc:
+                log.debug("node %s: lease bucket not reachable yet: %r", self.node_id, exc)
+                await asyncio.sleep(self.heartbeat_interval)
+        if kv is not None:
+            await self._heartbeat_loop(kv, wake, threaded=True)
+
+    async def _close_lease_thread(self) -> None:
+        """Let the renewal thread finish its in-flight renewal, then stop it."""
+        thread = self._lease_thread
+        if thread is None:
+            return
+        self._lease_thread = None
+        wake_thread, self._wake = self._wake, self._renew_now.set
+        done = self._lease_done
+        if done is not None and not done.done():
+            wake_thread()  # it sees the stop flags at once
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), self.lease_ttl)
+        nc = self._lease_nc
+        self._lease_nc = None
+        if nc is not None and thread.running:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.wrap_future(thread.submit(nc.close())), 2.0)
+        await asyncio.to_thread(thread.stop)
 
     # -- watching --------------------------------------------------------------------------
 

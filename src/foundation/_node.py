@@ -460,6 +460,7 @@ class Node:
             lease_ttl=DEFAULT_LEASE_TTL if self._lease_ttl is None else self._lease_ttl,
             version=_version(),
             wire_features=WIRE_FEATURES,
+            renew_connect=lambda: connect(self.url, name=f"foundation-node-{self.id}-lease"),
         )
         await self.membership.start()
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 import time
 from types import MappingProxyType
 
 import pytest
 
 from foundation._errors import ClusterError, LeaseLostError
+from foundation._kv import KV, BucketSpec, connect
 from foundation._membership import (
     Membership,
     MembershipEvent,
@@ -132,8 +135,9 @@ async def test_duplicate_node_id_waits_then_fails(
         await a.stop()
 
 
+@pytest.mark.parametrize("threaded", [False, True], ids=["loop", "thread"])
 async def test_partitioned_node_fences_before_its_lease_expires_then_rejoins(
-    nats_server: NatsServer, nats_connect: Connect, tcp_proxy: TcpProxy
+    nats_server: NatsServer, nats_connect: Connect, tcp_proxy: TcpProxy, threaded: bool
 ) -> None:
     observer = Membership(await nats_connect(nats_server), None)
     await observer.start()
@@ -156,6 +160,8 @@ async def test_partitioned_node_fences_before_its_lease_expires_then_rejoins(
         "cut",
         on_fenced=on_fenced,
         on_rejoined=lambda rec: rejoined.set(),
+        # renewals from a thread go through the same cut link
+        renew_connect=(lambda: connect(tcp_proxy.url)) if threaded else None,
     )
     try:
         await node.start()
@@ -275,3 +281,87 @@ async def test_leave_racing_a_renewal_is_still_a_leave(
         await observer.stop()
     gone = [(e.kind, e.node_id) for e in events if e.kind in {"leave", "expire"}]
     assert gone == [("leave", f"racer{i}") for i in range(5)]
+
+
+def _lease_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("foundation-lease-")]
+
+
+async def test_a_busy_event_loop_keeps_its_lease_when_renewing_from_a_thread(
+    nats_server: NatsServer, nats_connect: Connect
+) -> None:
+    observer = Membership(await nats_connect(nats_server), None)
+    await observer.start()
+    events: list[MembershipEvent] = []
+    observer.add_listener(events.append)
+    node = Membership(
+        await nats_connect(nats_server),
+        "busy",
+        renew_connect=lambda: connect(nats_server.url),
+    )
+    try:
+        await node.start()
+        await observer.wait_members(["busy"], timeout=5)
+        assert _lease_threads() == ["foundation-lease-busy"]
+        # Hold this event loop for 1.5 s: longer than the lease (1 s), shorter than the stall
+        # limit (2 s). The renewal thread keeps the lease meanwhile.
+        time.sleep(1.5)  # noqa: ASYNC251 - blocking the loop is the point of this test
+        assert node.holds_lease
+        rev = node._rev
+
+        async def renewed_since() -> bool:
+            return node._rev > rev
+
+        await eventually(renewed_since)
+        assert not node.fenced and node.fence_count == 0
+        assert observer.is_live("busy")
+        assert not [e for e in events if e.node_id == "busy" and e.kind in ("expire", "leave")]
+    finally:
+        await node.stop()
+        await observer.stop()
+    assert _lease_threads() == []
+
+
+def _wait_record_gone(url: str, node_id: str, within: float) -> bool:
+    """From a thread of its own: wait until ``node_id``'s record is gone from the bucket."""
+
+    async def check() -> bool:
+        nc = await connect(url)
+        try:
+            kv = await KV.open(nc, BucketSpec("foundation_nodes"))
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                if await kv.get(node_id) is None:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+        finally:
+            await nc.close()
+
+    return asyncio.run(check())
+
+
+async def test_a_stuck_event_loop_loses_its_lease_even_when_renewing_from_a_thread(
+    nats_server: NatsServer, nats_connect: Connect
+) -> None:
+    rejoined = asyncio.Event()
+    node = Membership(
+        await nats_connect(nats_server),
+        "stuck",
+        renew_connect=lambda: connect(nats_server.url),
+        loop_stall_limit=0.5,
+        on_rejoined=lambda rec: rejoined.set(),
+    )
+    try:
+        await node.start()
+        # Block this loop past the stall limit, until a reader in another thread sees the
+        # record expire: the renewal thread must have stopped renewing for a stuck loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            gone = pool.submit(_wait_record_gone, nats_server.url, "stuck", 10.0).result()
+        assert gone, "the record of a stuck node did not expire"
+        assert not node.holds_lease
+        # Once the loop runs again the node fences, then rejoins with a fresh record.
+        await asyncio.wait_for(rejoined.wait(), 10)
+        assert node.fence_count == 1 and node.holds_lease
+    finally:
+        await node.stop()
