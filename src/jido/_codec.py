@@ -15,6 +15,30 @@ Wire rules, all in one place:
 Decoding is strict: malformed JSON, a missing or wrong ``specversion``, missing required
 attributes, bad attribute values, non-string extension names and input larger than the size
 limit raise :class:`jido.SignalError` / :class:`jido.PayloadTooLargeError` naming the attribute.
+
+How structured mode is decoded fast (every check still runs):
+
+* JSON is parsed by ``msgspec``. One C pass decodes the message into an envelope
+  ``msgspec.Struct`` whose fields carry the checks a C decoder can make: ``specversion`` is
+  the literal ``"1.0"``; ``id`` and ``source`` are non-empty strings; ``subject``,
+  ``datacontenttype`` and ``dataschema`` are non-empty strings or null; extension values are
+  strings, integers or booleans; ``data`` is any JSON value. The envelope forbids unknown
+  members, so a message it accepts carries no attribute the envelope does not name.
+* The rest is checked in Python on the decoded fields: the type against the naming rules
+  (validated types are remembered), the time as RFC 3339 (the canonical
+  ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` shape by position plus ``datetime.fromisoformat`` for the
+  ranges, any other shape by the full check), ``traceparent`` by its regular expression,
+  ``data_base64`` as base64.
+* The envelope names the core attributes, the extensions this project defines
+  (``traceparent``, ``tracestate``, ``causationid``) and extension names learned from earlier
+  messages (at most :data:`MAX_LEARNED_EXTENSIONS`). A message the envelope does not accept —
+  an extension name not learned yet, any bad value, any shape the fast checks leave open —
+  is decoded again by the reference path (parse to a dict, check every member, consume it),
+  which gives the typed error naming the attribute, or the signal. Extension names of a
+  signal decoded there are learned (their names passed the naming rule), so the next
+  message with them takes the fast path. Nothing about a particular message is kept.
+* Integers beyond 64 bits decode exactly (as the CloudEvents SDK and the standard library
+  do); encoding such data falls back to a slower encoder that writes them exactly.
 """
 
 from __future__ import annotations
@@ -23,20 +47,23 @@ import base64
 import binascii
 import re
 import time
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, unquote
 
+import msgspec
 import orjson
 from pydantic import BaseModel
 
-from jido._errors import JidoError, PayloadTooLargeError
+from jido._errors import JidoError, PayloadTooLargeError, SignalError
 from jido._signal import (
+    _TRACEPARENT_RE,
     _VALID_TYPES,
     SPECVERSION,
     Signal,
     _check_time,
     _fail,
+    _fromisoformat,
     check_extensions,
     validate_type,
 )
@@ -90,7 +117,6 @@ def _default(value: Any) -> Any:
 
 
 _dumps = orjson.dumps
-_loads = orjson.loads
 
 
 def _not_serialisable(attribute: str, exc: TypeError) -> JidoError:
@@ -101,9 +127,50 @@ def _not_serialisable(attribute: str, exc: TypeError) -> JidoError:
     )
 
 
-def _dump(value: Any, attribute: str) -> bytes:
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+
+
+def _widen(value: Any) -> Any:
+    """``value`` with integers beyond 64 bits as exact JSON fragments (orjson refuses them)."""
+    cls = value.__class__
+    if cls is int or (isinstance(value, int) and not isinstance(value, bool)):
+        if _INT64_MIN <= value <= _UINT64_MAX:
+            return value
+        return orjson.Fragment(int.__repr__(value).encode())
+    if isinstance(value, dict):
+        return {key: _widen(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_widen(item) for item in value]
+    if isinstance(value, BaseModel):
+        return _widen(value.model_dump(mode="json"))
+    return value
+
+
+def _wide_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return _widen(value.model_dump(mode="json"))
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps_checked(value: Any) -> bytes:
+    """``orjson.dumps`` with the signal defaults; integers beyond 64 bits are written exactly.
+
+    Raises ``TypeError`` for values that are not JSON-serialisable.
+    """
     try:
         return _dumps(value, default=_default)
+    except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+    # Rare: data decoded from a producer that sends big integers (the decoder keeps them
+    # exact). Everything else is still written, and refused, by orjson's own rules.
+    return _dumps(_widen(value), default=_wide_default)
+
+
+def _dump(value: Any, attribute: str) -> bytes:
+    try:
+        return _dumps_checked(value)
     except TypeError as exc:
         raise _not_serialisable(attribute, exc) from exc
 
@@ -115,18 +182,32 @@ def _dump(value: Any, attribute: str) -> bytes:
 def signal_to_dict(sig: Signal) -> dict[str, Any]:
     """Return the CloudEvents JSON structured form of ``sig`` as a dict."""
     sig_id = sig._id
-    out: dict[str, Any] = {
-        "specversion": SPECVERSION,
-        "id": sig_id if sig_id is not None else sig.id,
-        "source": sig.source,
-        "type": sig.type,
-    }
-    if sig.subject is not None:
-        out["subject"] = sig.subject
     sig_time = sig._time
-    out["time"] = sig_time if sig_time is not None else sig.time
-    if sig.datacontenttype is not None:
-        out["datacontenttype"] = sig.datacontenttype
+    subject = sig.subject
+    content_type = sig.datacontenttype
+    out: dict[str, Any]
+    if subject is not None and content_type is not None:  # the usual shape: one literal
+        out = {
+            "specversion": SPECVERSION,
+            "id": sig_id if sig_id is not None else sig.id,
+            "source": sig.source,
+            "type": sig.type,
+            "subject": subject,
+            "time": sig_time if sig_time is not None else sig.time,
+            "datacontenttype": content_type,
+        }
+    else:
+        out = {
+            "specversion": SPECVERSION,
+            "id": sig_id if sig_id is not None else sig.id,
+            "source": sig.source,
+            "type": sig.type,
+        }
+        if subject is not None:
+            out["subject"] = subject
+        out["time"] = sig_time if sig_time is not None else sig.time
+        if content_type is not None:
+            out["datacontenttype"] = content_type
     if sig.dataschema is not None:
         out["dataschema"] = sig.dataschema
     if sig.extensions:
@@ -147,10 +228,43 @@ def signal_to_dict(sig: Signal) -> dict[str, Any]:
 
 def encode_json(sig: Signal) -> bytes:
     """Encode ``sig`` in CloudEvents JSON structured mode (UTF-8 bytes)."""
+    subject = sig.subject
+    content_type = sig.datacontenttype
+    data = sig.data
+    cls = data.__class__
+    if (
+        subject is not None
+        and content_type is not None
+        and sig.dataschema is None
+        and (cls is dict or cls is list or cls is str or cls is int)
+    ):
+        # The usual shape, inline (same members, same order as signal_to_dict).
+        sig_id = sig._id
+        sig_time = sig._time
+        out = {
+            "specversion": SPECVERSION,
+            "id": sig_id if sig_id is not None else sig.id,
+            "source": sig.source,
+            "type": sig.type,
+            "subject": subject,
+            "time": sig_time if sig_time is not None else sig.time,
+            "datacontenttype": content_type,
+        }
+        extensions = sig.extensions
+        if extensions:
+            out.update(extensions)
+        out["data"] = data
+    else:
+        out = signal_to_dict(sig)
     try:
-        return _dumps(signal_to_dict(sig), default=_default)
+        return _dumps(out, default=_default)
     except TypeError as exc:
-        raise _not_serialisable("data", exc) from exc
+        if "64-bit" not in str(exc):
+            raise _not_serialisable("data", exc) from exc
+        try:
+            return _dumps_checked(signal_to_dict(sig))
+        except TypeError as wide_exc:
+            raise _not_serialisable("data", wide_exc) from wide_exc
 
 
 _MISSING: Any = object()
@@ -253,25 +367,210 @@ def _too_large(size: int, limit: int, attribute: str) -> PayloadTooLargeError:
     )
 
 
+_json_decode = msgspec.json.Decoder().decode
+
+
+def _parse_json(text: str | bytes | bytearray | memoryview, attribute: str, what: str) -> Any:
+    """Parse JSON text into Python values, or raise the error naming ``attribute``."""
+    try:
+        return _json_decode(text)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise _fail(attribute, f"{what}: {exc}") from exc
+    except RecursionError as exc:
+        raise _fail(attribute, f"{what}: nested too deeply") from exc
+
+
+def _decode_reference(cls: type[S], text: str | bytes | bytearray | memoryview) -> S:
+    """The reference decoder: parse to a dict, then check and consume every member."""
+    event = _parse_json(text, "event", "malformed JSON")
+    if event.__class__ is not dict:
+        raise _fail("event", f"a CloudEvent must be a JSON object, got {type(event).__name__}")
+    sig = _from_event(cls, event)
+    if sig.extensions:
+        _learn(sig.extensions)
+    return sig
+
+
+# -- the fast path: one C pass into an envelope struct (see the module doc) -------------------
+
+MAX_LEARNED_EXTENSIONS = 64
+"""How many extension names besides the project's own the fast decoder learns (per process)."""
+
+_KNOWN_EXTENSIONS = ("traceparent", "tracestate", "causationid")
+
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_ExtValue = str | int | bool
+_UNSET: Any = msgspec.UNSET
+_CORE_FIELDS: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+    ("specversion", Literal["1.0"]),
+    ("id", _NonEmpty),
+    ("source", _NonEmpty),
+    ("type", str),
+    ("subject", _NonEmpty | None, None),
+    ("time", str | None, None),
+    ("datacontenttype", _NonEmpty | None, None),
+    ("dataschema", _NonEmpty | None, None),
+]
+# After the extensions, as the encoder writes them (msgspec looks for the next field first).
+_DATA_FIELDS: list[tuple[str, Any, Any]] = [
+    ("data", Any, msgspec.UNSET),
+    ("data_base64", str | msgspec.UnsetType, msgspec.UNSET),
+]
+
+# The fast decoder of one envelope, as straight-line code (one block per extension name, so
+# no loop over names runs per message). It returns None for any message it does not accept;
+# the caller then runs the reference path, which names what is wrong (or, for the shapes only
+# it normalises, accepts the message). It accepts nothing the reference path refuses and
+# builds the same signal.
+_FAST_DECODE = """
+def fast_decode(cls, text):
+    try:
+        env = envelope_decode(text)
+    except (DecodeError, ValueError, RecursionError):
+        return None
+    sig_type = env.type
+    if sig_type not in VALID_TYPES:
+        try:
+            validate_type(sig_type)
+        except SignalError:
+            return None
+    extensions = {}
+@EXTENSIONS@
+    sig_time = env.time
+    if sig_time is not None:
+        if (
+            len(sig_time) == 27
+            and sig_time[26] == "Z"
+            and sig_time[4:20:3] == "--T::."
+            and sig_time.isascii()
+        ):
+            # YYYY-MM-DDTHH:MM:SS.ffffffZ by position; fromisoformat checks digits and ranges
+            try:
+                fromisoformat(sig_time)
+            except ValueError:
+                return None
+        else:
+            try:
+                check_time(sig_time)
+            except SignalError:
+                return None
+    data = env.data
+    encoded = env.data_base64
+    if encoded is not UNSET:
+        if data is not UNSET:
+            return None
+        try:
+            data = b64decode(encoded, validate=True)
+        except ValueError:  # binascii.Error is a ValueError
+            return None
+    elif data is UNSET:
+        data = None
+    sig = new(cls)
+    sig.type = sig_type
+    sig.source = env.source
+    sig.data = data
+    sig.subject = env.subject
+    sig._id = env.id
+    sig._time = sig_time
+    sig._ns = 0 if sig_time is not None else time_ns()
+    sig.dataschema = env.dataschema
+    sig.datacontenttype = env.datacontenttype
+    sig.extensions = extensions
+    if cls is not Signal:
+        sig._decoded()
+    return sig
+"""
+
+_EXTENSION_BLOCK = """
+    value = env.{attr}
+    if value is not UNSET:
+        extensions[{name!r}] = value
+"""
+
+_TRACEPARENT_BLOCK = """
+    value = env.{attr}
+    if value is not UNSET:
+        if value.__class__ is not str or traceparent_match(value) is None:
+            return None
+        extensions[{name!r}] = value
+"""
+
+
+class _FastDecoder:
+    """The fast structured-mode decoder for a fixed set of extension names."""
+
+    __slots__ = ("decode", "names")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        fields = list(_CORE_FIELDS)
+        rename: dict[str, str] = {}
+        blocks: list[str] = []
+        for index, name in enumerate(names):
+            attr = f"x{index}"  # extension names may start with a digit or be keywords
+            rename[attr] = name
+            fields.append((attr, _ExtValue | msgspec.UnsetType, msgspec.UNSET))
+            block = _TRACEPARENT_BLOCK if name == "traceparent" else _EXTENSION_BLOCK
+            blocks.append(block.format(attr=attr, name=name))
+        fields.extend(_DATA_FIELDS)
+        envelope = msgspec.defstruct(
+            "Envelope", fields, rename=rename, forbid_unknown_fields=True, gc=False
+        )
+        namespace: dict[str, Any] = {
+            "envelope_decode": msgspec.json.Decoder(envelope).decode,
+            "DecodeError": msgspec.DecodeError,
+            "VALID_TYPES": _VALID_TYPES,
+            "validate_type": validate_type,
+            "SignalError": SignalError,
+            "traceparent_match": _TRACEPARENT_RE.fullmatch,
+            "fromisoformat": _fromisoformat,
+            "check_time": _check_time,
+            "UNSET": _UNSET,
+            "b64decode": base64.b64decode,
+            "new": object.__new__,
+            "time_ns": time.time_ns,
+            "Signal": Signal,
+        }
+        # Names passed the extension naming rule ([a-z0-9]+) and are written with repr().
+        exec(_FAST_DECODE.replace("@EXTENSIONS@", "".join(blocks)), namespace)
+        self.decode: Callable[[type[Signal], str | bytes | bytearray | memoryview], Any] = (
+            namespace["fast_decode"]
+        )
+
+
+_fast = _FastDecoder(_KNOWN_EXTENSIONS)
+
+
+def _learn(extensions: Mapping[str, Any]) -> None:
+    """Let the fast decoder accept the (already validated) extension names it lacks."""
+    global _fast
+    current = _fast
+    new = [name for name in extensions if name not in current.names]
+    if not new:
+        return
+    room = len(_KNOWN_EXTENSIONS) + MAX_LEARNED_EXTENSIONS - len(current.names)
+    if room <= 0:
+        return
+    _fast = _FastDecoder(current.names + tuple(new[:room]))
+
+
 def decode_json(cls: type[S], text: str | bytes, *, max_size: int | None = None) -> S:
     """Decode CloudEvents JSON structured mode into a ``cls`` instance."""
     if text.__class__ is bytes:
         size = len(text)
     elif isinstance(text, str):
-        size = len(text) if text.isascii() else len(text.encode())
+        # surrogatepass: a lone surrogate is measured here and refused by the parser
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     elif isinstance(text, bytes | bytearray | memoryview):
         size = len(text)
     else:
         raise _fail("event", f"expected JSON text or bytes, got {type(text).__name__}")
     if size > (DEFAULT_MAX_SIZE if max_size is None else max_size):
         raise _too_large(size, DEFAULT_MAX_SIZE if max_size is None else max_size, "event")
-    try:
-        event = _loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise _fail("event", f"malformed JSON: {exc}") from exc
-    if event.__class__ is not dict:
-        raise _fail("event", f"a CloudEvent must be a JSON object, got {type(event).__name__}")
-    return _from_event(cls, event)
+    sig: S | None = _fast.decode(cls, text)
+    if sig is None:
+        sig = _decode_reference(cls, text)
+    return sig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,10 +659,7 @@ def decode_binary(
     if not body:
         data = None
     elif is_json_content_type(content_type):
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise _fail("data", f"body is not valid JSON for {content_type!r}: {exc}") from exc
+        data = _parse_json(body, "data", f"body is not valid JSON for {content_type!r}")
     elif content_type is not None and content_type.lower().startswith("text/"):
         try:
             data = body.decode()
