@@ -391,6 +391,24 @@ def _decode_reference(cls: type[S], text: str | bytes | bytearray | memoryview) 
     return sig
 
 
+def _check_size(text: object, max_size: int | None) -> None:
+    """Refuse input that is not text or bytes, or larger than the limit (before parsing)."""
+    if isinstance(text, str):
+        # surrogatepass: a lone surrogate is measured here and refused by the parser
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    elif isinstance(text, bytes | bytearray | memoryview):
+        size = len(text)
+    else:
+        raise _fail("event", f"expected JSON text or bytes, got {type(text).__name__}")
+    limit = DEFAULT_MAX_SIZE if max_size is None else max_size
+    if size > limit:
+        raise _too_large(size, limit, "event")
+
+
+def _reference(cls: type[S], text: str | bytes | bytearray | memoryview) -> S:
+    return _decode_reference(cls, text)  # looked up per call (tests observe the fallbacks)
+
+
 # -- the fast path: one C pass into an envelope struct (see the module doc) -------------------
 
 MAX_LEARNED_EXTENSIONS = 64
@@ -418,22 +436,25 @@ _DATA_FIELDS: list[tuple[str, Any, Any]] = [
 ]
 
 # The fast decoder of one envelope, as straight-line code (one block per extension name, so
-# no loop over names runs per message). It returns None for any message it does not accept;
-# the caller then runs the reference path, which names what is wrong (or, for the shapes only
-# it normalises, accepts the message). It accepts nothing the reference path refuses and
-# builds the same signal.
+# no loop over names runs per message). Every message it does not accept goes to the
+# reference path, which names what is wrong (or, for the shapes only it normalises, accepts
+# the message). It accepts nothing the reference path refuses and builds the same signal.
 _FAST_DECODE = """
-def fast_decode(cls, text):
+def fast_decode(cls, text, max_size):
+    if text.__class__ is not bytes or len(text) > (
+        DEFAULT_MAX_SIZE if max_size is None else max_size
+    ):
+        check_size(text, max_size)
     try:
         env = envelope_decode(text)
     except (DecodeError, ValueError, RecursionError):
-        return None
+        return reference(cls, text)
     sig_type = env.type
     if sig_type not in VALID_TYPES:
         try:
             validate_type(sig_type)
         except SignalError:
-            return None
+            return reference(cls, text)
     extensions = {}
 @EXTENSIONS@
     sig_time = env.time
@@ -448,24 +469,24 @@ def fast_decode(cls, text):
             try:
                 fromisoformat(sig_time)
             except ValueError:
-                return None
+                return reference(cls, text)
         else:
             try:
                 check_time(sig_time)
             except SignalError:
-                return None
+                return reference(cls, text)
     data = env.data
     encoded = env.data_base64
     if encoded is not UNSET:
         if data is not UNSET:
-            return None
+            return reference(cls, text)
         try:
             data = b64decode(encoded, validate=True)
         except ValueError:  # binascii.Error is a ValueError
-            return None
+            return reference(cls, text)
     elif data is UNSET:
         data = None
-    sig = new(cls)
+    sig = cls.__new__(cls)
     sig.type = sig_type
     sig.source = env.source
     sig.data = data
@@ -491,7 +512,7 @@ _TRACEPARENT_BLOCK = """
     value = env.{attr}
     if value is not UNSET:
         if value.__class__ is not str or traceparent_match(value) is None:
-            return None
+            return reference(cls, text)
         extensions[{name!r}] = value
 """
 
@@ -527,15 +548,15 @@ class _FastDecoder:
             "check_time": _check_time,
             "UNSET": _UNSET,
             "b64decode": base64.b64decode,
-            "new": object.__new__,
             "time_ns": time.time_ns,
             "Signal": Signal,
+            "DEFAULT_MAX_SIZE": DEFAULT_MAX_SIZE,
+            "check_size": _check_size,
+            "reference": _reference,
         }
         # Names passed the extension naming rule ([a-z0-9]+) and are written with repr().
         exec(_FAST_DECODE.replace("@EXTENSIONS@", "".join(blocks)), namespace)
-        self.decode: Callable[[type[Signal], str | bytes | bytearray | memoryview], Any] = (
-            namespace["fast_decode"]
-        )
+        self.decode: Callable[[type[Any], Any, int | None], Any] = namespace["fast_decode"]
 
 
 _fast = _FastDecoder(_KNOWN_EXTENSIONS)
@@ -556,21 +577,8 @@ def _learn(extensions: Mapping[str, Any]) -> None:
 
 def decode_json(cls: type[S], text: str | bytes, *, max_size: int | None = None) -> S:
     """Decode CloudEvents JSON structured mode into a ``cls`` instance."""
-    if text.__class__ is bytes:
-        size = len(text)
-    elif isinstance(text, str):
-        # surrogatepass: a lone surrogate is measured here and refused by the parser
-        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-    elif isinstance(text, bytes | bytearray | memoryview):
-        size = len(text)
-    else:
-        raise _fail("event", f"expected JSON text or bytes, got {type(text).__name__}")
-    if size > (DEFAULT_MAX_SIZE if max_size is None else max_size):
-        raise _too_large(size, DEFAULT_MAX_SIZE if max_size is None else max_size, "event")
-    sig: S | None = _fast.decode(cls, text)
-    if sig is None:
-        sig = _decode_reference(cls, text)
-    return sig
+    result: S = _fast.decode(cls, text, max_size)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
