@@ -38,7 +38,10 @@ How structured mode is decoded fast (every check still runs):
   signal decoded there are learned (their names passed the naming rule), so the next
   message with them takes the fast path. Nothing about a particular message is kept.
 * Integers beyond 64 bits decode exactly (as the CloudEvents SDK and the standard library
-  do); encoding such data falls back to a slower encoder that writes them exactly.
+  do); encoding such data falls back to a slower encoder that writes them exactly. JSON nested
+  deeper than the interpreter's recursion limit allows is refused ("nested too deeply").
+* A decoded signal's extensions are in envelope order, not necessarily the order of the
+  message (JSON member order carries no meaning in CloudEvents).
 """
 
 from __future__ import annotations
