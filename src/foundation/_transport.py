@@ -19,16 +19,22 @@ typed and become the same ``JidoError`` subclass on the caller's side.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from foundation._errors import InvalidKeyError
 from foundation._wire import DEFAULT_TENANT, SUBJECT_ROOT, TOKEN_RE
 from jido import JidoError, Signal, SignalError, ValidationError
+from jido._codec import dumps_json
+
+_loads = msgspec.json.Decoder().decode
+"""JSON decoding for the wire: integers beyond 64 bits stay exact (orjson would make floats)."""
 
 OPS: tuple[str, ...] = ("call", "cast", "casts", "state", "start", "stop", "ping", "stats")
 """Operations served on a node's private subject."""
@@ -127,11 +133,17 @@ def _default(obj: Any) -> Any:
 def dumps(value: Any) -> bytes:
     """JSON-encode ``value`` (pydantic models are dumped; unknown objects become strings).
 
-    Raises :class:`jido.SignalError` for values JSON cannot carry (e.g. integers beyond 64 bits).
+    Integers beyond 64 bits are written exactly. Raises :class:`jido.SignalError` for values
+    JSON cannot carry.
     """
     try:
         return orjson.dumps(value, default=_default)
     except TypeError as exc:
+        if "64-bit" in str(exc):
+            # A signal decoded from a producer that sends big integers keeps them exact: write
+            # them exactly too, so that what was accepted can be forwarded.
+            with contextlib.suppress(TypeError):
+                return dumps_json(value)
         raise SignalError(
             f"payload is not JSON-serialisable: {exc}; send JSON values (64-bit integers)",
             details={"reason": str(exc)},
@@ -174,8 +186,8 @@ class Request:
 def decode_request(data: bytes) -> Request:
     """Decode :func:`encode_request` output; raises :class:`jido.SignalError` on bad input."""
     try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        body = _loads(data)
+    except msgspec.DecodeError as exc:
         raise SignalError("request body is not JSON", cause=exc) from exc
     return _request_of(body)
 
@@ -204,8 +216,8 @@ def decode_cast_batch(data: bytes) -> list[Request | SignalError]:
     a body that is not a JSON array raises ``SignalError``.
     """
     try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        body = _loads(data)
+    except msgspec.DecodeError as exc:
         raise SignalError("casts body is not JSON", cause=exc) from exc
     if not isinstance(body, list):
         raise SignalError("casts body is not a JSON array of cast requests")
@@ -250,8 +262,8 @@ def encode_error(error: BaseException) -> bytes:
 def decode_reply(data: bytes) -> Any:
     """Return the result of a reply, or raise the typed error it carries."""
     try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        body = _loads(data)
+    except msgspec.DecodeError as exc:
         raise JidoError(
             "reply is not JSON", details={"body": data[:200].decode(errors="replace")}
         ) from exc
@@ -295,8 +307,8 @@ def public_meta(headers: Mapping[str, str] | None) -> dict[str, Any] | None:
     """The optional ``fdn-meta`` header as a dict."""
     if headers and META_HEADER in headers:
         try:
-            meta = orjson.loads(headers[META_HEADER])
-        except orjson.JSONDecodeError as exc:
+            meta = _loads(headers[META_HEADER])
+        except msgspec.DecodeError as exc:
             raise ValidationError(f"header {META_HEADER} is not a JSON object", cause=exc) from exc
         if isinstance(meta, dict):
             return meta

@@ -25,8 +25,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
-
 from jido._bus_types import (
     BusClosedError,
     BusError,
@@ -40,7 +38,7 @@ from jido._bus_types import (
     SubscriberOverflowError,
     SubscriptionStats,
 )
-from jido._codec import DEFAULT_MAX_SIZE, _default
+from jido._codec import DEFAULT_MAX_SIZE, dumps_json
 from jido._errors import PayloadTooLargeError, SignalError
 from jido._router import Route, Router, validate_pattern
 from jido._signal import Signal
@@ -68,7 +66,7 @@ def _payload_size(data: Any) -> int:
     if isinstance(data, bytes | bytearray | str):
         return len(data)
     try:
-        return len(orjson.dumps(data, default=_default))
+        return len(dumps_json(data))
     except TypeError as exc:
         raise SignalError(
             f"signal data is not JSON-serialisable: {exc}; send JSON values, bytes or a "

@@ -171,6 +171,10 @@ def _dumps_checked(value: Any) -> bytes:
     return _dumps(_widen(value), default=_wide_default)
 
 
+dumps_json = _dumps_checked
+"""JSON bytes of ``value`` as signals are written (pydantic models dumped, big integers exact)."""
+
+
 def _dump(value: Any, attribute: str) -> bytes:
     try:
         return _dumps_checked(value)

@@ -117,7 +117,11 @@ def test_public_signal_binary_and_structured() -> None:
 def test_unencodable_payload_is_a_signal_error() -> None:
     sig = Signal(type="x.y", source="/p", data={})
     with pytest.raises(SignalError):
-        encode_request("a", sig, meta={"big": 2**70})
+        encode_request("a", sig, meta={(1, 2): "a JSON object key must be a string"})
+    # integers beyond 64 bits are carried exactly (decoded signals may hold them)
+    assert decode_request(encode_request("a", sig, meta={"big": 2**70 + 1})).meta == {
+        "big": 2**70 + 1
+    }
 
 
 def test_public_headers() -> None:
@@ -143,3 +147,18 @@ def test_request_roundtrip_property(agent_id: str, data: dict[str, object]) -> N
     assert req.agent_id == agent_id and req.signal == sig
     tenant, parsed = Subjects().parse_agent(Subjects().agent(agent_id))
     assert (tenant, parsed) == ("default", agent_id)
+
+
+BIG = 123456789012345678901234567890  # beyond 64 bits: some producers send such integers
+
+
+def test_a_decoded_big_integer_crosses_the_wire_exactly() -> None:
+    raw = (
+        b'{"specversion":"1.0","id":"1","source":"/s","type":"a.b","data":{"n":'
+        + str(BIG).encode()
+        + b"}}"
+    )
+    sig = Signal.from_json(raw)
+    assert sig.data == {"n": BIG}
+    req = decode_request(encode_request("agent-1", sig))
+    assert req.signal is not None and req.signal.data == {"n": BIG}

@@ -413,3 +413,18 @@ def test_delivery_matches_reference_property(patterns: list[str], batches: list[
             assert [e.signal.data["n"] for e in bus.replay()] == list(range(n))
 
     asyncio.run(scenario())
+
+
+async def test_bus_carries_a_decoded_big_integer() -> None:
+    big = 123456789012345678901234567890
+    raw = (
+        b'{"specversion":"1.0","id":"1","source":"/s","type":"a.b","data":{"n":'
+        + str(big).encode()
+        + b"}}"
+    )
+    got: list[Signal] = []
+    async with Bus() as bus:
+        bus.subscribe("a.b", got.append)
+        await bus.publish(Signal.from_json(raw))
+        await bus.drain()
+    assert [s.data for s in got] == [{"n": big}]
