@@ -22,10 +22,10 @@ Every agent with ``at_least_once`` delivery has an inbox subject
 
 Order is what makes the skip rule safe, so the inbox never lets a later message overtake an
 earlier one: each activation deletes and recreates the consumer (a fresh consumer of a
-work-queue stream delivers the remaining messages in sequence order), ``deliver`` failures are
-retried in place (the messages behind it wait), and a gap in the consumer's delivery sequence
-(a message lost in transit, e.g. across a reconnect) makes it recreate the consumer and start
-over from the first unacknowledged message.
+work-queue stream delivers the remaining messages in sequence order), a failing message is
+retried in place (the messages behind it wait; a batch is never split out of order), and a
+gap in the consumer's delivery sequence (a message lost in transit, e.g. across a reconnect)
+makes it recreate the consumer and start over from the first unacknowledged message.
 
 Cost per running inbox: one durable consumer on the server, one NATS subscription and one
 asyncio task that long-polls (``fetch`` with ``idle_poll`` seconds expiry, 5 s by default) — an
