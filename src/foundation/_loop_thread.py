@@ -68,10 +68,15 @@ class LoopThread:
 
             async def _cancel_all() -> None:
                 me = asyncio.current_task()
-                tasks = [t for t in asyncio.all_tasks() if t is not me]
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                # Cancelling can start new tasks (a client's reconnect logic does): repeat
+                # until none is left, so that no coroutine outlives the loop.
+                for _ in range(20):
+                    tasks = [t for t in asyncio.all_tasks() if t is not me]
+                    if not tasks:
+                        return
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
 
             fut = self.submit(_cancel_all())
             with contextlib.suppress(

@@ -782,7 +782,9 @@ class Membership:
                     continue  # already applied (the view only moves forward)
                 await self._apply(entry, entry.key, None)
         finally:
-            await watch.stop()
+            # Bounded: on a connection that is already gone, unsubscribing may never finish.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(watch.stop(), self.lease_ttl)
 
     async def _sweep_loop(self) -> None:
         """Safety net for missed expiry markers (e.g. a long disconnect): re-check members

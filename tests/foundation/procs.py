@@ -94,6 +94,7 @@ class NodeProcesses:
         self.procs: dict[str, NodeProcess] = {}
         self._nc: Client | None = None
         self._membership: Membership | None = None
+        self._membership_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -137,10 +138,13 @@ class NodeProcesses:
 
     async def membership(self) -> Membership:
         """An observer :class:`Membership` (watches the nodes bucket; joins nothing)."""
-        if self._membership is None:
-            self._nc = await connect(self.url, name="test-procs")
-            self._membership = Membership(self._nc, None)
-            await self._membership.start()
+        # Several waits start at once (wait_joined gathers them): only the first may create
+        # the observer, or the others would leak connections and watch tasks.
+        async with self._membership_lock:
+            if self._membership is None:
+                self._nc = await connect(self.url, name="test-procs")
+                self._membership = Membership(self._nc, None)
+                await self._membership.start()
         return self._membership
 
     async def _wait(self, name: str, present: bool, within: float) -> None:
