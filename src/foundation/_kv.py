@@ -446,7 +446,7 @@ class KV:
         """
         check_key(key)
         last = 0
-        for _ in range(5):
+        for attempt in range(5):
             try:
                 return await self._publish(key, value, op="create", last=last, ttl=ttl)
             except CASConflictError as exc:
@@ -466,8 +466,10 @@ class KV:
                 # Absent, or the last message is a tombstone: create on top of it.
                 new_last = 0 if current is None else current.revision
                 if new_last == last:
-                    # Nothing changed under us yet the write lost: another writer won.
-                    raise
+                    # The write lost yet the read shows nothing newer: right after a stream
+                    # leader change the read can lag the write that beat us (possibly our
+                    # own, whose acknowledgement was lost). Look again shortly.
+                    await asyncio.sleep(0.05 * (attempt + 1))
                 last = new_last
         raise CASConflictError(
             f"create of {key!r} in {self.bucket!r} kept losing to concurrent writers; retry",

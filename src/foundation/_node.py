@@ -276,6 +276,8 @@ class Node:
         self._durable: set[str] = set()  # local agents whose casts go through their inbox
         self._fenced = False
         self._fenced_event = asyncio.Event()
+        self._unfenced = asyncio.Event()  # set while not fenced (see _wait_local)
+        self._unfenced.set()
         self._draining = False
         self._stopped = asyncio.Event()
         # casts waiting to go out, per destination node (see _cast_remote / _flush_casts)
@@ -545,7 +547,9 @@ class Node:
         pending = self._starting.get(agent_id)
         if pending is None:
             record = self.registry.cached(agent_id)
-            if record is None or record.node != self.id or self._fenced:
+            if record is None or record.node != self.id:
+                return None
+            if self._fenced and not await self._wait_rejoined(deadline):
                 return None
             self._reconcile_wake.set()
             pending = self._start_future(agent_id)
@@ -555,6 +559,23 @@ class Node:
         with contextlib.suppress(TimeoutError, JidoError):
             await asyncio.wait_for(asyncio.shield(pending), remaining)
         return self._local.get(agent_id)
+
+    async def _wait_rejoined(self, deadline: float) -> bool:
+        """While fenced: True once the node has rejoined, if its lease is already back.
+
+        The lease is renewed from its own thread, so the membership can hold it again (and
+        other nodes see this node's record) a moment before the node's own rejoin handler has
+        run on this loop; a request arriving in that moment waits for it instead of being
+        refused. A node still without its lease answers at once (the caller looks again).
+        """
+        if not self.membership.holds_lease:
+            return False
+        remaining = min(deadline - asyncio.get_running_loop().time(), self.membership.lease_ttl)
+        if remaining <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._unfenced.wait(), remaining)
+        return not self._fenced
 
     def _start_future(self, agent_id: str) -> asyncio.Future[Any]:
         fut = self._starting.get(agent_id)
@@ -1026,6 +1047,7 @@ class Node:
         no signal is dispatched to a local agent, and all clustered agents stop concurrently.
         """
         self._fenced = True
+        self._unfenced.clear()
         self.state_store.fence()
         ids = [a for a in self._local if a not in self._unclustered]
         log.warning("node %s: lease lost, fencing %d agents", self.id, len(ids))
@@ -1039,6 +1061,7 @@ class Node:
         self.state_store.unfence()
         self._fenced = False
         self._fenced_event.clear()
+        self._unfenced.set()
         self._reconcile_wake.set()
 
     @property
