@@ -90,6 +90,7 @@ from jido._runtime import (
     AgentEvent,
     AgentExistsError,
     AgentRef,
+    BatchOutcome,
     Runtime,
 )
 from jido._skill import Skill
@@ -185,6 +186,7 @@ __all__ = [
     "AgentEvent",
     "AgentExistsError",
     "AgentRef",
+    "BatchOutcome",
     "Cancel",
     "DeleteKeys",
     "Directive",
