@@ -323,6 +323,10 @@ class Membership:
         self._lease_done: concurrent.futures.Future[None] | None = None
         self._lease_nc: NatsClient | None = None
         self._stall_logged = False
+        # Set (from whichever thread saw it) when a renewal found the lease gone; cleared once
+        # the node's own loop has fenced. While set, the lease is not held and no rejoin starts.
+        self._lost = False
+        self._fence_pending = False  # on_fenced still running: no rejoin until the agents stopped
         self.fence_count = 0
         """How many times this node fenced itself."""
         self.rejoin_count = 0
@@ -346,6 +350,7 @@ class Membership:
         return (
             self._joined
             and not self._fenced
+            and not self._lost
             and not self._left
             and time.monotonic() < self._valid_until
         )
@@ -521,16 +526,24 @@ class Membership:
             self._fence("lease not renewed within lease_ttl - fence_margin")
 
     def _fence(self, why: str) -> None:
+        self._lost = False  # the node's loop now knows (a rejoin waits for on_fenced below)
         if self._fenced:
             return
         self._fenced = True
+        self._fence_pending = True
         self.fence_count += 1
         err = LeaseLostError(
             f"node {self.node_id} fenced itself: {why}; its agents must stop now",
             details={"node": self.node_id, "reason": why},
         )
         log.warning("%s", err.message)
-        self._tasks.append(asyncio.create_task(_call(self.on_fenced, err)))
+        self._tasks.append(asyncio.create_task(self._run_on_fenced(err)))
+
+    async def _run_on_fenced(self, err: LeaseLostError) -> None:
+        try:
+            await _call(self.on_fenced, err)
+        finally:
+            self._fence_pending = False
 
     async def _join(self, kv: KV, *, wait: bool) -> None:
         assert self.node_id is not None
@@ -589,8 +602,12 @@ class Membership:
                     )
                     self._lease_acquired(sent, rev)
                 else:
+                    if self._lost or self._fence_pending:
+                        # The node's loop has not fenced yet (its agents may still run):
+                        # a new lease now would let them act on the one that was lost.
+                        continue
                     await self._join(kv, wait=False)
-                if self._fenced:
+                if self._fenced and not self._fence_pending:
                     self._fenced = False
                     self.rejoin_count += 1
                     log.info("node %s holds its lease again", self.node_id)
@@ -598,6 +615,7 @@ class Membership:
             except CASConflictError:
                 # Our record expired or was replaced: the lease is gone. Fence (if not yet)
                 # and create a fresh record on the next beat.
+                self._lost = True
                 self._joined = False
                 self._rev = 0
                 self._on_main(self._fence, "the lease expired or was taken")
