@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from croniter import croniter
 from pydantic import BaseModel
@@ -86,6 +86,7 @@ _RUNNING = 0
 _STOPPING = 1
 _STOPPED = 2
 
+_R = TypeVar("_R")
 _FAIRNESS = 64  # messages drained before yielding to other tasks
 
 
@@ -829,6 +830,23 @@ class AgentRef:
             raise ValidationError(f"call takes a jido.Signal, got {type(signal).__name__}")
         fut: asyncio.Future[dict[str, Any]] = self._rt._loop().create_future()
         srv.enqueue(signal, fut, meta)
+        return await self._reply(
+            fut,
+            timeout,
+            lambda t: TimeoutError(
+                f"agent {self.id!r} did not answer within {t}s; the command may still "
+                "run. Retry with a longer timeout or check the agent's load.",
+                details={"agent_id": self.id, "timeout": t, "signal_type": signal.type},
+            ),
+        )
+
+    async def _reply(
+        self,
+        fut: asyncio.Future[_R],
+        timeout: float | None,  # noqa: ASYNC109 - enforced below
+        expired: Callable[[float], TimeoutError],
+    ) -> _R:
+        """Await ``fut`` within ``timeout`` (the runtime's ``call_timeout`` when None)."""
         if timeout is None:
             timeout = self._rt.call_timeout
             if timeout is None:
@@ -839,11 +857,7 @@ class AgentRef:
                 return await fut
         except builtins.TimeoutError:
             if cm.expired():
-                raise TimeoutError(
-                    f"agent {self.id!r} did not answer within {timeout}s; the command may still "
-                    "run. Retry with a longer timeout or check the agent's load.",
-                    details={"agent_id": self.id, "timeout": timeout, "signal_type": signal.type},
-                ) from None
+                raise expired(timeout) from None
             raise
 
     async def call_batch(
@@ -890,22 +904,15 @@ class AgentRef:
                 )
         fut: asyncio.Future[BatchOutcome] = self._rt._loop().create_future()
         srv.enqueue(_Batch(batch, per), fut, None)
-        if timeout is None:
-            timeout = self._rt.call_timeout
-            if timeout is None:
-                return await fut
-        cm = asyncio.timeout(timeout)
-        try:
-            async with cm:
-                return await fut
-        except builtins.TimeoutError:
-            if cm.expired():
-                raise TimeoutError(
-                    f"agent {self.id!r} did not finish a batch of {len(batch)} signals within "
-                    f"{timeout}s; the batch may still run",
-                    details={"agent_id": self.id, "timeout": timeout, "signals": len(batch)},
-                ) from None
-            raise
+        return await self._reply(
+            fut,
+            timeout,
+            lambda t: TimeoutError(
+                f"agent {self.id!r} did not finish a batch of {len(batch)} signals within "
+                f"{t}s; the batch may still run",
+                details={"agent_id": self.id, "timeout": t, "signals": len(batch)},
+            ),
+        )
 
     async def cast(self, signal: Signal, *, meta: Mapping[str, Any] | None = None) -> None:
         """Put ``signal`` into the agent's mailbox and return at once.
