@@ -1,7 +1,9 @@
 """Agent state on a JetStream KV bucket, fenced by compare-and-set.
 
 :class:`KVStateStore` is a ``jido.StateStore``: one key per agent holding the encoded
-``jido.Checkpoint`` whose ``epoch`` is the owner's fencing token.
+``jido.Checkpoint`` whose ``epoch`` is the owner's fencing token. The bucket key is
+``<tenant>.<agent_id>`` (as in the registry), so tenants sharing one NATS never share state;
+callers name agents by id alone.
 
 * **Activation** — before a node runs an agent it calls :meth:`KVStateStore.activate` with the
   epoch the registry gave it. That reads the key and writes the same checkpoint back carrying the
@@ -23,8 +25,9 @@ from typing import Any
 
 import msgspec
 
+from foundation import _wire as wire
 from foundation._errors import CASConflictError, ClusterError, InvalidKeyError
-from foundation._kv import KV
+from foundation._kv import KV, check_token
 from jido import FencedError, StoreError, ValidationError
 from jido._store import Checkpoint, StateStore
 
@@ -39,11 +42,11 @@ class _Held:
     checkpoint: Checkpoint | None
 
 
-def _kv_key(key: str) -> str:
+def _kv_key(prefix: str, key: str) -> str:
     from foundation._kv import check_key
 
     try:
-        return check_key(key)
+        return prefix + check_key(key)
     except InvalidKeyError as exc:
         raise ValidationError(
             f"state key {key!r} is not a valid KV key: use letters, digits and - _ / = with dots "
@@ -74,14 +77,17 @@ def _unavailable(key: str, action: str, exc: BaseException) -> StoreError:
 class KVStateStore(StateStore):
     """A fenced ``jido.StateStore`` on one JetStream KV bucket (one key per agent).
 
-    ``owner`` names the node using the store (for diagnostics). Use :meth:`activate` before
+    ``owner`` names the node using the store (for diagnostics); ``tenant`` is the tenant whose
+    agents it stores (keys are ``<tenant>.<agent_id>`` in the bucket). Use :meth:`activate` before
     starting an agent with an epoch, :meth:`release` after stopping it without deleting its state.
     Keys never activated are saved with the plain epoch comparison of the ``StateStore`` contract.
     """
 
-    def __init__(self, kv: KV, *, owner: str = "") -> None:
+    def __init__(self, kv: KV, *, owner: str = "", tenant: str = wire.DEFAULT_TENANT) -> None:
         self._kv = kv
         self.owner = owner
+        self.tenant = check_token(tenant, "tenant")
+        self._prefix = f"{self.tenant}."
         self._held: dict[str, _Held] = {}
         self._closed = False
         self._fenced = False
@@ -133,7 +139,7 @@ class KVStateStore(StateStore):
         self._check_open()
         if self._fenced or self._lease_lost():
             raise _fenced(key, epoch, -1, "this node is fenced")
-        kv_key = _kv_key(key)
+        kv_key = _kv_key(self._prefix, key)
         if fresh:
             # A just-claimed agent usually has no state yet: try the create alone (one round
             # trip); if a key exists (an earlier agent with this id), fall back to read + CAS.
@@ -209,7 +215,7 @@ class KVStateStore(StateStore):
         held = self._held.get(key)
         if held is not None:
             return held.checkpoint
-        current, _ = await self._read(_kv_key(key))
+        current, _ = await self._read(_kv_key(self._prefix, key))
         if current is None or _is_marker(current):
             return None
         return current
@@ -229,7 +235,7 @@ class KVStateStore(StateStore):
         if checkpoint.epoch != held.epoch:
             checkpoint = msgspec.structs.replace(checkpoint, epoch=held.epoch)
         data = checkpoint.to_bytes()
-        kv_key = _kv_key(key)
+        kv_key = _kv_key(self._prefix, key)
         try:
             held.revision = await self._kv.update(kv_key, data, last=held.revision)
         except CASConflictError as exc:
@@ -249,7 +255,7 @@ class KVStateStore(StateStore):
         return current.epoch if current is not None else 0
 
     async def _save_unheld(self, key: str, checkpoint: Checkpoint) -> None:
-        kv_key = _kv_key(key)
+        kv_key = _kv_key(self._prefix, key)
         data = checkpoint.to_bytes()
         for _ in range(8):
             current, revision = await self._read(kv_key)
@@ -272,7 +278,7 @@ class KVStateStore(StateStore):
         self._check_open()
         self._held.pop(key, None)
         try:
-            await self._kv.purge(_kv_key(key))
+            await self._kv.purge(_kv_key(self._prefix, key))
         except ClusterError as exc:
             raise _unavailable(key, "delete", exc) from exc
 

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from foundation._errors import InvalidKeyError
 from foundation._kv import KV, BucketSpec, connect
 from foundation._server import NatsServer
 from foundation._state import KVStateStore
@@ -149,5 +150,30 @@ async def test_meta_committed_with_state(nats_server: NatsServer) -> None:
         store.release("m1")
         got = await store.load("m1")
         assert got is not None and got.state["count"] == 2 and got.meta["stream_seq"] == 42
+    finally:
+        await nc.close()
+
+
+async def test_tenants_sharing_one_bucket_never_share_an_agents_state(
+    nats_server: NatsServer,
+) -> None:
+    nc = await connect(nats_server.url)
+    try:
+        kv = await KV.open(nc, BucketSpec(STATE_BUCKET))
+        acme = KVStateStore(kv, owner="n1", tenant="acme")
+        globex = KVStateStore(kv, owner="n2", tenant="globex")
+        await acme.activate("acc-9", 5)
+        await acme.save("acc-9", Checkpoint(state={"owner": "acme"}, agent_type="A", seq=1))
+        # The same id in another tenant is another key: it starts empty, at a lower epoch,
+        # and claiming it fences nothing of the first tenant.
+        assert await globex.activate("acc-9", 1) is None
+        await globex.save("acc-9", Checkpoint(state={"owner": "globex"}, agent_type="A", seq=1))
+        await acme.save("acc-9", Checkpoint(state={"owner": "acme", "n": 2}, agent_type="A", seq=2))
+        got_acme, got_globex = await acme.load("acc-9"), await globex.load("acc-9")
+        assert got_acme is not None and got_acme.state == {"owner": "acme", "n": 2}
+        assert got_globex is not None and got_globex.state == {"owner": "globex"}
+        assert sorted(await kv.keys()) == ["acme.acc-9", "globex.acc-9"]
+        with pytest.raises(InvalidKeyError):
+            KVStateStore(kv, tenant="not.one.token")
     finally:
         await nc.close()

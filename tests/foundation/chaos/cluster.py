@@ -467,7 +467,7 @@ class ChaosCluster:
         return out
 
     async def _read_writes(self) -> None:
-        prefix = wire.kv_subject(wire.STATE_BUCKET, "")
+        prefix = wire.kv_subject(wire.STATE_BUCKET, wire.agent_key(wire.DEFAULT_TENANT, ""))
         last_seq: dict[str, int] = {}
         for seq, subject, data, headers in await self._stream(wire.kv_stream(wire.STATE_BUCKET)):
             if not data or headers.get(wire.HDR_KV_OPERATION):
