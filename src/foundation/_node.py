@@ -479,7 +479,7 @@ class Node:
         await self.coordination.start()
 
     async def _start_runtime(self) -> None:
-        self.state_store = KVStateStore(self._kv["state"], owner=self.id)
+        self.state_store = KVStateStore(self._kv["state"], owner=self.id, tenant=self.tenant)
         membership = self.membership
         self.state_store.lease_check = lambda: membership.holds_lease
         self.runtime = Runtime(store=self.state_store)
