@@ -24,11 +24,13 @@ How structured mode is decoded fast (every check still runs):
   ``datacontenttype`` and ``dataschema`` are non-empty strings or null; extension values are
   strings, integers or booleans; ``data`` is any JSON value. The envelope forbids unknown
   members, so a message it accepts carries no attribute the envelope does not name.
-* The rest is checked in Python on the decoded fields: the type against the naming rules
-  (validated types are remembered), the time as RFC 3339 (the canonical
-  ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` shape by position plus ``datetime.fromisoformat`` for the
-  ranges, any other shape by the full check), ``traceparent`` by its regular expression,
-  ``data_base64`` as base64.
+* The rest is checked on the decoded fields: the type against the naming rules (validated
+  types are remembered), the time as RFC 3339 (the canonical ``YYYY-MM-DDTHH:MM:SS.ffffffZ``
+  of a real instant by :func:`canonical_time`, any other shape by the full check),
+  ``traceparent`` by :func:`valid_traceparent`, ``data_base64`` as base64. Those two checks
+  are native (``jido._speedups``, C) where the extension was built at install time, else the
+  Python versions here (``datetime.fromisoformat`` by position, the regular expression); both
+  answer the same (``tests/jido/test_speedups.py``), and ``JIDO_PURE_PYTHON=1`` forces Python.
 * The envelope names the core attributes, the extensions this project defines
   (``traceparent``, ``tracestate``, ``causationid``) and extension names learned from earlier
   messages (at most :data:`MAX_LEARNED_EXTENSIONS`). A message the envelope does not accept —
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -418,6 +421,49 @@ def _reference(cls: type[S], text: str | bytes | bytearray | memoryview) -> S:
 
 # -- the fast path: one C pass into an envelope struct (see the module doc) -------------------
 
+
+def _canonical_time(value: object) -> bool:
+    """True iff ``value`` is a ``str`` ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` naming a real UTC time."""
+    if (
+        value.__class__ is not str
+        or len(value) != 27
+        or value[26] != "Z"
+        or value[4:20:3] != "--T::."
+        or not value.isascii()
+    ):
+        return False
+    try:  # by position the shape is right; fromisoformat checks digits and ranges
+        _fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_traceparent(value: object) -> bool:
+    """True iff ``value`` is a ``str`` W3C ``traceparent`` (lower-case hex, non-zero ids)."""
+    return value.__class__ is str and _TRACEPARENT_RE.fullmatch(value) is not None
+
+
+PURE_PYTHON_ENV = "JIDO_PURE_PYTHON"
+"""Set this environment variable to ``1`` to use the Python checks even when the optional
+native extension ``jido._speedups`` is installed."""
+
+
+def _checks() -> tuple[Callable[[object], bool], Callable[[object], bool], bool]:
+    """The (time, traceparent) checks of the fast path, native when available and allowed."""
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        return _canonical_time, _valid_traceparent, False
+    try:
+        from jido import _speedups
+    except ImportError:  # built only where a C compiler was present at install time
+        return _canonical_time, _valid_traceparent, False
+    return _speedups.canonical_time, _speedups.valid_traceparent, True
+
+
+canonical_time, valid_traceparent, NATIVE = _checks()
+"""``canonical_time``/``valid_traceparent``: the checks in use; ``NATIVE``: whether they are
+the compiled ones of ``jido._speedups``."""
+
 MAX_LEARNED_EXTENSIONS = 64
 """How many extension names besides the project's own the fast decoder learns (per process)."""
 
@@ -465,23 +511,12 @@ def fast_decode(cls, text, max_size):
     extensions = {}
 @EXTENSIONS@
     sig_time = env.time
-    if sig_time is not None:
-        if (
-            len(sig_time) == 27
-            and sig_time[26] == "Z"
-            and sig_time[4:20:3] == "--T::."
-            and sig_time.isascii()
-        ):
-            # YYYY-MM-DDTHH:MM:SS.ffffffZ by position; fromisoformat checks digits and ranges
-            try:
-                fromisoformat(sig_time)
-            except ValueError:
-                return reference(cls, text)
-        else:
-            try:
-                check_time(sig_time)
-            except SignalError:
-                return reference(cls, text)
+    if sig_time is not None and not canonical_time(sig_time):
+        # any other shape (offsets, other precisions, lower-case t/z) by the full check
+        try:
+            check_time(sig_time)
+        except SignalError:
+            return reference(cls, text)
     data = env.data
     encoded = env.data_base64
     if encoded is not UNSET:
@@ -518,7 +553,7 @@ _EXTENSION_BLOCK = """
 _TRACEPARENT_BLOCK = """
     value = env.{attr}
     if value is not UNSET:
-        if value.__class__ is not str or traceparent_match(value) is None:
+        if not valid_traceparent(value):
             return reference(cls, text)
         extensions[{name!r}] = value
 """
@@ -550,8 +585,8 @@ class _FastDecoder:
             "VALID_TYPES": _VALID_TYPES,
             "validate_type": validate_type,
             "SignalError": SignalError,
-            "traceparent_match": _TRACEPARENT_RE.fullmatch,
-            "fromisoformat": _fromisoformat,
+            "valid_traceparent": valid_traceparent,
+            "canonical_time": canonical_time,
             "check_time": _check_time,
             "UNSET": _UNSET,
             "b64decode": base64.b64decode,
