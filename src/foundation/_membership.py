@@ -21,6 +21,10 @@ Self-fencing then rejoin: after fencing, the node keeps trying. If its old recor
 there (renewals were slow but arrived), the renewal CAS succeeds and the lease is simply held
 again; if the record expired, the node creates a new one (a new ``join``). Either way
 ``on_rejoined`` runs. ``holds_lease`` can be checked synchronously before acting.
+``rejoining`` is true while the write that takes the lease back after a fence is in flight:
+from just before it is sent (other nodes may see the record, and route requests here, as soon
+as it lands) until the lease counts as held (``holds_lease``) or the write failed. A request
+arriving meanwhile can wait for ``on_rejoined`` instead of being refused.
 
 Renewing from a thread: given ``renew_connect`` (a factory for a second NATS connection; nodes
 pass one), renewals run on an event loop of their own in a daemon thread, so a node whose own
@@ -327,6 +331,10 @@ class Membership:
         # the node's own loop has fenced. While set, the lease is not held and no rejoin starts.
         self._lost = False
         self._fence_pending = False  # on_fenced still running: no rejoin until the agents stopped
+        # True while a write that may take the lease back after a completed fence is in flight:
+        # set by the renewing side just before sending it (once it lands, other nodes may see
+        # the record and route here), cleared when its outcome is known.
+        self._rejoining = False
         self.fence_count = 0
         """How many times this node fenced itself."""
         self.rejoin_count = 0
@@ -343,6 +351,18 @@ class Membership:
     def fenced(self) -> bool:
         """True while this node has fenced itself (lease not renewed in time)."""
         return self._fenced
+
+    @property
+    def rejoining(self) -> bool:
+        """True while this node, fenced, has a write in flight that may take its lease back.
+
+        Set before the write (renewing the old record or creating a new one) is sent and
+        cleared only after :attr:`holds_lease` turned true or the write failed, so whenever
+        other nodes can see that record (and route requests here again) and the write has not
+        failed, one of the two is true. It grants nothing: a request seeing it may wait for
+        ``on_rejoined``, never act before it.
+        """
+        return self._rejoining and self._fenced and self._running and not self._left
 
     @property
     def holds_lease(self) -> bool:
@@ -526,11 +546,14 @@ class Membership:
             self._fence("lease not renewed within lease_ttl - fence_margin")
 
     def _fence(self, why: str) -> None:
-        self._lost = False  # the node's loop now knows (a rejoin waits for on_fenced below)
         if self._fenced:
+            self._lost = False  # the node's loop knows (on_fenced ran or is running)
             return
+        # Pending is set before the loss is cleared, so that the renewing thread never sees
+        # both clear (and starts a rejoin) before on_fenced has run.
         self._fenced = True
         self._fence_pending = True
+        self._lost = False  # the node's loop now knows (a rejoin waits for on_fenced below)
         self.fence_count += 1
         err = LeaseLostError(
             f"node {self.node_id} fenced itself: {why}; its agents must stop now",
@@ -597,6 +620,8 @@ class Membership:
             sent = time.monotonic()
             try:
                 if self._joined and self._rev:
+                    # After a completed fence, this renewal may end it (the record was kept).
+                    self._rejoining = self._fenced and not self._fence_pending
                     rev = await kv.update(
                         self.node_id, self.record.encode(), last=self._rev, ttl=self._ttl()
                     )
@@ -606,9 +631,14 @@ class Membership:
                         # The node's loop has not fenced yet (its agents may still run):
                         # a new lease now would let them act on the one that was lost.
                         continue
+                    # Say so before the record exists: once the create lands, other nodes
+                    # route requests here again, possibly before this thread (or this loop,
+                    # when renewing on it) has even read the reply.
+                    self._rejoining = self._fenced
                     await self._join(kv, wait=False)
                 if self._fenced and not self._fence_pending:
-                    self._fenced = False
+                    self._fenced = False  # the lease counts as held again before ...
+                    self._rejoining = False  # ... rejoining stops (one of them is true)
                     self.rejoin_count += 1
                     log.info("node %s holds its lease again", self.node_id)
                     self._on_main(self._notify_rejoined)
@@ -621,6 +651,8 @@ class Membership:
                 self._on_main(self._fence, "the lease expired or was taken")
             except (NatsUnavailableError, ClusterError, TimeoutError) as exc:
                 log.debug("node %s: renewal failed: %r", self.node_id, exc)
+            finally:
+                self._rejoining = False  # the write's outcome is known (held, or not)
 
     def _notify_rejoined(self) -> None:
         self._tasks.append(asyncio.create_task(_call(self.on_rejoined, self.record)))

@@ -539,7 +539,13 @@ class Node:
         return self._types.get(record.type) if record is not None else None
 
     async def _wait_local(self, agent_id: str, deadline: float) -> Any:
-        ref = self._local.get(agent_id)
+        """The local agent ``agent_id`` once it runs here (``None``: not here, look again).
+
+        An agent the registry assigns here but that is not running yet (starting, or the node
+        is rejoining after a fence) is waited for, up to ``deadline``. Never returns a
+        clustered agent while the node is fenced.
+        """
+        ref = self._local_ref(agent_id)
         if ref is not None:
             return ref
         if agent_id in self._parked:
@@ -549,8 +555,12 @@ class Node:
             record = self.registry.cached(agent_id)
             if record is None or record.node != self.id:
                 return None
-            if self._fenced and not await self._wait_rejoined(deadline):
-                return None
+            if self._fenced:
+                if not await self._wait_rejoined(deadline):
+                    return None
+                ref = self._local_ref(agent_id)  # the rejoin may have started it already
+                if ref is not None:
+                    return ref
             self._reconcile_wake.set()
             pending = self._start_future(agent_id)
         remaining = deadline - asyncio.get_running_loop().time()
@@ -558,17 +568,23 @@ class Node:
             return None
         with contextlib.suppress(TimeoutError, JidoError):
             await asyncio.wait_for(asyncio.shield(pending), remaining)
-        return self._local.get(agent_id)
+        return self._local_ref(agent_id)
 
     async def _wait_rejoined(self, deadline: float) -> bool:
-        """While fenced: True once the node has rejoined, if its lease is already back.
+        """While fenced: True once the node has rejoined, if it is taking its lease back.
 
-        The lease is renewed from its own thread, so the membership can hold it again (and
-        other nodes see this node's record) a moment before the node's own rejoin handler has
-        run on this loop; a request arriving in that moment waits for it instead of being
-        refused. A node still without its lease answers at once (the caller looks again).
+        The lease is renewed from its own thread. When the old record expired during the fence,
+        that thread creates a new one, and other nodes route requests here again as soon as it
+        lands: before the thread has even seen the reply, and before this loop has run the
+        rejoin handler (which unfences the state store and restarts the agents). A request
+        arriving then waits for that handler instead of being refused. It waits only when the
+        membership holds the lease again or is taking it back (``rejoining``: set after the
+        fence completed, just before the write); a node that is still fencing (on_fenced
+        running) or without a lease answers at once (the caller looks again). Waiting grants
+        nothing: the request goes on only once the handler has run.
         """
-        if not self.membership.holds_lease:
+        membership = self.membership
+        if not (membership.holds_lease or membership.rejoining):
             return False
         remaining = min(deadline - asyncio.get_running_loop().time(), self.membership.lease_ttl)
         if remaining <= 0:
@@ -600,7 +616,7 @@ class Node:
             await self._publish_durable(ref.id, signal, meta)
             return
         if record.node == self.id:
-            local = self._local.get(ref.id)
+            local = self._local_ref(ref.id)
             if local is None:
                 raise NotOwnerError(
                     f"agent {ref.id!r} is assigned here but not running yet",
@@ -753,7 +769,7 @@ class Node:
         if not c["casts_in"] & _YIELD_MASK:
             await asyncio.sleep(0)  # a flood of casts must not starve the lease heartbeats
         try:
-            local = None if self._fenced else self._local.get(req.agent_id)
+            local = self._local_ref(req.agent_id)
             if local is None or req.signal is None:
                 if req.signal is not None:
                     local = await self._wait_local(
@@ -797,7 +813,7 @@ class Node:
         self._counters["calls_in"] += 1
         try:
             req = decode_request(msg.data)
-            local = None if self._fenced else self._local.get(req.agent_id)
+            local = self._local_ref(req.agent_id)
             if local is None:
                 timeout = req.timeout if req.timeout is not None else self.call_timeout
                 local = await self._wait_local(
@@ -822,7 +838,7 @@ class Node:
             else:
                 req = decode_request(msg.data)
                 if op == "state":
-                    local = self._local.get(req.agent_id) or await self._wait_local(
+                    local = self._local_ref(req.agent_id) or await self._wait_local(
                         req.agent_id, asyncio.get_running_loop().time() + self.call_timeout
                     )
                     if local is None:
@@ -885,6 +901,10 @@ class Node:
             record = await self._record_of(agent_id, consistent=True)
         if record is None or record.node != self.id:
             raise self._not_here(agent_id)
+        if self._fenced:
+            # Placed here by a node that already sees this node's new record: let the rejoin
+            # finish rather than refuse (``_activate`` still refuses while fenced).
+            await self._wait_rejoined(asyncio.get_running_loop().time() + self.call_timeout)
         state = extra.get("state")
         await self._activate(
             record,

@@ -183,6 +183,46 @@ async def test_partitioned_node_fences_before_its_lease_expires_then_rejoins(
         await observer.stop()
 
 
+@pytest.mark.parametrize("threaded", [False, True], ids=["loop", "thread"])
+async def test_whenever_others_see_a_rejoining_node_it_is_rejoining_or_holds_its_lease(
+    nats_server: NatsServer, nats_connect: Connect, tcp_proxy: TcpProxy, threaded: bool
+) -> None:
+    """Other nodes route to a node as soon as its new record lands, which can be before the
+    node has read the reply: from then on ``rejoining`` or ``holds_lease`` must be true, so
+    that the node can make such requests wait for ``on_rejoined`` instead of refusing them."""
+    observer = Membership(await nats_connect(nats_server), None)
+    await observer.start()
+    rejoined = asyncio.Event()
+    at_join: list[tuple[bool, bool]] = []
+    node = Membership(
+        await nats_connect(tcp_proxy.url),
+        "cut",
+        on_rejoined=lambda rec: rejoined.set(),
+        renew_connect=(lambda: connect(tcp_proxy.url)) if threaded else None,
+    )
+
+    def on_event(ev: MembershipEvent) -> None:
+        if ev.kind == "join" and ev.node_id == "cut" and node.fence_count:
+            at_join.append((node.rejoining, node.holds_lease))
+
+    observer.add_listener(on_event)
+    try:
+        await node.start()
+        await observer.wait_members(["cut"], timeout=5)
+        tcp_proxy.pause()
+        await observer.wait_gone("cut", timeout=10)
+        assert node.fenced and not node.holds_lease
+        tcp_proxy.resume()
+        await asyncio.wait_for(rejoined.wait(), 10)
+        await observer.wait_members(["cut"], timeout=10)
+        assert at_join and all(rejoining or held for rejoining, held in at_join), at_join
+        assert node.holds_lease and not node.rejoining and not node.fenced
+    finally:
+        tcp_proxy.resume()
+        await node.stop()
+        await observer.stop()
+
+
 async def test_stopped_server_fences_the_node_and_it_rejoins(
     nats_server: NatsServer, nats_connect: Connect
 ) -> None:

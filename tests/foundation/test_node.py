@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from foundation._ref import FailFast
 from foundation._server import NatsServer
 from jido import AgentNotFoundError, Signal, ValidationError
 from tests.foundation.apps import AGENTS, ClusteredCounter, Counter, LocalCounter
+from tests.foundation.conftest import TcpProxy, eventually
 
 pytestmark = pytest.mark.nats
 
@@ -242,6 +245,52 @@ async def test_node_cut_from_nats_fences_itself_then_rejoins(
         await watcher.membership.wait_members(["cut"])  # it rejoins cleanly
         # its record still points at it, so its reconciliation starts the agent again
         assert (await watcher.ref("cut-1").call(add(1), timeout=10))["count"] == 4
+
+
+async def test_a_call_arriving_while_the_node_takes_its_lease_back_waits_for_the_rejoin(
+    nats_server: NatsServer, tcp_proxy: TcpProxy
+) -> None:
+    """After a fence, the renewal thread creates the node's new record: other nodes route to it
+    again at once, before the node's own loop has rejoined (store unfenced, agents restarted).
+    A call arriving in between waits for the rejoin instead of answering ``NotOwnerError``."""
+    watcher = Node(nats=nats_server.url, name="watcher", agents=AGENTS, failover=False)
+    # A 2 s lease: the renewal thread is held below, and its fresh lease must outlast the hold.
+    cut = Node(nats=tcp_proxy.url, name="cut", agents=AGENTS, failover=False, lease_ttl=2)
+    async with watcher, cut:
+        await watcher.membership.wait_members(["cut"])
+        await watcher.spawn(ClusteredCounter, id="win-1", node="cut")
+        assert (await watcher.ref("win-1").call(add(3)))["count"] == 3
+        membership = cut.membership
+        created, release = threading.Event(), threading.Event()
+        join = membership._join
+
+        async def join_then_hold(kv: Any, *, wait: bool) -> None:
+            # On the renewal thread: the new record is written, the thread goes no further.
+            await join(kv, wait=wait)
+            created.set()
+            release.wait(10)
+
+        membership._join = join_then_hold  # type: ignore[method-assign]
+        call: asyncio.Future[dict[str, Any]] | None = None
+        tcp_proxy.pause()
+        try:
+            await cut.wait_fenced()
+            await watcher.membership.wait_gone("cut")
+            tcp_proxy.resume()
+            assert await asyncio.to_thread(created.wait, 10)
+            await watcher.membership.wait_members(["cut"])  # it routes to "cut" again
+            assert cut.fenced and not membership.holds_lease  # the window is open
+            calls_in = cut.statistics().calls_in
+            call = asyncio.ensure_future(watcher.ref("win-1").call(add(1), timeout=10))
+
+            async def arrived() -> bool:
+                return call is not None and (call.done() or cut.statistics().calls_in > calls_in)
+
+            await eventually(arrived)  # the call reached "cut" while the thread was held
+        finally:
+            release.set()  # let the renewal thread go on (also when the test failed)
+        assert (await call)["count"] == 4
+        assert not cut.fenced and membership.holds_lease
 
 
 async def test_at_least_once_casts_go_through_the_inbox(trio: list[Node]) -> None:
