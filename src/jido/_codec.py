@@ -277,6 +277,11 @@ def encode_json(sig: Signal) -> bytes:
             raise _not_serialisable("data", wide_exc) from wide_exc
 
 
+# The hot encoder is bound as the method itself: no call in between (a few per cent of a
+# 1 KB round trip). Its docstring stays the method's.
+encode_json.__doc__ = Signal.to_bytes.__doc__
+Signal.to_bytes = encode_json  # type: ignore[method-assign,assignment]
+
 _MISSING: Any = object()
 
 
@@ -493,7 +498,7 @@ _DATA_FIELDS: list[tuple[str, Any, Any]] = [
 # reference path, which names what is wrong (or, for the shapes only it normalises, accepts
 # the message). It accepts nothing the reference path refuses and builds the same signal.
 _FAST_DECODE = """
-def fast_decode(cls, text, max_size):
+def fast_decode(cls, text, *, max_size=None):
     if text.__class__ is not bytes or len(text) > (
         DEFAULT_MAX_SIZE if max_size is None else max_size
     ):
@@ -598,15 +603,30 @@ class _FastDecoder:
         }
         # Names passed the extension naming rule ([a-z0-9]+) and are written with repr().
         exec(_FAST_DECODE.replace("@EXTENSIONS@", "".join(blocks)), namespace)
-        self.decode: Callable[[type[Any], Any, int | None], Any] = namespace["fast_decode"]
+        self.decode: Callable[..., Any] = namespace["fast_decode"]
+        self.decode.__doc__ = _FROM_JSON_DOC
 
 
-_fast = _FastDecoder(_KNOWN_EXTENSIONS)
+_FROM_JSON_DOC = Signal.from_json.__doc__
+
+
+def _install(decoder: _FastDecoder) -> None:
+    """Make ``decoder`` the fast path: ``Signal.from_json`` *is* its function.
+
+    Binding the generated function as the classmethod (rather than calling it from one) saves
+    a call per decode, which is a few per cent of a 1 KB round trip.
+    """
+    global _fast
+    _fast = decoder
+    Signal.from_json = classmethod(decoder.decode)  # type: ignore[method-assign,assignment]
+
+
+_fast: _FastDecoder
+_install(_FastDecoder(_KNOWN_EXTENSIONS))
 
 
 def _learn(extensions: Mapping[str, Any]) -> None:
     """Let the fast decoder accept the (already validated) extension names it lacks."""
-    global _fast
     current = _fast
     new = [name for name in extensions if name not in current.names]
     if not new:
@@ -614,12 +634,12 @@ def _learn(extensions: Mapping[str, Any]) -> None:
     room = len(_KNOWN_EXTENSIONS) + MAX_LEARNED_EXTENSIONS - len(current.names)
     if room <= 0:
         return
-    _fast = _FastDecoder(current.names + tuple(new[:room]))
+    _install(_FastDecoder(current.names + tuple(new[:room])))
 
 
 def decode_json(cls: type[S], text: str | bytes, *, max_size: int | None = None) -> S:
     """Decode CloudEvents JSON structured mode into a ``cls`` instance."""
-    result: S = _fast.decode(cls, text, max_size)
+    result: S = _fast.decode(cls, text, max_size=max_size)
     return result
 
 

@@ -482,6 +482,7 @@ class Signal:
 
     def to_bytes(self) -> bytes:
         """Encode in CloudEvents JSON structured mode as UTF-8 bytes."""
+        # Replaced at import by ``_codec.encode_json`` itself; this body is what it does.
         return _codec.encode_json(self)
 
     @classmethod
@@ -491,8 +492,9 @@ class Signal:
         ``max_size`` (bytes; default :data:`jido._codec.DEFAULT_MAX_SIZE`) rejects larger input
         with :class:`jido.PayloadTooLargeError` before parsing.
         """
-        sig: Self = _codec._fast.decode(cls, text, max_size)  # = _codec.decode_json, inlined
-        return sig
+        # Replaced at import by the codec's generated fast decoder itself (``_codec._install``);
+        # this body is what that function does.
+        return _codec.decode_json(cls, text, max_size=max_size)
 
     def to_binary(self) -> tuple[dict[str, str], bytes]:
         """Encode in binary mode: ``ce-<attr>`` headers (``content-type`` for the media type)."""

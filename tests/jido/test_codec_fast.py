@@ -29,7 +29,7 @@ def _keep_fast_decoder() -> Iterator[None]:
     """Tests that teach the fast decoder names leave the process's decoder as it was."""
     saved = _codec._fast
     yield
-    _codec._fast = saved
+    _codec._install(saved)
 
 
 def fast_only(cls: type[Signal], text: str | bytes) -> Signal | None:
@@ -37,7 +37,7 @@ def fast_only(cls: type[Signal], text: str | bytes) -> Signal | None:
     original = _codec._decode_reference
     _codec._decode_reference = lambda cls, text: None  # type: ignore[assignment,return-value]
     try:
-        sig: Signal | None = _codec._fast.decode(cls, text, None)
+        sig: Signal | None = _codec._fast.decode(cls, text)
     finally:
         _codec._decode_reference = original
     return sig
@@ -436,3 +436,11 @@ def test_data_decodes_like_the_standard_library(data: Any) -> None:
     text = orjson.dumps({"specversion": "1.0", "id": "1", "source": "/s", "type": "a"})
     text = text[:-1] + b',"data":' + json.dumps(data).encode() + b"}"
     assert Signal.from_json(text).data == json.loads(json.dumps(data))
+
+
+def test_the_bound_codec_methods_keep_their_documentation() -> None:
+    # from_json and to_bytes are the codec's functions themselves, bound as the methods.
+    assert Signal.from_json.__func__ is _codec._fast.decode  # type: ignore[attr-defined]
+    assert Signal.to_bytes is _codec.encode_json
+    assert "max_size" in (Signal.from_json.__doc__ or "")
+    assert "structured mode" in (Signal.to_bytes.__doc__ or "")
