@@ -63,7 +63,7 @@ from foundation._membership import DEFAULT_LEASE_TTL, Membership
 from foundation._placement import PlacementDirector
 from foundation._rebalance import OPS as REBALANCE_OPS
 from foundation._rebalance import handle_op as handle_rebalance_op
-from foundation._ref import ClusterRef, FailFast, UnreachablePolicy
+from foundation._ref import RELEASED, ClusterRef, FailFast, UnreachablePolicy, released
 from foundation._registry import ClusterRegistry, RegistryRecord
 from foundation._state import KVStateStore
 from foundation._transport import (
@@ -87,6 +87,7 @@ from foundation._transport import (
 )
 from jido import (
     AgentNotFoundError,
+    AgentStoppedError,
     DefinitionError,
     FencedError,
     JidoError,
@@ -823,7 +824,14 @@ class Node:
                     raise self._not_here(req.agent_id)
             if req.signal is None:
                 raise DefinitionError("call request without a signal")
-            result = await local.call(req.signal, timeout=req.timeout, meta=req.meta)
+            try:
+                result = await local.call(req.signal, timeout=req.timeout, meta=req.meta)
+            except AgentStoppedError as exc:
+                if not released(exc):
+                    raise
+                # let go (moved, handed over) while the call waited: never handled, so the
+                # caller may look up the new owner and send it there
+                raise self._not_here(req.agent_id) from exc
             data = encode_ok(result)
         except Exception as exc:
             data = encode_error(exc)
@@ -1027,7 +1035,7 @@ class Node:
             return False
         self._stopping_ids.add(agent_id)
         try:
-            await self.runtime.stop(agent_id)
+            await self.runtime.stop(agent_id, reason=RELEASED)
         except AgentNotFoundError:
             pass
         except JidoError as exc:  # e.g. the final checkpoint was refused: it stopped anyway

@@ -5,7 +5,8 @@ anywhere in the cluster. When the agent runs on the caller's node the call goes 
 local runtime (no encoding, no network). Otherwise the ref finds the owner in the registry cache
 and sends one request to that node's private subject:
 
-* the owner answers ``NotOwnerError`` (the agent moved): the ref reads the registry again
+* the owner answers ``NotOwnerError`` (the agent moved, or its node let it go while the call
+  waited in its mailbox, so the call was never handled): the ref reads the registry again
   (consistent read) and retries **once** at the new owner;
 * the owner is not a live member, or nobody listens on its subject: the ref asks its node's
   :class:`UnreachablePolicy`. The default, :class:`FailFast`, gives up at once with
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from foundation._errors import NodeUnavailableError, NotOwnerError
 from foundation._transport import decode_reply, encode_request
-from jido import AgentNotFoundError, JidoError, Signal, TimeoutError
+from jido import AgentNotFoundError, AgentStoppedError, JidoError, Signal, TimeoutError
 
 if TYPE_CHECKING:
     from foundation._node import Node
@@ -64,6 +65,16 @@ class FailFast:
 
 
 _MAX_HOPS = 8  # bound on policy-driven retries within one call
+
+RELEASED = "released"
+"""Stop reason of an agent its node let go of (moved, handed over, fenced, stopped from the
+cluster). A request still queued then was never handled, so the node answers it
+``NotOwnerError`` and the ref looks for the agent's owner again."""
+
+
+def released(exc: AgentStoppedError) -> bool:
+    """True when ``exc`` says the node let the agent go before handling the request."""
+    return exc.details.get("reason") == RELEASED
 
 
 class ClusterRef:
@@ -115,11 +126,17 @@ class ClusterRef:
         """
         node = self._node
         local = node._local_ref(self.id)
-        if local is not None:
-            result: dict[str, Any] = await local.call(signal, timeout=timeout, meta=meta)
-            return result
         budget = node.call_timeout if timeout is None else timeout
         deadline = asyncio.get_running_loop().time() + budget
+        if local is not None:
+            try:
+                result: dict[str, Any] = await local.call(signal, timeout=timeout, meta=meta)
+                return result
+            except AgentStoppedError as exc:
+                if not released(exc):
+                    raise
+            # This node let the agent go while the call waited in its mailbox (never handled):
+            # find where it runs now, within what is left of the budget.
         reply = await self._remote("call", signal, deadline, meta)
         return reply if isinstance(reply, dict) else {"result": reply}
 

@@ -23,6 +23,13 @@ pytestmark = pytest.mark.nats
 STARTED = asyncio.Event()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_started() -> None:
+    """A new event per test: an asyncio.Event belongs to the loop that first waits on it."""
+    global STARTED
+    STARTED = asyncio.Event()
+
+
 class Gate(Action):
     """Signal the test that the command is running, work a while, count one."""
 
@@ -136,3 +143,29 @@ async def test_drain_moves_every_agent_then_leaves(pair: list[Node]) -> None:
         record = await a.registry.lookup(f"d{i}", consistent=True)
         assert record is not None and record.node == "n0"
         assert (await a.ref(f"d{i}").state()).count == i + 1
+
+
+async def test_a_call_queued_during_a_hand_over_is_answered_by_the_new_owner(
+    pair: list[Node],
+) -> None:
+    a, b = pair
+    await a.spawn(Gated, id="queued", node="n0")
+    slow = asyncio.ensure_future(b.ref("queued").call(Signal(type="gate.run", source="/t")))
+    await asyncio.wait_for(STARTED.wait(), 10)  # the long command runs on n0
+    # Two calls wait in n0's mailbox behind it: one from the other node, one from n0 itself.
+    remote = asyncio.ensure_future(b.ref("queued").call(add(5)))
+    local = asyncio.ensure_future(a.ref("queued").call(add(7)))
+    server = a.runtime._servers["queued"]
+    await eventually(lambda: _true(len(server.mailbox) == 2))
+    await hand_over(a, "queued", to="n1")
+    # The command in progress finished on n0; the queued ones were never handled there, so
+    # they were sent on to the new owner instead of failing with AgentStoppedError.
+    assert (await slow)["count"] == 1
+    counts = sorted([(await remote)["count"], (await local)["count"]])
+    assert counts in ([6, 13], [8, 13])  # both applied once, in either order, on n1
+    assert (await b.ref("queued").state()).count == 13
+    assert "queued" in b.local_agents() and "queued" not in a.local_agents()
+
+
+async def _true(value: bool) -> bool:
+    return value
