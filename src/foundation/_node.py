@@ -99,6 +99,11 @@ from jido import (
 
 log = logging.getLogger("foundation.node")
 
+_STOP_STEP_LIMIT = 30.0
+"""Seconds one step of ``Node.stop`` may take before it is abandoned (logged)."""
+_AGENTS_STOP_LIMIT = 120.0
+"""Seconds stopping every local agent may take (each finishes its command in progress)."""
+
 __all__ = ["Node", "NodeDrainingError", "NodeStatistics", "Stage"]
 
 
@@ -374,53 +379,60 @@ class Node:
 
     async def _teardown(self) -> None:
         stage = self.stage
+        step = self._teardown_step
         if self.failover is not None:
-            with contextlib.suppress(Exception):
-                await self.failover.stop()
+            await step("failover", self.failover.stop())
         if self._reconcile_task is not None:
             self._reconcile_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reconcile_task
+            await step("reconciliation", self._reconcile_task)
             self._reconcile_task = None
         if stage >= Stage.TRANSPORT or self._subs:
             for sub in self._subs:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+                await step("unsubscribe", sub.unsubscribe())
             self._subs.clear()
             if self.bus is not None:
-                with contextlib.suppress(Exception):
-                    await self.bus.close()
-        with contextlib.suppress(Exception):
-            await self._flush_casts()  # casts already accepted still go out
+                await step("cluster bus", self.bus.close())
+        await step("pending casts", self._flush_casts())  # casts already accepted still go out
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await step("request tasks", asyncio.gather(*self._tasks, return_exceptions=True))
         if self.runtime is not None:
-            with contextlib.suppress(Exception):
-                await self.runtime.__aexit__(None, None, None)
+            await step("agents", self.runtime.__aexit__(None, None, None), _AGENTS_STOP_LIMIT)
         self._local.clear()
         if self.coordination is not None:
-            with contextlib.suppress(Exception):
-                await self.coordination.stop()
+            await step("coordination", self.coordination.stop())
         if self.registry is not None:
-            with contextlib.suppress(Exception):
-                await self.registry.stop()
+            await step("registry", self.registry.stop())
         if self.membership is not None:
-            with contextlib.suppress(Exception):
-                await self.membership.stop()
+            await step("membership", self.membership.stop())
         for nc in (self.nc, self._control_nc):
             if nc is not None:
-                with contextlib.suppress(Exception):
-                    await nc.drain()
-                with contextlib.suppress(Exception):
-                    await nc.close()
+                await step("drain connection", nc.drain())
+                await step("close connection", nc.close())
         if self._server is not None:
-            with contextlib.suppress(Exception):
-                await self._server.astop()
+            await step("embedded server", self._server.astop())
             self._server = None
         self.stage = Stage.STOPPED
         self._stopped.set()
+
+    async def _teardown_step(
+        self, what: str, aw: Awaitable[Any], limit: float = _STOP_STEP_LIMIT
+    ) -> None:
+        """Run one step of ``stop``: its errors are logged, and a step that does not finish
+        within ``limit`` seconds is abandoned with a warning, so stopping always ends."""
+        try:
+            await asyncio.wait_for(aw, limit)
+        except TimeoutError:
+            log.warning(
+                "node %s: stopping %s took longer than %.0f s; abandoned", self.id, what, limit
+            )
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # stop itself was cancelled; a cancelled step (the reconciler) is not
+        except Exception as exc:
+            log.debug("node %s: stopping %s: %r", self.id, what, exc)
 
     # -- stages ------------------------------------------------------------------------------------
 
