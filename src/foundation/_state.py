@@ -27,7 +27,7 @@ import msgspec
 
 from foundation import _wire as wire
 from foundation._errors import CASConflictError, ClusterError, InvalidKeyError
-from foundation._kv import KV, check_token
+from foundation._kv import KV, check_key, check_token
 from jido import FencedError, StoreError, ValidationError
 from jido._store import Checkpoint, StateStore
 
@@ -40,20 +40,6 @@ class _Held:
     epoch: int
     revision: int
     checkpoint: Checkpoint | None
-
-
-def _kv_key(prefix: str, key: str) -> str:
-    from foundation._kv import check_key
-
-    try:
-        return prefix + check_key(key)
-    except InvalidKeyError as exc:
-        raise ValidationError(
-            f"state key {key!r} is not a valid KV key: use letters, digits and - _ / = with dots "
-            "between tokens",
-            details={"key": key},
-            cause=exc,
-        ) from exc
 
 
 def _fenced(key: str, epoch: int, stored: int, why: str) -> FencedError:
@@ -95,6 +81,18 @@ class KVStateStore(StateStore):
         """When set, consulted before every write: ``False`` (this node's lease is not certainly
         held, e.g. right after waking from a pause longer than the lease) refuses the write as
         fenced, before the membership timer has noticed."""
+
+    def _kv_key(self, key: str) -> str:
+        """The bucket key of agent ``key``: ``<tenant>.<key>``."""
+        try:
+            return self._prefix + check_key(key)
+        except InvalidKeyError as exc:
+            raise ValidationError(
+                f"state key {key!r} is not a valid KV key: use letters, digits and - _ / = with "
+                "dots between tokens",
+                details={"key": key},
+                cause=exc,
+            ) from exc
 
     def _lease_lost(self) -> bool:
         check = self.lease_check
@@ -139,7 +137,7 @@ class KVStateStore(StateStore):
         self._check_open()
         if self._fenced or self._lease_lost():
             raise _fenced(key, epoch, -1, "this node is fenced")
-        kv_key = _kv_key(self._prefix, key)
+        kv_key = self._kv_key(key)
         if fresh:
             # A just-claimed agent usually has no state yet: try the create alone (one round
             # trip); if a key exists (an earlier agent with this id), fall back to read + CAS.
@@ -215,7 +213,7 @@ class KVStateStore(StateStore):
         held = self._held.get(key)
         if held is not None:
             return held.checkpoint
-        current, _ = await self._read(_kv_key(self._prefix, key))
+        current, _ = await self._read(self._kv_key(key))
         if current is None or _is_marker(current):
             return None
         return current
@@ -235,7 +233,7 @@ class KVStateStore(StateStore):
         if checkpoint.epoch != held.epoch:
             checkpoint = msgspec.structs.replace(checkpoint, epoch=held.epoch)
         data = checkpoint.to_bytes()
-        kv_key = _kv_key(self._prefix, key)
+        kv_key = self._kv_key(key)
         try:
             held.revision = await self._kv.update(kv_key, data, last=held.revision)
         except CASConflictError as exc:
@@ -255,7 +253,7 @@ class KVStateStore(StateStore):
         return current.epoch if current is not None else 0
 
     async def _save_unheld(self, key: str, checkpoint: Checkpoint) -> None:
-        kv_key = _kv_key(self._prefix, key)
+        kv_key = self._kv_key(key)
         data = checkpoint.to_bytes()
         for _ in range(8):
             current, revision = await self._read(kv_key)
@@ -278,7 +276,7 @@ class KVStateStore(StateStore):
         self._check_open()
         self._held.pop(key, None)
         try:
-            await self._kv.purge(_kv_key(self._prefix, key))
+            await self._kv.purge(self._kv_key(key))
         except ClusterError as exc:
             raise _unavailable(key, "delete", exc) from exc
 
