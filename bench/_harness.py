@@ -338,7 +338,7 @@ def nats_server_binary() -> str | None:
 async def nats_server(*, jetstream: bool = True) -> AsyncIterator[str]:
     """A real ``nats-server`` on a free loopback port for the block's duration; yields its URL.
 
-    Uses the project's embedded launcher (``foundation._server``) when it is importable and
+    Uses the project's embedded launcher (``foundation.nats.server``) when it is importable and
     offers ``start_server``/``NatsServer``; otherwise starts the binary as a child process.
     The server and its data directory are removed on exit.
     """
@@ -395,7 +395,7 @@ async def _wait_port(port: int, proc: asyncio.subprocess.Process, limit: float =
 def _embedded_launcher() -> Callable[[], contextlib.AbstractAsyncContextManager[str]] | None:
     """The project's own launcher, adapted to yield a URL, when it exists."""
     try:
-        _server = importlib.import_module("foundation._server")
+        _server = importlib.import_module("foundation.nats.server")
     except ImportError:
         return None
     cls = getattr(_server, "NatsServer", None)
@@ -407,7 +407,7 @@ def _embedded_launcher() -> Callable[[], contextlib.AbstractAsyncContextManager[
         async with cls() as server:
             url = getattr(server, "url", None) or getattr(server, "client_url", None)
             if not isinstance(url, str):
-                raise RuntimeError("foundation._server.NatsServer exposes no .url")
+                raise RuntimeError("foundation.nats.server.NatsServer exposes no .url")
             yield url
 
     return _launch

@@ -36,10 +36,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from bench._harness import Row, Stats, sample_async_latency, throughput_rounds
-from foundation._clustered import Clustered
-from foundation._kv import KV, BucketSpec
 from foundation._node import Node
-from foundation._server import NatsServer
+from foundation.hosting.clustered import Clustered
+from foundation.nats.kv import KV, BucketSpec
+from foundation.nats.server import NatsServer
 from jido import Action, ActionContext, Agent, Runtime, Signal
 
 GROUP = "cluster"
@@ -176,7 +176,12 @@ async def run(quick: bool) -> list[Row]:
             host_args = ("node", "--nats", server.url, "--app", "bench.bench_cluster:AGENTS")
             procs.append(
                 await _spawn_process(
-                    "-m", "foundation._cli", *host_args, "--name", "host", ready="node host ready"
+                    "-m",
+                    "foundation.cli.main",
+                    *host_args,
+                    "--name",
+                    "host",
+                    ready="node host ready",
                 )
             )
             procs.append(await _spawn_process("-c", _PEER, server.url, ready="peer ready"))

@@ -41,8 +41,8 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from bench._harness import Row, Stats, nats_server, throughput_rounds
-from foundation._cluster_bus import ClusterBus, encode_signal
-from foundation._inbox import AgentInbox, Delivered, ensure_inbox_stream, send_to_inbox
+from foundation.messaging.cluster_bus import ClusterBus, encode_signal
+from foundation.messaging.inbox import AgentInbox, Delivered, ensure_inbox_stream, send_to_inbox
 from jido import Signal
 
 GROUP = "cluster bus"

@@ -21,9 +21,9 @@ import httpx
 import nats
 
 from bench._harness import Row, Stats, nats_server, sample_async_latency
-from foundation._dashboard import Dashboard
 from foundation._node import Node
 from foundation.demo_app import AGENTS, ClusteredOrderDesk
+from foundation.observability.dashboard import Dashboard
 from jido import Signal
 
 

@@ -1,6 +1,6 @@
 """Failover: time from SIGKILL of a node to all its critical agents answering with their state.
 
-Three node processes (``python -m foundation._cli node``) and an in-process driver node that
+Three node processes (``python -m foundation.cli.main node``) and an in-process driver node that
 hosts nothing and never leads (so it is never placed on nor killed). Each round spawns critical
 agents on the victim, commits one command to each, SIGKILLs the victim and measures — from the
 driver — the time until **every** one of them answers again from another node with its last
@@ -36,11 +36,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from bench._harness import Row, Stats
-from foundation._clustered import Clustered
-from foundation._failover import AwaitFailover
-from foundation._inbox import send_to_inbox
 from foundation._node import Node
-from foundation._server import NatsCluster, NatsServer
+from foundation.failover.failover import AwaitFailover
+from foundation.hosting.clustered import Clustered
+from foundation.messaging.inbox import send_to_inbox
+from foundation.nats.server import NatsCluster, NatsServer
 from jido import Action, ActionContext, Agent, JidoError, Signal
 
 GROUP = "failover"
@@ -130,7 +130,17 @@ class Procs:
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            *("-m", "foundation._cli", "node", "--nats", self.url, "--app", APP, "--name", name),
+            *(
+                "-m",
+                "foundation.cli.main",
+                "node",
+                "--nats",
+                self.url,
+                "--app",
+                APP,
+                "--name",
+                name,
+            ),
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
             env=env,

@@ -17,9 +17,9 @@ from typing import Any
 import nats
 
 from bench._harness import Row, Stats, nats_server, sample_async_latency
-from foundation._coordination import Coordination
-from foundation._kv import connect
-from foundation._registry import ClusterRegistry, RegistryRecord
+from foundation.coordination.coordination import Coordination
+from foundation.nats.kv import connect
+from foundation.registry.registry import ClusterRegistry, RegistryRecord
 
 
 async def run(quick: bool) -> list[Row]:

@@ -234,7 +234,11 @@ def _foundation_cmd() -> list[str]:
     script = Path(sys.executable).parent / "foundation"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from foundation._cli import main; sys.exit(main())"]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from foundation.cli.main import main; sys.exit(main())",
+    ]
 
 
 class NodeProcesses:

@@ -6,7 +6,7 @@ an agent is written: mix ``Clustered`` into a ``jido.Agent`` and run it on a ``N
 """
 
 # --- cluster (begin) ---
-from foundation._cluster_bus import (
+from foundation.messaging.cluster_bus import (
     BusBridge,
     BusStatistics,
     ClusterBus,
@@ -16,17 +16,17 @@ from foundation._cluster_bus import (
     Delivery,
     current_signal,
 )
-from foundation._clustered import Clustered, ClusterSpec
-from foundation._dashboard import Dashboard, DashboardError
-from foundation._inbox import AgentInbox, InboxStatistics, send_to_inbox
+from foundation.hosting.clustered import Clustered, ClusterSpec
+from foundation.observability.dashboard import Dashboard, DashboardError
+from foundation.messaging.inbox import AgentInbox, InboxStatistics, send_to_inbox
 from foundation._node import Node, NodeDrainingError, NodeStatistics, Stage
-from foundation._ref import ClusterRef, FailFast, RemoteState, UnreachablePolicy
-from foundation._state import KVStateStore
+from foundation.messaging.ref import ClusterRef, FailFast, RemoteState, UnreachablePolicy
+from foundation.hosting.state import KVStateStore
 
 # --- cluster (end) ---
 
 # --- coordination (begin) ---
-from foundation._coordination import (
+from foundation.coordination.coordination import (
     ClusterConfig,
     ConfigChange,
     Coordination,
@@ -49,14 +49,14 @@ from foundation._errors import (
     PlacementError,
     RecordNotFoundError,
 )
-from foundation._membership import (
+from foundation.membership.membership import (
     Membership,
     MembershipDiff,
     MembershipEvent,
     MembershipSnapshot,
     NodeRecord,
 )
-from foundation._placement import (
+from foundation.placement.placement import (
     Affinity,
     AntiAffinity,
     Candidate,
@@ -70,13 +70,13 @@ from foundation._placement import (
     ResourceAwareStrategy,
     SpreadStrategy,
 )
-from foundation._registry import ClusterRegistry, RegistryChange, RegistryRecord
-from foundation._server import NatsCluster, NatsServer, find_nats_server
+from foundation.registry.registry import ClusterRegistry, RegistryChange, RegistryRecord
+from foundation.nats.server import NatsCluster, NatsServer, find_nats_server
 
 # --- coordination (end) ---
 
 # --- failover (begin) ---
-from foundation._failover import (
+from foundation.failover.failover import (
     AwaitFailover,
     DeposedError,
     Failover,
@@ -84,7 +84,7 @@ from foundation._failover import (
     FailoverOptions,
     FailoverStatistics,
 )
-from foundation._rebalance import Rebalancer
+from foundation.failover.rebalance import Rebalancer
 
 # --- failover (end) ---
 

@@ -49,24 +49,20 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from foundation import _wire as wire
-from foundation._clustered import ClusterSpec, cluster_spec, type_name_of
-from foundation._coordination import Coordination
 from foundation._errors import (
     ClusterError,
     NodeUnavailableError,
     NotOwnerError,
     PlacementError,
 )
-from foundation._failover import AwaitFailover, Failover, FailoverOptions
-from foundation._kv import KV, BucketSpec, connect
-from foundation._membership import DEFAULT_LEASE_TTL, Membership
-from foundation._placement import PlacementDirector
-from foundation._rebalance import OPS as REBALANCE_OPS
-from foundation._rebalance import handle_op as handle_rebalance_op
-from foundation._ref import RELEASED, ClusterRef, FailFast, UnreachablePolicy, released
-from foundation._registry import ClusterRegistry, RegistryRecord
-from foundation._state import KVStateStore
-from foundation._transport import (
+from foundation.coordination.coordination import Coordination
+from foundation.failover.failover import AwaitFailover, Failover, FailoverOptions
+from foundation.failover.rebalance import OPS as REBALANCE_OPS
+from foundation.failover.rebalance import handle_op as handle_rebalance_op
+from foundation.hosting.clustered import ClusterSpec, cluster_spec, type_name_of
+from foundation.hosting.state import KVStateStore
+from foundation.membership.membership import DEFAULT_LEASE_TTL, Membership
+from foundation.messaging.envelope import (
     CAST_BATCH_BYTES,
     WIRE_FEATURES,
     Request,
@@ -85,6 +81,10 @@ from foundation._transport import (
     public_meta,
     public_timeout,
 )
+from foundation.messaging.ref import RELEASED, ClusterRef, FailFast, UnreachablePolicy, released
+from foundation.nats.kv import KV, BucketSpec, connect
+from foundation.placement.placement import PlacementDirector
+from foundation.registry.registry import ClusterRegistry, RegistryRecord
 from jido import (
     AgentNotFoundError,
     AgentStoppedError,
@@ -209,7 +209,7 @@ class Node:
         reconcile_interval: period of the full reconciliation sweep, in seconds.
         failover: run the failover component (campaign for the cluster leader lease; while
             leading, re-place the agents of dead nodes): ``True`` (default), ``False``, or
-            :class:`~foundation._failover.FailoverOptions`.
+            :class:`~foundation.failover.failover.FailoverOptions`.
     """
 
     def __init__(
@@ -438,7 +438,7 @@ class Node:
 
     async def _start_connect(self) -> None:
         if self._nats is None:
-            from foundation._server import NatsServer
+            from foundation.nats.server import NatsServer
 
             self._server = NatsServer(store_dir=self._store_dir)
             await self._server.astart()
@@ -500,7 +500,7 @@ class Node:
         self.runtime.add_listener(self._on_agent_event)
 
     async def _start_transport(self) -> None:
-        from foundation._cluster_bus import ClusterBus
+        from foundation.messaging.cluster_bus import ClusterBus
 
         self._subs.append(
             await self.nc.subscribe(
@@ -711,7 +711,7 @@ class Node:
     async def _publish_durable(
         self, agent_id: str, signal: Signal, meta: Mapping[str, Any] | None
     ) -> None:
-        from foundation._inbox import send_to_inbox
+        from foundation.messaging.inbox import send_to_inbox
 
         await send_to_inbox(self.nc.jetstream(), agent_id, signal, tenant=self.tenant)
 
@@ -995,7 +995,7 @@ class Node:
                 del self._starting[agent_id]
 
     async def _start_inbox(self, agent_id: str, ref: Any, after_seq: int) -> None:
-        from foundation._inbox import AgentInbox, Delivered, ensure_inbox_stream
+        from foundation.messaging.inbox import AgentInbox, Delivered, ensure_inbox_stream
 
         js = self.nc.jetstream()
         if not getattr(self, "_inbox_stream_ready", False):

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from foundation._clustered import Clustered
+from foundation.hosting.clustered import Clustered
 from jido import Action, ActionContext, Agent, Skill
 from jido._directive import StartSensor
 from jido._sensor import HeartbeatSensor

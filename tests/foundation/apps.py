@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from foundation._clustered import Clustered
+from foundation.hosting.clustered import Clustered
 from jido import Action, ActionContext
 from jido._agent import Agent
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from foundation._kv import connect
-from foundation._server import NatsCluster, NatsServer
+from foundation.nats.kv import connect
+from foundation.nats.server import NatsCluster, NatsServer
 
 Connect = Callable[..., Awaitable[NatsClient]]
 

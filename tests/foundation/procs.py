@@ -8,7 +8,7 @@ async with NodeProcesses(url, app="tests.foundation.apps:AGENTS") as procs:
     await procs.wait_left("n2")               # its node record is gone (expired or deleted)
 ```
 
-Each node is ``python -m foundation._cli node --nats URL --app APP --name NAME``. Joining is
+Each node is ``python -m foundation.cli.main node --nats URL --app APP --name NAME``. Joining is
 observed by watching the node's key in the nodes bucket (never by sleeping); a node's output goes
 to a log file whose tail is shown when it fails to join. Every process started is killed and
 reaped on exit, whatever happens.
@@ -30,9 +30,9 @@ from typing import Self
 
 from nats.aio.client import Client
 
-from foundation._kv import connect
-from foundation._membership import Membership
-from foundation._proc import die_with_parent
+from foundation.membership.membership import Membership
+from foundation.nats.kv import connect
+from foundation.nats.proc import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -198,7 +198,7 @@ class NodeProcesses:
                 [
                     sys.executable,
                     "-m",
-                    "foundation._cli",
+                    "foundation.cli.main",
                     "node",
                     "--nats",
                     self.url,

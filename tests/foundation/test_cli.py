@@ -8,9 +8,9 @@ import sys
 import orjson
 import pytest
 
-from foundation._cli import load_app, main
-from foundation._server import NatsServer
+from foundation.cli.main import load_app, main
 from foundation.demo_app import AGENTS
+from foundation.nats.server import NatsServer
 from jido import DefinitionError
 
 
@@ -42,7 +42,7 @@ def test_node_without_url_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_help_lists_commands() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "foundation._cli", "--help"],
+        [sys.executable, "-m", "foundation.cli.main", "--help"],
         capture_output=True,
         text=True,
         check=True,
@@ -62,7 +62,7 @@ def test_status_of_empty_cluster(
 
 @pytest.mark.nats
 def test_status_unreachable_nats_fails_cleanly() -> None:
-    from foundation._server import free_port
+    from foundation.nats.server import free_port
 
     code = main(["status", "--nats", f"nats://127.0.0.1:{free_port()}"])
     assert code == 1
@@ -71,7 +71,7 @@ def test_status_unreachable_nats_fails_cleanly() -> None:
 @pytest.mark.nats
 async def test_status_shows_nodes_agents_and_leader(nats_server: NatsServer) -> None:
     from foundation._node import Node
-    from foundation._status import collect_status
+    from foundation.observability.status import collect_status
     from tests.foundation.apps import AGENTS, ClusteredCounter
 
     async with Node(nats=nats_server.url, name="s1", agents=AGENTS) as node:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from foundation._cluster_bus import ClusterBus, ClusterBusError, current_signal
-from foundation._server import NatsServer
+from foundation.messaging.cluster_bus import ClusterBus, ClusterBusError, current_signal
+from foundation.nats.server import NatsServer
 from jido import Signal
 
 pytestmark = pytest.mark.nats

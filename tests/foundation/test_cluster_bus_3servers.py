@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from foundation._cluster_bus import ClusterBus
-from foundation._inbox import AgentInbox, ensure_inbox_stream, send_to_inbox
-from foundation._server import NatsCluster
+from foundation.messaging.cluster_bus import ClusterBus
+from foundation.messaging.inbox import AgentInbox, ensure_inbox_stream, send_to_inbox
+from foundation.nats.server import NatsCluster
 from jido import Signal
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]

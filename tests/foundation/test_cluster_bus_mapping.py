@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from foundation._cluster_bus import (
+from foundation.messaging.cluster_bus import (
     SubjectPlan,
     decode_signal,
     encode_signal,

@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from foundation._clustered import Clustered, ClusterSpec, cluster_spec, is_clustered, type_name_of
+from foundation.hosting.clustered import (
+    Clustered,
+    ClusterSpec,
+    cluster_spec,
+    is_clustered,
+    type_name_of,
+)
 from jido import Action, ActionContext, DefinitionError
 from jido._agent import Agent
 

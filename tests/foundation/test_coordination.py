@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 
 import jido
-from foundation._coordination import Coordination, Leadership
 from foundation._errors import BarrierError, CASConflictError, KeyExistsError, LeaseLostError
-from foundation._server import NatsServer
+from foundation.coordination.coordination import Coordination, Leadership
+from foundation.nats.server import NatsServer
 from tests.foundation.conftest import Connect, TcpProxy
 
 

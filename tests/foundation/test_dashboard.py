@@ -19,10 +19,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from foundation._dashboard import Dashboard, DashboardError
-from foundation._failover import Failover
 from foundation._node import Node, Stage
-from foundation._server import NatsServer
+from foundation.failover.failover import Failover
+from foundation.nats.server import NatsServer
+from foundation.observability.dashboard import Dashboard, DashboardError
 from jido import Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter
 from tests.foundation.conftest import eventually
@@ -501,7 +501,7 @@ async def test_foundation_up_serves_the_dashboard(http: httpx.AsyncClient) -> No
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "foundation._cli",
+        "foundation.cli.main",
         "up",
         "--nodes",
         "1",
@@ -554,7 +554,7 @@ async def test_foundation_up_serves_the_dashboard(http: httpx.AsyncClient) -> No
 async def test_demo_serves_its_dashboard(http: httpx.AsyncClient) -> None:
     from rich.console import Console
 
-    from foundation._demo import DemoContext, DemoOptions, StartClusterAct, run_demo
+    from foundation.cli.demo import DemoContext, DemoOptions, StartClusterAct, run_demo
 
     seen: dict[str, Any] = {}
 

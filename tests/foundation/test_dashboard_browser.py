@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from foundation._dashboard import Dashboard
 from foundation._node import Node
-from foundation._server import NatsServer
+from foundation.nats.server import NatsServer
+from foundation.observability.dashboard import Dashboard
 from jido import Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter
 

@@ -33,7 +33,7 @@ def test_demo_runs_and_cleans_up() -> None:
         [
             sys.executable,
             "-m",
-            "foundation._cli",
+            "foundation.cli.main",
             "demo",
             "--duration",
             "2",

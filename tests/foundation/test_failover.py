@@ -8,9 +8,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from foundation._failover import LEADER_KEY, TERM_KEY, AwaitFailover, Failover, FailoverEvent
 from foundation._node import Node
-from foundation._server import NatsServer
+from foundation.failover.failover import (
+    LEADER_KEY,
+    TERM_KEY,
+    AwaitFailover,
+    Failover,
+    FailoverEvent,
+)
+from foundation.nats.server import NatsServer
 from jido import AgentNotFoundError, Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter, LocalCounter
 from tests.foundation.conftest import eventually
@@ -123,7 +129,7 @@ async def test_a_new_leader_takes_over_and_finishes_the_job(trio: list[Node]) ->
 
 async def test_a_caller_without_the_policy_fails_fast(trio: list[Node]) -> None:
     from foundation._errors import NodeUnavailableError
-    from foundation._ref import FailFast
+    from foundation.messaging.ref import FailFast
 
     leader, _ = await leader_of(trio)
     victim = next(n for n in trio if n is not leader)
@@ -159,8 +165,8 @@ def test_a_record_from_a_newer_term_deposes_the_leader() -> None:
     import msgspec
 
     from foundation._errors import LeaseLostError
-    from foundation._failover import DeposedError
-    from foundation._registry import RegistryRecord
+    from foundation.failover.failover import DeposedError
+    from foundation.registry.registry import RegistryRecord
 
     class _Node:
         id = "n9"
@@ -179,7 +185,7 @@ def test_a_record_from_a_newer_term_deposes_the_leader() -> None:
 
 
 async def test_non_critical_agents_are_re_placed_when_configured(nats_server: NatsServer) -> None:
-    from foundation._failover import FailoverOptions
+    from foundation.failover.failover import FailoverOptions
 
     opts = FailoverOptions(non_critical="replace")
     nodes = [

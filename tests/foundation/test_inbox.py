@@ -11,8 +11,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from foundation._cluster_bus import ClusterBus, ClusterBusError
-from foundation._inbox import (
+from foundation.messaging.cluster_bus import ClusterBus, ClusterBusError
+from foundation.messaging.inbox import (
     INBOX_STREAM,
     AgentInbox,
     ensure_inbox_stream,
@@ -20,7 +20,7 @@ from foundation._inbox import (
     inbox_subject,
     send_to_inbox,
 )
-from foundation._server import NatsServer
+from foundation.nats.server import NatsServer
 from jido import FencedError, Signal
 
 pytestmark = pytest.mark.nats

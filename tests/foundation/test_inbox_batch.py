@@ -11,15 +11,15 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from foundation._cluster_bus import ClusterBusError
-from foundation._inbox import (
+from foundation.messaging.cluster_bus import ClusterBusError
+from foundation.messaging.inbox import (
     INBOX_STREAM,
     AgentInbox,
     Delivered,
     ensure_inbox_stream,
     send_to_inbox,
 )
-from foundation._server import NatsServer
+from foundation.nats.server import NatsServer
 from jido import FencedError, Signal
 
 pytestmark = pytest.mark.nats

@@ -11,7 +11,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from foundation._inbox import AgentInbox
+from foundation.messaging.inbox import AgentInbox
 from jido import Signal
 
 

@@ -13,8 +13,8 @@ from foundation._errors import (
     KeyExistsError,
     NatsUnavailableError,
 )
-from foundation._kv import KV, BucketSpec, KVEntry, Op, ttl_header
-from foundation._server import NatsServer
+from foundation.nats.kv import KV, BucketSpec, KVEntry, Op, ttl_header
+from foundation.nats.server import NatsServer
 from tests.foundation.conftest import Connect
 
 SPEC = BucketSpec("t_kv", marker_ttl=timedelta(seconds=5))

@@ -11,14 +11,14 @@ from types import MappingProxyType
 import pytest
 
 from foundation._errors import ClusterError, LeaseLostError
-from foundation._kv import KV, BucketSpec, connect
-from foundation._membership import (
+from foundation.membership.membership import (
     Membership,
     MembershipEvent,
     MembershipSnapshot,
     NodeRecord,
 )
-from foundation._server import NatsCluster, NatsServer
+from foundation.nats.kv import KV, BucketSpec, connect
+from foundation.nats.server import NatsCluster, NatsServer
 from tests.foundation.conftest import Connect, TcpProxy, eventually
 
 

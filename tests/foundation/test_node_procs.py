@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from foundation._node import Node
-from foundation._server import NatsServer
+from foundation.nats.server import NatsServer
 from jido import Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter
 from tests.foundation.procs import REPO_ROOT, NodeProcesses
@@ -54,7 +54,7 @@ async def test_concurrent_spawn_from_all_processes(nats_server: NatsServer) -> N
     """Three processes spawn the same id at the same moment: exactly one wins every trial."""
     import orjson
 
-    from foundation._kv import connect
+    from foundation.nats.kv import connect
 
     racers = ("r1", "r2", "r3")
     procs = [

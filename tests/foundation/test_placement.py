@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation._errors import NoCapacityError, PlacementError
-from foundation._membership import NodeRecord
-from foundation._placement import (
+from foundation.membership.membership import NodeRecord
+from foundation.placement.placement import (
     STRATEGIES,
     Affinity,
     AntiAffinity,

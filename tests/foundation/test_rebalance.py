@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from foundation._clustered import Clustered
-from foundation._failover import LEADER_KEY, TERM_KEY, FailoverOptions
 from foundation._node import Node
-from foundation._rebalance import hand_over, request_drain
-from foundation._server import NatsServer
+from foundation.failover.failover import LEADER_KEY, TERM_KEY, FailoverOptions
+from foundation.failover.rebalance import hand_over, request_drain
+from foundation.hosting.clustered import Clustered
+from foundation.nats.server import NatsServer
 from jido import Action, ActionContext, Agent, Signal
 from tests.foundation.apps import AGENTS, Add, ClusteredCounter, CounterState
 from tests.foundation.conftest import eventually

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from foundation._node import Node
-from foundation._server import NatsServer
+from foundation.nats.server import NatsServer
 from jido import Signal
 from tests.foundation.apps import ClusteredCounter
 from tests.foundation.procs import REPO_ROOT, NodeProcesses
@@ -32,7 +32,7 @@ async def test_drain_command_moves_agents_and_stops_the_node(nats_server: NatsSe
             env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), COLUMNS="200")
             cli = await asyncio.create_subprocess_exec(
                 sys.executable,
-                *("-m", "foundation._cli", "drain", "p2", "--nats", nats_server.url),
+                *("-m", "foundation.cli.main", "drain", "p2", "--nats", nats_server.url),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
@@ -55,7 +55,7 @@ async def test_drain_command_refuses_an_unknown_node(nats_server: NatsServer) ->
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), COLUMNS="200")
     cli = await asyncio.create_subprocess_exec(
         sys.executable,
-        *("-m", "foundation._cli", "drain", "nope", "--nats", nats_server.url),
+        *("-m", "foundation.cli.main", "drain", "nope", "--nats", nats_server.url),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=env,

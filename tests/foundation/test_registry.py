@@ -12,8 +12,8 @@ from foundation._errors import (
     InvalidKeyError,
     NatsUnavailableError,
 )
-from foundation._registry import ClusterRegistry, RegistryChange, RegistryRecord
-from foundation._server import NatsCluster, NatsServer
+from foundation.nats.server import NatsCluster, NatsServer
+from foundation.registry.registry import ClusterRegistry, RegistryChange, RegistryRecord
 from jido import JidoError
 from tests.foundation.conftest import Connect, eventually
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from foundation._errors import AlreadyRegisteredError, InvalidKeyError, NotOwnerError
-from foundation._transport import (
+from foundation.messaging.envelope import (
     Subjects,
     check_agent_id,
     check_token,

@@ -11,16 +11,16 @@ import pytest
 from pydantic import BaseModel, Field
 
 from foundation import Clustered
-from foundation._membership import Membership
 from foundation._node import Node
-from foundation._server import NatsServer
-from foundation._transport import (
+from foundation.membership.membership import Membership
+from foundation.messaging.envelope import (
     CAST_BATCH_BYTES,
     Request,
     decode_cast_batch,
     encode_cast,
     encode_cast_batch,
 )
+from foundation.nats.server import NatsServer
 from jido import Action, ActionContext, Agent, MailboxFullError, Signal, SignalError
 from tests.foundation.conftest import eventually
 

@@ -38,14 +38,14 @@ import nats.js.errors
 import orjson
 
 from foundation import _wire as wire
-from foundation._coordination import COORD_MARKER_TTL
-from foundation._failover import LEADER_KEY, TERM_KEY, AwaitFailover
-from foundation._inbox import send_to_inbox
-from foundation._kv import KV, BucketSpec, connect
 from foundation._node import Node
-from foundation._registry import RegistryRecord
-from foundation._server import NatsCluster, NatsServer
-from foundation._state import ACTIVATION_MARK
+from foundation.coordination.coordination import COORD_MARKER_TTL
+from foundation.failover.failover import LEADER_KEY, TERM_KEY, AwaitFailover
+from foundation.hosting.state import ACTIVATION_MARK
+from foundation.messaging.inbox import send_to_inbox
+from foundation.nats.kv import KV, BucketSpec, connect
+from foundation.nats.server import NatsCluster, NatsServer
+from foundation.registry.registry import RegistryRecord
 from jido import JidoError, Signal
 from jido._store import Checkpoint
 from tests.foundation.chaos.history import (
@@ -410,7 +410,7 @@ class ChaosCluster:
     async def _report_unapplied(self) -> None:
         """Print, for any agent missing acked signals, how many still wait in its inbox stream
         (shown with a failure: tells a slow inbox from a lost signal)."""
-        from foundation._inbox import INBOX_STREAM, inbox_subject
+        from foundation.messaging.inbox import INBOX_STREAM, inbox_subject
 
         acked: dict[str, set[str]] = {}
         for ack in self.history.acks:

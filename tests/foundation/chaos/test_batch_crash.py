@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from foundation._inbox import ensure_inbox_stream
+from foundation.messaging.inbox import ensure_inbox_stream
 from tests.foundation.chaos.app import DurableCounter
 from tests.foundation.chaos.cluster import ChaosCluster
 from tests.foundation.chaos.history import Kill

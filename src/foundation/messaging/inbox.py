@@ -53,7 +53,9 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from foundation._cluster_bus import (
+from foundation._errors import NotOwnerError
+from foundation._wire import DEFAULT_TENANT, HDR_MSG_ID, SUBJECT_ROOT
+from foundation.messaging.cluster_bus import (
     DEAD_LETTER_SUBJECT_PREFIX,
     ClusterBusError,
     DeadLetter,
@@ -68,8 +70,6 @@ from foundation._cluster_bus import (
     list_dead_letters,
     purge_dead,
 )
-from foundation._errors import NotOwnerError
-from foundation._wire import DEFAULT_TENANT, HDR_MSG_ID, SUBJECT_ROOT
 from jido import AgentStoppedError, FencedError, JidoError, Signal
 
 __all__ = [

@@ -31,8 +31,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from foundation._demo_failover import FailoverAct
-from foundation._proc import die_with_parent
+from foundation.cli.demo_failover import FailoverAct
+from foundation.nats.proc import die_with_parent
 from jido import JidoError, Signal
 
 DEFAULT_APP = "foundation.demo_app:AGENTS"
@@ -106,7 +106,7 @@ class LocalCluster:
 
     async def start(self) -> None:
         """Start NATS, then every node process; return once each node said it is ready."""
-        from foundation._server import NatsCluster, NatsServer
+        from foundation.nats.server import NatsCluster, NatsServer
 
         root = self._store_dir
         if root is None:
@@ -131,7 +131,7 @@ class LocalCluster:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "foundation._cli",
+            "foundation.cli.main",
             "node",
             "--nats",
             self.url,
@@ -300,7 +300,7 @@ class StartClusterAct:
             highlight=False,
             soft_wrap=True,
         )
-        from foundation._dashboard import Dashboard
+        from foundation.observability.dashboard import Dashboard
 
         ctx.dashboard = Dashboard(ctx.node, latencies=ctx.latencies, errors=ctx.errors)
         await ctx.dashboard.start()

@@ -118,7 +118,7 @@ async def request_drain(nc: Any, node_id: str, *, timeout: float = 5.0) -> dict[
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeoutError
 
-    from foundation._transport import Subjects, decode_reply, encode_request
+    from foundation.messaging.envelope import Subjects, decode_reply, encode_request
 
     try:
         msg = await nc.request(
@@ -143,7 +143,7 @@ async def request_hand_over(
     timeout: float = 10.0,  # noqa: ASYNC109
 ) -> dict[str, Any]:
     """Ask the owner of ``record`` to hand the agent over to ``to``."""
-    from foundation._transport import decode_reply, encode_request
+    from foundation.messaging.envelope import decode_reply, encode_request
 
     if record.node == node.id:
         return await hand_over(node, record.agent_id, to=to, metadata=metadata)
@@ -247,7 +247,7 @@ class Rebalancer:
                 break  # joined the membership but not serving yet: next step
             t0 = time.monotonic()
             try:
-                from foundation._failover import LEADER_KEY, TERM_KEY
+                from foundation.failover.failover import LEADER_KEY, TERM_KEY
 
                 out = await request_hand_over(
                     self.node, record, target, metadata={TERM_KEY: term, LEADER_KEY: self.node.id}
@@ -274,9 +274,9 @@ async def run_drain_command(url: str, node_id: str, timeout: float, console: Any
     """``foundation drain NODE``: drain it, wait until it left, show where its agents went."""
     from rich.table import Table
 
-    from foundation._kv import connect
-    from foundation._membership import Membership
-    from foundation._registry import ClusterRegistry
+    from foundation.membership.membership import Membership
+    from foundation.nats.kv import connect
+    from foundation.registry.registry import ClusterRegistry
 
     nc = await connect(url, name="foundation-drain")
     members = Membership(nc, None)

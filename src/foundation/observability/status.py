@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from foundation import _wire as wire
-from foundation._failover import LEADER_LEASE
-from foundation._kv import KV, connect
-from foundation._transport import Subjects
+from foundation.failover.failover import LEADER_LEASE
+from foundation.messaging.envelope import Subjects
+from foundation.nats.kv import KV, connect
 
 
 @dataclass

@@ -43,7 +43,7 @@ from nats.aio.client import Client as NatsClient
 
 from foundation import _wire as wire
 from foundation._errors import AlreadyRegisteredError, ClusterError, KeyExistsError
-from foundation._kv import KV, BucketSpec, KVEntry, Watch, check_token
+from foundation.nats.kv import KV, BucketSpec, KVEntry, Watch, check_token
 
 log = logging.getLogger("foundation.registry")
 

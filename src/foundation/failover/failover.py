@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
-from foundation._clustered import cluster_spec
 from foundation._errors import (
     CASConflictError,
     ClusterError,
@@ -53,11 +52,12 @@ from foundation._errors import (
     NoCapacityError,
     PlacementError,
 )
-from foundation._rebalance import Rebalancer
+from foundation.failover.rebalance import Rebalancer
+from foundation.hosting.clustered import cluster_spec
 from jido import JidoError
 
 if TYPE_CHECKING:
-    from foundation._ref import ClusterRef
+    from foundation.messaging.ref import ClusterRef
 
 log = logging.getLogger("foundation.failover")
 
@@ -108,7 +108,7 @@ class FailoverOptions:
         sweep_interval: seconds between two registry sweeps for orphaned records.
         concurrency: agents re-placed in parallel by the leader.
         lease_name: name of the leader lease.
-        rebalance: move agents to nodes that join (see ``foundation._rebalance``).
+        rebalance: move agents to nodes that join (see ``foundation.failover.rebalance``).
         rebalance_interval: seconds between two rebalancing steps (and after a join).
         max_moves: agents moved per rebalancing step.
         kick_concurrency: start requests the leader keeps in flight after moves (the targets'
@@ -304,7 +304,7 @@ class Failover:
         if self._handle is None:
             coordination = getattr(self.node, "coordination", None)
             if coordination is None:
-                from foundation._coordination import Coordination
+                from foundation.coordination.coordination import Coordination
 
                 coordination = Coordination(self.node.nc, self.node.id)
                 await coordination.start()
@@ -531,7 +531,7 @@ class Failover:
             if record.node == node.id:
                 await node._activate(record)
                 return
-            from foundation._transport import encode_request
+            from foundation.messaging.envelope import encode_request
 
             await node.nc.request(
                 node.subjects.node(record.node, "start"),
@@ -562,7 +562,7 @@ class _BatchDirector:
     agents re-placed together spread over the nodes as if placed one after the other."""
 
     def __init__(self, node: Any) -> None:
-        from foundation._placement import PlacementDirector
+        from foundation.placement.placement import PlacementDirector
 
         self._registry = node.registry
         self._pending: dict[str, int] = {}

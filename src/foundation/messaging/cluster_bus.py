@@ -49,7 +49,6 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext, api
 
 from foundation._errors import ClusterError
-from foundation._kv import while_placing
 from foundation._wire import (
     DEAD_LETTER_STREAM,
     DURABLE_SIGNAL_SUBJECT_PREFIX,
@@ -59,6 +58,7 @@ from foundation._wire import (
     SIGNALS_STREAM,
     SUBJECT_ROOT,
 )
+from foundation.nats.kv import while_placing
 from jido import JidoError, Signal, SignalError
 from jido._router import Router, validate_pattern
 

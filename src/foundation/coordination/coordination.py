@@ -57,7 +57,7 @@ from foundation._errors import (
     LeaseLostError,
 )
 from foundation._hooks import call_hook, seconds
-from foundation._kv import KV, BucketSpec, KVEntry, Watch, check_token
+from foundation.nats.kv import KV, BucketSpec, KVEntry, Watch, check_token
 
 log = logging.getLogger("foundation.coordination")
 

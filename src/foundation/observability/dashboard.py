@@ -43,9 +43,9 @@ import orjson
 
 from foundation import _wire as wire
 from foundation._errors import ClusterError
-from foundation._failover import LEADER_LEASE
-from foundation._kv import KV
-from foundation._transport import decode_reply
+from foundation.failover.failover import LEADER_LEASE
+from foundation.messaging.envelope import decode_reply
+from foundation.nats.kv import KV
 
 __all__ = ["Dashboard", "DashboardError"]
 
@@ -58,7 +58,7 @@ MAX_AGENT_IDS = 500
 #: Largest request head accepted.
 MAX_HEAD = 16 * 1024
 
-_PAGE_RESOURCE = "_dashboard_page.html"
+_PAGE_RESOURCE = "dashboard_page.html"
 
 
 class DashboardError(ClusterError):
@@ -68,7 +68,11 @@ class DashboardError(ClusterError):
 
 
 def _page() -> bytes:
-    return importlib.resources.files("foundation").joinpath(_PAGE_RESOURCE).read_bytes()
+    return (
+        importlib.resources.files(__package__ or "foundation.observability")
+        .joinpath(_PAGE_RESOURCE)
+        .read_bytes()
+    )
 
 
 class _Latency:

@@ -67,8 +67,8 @@ from foundation._errors import (
     NatsUnavailableError,
 )
 from foundation._hooks import call_hook, seconds
-from foundation._kv import KV, BucketSpec, KVEntry, Op, check_token
-from foundation._loop_thread import LoopThread
+from foundation.membership.loop_thread import LoopThread
+from foundation.nats.kv import KV, BucketSpec, KVEntry, Op, check_token
 
 log = logging.getLogger("foundation.membership")
 

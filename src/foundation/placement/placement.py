@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from foundation._errors import NoCapacityError, PlacementError
-from foundation._membership import NodeRecord
+from foundation.membership.membership import NodeRecord
 
 #: Resource name counting agents (a node may declare ``{"agents": 1000}`` as capacity).
 AGENTS = "agents"
@@ -338,7 +338,7 @@ class PlacementDirector:
     """Builds compatible candidates from membership (+ registry) and applies a strategy.
 
     ``membership`` is anything with ``members() -> list[NodeRecord]`` (a
-    :class:`~foundation._membership.Membership`) or a callable returning node records;
+    :class:`~foundation.membership.membership.Membership`) or a callable returning node records;
     ``registry`` (optional) supplies agent counts, hosts for affinity and spread groups.
     """
 

@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from foundation._errors import NatsServerError
-from foundation._proc import die_with_parent
+from foundation.nats.proc import die_with_parent
 
 #: Environment variable naming the ``nats-server`` binary to use.
 BINARY_ENV = "FOUNDATION_NATS_SERVER"

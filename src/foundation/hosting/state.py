@@ -27,7 +27,7 @@ import msgspec
 
 from foundation import _wire as wire
 from foundation._errors import CASConflictError, ClusterError, InvalidKeyError
-from foundation._kv import KV, check_key, check_token
+from foundation.nats.kv import KV, check_key, check_token
 from jido import FencedError, StoreError, ValidationError
 from jido._store import Checkpoint, StateStore
 

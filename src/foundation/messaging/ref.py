@@ -25,7 +25,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ConfigDict
 
 from foundation._errors import NodeUnavailableError, NotOwnerError
-from foundation._transport import decode_reply, encode_request
+from foundation.messaging.envelope import decode_reply, encode_request
 from jido import AgentNotFoundError, AgentStoppedError, JidoError, Signal, TimeoutError
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from rich.table import Table
 from jido import JidoError, Signal
 
 if TYPE_CHECKING:
-    from foundation._demo import DemoContext
+    from foundation.cli.demo import DemoContext
 
 
 def _sig(type_: str, data: dict[str, Any]) -> Signal:

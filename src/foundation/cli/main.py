@@ -1,7 +1,7 @@
 """The ``foundation`` command line: ``demo``, ``up``, ``node``, ``status``.
 
 * ``foundation demo`` — the main job: an embedded NATS, three local node processes, the sample
-  order-processing app under load, and a summary (see ``foundation._demo``).
+  order-processing app under load, and a summary (see ``foundation.cli.demo``).
 * ``foundation up [--nodes N] [--nats-servers 1|3] [--app module:attr]`` — a local dev cluster:
   an embedded NATS (one server or a 3-server JetStream cluster) and N node processes; prints the
   NATS URL, a live dashboard URL (``--dashboard-port``) and the cluster status, runs until
@@ -146,9 +146,9 @@ async def _run_node(url: str, app: str, name: str | None, capabilities: list[str
 async def _run_up(
     nodes: int, servers: int, app: str, store_dir: str | None, dashboard_port: int = 0
 ) -> int:
-    from foundation._dashboard import Dashboard
-    from foundation._demo import LocalCluster
-    from foundation._status import collect_status, render_status
+    from foundation.cli.demo import LocalCluster
+    from foundation.observability.dashboard import Dashboard
+    from foundation.observability.status import collect_status, render_status
 
     load_app(app)  # fail early on a bad --app
     cluster = LocalCluster(nodes=nodes, nats_servers=servers, app=app, store_dir=store_dir)
@@ -167,7 +167,7 @@ async def _run_up(
 
 
 async def _run_status(url: str, as_json: bool) -> int:
-    from foundation._status import collect_status, render_status
+    from foundation.observability.status import collect_status, render_status
 
     report = await collect_status(url)
     if as_json:
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "demo":
-            from foundation._demo import DemoOptions, run_demo
+            from foundation.cli.demo import DemoOptions, run_demo
 
             opts = DemoOptions(
                 nodes=args.nodes,
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return asyncio.run(_run_status(args.nats, args.json))
         if args.command == "drain":
-            from foundation._rebalance import run_drain_command
+            from foundation.failover.rebalance import run_drain_command
 
             return asyncio.run(run_drain_command(args.nats, args.node, args.timeout, console))
     except KeyboardInterrupt:

@@ -1,0 +1,1 @@
+"""The ``foundation`` command line (``python -m foundation``): demo, up, node, status, drain."""

@@ -1,0 +1,1 @@
+"""Coordination on KV compare-and-set: leader election, locks, barriers, cluster config."""

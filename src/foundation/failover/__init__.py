@@ -1,0 +1,1 @@
+"""Failover and rebalancing: the leader re-places agents of dead nodes and fills joined ones."""

@@ -1,0 +1,1 @@
+"""Hosting agents on a node: the ``Clustered`` mixin, the fenced state store, activation."""

@@ -1,0 +1,1 @@
+"""Membership: node records with TTL leases, the renewal thread, the live view and snapshots."""

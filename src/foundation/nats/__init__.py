@@ -1,0 +1,2 @@
+"""NATS plumbing: connections, the compare-and-set KV layer, the embedded server launcher and
+child-process hygiene."""

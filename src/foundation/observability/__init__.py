@@ -1,0 +1,1 @@
+"""Observability: the live dashboard (with its Prometheus endpoint) and ``foundation status``."""

@@ -1,0 +1,1 @@
+"""Placement: which node runs a new (or failed-over) agent; strategies and the director."""
