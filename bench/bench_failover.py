@@ -37,9 +37,9 @@ from pydantic import BaseModel
 
 from bench._harness import Row, Stats
 from foundation._node import Node
-from foundation.failover.failover import AwaitFailover
 from foundation.hosting.clustered import Clustered
 from foundation.messaging.inbox import send_to_inbox
+from foundation.messaging.policies import AwaitFailover
 from foundation.nats.server import NatsCluster, NatsServer
 from jido import Action, ActionContext, Agent, JidoError, Signal
 

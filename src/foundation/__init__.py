@@ -76,8 +76,8 @@ from foundation.nats.server import NatsCluster, NatsServer, find_nats_server
 # --- coordination (end) ---
 
 # --- failover (begin) ---
+from foundation.messaging.policies import AwaitFailover
 from foundation.failover.failover import (
-    AwaitFailover,
     DeposedError,
     Failover,
     FailoverEvent,

@@ -122,6 +122,13 @@ class NotOwnerError(ClusterError):
     default_retryable = True
 
 
+class NodeDrainingError(ClusterError):
+    """The node is draining (or stopped) and accepts no new agents. Spawn on another node."""
+
+    type = "node_draining"
+    default_retryable = True
+
+
 class NodeUnavailableError(ClusterError):
     """The target node is not a live member of the cluster (left, expired or unreachable).
 
@@ -175,6 +182,7 @@ __all__ = [
     "NatsServerError",
     "NatsUnavailableError",
     "NoCapacityError",
+    "NodeDrainingError",
     "NodeUnavailableError",
     "NotOwnerError",
     "PlacementError",

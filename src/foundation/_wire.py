@@ -189,3 +189,11 @@ def lock_key(name: str) -> str:
 def barrier_prefix(name: str) -> str:
     """Key prefix of barrier ``name`` in :data:`COORD_BUCKET` (one key per arrived member)."""
     return f"barrier.{name}"
+
+
+#: Name of the cluster lease held by the failover leader (a :func:`lease_key` in the coord bucket).
+LEADER_LEASE = "foundation-leader"
+#: Registry metadata key: the term of the leader that made the write.
+TERM_KEY = "fdn.term"
+#: Registry metadata key: the node id of the leader that made the write.
+LEADER_KEY = "fdn.leader"

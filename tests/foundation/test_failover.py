@@ -12,10 +12,10 @@ from foundation._node import Node
 from foundation.failover.failover import (
     LEADER_KEY,
     TERM_KEY,
-    AwaitFailover,
     Failover,
     FailoverEvent,
 )
+from foundation.messaging.policies import AwaitFailover
 from foundation.nats.server import NatsServer
 from jido import AgentNotFoundError, Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter, LocalCounter

@@ -301,7 +301,7 @@ async def test_at_least_once_casts_go_through_the_inbox(trio: list[Node]) -> Non
     for _ in range(20):
         await a.ref("dur-1").cast(add(1))
     # the stream of this fresh server holds only these 20 signals: sequences 1..20
-    await b._inboxes["dur-1"].wait_applied(20)
+    await b.host._inboxes["dur-1"].wait_applied(20)
     assert (await a.ref("dur-1").state()).count == 20
     checkpoint = await b.state_store.load("dur-1")
     assert checkpoint is not None and checkpoint.meta["stream_seq"] == 20
@@ -314,7 +314,7 @@ async def test_local_cast_to_at_least_once_agent_uses_the_inbox(trio: list[Node]
     await b.spawn(DurableCounter, id="dur-local", node="n1")
     for _ in range(5):
         await b.ref("dur-local").cast(add(2))
-    await b._inboxes["dur-local"].wait_applied(5)
+    await b.host._inboxes["dur-local"].wait_applied(5)
     checkpoint = await b.state_store.load("dur-local")
     assert checkpoint is not None
     assert checkpoint.state["count"] == 10 and checkpoint.meta["stream_seq"] == 5

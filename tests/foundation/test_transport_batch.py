@@ -159,7 +159,7 @@ async def test_pending_casts_go_out_when_the_sender_stops(
     ref = a.ref("rec-2")
     for i in range(50):
         await ref.cast(note(i))
-    assert a._cast_out  # still queued: nothing has let the flush run yet
+    assert a.client._cast_out  # still queued: nothing has let the flush run yet
     await a.stop()  # flushes the casts, then drains the connection (the server has them)
     probe = b.ref("rec-2")
     for _ in range(3000):  # wait for the condition: all 50 applied (bounded: 30 s)

@@ -28,9 +28,10 @@ every write) and stamps every registry write with its term (``metadata["fdn.term
 exists: this one steps down at once. A deposed leader's write based on a record a newer leader
 has since written fails its CAS. See ``docs/failover.md`` for timings and limits.
 
-Sender side: :class:`AwaitFailover` is the ``UnreachablePolicy`` of a node's refs: a call to an
-agent whose owner is gone waits (within the caller's timeout) for the record to point at a live
-node, then retries there, instead of failing at once.
+The sender side, :class:`~foundation.messaging.policies.AwaitFailover`, is a ref policy (in
+``foundation.messaging``). Failover takes the node it serves as a :class:`ClusterNode`: its
+membership, registry, coordination, host (to activate an agent here) and client (to ask another
+node to start one).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -52,21 +53,15 @@ from foundation._errors import (
     NoCapacityError,
     PlacementError,
 )
-from foundation.failover.rebalance import Rebalancer
+from foundation._wire import LEADER_KEY, LEADER_LEASE, TERM_KEY
+from foundation.coordination.coordination import Coordination
+from foundation.failover.rebalance import ClusterNode, Rebalancer
 from foundation.hosting.clustered import cluster_spec
-from jido import JidoError
-
-if TYPE_CHECKING:
-    from foundation.messaging.ref import ClusterRef
+from foundation.messaging.envelope import encode_request
+from foundation.placement.placement import PlacementDirector
 
 log = logging.getLogger("foundation.failover")
 
-#: Name of the cluster lease held by the failover leader.
-LEADER_LEASE = "foundation-leader"
-#: Registry metadata key: the term of the leader that made the write.
-TERM_KEY = "fdn.term"
-#: Registry metadata key: the node id of the leader that made the write.
-LEADER_KEY = "fdn.leader"
 
 NonCritical = Literal["remove", "replace"]
 
@@ -161,13 +156,13 @@ class DeposedError(LeaseLostError):
 class Failover:
     """The failover component of one node (campaigns; acts only while it leads).
 
-    ``node`` is the :class:`foundation.Node` it serves; ``elector`` acquires the leader lease
-    (default: the node's coordination ``elect``).
+    ``node`` is the node it serves (a :class:`foundation.Node`); ``elector`` acquires the leader
+    lease (default: the node's coordination ``elect``).
     """
 
     def __init__(
         self,
-        node: Any,
+        node: ClusterNode,
         *,
         elector: Elector | None = None,
         options: FailoverOptions | None = None,
@@ -302,11 +297,9 @@ class Failover:
         if self._elector is not None:
             return await self._elector(self.options.lease_name)
         if self._handle is None:
-            coordination = getattr(self.node, "coordination", None)
+            coordination = self.node.coordination
             if coordination is None:
-                from foundation.coordination.coordination import Coordination
-
-                coordination = Coordination(self.node.nc, self.node.id)
+                coordination = Coordination(self.node.client.nc, self.node.id)
                 await coordination.start()
                 self._own_coordination = coordination
             self._handle = await coordination.elect(self.options.lease_name)
@@ -529,14 +522,14 @@ class Failover:
         node = self.node
         async with self._kick_sem:
             if record.node == node.id:
-                await node._activate(record)
+                await node.host.activate(record)
                 return
-            from foundation.messaging.envelope import encode_request
-
-            await node.nc.request(
-                node.subjects.node(record.node, "start"),
+            await node.client.request(
+                record.node,
+                "start",
                 encode_request(record.agent_id, None, epoch=record.epoch),
-                timeout=max(1.0, float(getattr(node, "call_timeout", 5.0))),
+                timeout=max(1.0, node.client.call_timeout),
+                agent_id=record.agent_id,
             )
 
     def _kick_done(self, task: asyncio.Future[Any]) -> None:
@@ -547,7 +540,7 @@ class Failover:
     def _requirements(self, record: Any) -> tuple[list[str], dict[str, float]]:
         required = [*record.capabilities]
         resources: dict[str, float] = {}
-        cls = getattr(self.node, "_types", {}).get(record.type)
+        cls = self.node.host.types.get(record.type)
         spec = cluster_spec(cls) if cls is not None else None
         if spec is not None:
             required = [*spec.capabilities]
@@ -561,8 +554,7 @@ class _BatchDirector:
     """Placement for a batch of concurrent moves: counts the moves still in flight, so that
     agents re-placed together spread over the nodes as if placed one after the other."""
 
-    def __init__(self, node: Any) -> None:
-        from foundation.placement.placement import PlacementDirector
+    def __init__(self, node: ClusterNode) -> None:
 
         self._registry = node.registry
         self._pending: dict[str, int] = {}
@@ -634,64 +626,10 @@ class _Tenure:
         await self._handle.resign()
 
 
-# -- sender side --------------------------------------------------------------------------------
-
-
-class AwaitFailover:
-    """``UnreachablePolicy``: wait for the agent's failover instead of failing at once.
-
-    When a ref finds the owner gone (not a live member, no responders) or not running the
-    agent, this waits — within the caller's deadline — until the registry points the agent at
-    a live node (a newer epoch or another node), then lets the ref retry there. If nothing
-    changes, the same owner is retried after ``retry_after`` seconds (``poll`` seconds for
-    ``not_owner``: the agent is probably starting there). Removed agents and expired deadlines
-    give up with the original error.
-    """
-
-    def __init__(self, *, poll: float = 0.05, retry_after: float = 1.0) -> None:
-        self.poll = poll
-        self.retry_after = retry_after
-
-    async def on_unreachable(
-        self, ref: ClusterRef, record: Any, error: JidoError, deadline: float
-    ) -> Any | None:
-        """Return a record to retry against, or ``None`` to raise ``error``."""
-        from foundation._errors import NotOwnerError
-
-        node = ref._node
-        registry = node.registry
-        loop = asyncio.get_running_loop()
-        if record is None:
-            return None
-        hold = self.poll if isinstance(error, NotOwnerError) else self.retry_after
-        retry_at = loop.time() + hold
-        checked = False
-        while True:
-            now = loop.time()
-            remaining = deadline - now
-            if remaining <= 0:
-                return None
-            current = registry.cached(ref.id, tenant=ref.tenant)
-            if current is None and not checked:
-                checked = True
-                current = await registry.lookup(ref.id, consistent=True, tenant=ref.tenant)
-            if current is None:
-                return None  # removed: nothing will come back
-            newer = current.epoch > record.epoch or current.node != record.node
-            usable = current.node == node.id or node._is_live(current.node)
-            if usable and (newer or now >= retry_at):
-                return current
-            version = registry.version
-            wait = min(remaining, max(retry_at - now, 0.001), max(self.poll, 0.001))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(registry.wait_change(after=version), wait)
-
-
 __all__ = [
     "LEADER_KEY",
     "LEADER_LEASE",
     "TERM_KEY",
-    "AwaitFailover",
     "DeposedError",
     "Elector",
     "Failover",

@@ -1,12 +1,12 @@
 """Rebalancing when nodes join, hand-over between nodes, and graceful drain.
 
-**Hand-over** (:func:`hand_over`, served by the owner on its ``handoff`` op): the owner parks
-the agent (its reconciliation will not restart it), stops it — the runtime lets the command in
-progress finish and commits its final checkpoint — then moves the registry record by CAS to the
-target (the epoch grows, the leader's term is stamped), un-parks it and asks the target to start
-it. The target's activation claims the state key with the new epoch and restores that last
-checkpoint. The agent is never moved in the middle of a command, and no two copies run: the old
-one is stopped before the record moves.
+**Hand-over** (:meth:`AgentHost.hand_over <foundation.hosting.host.AgentHost.hand_over>`, served
+by the owner on its ``handoff`` op): the owner parks the agent (its reconciliation will not
+restart it), stops it — the runtime lets the command in progress finish and commits its final
+checkpoint — then moves the registry record by CAS to the target (the epoch grows, the leader's
+term is stamped), un-parks it and asks the target to start it. The target's activation claims the
+state key with the new epoch and restores that last checkpoint. The agent is never moved in the
+middle of a command, and no two copies run: the old one is stopped before the record moves.
 
 **Rebalancing** (:class:`Rebalancer`, run by the leader): when a node joins, the leader moves
 agents from the most loaded nodes to it, at most ``max_moves`` per ``interval``, until the
@@ -22,22 +22,57 @@ once its record is gone.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import msgspec
-
-from foundation._errors import ClusterError, NodeUnavailableError, NotOwnerError
+from foundation._errors import NodeUnavailableError
+from foundation._wire import LEADER_KEY, TERM_KEY
+from foundation.coordination.coordination import Coordination
+from foundation.hosting.host import AgentHost
+from foundation.membership.membership import Membership
+from foundation.messaging.client import NodeClient, request
+from foundation.messaging.envelope import encode_request
+from foundation.registry.registry import ClusterRegistry
+from jido import TimeoutError as RequestTimeoutError
 
 log = logging.getLogger("foundation.rebalance")
 
-#: Node ops served by this module (on ``foundation.node.<id>.<op>``).
-OPS = ("handoff", "drain")
+
+class ClusterNode(Protocol):
+    """What failover and rebalancing need from the node they serve (a ``Node`` is one)."""
+
+    @property
+    def id(self) -> str:
+        """The node's id."""
+        ...
+
+    @property
+    def membership(self) -> Membership:
+        """The membership view (who is live, joins and losses)."""
+        ...
+
+    @property
+    def registry(self) -> ClusterRegistry:
+        """The agent registry."""
+        ...
+
+    @property
+    def coordination(self) -> Coordination | None:
+        """The node's coordination (the leader lease is campaigned for there)."""
+        ...
+
+    @property
+    def host(self) -> AgentHost:
+        """The agents running on the node (activation and hand-over here)."""
+        ...
+
+    @property
+    def client(self) -> NodeClient:
+        """Requests to other nodes."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,58 +91,10 @@ class Move:
 
 
 async def hand_over(
-    node: Any, agent_id: str, *, to: str, metadata: Mapping[str, Any] | None = None
+    node: ClusterNode, agent_id: str, *, to: str, metadata: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Hand ``agent_id`` over from ``node`` (its owner) to node ``to``; see module docs."""
-    record = await node.registry.lookup(agent_id, consistent=True)
-    if record is None or record.node != node.id:
-        raise NotOwnerError(
-            f"node {node.id} does not own {agent_id!r}; nothing to hand over",
-            details={"agent_id": agent_id, "node": node.id},
-        )
-    parked: set[str] = node._parked
-    parked.add(agent_id)
-    try:
-        await node._stop_local(agent_id)
-        expected = record
-        if metadata:
-            expected = msgspec.structs.replace(
-                record, metadata={**record.metadata, **dict(metadata)}
-            )
-        moved = await node.registry.move(agent_id, to=to, expected=expected)
-    except BaseException:
-        parked.discard(agent_id)
-        node._reconcile_wake.set()  # restart it here: the record did not move
-        raise
-    parked.discard(agent_id)
-    with contextlib.suppress(NodeUnavailableError):
-        await node._start_remote(moved, None)
-    return {"agent_id": agent_id, "from": node.id, "to": to, "epoch": moved.epoch}
-
-
-def start_drain(node: Any) -> dict[str, Any]:
-    """Begin draining ``node`` in the background; returns at once with what will be moved."""
-    task = node.__dict__.get("_drain_task")
-    agents = len(node.local_agents())
-    if task is None:
-        task = asyncio.get_running_loop().create_task(node.drain(), name=f"drain-{node.id}")
-        node.__dict__["_drain_task"] = task
-    return {"node": node.id, "draining": True, "agents": agents}
-
-
-async def handle_op(node: Any, op: str, agent_id: str, extra: Mapping[str, Any]) -> Any:
-    """Serve a rebalance op on a node's private subject (``handoff`` or ``drain``)."""
-    if op == "drain":
-        return start_drain(node)
-    if op == "handoff":
-        to = extra.get("to")
-        if not isinstance(to, str) or not to:
-            raise ClusterError("handoff needs a target node ('to')", details={"extra": extra})
-        meta = extra.get("stamp")
-        return await hand_over(
-            node, agent_id, to=to, metadata=meta if isinstance(meta, Mapping) else None
-        )
-    raise ClusterError(f"unknown rebalance op {op!r}", details={"op": op})
+    return await node.host.hand_over(agent_id, to=to, metadata=metadata)
 
 
 # -- caller side ---------------------------------------------------------------------------------
@@ -115,27 +102,21 @@ async def handle_op(node: Any, op: str, agent_id: str, extra: Mapping[str, Any])
 
 async def request_drain(nc: Any, node_id: str, *, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
     """Ask node ``node_id`` to drain; returns its answer (``{"node", "draining", "agents"}``)."""
-    from nats.errors import NoRespondersError
-    from nats.errors import TimeoutError as NatsTimeoutError
-
-    from foundation.messaging.envelope import Subjects, decode_reply, encode_request
-
     try:
-        msg = await nc.request(
-            Subjects().node(node_id, "drain"), encode_request(node_id, None), timeout=timeout
+        result: dict[str, Any] = await request(
+            nc, node_id, "drain", encode_request(node_id, None), timeout=timeout
         )
-    except (NoRespondersError, NatsTimeoutError) as exc:
+    except (NodeUnavailableError, RequestTimeoutError) as exc:
         raise NodeUnavailableError(
             f"node {node_id!r} did not answer the drain request; is it running?",
             details={"node": node_id},
             cause=exc,
         ) from exc
-    result: dict[str, Any] = decode_reply(msg.data)
     return result
 
 
 async def request_hand_over(
-    node: Any,
+    node: ClusterNode,
     record: Any,
     to: str,
     *,
@@ -143,15 +124,12 @@ async def request_hand_over(
     timeout: float = 10.0,  # noqa: ASYNC109
 ) -> dict[str, Any]:
     """Ask the owner of ``record`` to hand the agent over to ``to``."""
-    from foundation.messaging.envelope import decode_reply, encode_request
-
     if record.node == node.id:
-        return await hand_over(node, record.agent_id, to=to, metadata=metadata)
+        return await node.host.hand_over(record.agent_id, to=to, metadata=metadata)
     payload = encode_request(record.agent_id, None, to=to, stamp=dict(metadata))
-    msg = await node.nc.request(
-        node.subjects.node(record.node, "handoff"), payload, timeout=timeout
+    result: dict[str, Any] = await node.client.request(
+        record.node, "handoff", payload, timeout=timeout, agent_id=record.agent_id
     )
-    result: dict[str, Any] = decode_reply(msg.data)
     return result
 
 
@@ -163,7 +141,7 @@ class Rebalancer:
 
     def __init__(
         self,
-        node: Any,
+        node: ClusterNode,
         *,
         interval: float = 2.0,
         max_moves: int = 4,
@@ -197,9 +175,8 @@ class Rebalancer:
         )
 
     async def _ready(self, node_id: str) -> bool:
-        node = self.node
         try:
-            await node.nc.request(node.subjects.node(node_id, "ping"), b"{}", timeout=1.0)
+            await self.node.client.request(node_id, "ping", b"{}", timeout=1.0)
         except Exception:
             return False
         return True
@@ -247,8 +224,6 @@ class Rebalancer:
                 break  # joined the membership but not serving yet: next step
             t0 = time.monotonic()
             try:
-                from foundation.failover.failover import LEADER_KEY, TERM_KEY
-
                 out = await request_hand_over(
                     self.node, record, target, metadata={TERM_KEY: term, LEADER_KEY: self.node.id}
                 )
@@ -274,9 +249,7 @@ async def run_drain_command(url: str, node_id: str, timeout: float, console: Any
     """``foundation drain NODE``: drain it, wait until it left, show where its agents went."""
     from rich.table import Table
 
-    from foundation.membership.membership import Membership
     from foundation.nats.kv import connect
-    from foundation.registry.registry import ClusterRegistry
 
     nc = await connect(url, name="foundation-drain")
     members = Membership(nc, None)
@@ -323,13 +296,10 @@ async def run_drain_command(url: str, node_id: str, timeout: float, console: Any
 
 
 __all__ = [
-    "OPS",
     "Move",
     "Rebalancer",
     "hand_over",
-    "handle_op",
     "request_drain",
     "request_hand_over",
     "run_drain_command",
-    "start_drain",
 ]

@@ -12,24 +12,24 @@ and sends one request to that node's private subject:
   :class:`UnreachablePolicy`. The default, :class:`FailFast`, gives up at once with
   ``NodeUnavailableError``; a failover-aware policy may instead wait, within the caller's
   deadline, for the agent to be re-placed and return the new record to retry against.
+
+A ref reaches the cluster only through a :class:`Locator` (its node): where an agent runs,
+whether its owner is live, the agent itself when it runs here, and the node's requests and casts.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from nats.errors import ConnectionClosedError, NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ConfigDict
 
 from foundation._errors import NodeUnavailableError, NotOwnerError
-from foundation.messaging.envelope import decode_reply, encode_request
+from foundation.hosting.host import released
+from foundation.messaging.envelope import encode_request
+from foundation.registry.registry import ClusterRegistry, RegistryRecord
 from jido import AgentNotFoundError, AgentStoppedError, JidoError, Signal, TimeoutError
-
-if TYPE_CHECKING:
-    from foundation._node import Node
 
 
 class RemoteState(BaseModel):
@@ -64,17 +64,73 @@ class FailFast:
         return None
 
 
+class Locator(Protocol):
+    """What a :class:`ClusterRef` needs from the node it was made on."""
+
+    @property
+    def node_id(self) -> str:
+        """Id of this node."""
+        ...
+
+    @property
+    def call_timeout(self) -> float:
+        """Default timeout of ``call`` and ``state``, in seconds."""
+        ...
+
+    @property
+    def ref_policy(self) -> UnreachablePolicy:
+        """What refs do when an owner cannot be reached."""
+        ...
+
+    @property
+    def registry(self) -> ClusterRegistry:
+        """The registry (its watched cache answers most lookups)."""
+        ...
+
+    def local(self, agent_id: str) -> Any:
+        """The agent's ``jido`` ref when it runs on this node now, else ``None``."""
+        ...
+
+    def durable(self, agent_id: str) -> bool:
+        """True when the local agent's casts go through its inbox (at-least-once)."""
+        ...
+
+    async def wait_local(self, agent_id: str, deadline: float) -> Any:
+        """The local agent once it runs here (waits for an activation under way), or ``None``."""
+        ...
+
+    async def record(self, agent_id: str, *, consistent: bool) -> RegistryRecord | None:
+        """The agent's registry record (``consistent``: read the server, not the cache)."""
+        ...
+
+    def is_live(self, node_id: str) -> bool:
+        """True when ``node_id`` is a live member (this node: not fenced)."""
+        ...
+
+    def agent_class(self, agent_id: str) -> type | None:
+        """The agent's class when this node hosts its type."""
+        ...
+
+    async def cast_remote(
+        self, agent_id: str, signal: Signal, meta: Mapping[str, Any] | None
+    ) -> None:
+        """Cast to an agent that does not run here (or whose casts go through its inbox)."""
+        ...
+
+    async def request(
+        self,
+        node_id: str,
+        op: str,
+        payload: bytes,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        agent_id: str,
+    ) -> Any:
+        """Send ``op`` about ``agent_id`` to node ``node_id`` and return the decoded reply."""
+        ...
+
+
 _MAX_HOPS = 8  # bound on policy-driven retries within one call
-
-RELEASED = "released"
-"""Stop reason of an agent its node let go of (moved, handed over, fenced, stopped from the
-cluster). A request still queued then was never handled, so the node answers it
-``NotOwnerError`` and the ref looks for the agent's owner again."""
-
-
-def released(exc: AgentStoppedError) -> bool:
-    """True when ``exc`` says the node let the agent go before handling the request."""
-    return exc.details.get("reason") == RELEASED
 
 
 class ClusterRef:
@@ -84,25 +140,30 @@ class ClusterRef:
     runs. Obtain one with ``node.spawn(...)`` or ``node.ref(agent_id)``.
     """
 
-    __slots__ = ("_cls", "_node", "id", "tenant")
+    __slots__ = ("_cls", "_locator", "id", "tenant")
 
     def __init__(
-        self, node: Node, agent_id: str, *, tenant: str, agent_cls: type | None = None
+        self, locator: Locator, agent_id: str, *, tenant: str, agent_cls: type | None = None
     ) -> None:
-        self._node = node
+        self._locator = locator
         self.id = agent_id
         self.tenant = tenant
         self._cls = agent_cls
 
+    @property
+    def locator(self) -> Locator:
+        """The node this ref reaches the cluster through."""
+        return self._locator
+
     def __repr__(self) -> str:
-        return f"ClusterRef({self.id!r}, node={self._node.id!r})"
+        return f"ClusterRef({self.id!r}, node={self._locator.node_id!r})"
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, ClusterRef)
             and other.id == self.id
             and other.tenant == self.tenant
-            and other._node is self._node
+            and other._locator is self._locator
         )
 
     def __hash__(self) -> int:
@@ -124,9 +185,9 @@ class ClusterRef:
         agent moved twice during the call, ``NodeUnavailableError`` if its node is gone, and
         ``AgentNotFoundError`` if no agent has this id.
         """
-        node = self._node
-        local = node._local_ref(self.id)
-        budget = node.call_timeout if timeout is None else timeout
+        loc = self._locator
+        local = loc.local(self.id)
+        budget = loc.call_timeout if timeout is None else timeout
         deadline = asyncio.get_running_loop().time() + budget
         if local is not None:
             try:
@@ -146,25 +207,25 @@ class ClusterRef:
         Raises ``AgentNotFoundError`` when the id is not registered and
         ``NodeUnavailableError`` when its owner is not a live member.
         """
-        node = self._node
-        local = node._local_ref(self.id)
-        if local is not None and self.id not in node._durable:
+        loc = self._locator
+        local = loc.local(self.id)
+        if local is not None and not loc.durable(self.id):
             await local.cast(signal, meta=meta)
             return
         # remote, or an at_least_once agent (its casts always go through its inbox)
-        await node._cast_remote(self, signal, meta)
+        await loc.cast_remote(self.id, signal, meta)
 
     async def state(self, *, timeout: float | None = None) -> BaseModel:  # noqa: ASYNC109
         """The agent's current state model (a :class:`RemoteState` if the class is unknown here)."""
-        node = self._node
-        local = node._local_ref(self.id)
+        loc = self._locator
+        local = loc.local(self.id)
         if local is not None:
             state: BaseModel = await local.state()
             return state
-        budget = node.call_timeout if timeout is None else timeout
+        budget = loc.call_timeout if timeout is None else timeout
         deadline = asyncio.get_running_loop().time() + budget
         raw = await self._remote("state", None, deadline, None)
-        cls = self._cls or node._agent_class_of(self.id)
+        cls = self._cls or loc.agent_class(self.id)
         model = getattr(cls, "state_model", None) if cls is not None else None
         if isinstance(model, type) and issubclass(model, BaseModel):
             return model.model_validate(raw)
@@ -172,7 +233,7 @@ class ClusterRef:
 
     async def owner(self) -> str | None:
         """Id of the node that owns the agent now (registry cache), or ``None``."""
-        record = await self._node._record_of(self.id, consistent=False)
+        record = await self._locator.record(self.id, consistent=False)
         return record.node if record is not None else None
 
     # -- remote path ----------------------------------------------------------------------------
@@ -184,10 +245,10 @@ class ClusterRef:
         deadline: float,
         meta: Mapping[str, Any] | None,
     ) -> Any:
-        node = self._node
-        record = await node._record_of(self.id, consistent=False)
+        loc = self._locator
+        record = await loc.record(self.id, consistent=False)
         if record is None:
-            record = await node._record_of(self.id, consistent=True)
+            record = await loc.record(self.id, consistent=True)
         retried = False
         for _ in range(_MAX_HOPS):
             if record is None:
@@ -202,13 +263,13 @@ class ClusterRef:
                 if not retried:
                     # The agent moved (or is moving): read the registry and retry once.
                     retried = True
-                    fresh = await node._record_of(self.id, consistent=True)
+                    fresh = await loc.record(self.id, consistent=True)
                     if fresh is None or (fresh.node, fresh.epoch) != (record.node, record.epoch):
                         record = fresh
                         continue
             except NodeUnavailableError as exc:
                 error = exc
-            new = await node.ref_policy.on_unreachable(self, record, error, deadline)
+            new = await loc.ref_policy.on_unreachable(self, record, error, deadline)
             if new is None:
                 raise error
             record = new
@@ -225,21 +286,21 @@ class ClusterRef:
         deadline: float,
         meta: Mapping[str, Any] | None,
     ) -> Any:
-        node = self._node
+        loc = self._locator
         loop = asyncio.get_running_loop()
-        if record.node == node.id:
-            local = await node._wait_local(self.id, deadline)
+        if record.node == loc.node_id:
+            local = await loc.wait_local(self.id, deadline)
             if local is None:
                 raise NotOwnerError(
-                    f"agent {self.id!r} is assigned to node {node.id} but not running there",
-                    details={"agent_id": self.id, "node": node.id},
+                    f"agent {self.id!r} is assigned to node {loc.node_id} but not running there",
+                    details={"agent_id": self.id, "node": loc.node_id},
                 )
             if op == "call":
                 assert signal is not None
                 remaining = max(deadline - loop.time(), 0.001)
                 return await local.call(signal, timeout=remaining, meta=meta)
             return (await local.state()).model_dump(mode="json")
-        if not node._is_live(record.node):
+        if not loc.is_live(record.node):
             raise NodeUnavailableError(
                 f"agent {self.id!r} is owned by node {record.node!r}, which is not a live "
                 "member of the cluster; wait for failover or spawn it elsewhere",
@@ -247,41 +308,14 @@ class ClusterRef:
             )
         remaining = deadline - loop.time()
         if remaining <= 0:
-            raise _timeout(self.id, op)
+            raise TimeoutError(
+                f"{op} to agent {self.id!r} got no reply in time; retry or raise the timeout",
+                details={"agent_id": self.id, "op": op},
+            )
         payload = encode_request(
             self.id, signal, timeout=remaining * 0.95 if op == "call" else None, meta=meta
         )
-        node._counters["calls_out"] += 1
-        try:
-            if record.node in node._cast_out:
-                # casts issued before this request reach the agent before it
-                await node._flush_casts_to(record.node)
-            msg = await node.nc.request(
-                node.subjects.node(record.node, op), payload, timeout=remaining
-            )
-        except NoRespondersError as exc:
-            raise NodeUnavailableError(
-                f"node {record.node!r} does not answer (no responders); it may have stopped "
-                "or been cut off",
-                details={"agent_id": self.id, "node": record.node},
-                cause=exc,
-            ) from exc
-        except NatsTimeoutError as exc:
-            raise _timeout(self.id, op) from exc
-        except ConnectionClosedError as exc:
-            raise NodeUnavailableError(
-                "this node's NATS connection is closed",
-                details={"agent_id": self.id, "node": node.id},
-                cause=exc,
-            ) from exc
-        return decode_reply(msg.data)
+        return await loc.request(record.node, op, payload, timeout=remaining, agent_id=self.id)
 
 
-def _timeout(agent_id: str, op: str) -> TimeoutError:
-    return TimeoutError(
-        f"{op} to agent {agent_id!r} got no reply in time; retry or raise the timeout",
-        details={"agent_id": agent_id, "op": op},
-    )
-
-
-__all__ = ["ClusterRef", "FailFast", "RemoteState", "UnreachablePolicy"]
+__all__ = ["ClusterRef", "FailFast", "Locator", "RemoteState", "UnreachablePolicy"]

@@ -40,9 +40,10 @@ import orjson
 from foundation import _wire as wire
 from foundation._node import Node
 from foundation.coordination.coordination import COORD_MARKER_TTL
-from foundation.failover.failover import LEADER_KEY, TERM_KEY, AwaitFailover
+from foundation.failover.failover import LEADER_KEY, TERM_KEY
 from foundation.hosting.state import ACTIVATION_MARK
 from foundation.messaging.inbox import send_to_inbox
+from foundation.messaging.policies import AwaitFailover
 from foundation.nats.kv import KV, BucketSpec, connect
 from foundation.nats.server import NatsCluster, NatsServer
 from foundation.registry.registry import RegistryRecord

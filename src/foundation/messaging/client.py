@@ -1,0 +1,220 @@
+"""The sending side of the node-to-node wire: requests, cast batching, one error translation.
+
+Every request a node (or a command-line tool) sends to another node's private subject goes
+through :func:`request`, the only place where NATS errors become typed cluster errors:
+
+* no responders → ``NodeUnavailableError`` (the node stopped or is cut off);
+* no reply in time → ``jido.TimeoutError`` (also a builtin ``TimeoutError``);
+* our own connection closed → ``NodeUnavailableError``.
+
+A caller that reads a timeout differently (a start request that may still land) catches the
+typed error, never a NATS one. :class:`NodeClient` adds the per-node parts: casts issued in the
+same event-loop turn to one node leave as one ``casts`` message (see :meth:`NodeClient.cast`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from foundation._errors import NodeUnavailableError
+from foundation._hooks import TaskSet
+from foundation.membership.membership import Membership
+from foundation.messaging.envelope import (
+    CAST_BATCH_BYTES,
+    Subjects,
+    decode_reply,
+    encode_cast_batch,
+    encode_request,
+)
+from foundation.registry.registry import RegistryRecord
+from jido import TimeoutError
+
+log = logging.getLogger("foundation.node")
+
+
+async def request(
+    nc: NatsClient,
+    node_id: str,
+    op: str,
+    payload: bytes,
+    *,
+    timeout: float,  # noqa: ASYNC109 - a NATS request timeout
+    agent_id: str | None = None,
+    origin: str | None = None,
+    subjects: Subjects | None = None,
+) -> Any:
+    """Send ``op`` to node ``node_id`` and return its decoded reply.
+
+    Raises the typed error the remote side answered, or one of the translations in the module
+    docs. ``agent_id`` (the agent the request is about) and ``origin`` (the sending node) go into
+    the error details.
+    """
+    subject = (subjects or Subjects()).node(node_id, op)
+    about = {"agent_id": agent_id} if agent_id is not None else {}
+    try:
+        msg = await nc.request(subject, payload, timeout=timeout)
+    except NoRespondersError as exc:
+        raise NodeUnavailableError(
+            f"node {node_id!r} does not answer (no responders); it may have stopped "
+            "or been cut off",
+            details={**about, "node": node_id, "op": op},
+            cause=exc,
+        ) from exc
+    except NatsTimeoutError as exc:
+        what = f"agent {agent_id!r}" if agent_id is not None else f"node {node_id!r}"
+        raise TimeoutError(
+            f"{op} to {what} got no reply in time; retry or raise the timeout",
+            details={**about, "node": node_id, "op": op},
+        ) from exc
+    except ConnectionClosedError as exc:
+        raise NodeUnavailableError(
+            "this node's NATS connection is closed",
+            details={**about, "node": origin},
+            cause=exc,
+        ) from exc
+    return decode_reply(msg.data)
+
+
+class NodeClient:
+    """Requests and casts from one node to the others (see the module docs).
+
+    Casts to a node whose membership record does not list the ``casts`` wire feature go one
+    message each.
+    """
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        node_id: str,
+        *,
+        subjects: Subjects,
+        call_timeout: float,
+        membership: Membership,
+        tasks: TaskSet,
+    ) -> None:
+        self.nc = nc
+        self.node_id = node_id
+        self.subjects = subjects
+        self.call_timeout = call_timeout
+        self._membership = membership
+        self._tasks = tasks
+        self._cast_out: dict[str, list[bytes]] = {}
+        self._cast_out_bytes: dict[str, int] = {}
+        self._cast_flush_scheduled = False
+
+    async def request(
+        self,
+        node_id: str,
+        op: str,
+        payload: bytes,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a NATS request timeout
+        agent_id: str | None = None,
+    ) -> Any:
+        """Send ``op`` to ``node_id`` (after the casts queued for it); return the decoded reply."""
+        if node_id in self._cast_out:
+            # casts issued before this request reach the agent before it
+            await self.flush_casts_to(node_id)
+        return await request(
+            self.nc,
+            node_id,
+            op,
+            payload,
+            timeout=self.call_timeout if timeout is None else timeout,
+            agent_id=agent_id,
+            origin=self.node_id,
+            subjects=self.subjects,
+        )
+
+    async def start_remote(
+        self, record: RegistryRecord, state: dict[str, Any] | None, *, fresh: bool = False
+    ) -> None:
+        """Ask the owner named by ``record`` to start the agent (at ``record.epoch``).
+
+        Raises ``NodeUnavailableError`` when the owner does not confirm; the record stays, and
+        the owner's reconciliation (or the failover) starts the agent.
+        """
+        extra: dict[str, Any] = {"epoch": record.epoch, "fresh": fresh}
+        if state:
+            extra["state"] = state
+        payload = encode_request(record.agent_id, None, **extra)
+        try:
+            await self.request(record.node, "start", payload, agent_id=record.agent_id)
+        except (NodeUnavailableError, TimeoutError) as exc:
+            if isinstance(exc, NodeUnavailableError) and exc.details.get("node") != record.node:
+                raise  # our own connection is closed
+            raise NodeUnavailableError(
+                f"node {record.node!r} did not confirm the start of {record.agent_id!r}; it stays "
+                "registered there and starts when that node reconciles",
+                details={"agent_id": record.agent_id, "node": record.node},
+                cause=exc,
+            ) from exc
+
+    # -- casts ---------------------------------------------------------------------------------
+
+    def _serves_casts(self, node_id: str) -> bool:
+        """True if ``node_id`` understands ``casts`` batches (its record lists the feature)."""
+        record = self._membership.snapshot.get(node_id)
+        return record is not None and "casts" in record.wire_features
+
+    async def cast(self, node_id: str, item: bytes) -> None:
+        """Add one encoded cast to the batch bound for ``node_id``.
+
+        Casts issued in the same event-loop turn to one node leave as one ``casts`` message
+        (a JSON array, in order), published when the turn ends or when the batch reaches
+        :data:`CAST_BATCH_BYTES`. A cast too large for a batch goes alone (after the batch, so
+        order is kept) and a publish error reaches the caller as before.
+        """
+        nc = self.nc
+        if nc.is_closed:
+            raise NodeUnavailableError(
+                "this node's NATS connection is closed", details={"node": self.node_id}
+            )
+        if len(item) > CAST_BATCH_BYTES or not self._serves_casts(node_id):
+            await self.flush_casts_to(node_id)
+            await nc.publish(self.subjects.node(node_id, "cast"), item)
+            return
+        batch = self._cast_out.get(node_id)
+        if batch is None:
+            self._cast_out[node_id] = [item]
+            self._cast_out_bytes[node_id] = len(item)
+        else:
+            batch.append(item)
+            self._cast_out_bytes[node_id] += len(item) + 1
+            if self._cast_out_bytes[node_id] > CAST_BATCH_BYTES:
+                await self.flush_casts_to(node_id)
+                return
+        if not self._cast_flush_scheduled:
+            self._cast_flush_scheduled = True
+            self._tasks.spawn(self.flush_casts())
+
+    async def flush_casts_to(self, node_id: str) -> None:
+        """Publish the pending casts for ``node_id`` now (before a request to it, keeping order).
+
+        The batch is taken and handed to ``publish`` without suspending in between, and nats-py
+        queues the message before its first suspension, so messages to a node leave in the
+        order their casts were issued.
+        """
+        batch = self._cast_out.pop(node_id, None)
+        if batch is None:
+            return
+        del self._cast_out_bytes[node_id]
+        await self.nc.publish(self.subjects.node(node_id, "casts"), encode_cast_batch(batch))
+
+    async def flush_casts(self) -> None:
+        """Publish every pending cast batch (runs once per event-loop turn that queued casts)."""
+        self._cast_flush_scheduled = False
+        while self._cast_out:
+            node_id = next(iter(self._cast_out))
+            try:
+                await self.flush_casts_to(node_id)
+            except Exception as exc:
+                log.warning("node %s: casts to node %s not sent: %s", self.node_id, node_id, exc)
+
+
+__all__ = ["NodeClient", "request"]
