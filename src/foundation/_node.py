@@ -234,9 +234,7 @@ class Node:
         self._store_dir = store_dir
         self._lease_ttl = lease_ttl
         self._reconcile_interval = reconcile_interval
-        self._types: dict[str, type] = {}
-        for cls in agents:
-            self._types[type_name_of(cls)] = cls
+        self._types: dict[str, type] = {type_name_of(cls): cls for cls in agents}
         self.capabilities: tuple[str, ...] = tuple(
             sorted({*capabilities, *(f"type:{t}" for t in self._types)})
         )
@@ -438,7 +436,7 @@ class Node:
     async def _start_registry(self) -> None:
         self.registry = ClusterRegistry(self.nc, tenant=self.tenant)
         await self.registry.start()
-        self.registry.add_listener(self._on_record_change)
+        self.registry.add_listener(lambda *_: self.host.reconcile_wake.set())
         self.placement = PlacementDirector(self.membership, self.registry)
 
     async def _start_coordination(self) -> None:
@@ -478,14 +476,7 @@ class Node:
 
     async def _start_transport(self) -> None:
         endpoint = Endpoint(self.nc, self.id, subjects=self.subjects, tasks=self._tasks)
-        ops = AgentOps(
-            self.host,
-            self.locator,
-            tenant=self.tenant,
-            subjects=self.subjects,
-            call_timeout=self.call_timeout,
-            counters=self._counters,
-        )
+        ops = AgentOps(self.host, self.locator, tenant=self.tenant, subjects=self.subjects)
         ops.install(endpoint)
         endpoint.add("stats", self._op_stats)
         endpoint.add("drain", self._op_drain)
@@ -529,9 +520,6 @@ class Node:
         await self.host.fenced_event.wait()
 
     # -- reconciliation ----------------------------------------------------------------------------
-
-    def _on_record_change(self, *_: Any) -> None:
-        self.host.reconcile_wake.set()
 
     async def reconcile(self) -> None:
         """Make the agents running here match the registry once (start assigned, stop moved)."""

@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 
+from foundation.cli.cluster import DemoContext
 from jido import JidoError, Signal
-
-if TYPE_CHECKING:
-    from foundation.cli.demo import DemoContext
 
 
 def _sig(type_: str, data: dict[str, Any]) -> Signal:

@@ -146,7 +146,7 @@ async def _run_node(url: str, app: str, name: str | None, capabilities: list[str
 async def _run_up(
     nodes: int, servers: int, app: str, store_dir: str | None, dashboard_port: int = 0
 ) -> int:
-    from foundation.cli.demo import LocalCluster
+    from foundation.cli.cluster import LocalCluster
     from foundation.observability.dashboard import Dashboard
     from foundation.observability.status import collect_status, render_status
 

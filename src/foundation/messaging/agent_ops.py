@@ -52,16 +52,14 @@ class AgentOps:
         *,
         tenant: str,
         subjects: Subjects,
-        call_timeout: float,
-        counters: dict[str, int],
     ) -> None:
         self.host = host
         self.locator = locator
         self.node_id = host.node_id
         self.tenant = tenant
         self.subjects = subjects
-        self.call_timeout = call_timeout
-        self.counters = counters
+        self.call_timeout = host.call_timeout
+        self.counters = host.counters  # the node's counters, shared
 
     def install(self, endpoint: Endpoint) -> None:
         """Enter the agent ops in ``endpoint``'s table."""
