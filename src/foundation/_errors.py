@@ -122,6 +122,12 @@ class NotOwnerError(ClusterError):
     default_retryable = True
 
 
+class ClusterBusError(ClusterError):
+    """The cluster bus could not publish, subscribe or manage dead letters; see ``details``."""
+
+    type = "cluster_bus_error"
+
+
 class NodeDrainingError(ClusterError):
     """The node is draining (or stopped) and accepts no new agents. Spawn on another node."""
 
@@ -175,6 +181,7 @@ __all__ = [
     "AlreadyRegisteredError",
     "BarrierError",
     "CASConflictError",
+    "ClusterBusError",
     "ClusterError",
     "InvalidKeyError",
     "KeyExistsError",

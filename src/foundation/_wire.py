@@ -197,3 +197,15 @@ LEADER_LEASE = "foundation-leader"
 TERM_KEY = "fdn.term"
 #: Registry metadata key: the node id of the leader that made the write.
 LEADER_KEY = "fdn.leader"
+
+#: Dead letters: ``<root>.dead.<kind>.<consumer>`` (captured by :data:`DEAD_LETTER_STREAM`).
+DEAD_LETTER_SUBJECT_PREFIX = f"{SUBJECT_ROOT}.dead"
+#: Redriven signals for one consumer: ``<root>.redrive.<consumer>`` (in :data:`SIGNALS_STREAM`).
+REDRIVE_SUBJECT_PREFIX = f"{SUBJECT_ROOT}.redrive"
+#: Dead-letter headers: original subject, consumer, reason, attempts, original stream sequence.
+HDR_DEAD_SUBJECT = "Fdn-Dead-Subject"
+HDR_DEAD_CONSUMER = "Fdn-Dead-Consumer"
+HDR_DEAD_REASON = "Fdn-Dead-Reason"
+HDR_DEAD_ATTEMPTS = "Fdn-Dead-Attempts"
+HDR_DEAD_SEQ = "Fdn-Dead-Stream-Seq"
+HDR_DEAD_STREAM = "Fdn-Dead-Stream"

@@ -30,16 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import hashlib
 import inspect
 import logging
-import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Final, Literal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import nats.errors
 import nats.js.errors
@@ -48,19 +44,50 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext, api
 
-from foundation._errors import ClusterError
+from foundation._errors import ClusterBusError
 from foundation._wire import (
     DEAD_LETTER_STREAM,
+    DEAD_LETTER_SUBJECT_PREFIX,
     DURABLE_SIGNAL_SUBJECT_PREFIX,
     HDR_MSG_ID,
-    HDR_TRACEPARENT,
+    REDRIVE_SUBJECT_PREFIX,
     SIGNAL_SUBJECT_PREFIX,
     SIGNALS_STREAM,
     SUBJECT_ROOT,
 )
-from foundation.nats.kv import while_placing
-from jido import JidoError, Signal, SignalError
-from jido._router import Router, validate_pattern
+from foundation.messaging.bridge import BusBridge
+from foundation.messaging.bus_subjects import (
+    Delivery,
+    DeliveryLike,
+    SubjectPlan,
+    consumer_token,
+    plan_pattern,
+    signal_subject,
+)
+from foundation.messaging.codec import (
+    WireMode,
+    _current,
+    current_signal,
+    decode_signal,
+    encode_signal,
+)
+from foundation.messaging.dead_letters import (
+    DeadLetter,
+    dead_letter,
+    list_dead_letters,
+    read_dead_letter,
+)
+from foundation.nats.streams import (
+    create_or_update_consumer,
+    ensure_dead_letter_stream,
+    ensure_stream,
+    js_publish_many,
+    parse_ack_reply,
+    purge_dead,
+    server_barrier,
+)
+from jido import JidoError, Signal
+from jido._router import Router
 
 __all__ = [
     "DEAD_LETTER_SUBJECT_PREFIX",
@@ -82,200 +109,8 @@ __all__ = [
 
 log = logging.getLogger("foundation.cluster_bus")
 
-# --- wire constants owned by this module (kept beside _wire's stream and subject names) ----
 
-#: Dead letters: ``<root>.dead.<kind>.<consumer>`` (captured by :data:`DEAD_LETTER_STREAM`).
-DEAD_LETTER_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.dead"
-#: Redriven signals for one consumer: ``<root>.redrive.<consumer>`` (in :data:`SIGNALS_STREAM`).
-REDRIVE_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.redrive"
-#: Dead-letter headers: original subject, consumer, reason, attempts, original stream sequence.
-HDR_DEAD_SUBJECT: Final = "Fdn-Dead-Subject"
-HDR_DEAD_CONSUMER: Final = "Fdn-Dead-Consumer"
-HDR_DEAD_REASON: Final = "Fdn-Dead-Reason"
-HDR_DEAD_ATTEMPTS: Final = "Fdn-Dead-Attempts"
-HDR_DEAD_SEQ: Final = "Fdn-Dead-Stream-Seq"
-HDR_DEAD_STREAM: Final = "Fdn-Dead-Stream"
-
-_DLQ_HEADERS: Final = frozenset(
-    {HDR_DEAD_SUBJECT, HDR_DEAD_CONSUMER, HDR_DEAD_REASON, HDR_DEAD_ATTEMPTS, HDR_DEAD_SEQ,
-     HDR_DEAD_STREAM, HDR_MSG_ID}
-)  # fmt: skip
-
-
-class Delivery(StrEnum):
-    """Delivery modes of the cluster bus (members compare equal to their string values)."""
-
-    AT_MOST_ONCE = "at_most_once"
-    """Core NATS: fast, nothing stored; lost if no subscriber is connected or a handler fails."""
-    AT_LEAST_ONCE = "at_least_once"
-    """JetStream: stored, de-duplicated by signal id, acked after the handler, redelivered."""
-
-
-DeliveryLike = Delivery | Literal["at_most_once", "at_least_once"]
-WireMode = Literal["binary", "structured"]
 Handler = Callable[[Signal], Awaitable[Any] | Any] | asyncio.Queue[Signal]
-
-
-class ClusterBusError(ClusterError):
-    """The cluster bus could not publish, subscribe or manage dead letters; see ``details``."""
-
-    type = "cluster_bus_error"
-
-
-# --------------------------------------------------------------------------------- subjects
-
-
-@dataclass(frozen=True, slots=True)
-class SubjectPlan:
-    """How a ``jido`` pattern is subscribed on NATS.
-
-    ``tails`` are subject suffixes (to put after a prefix such as ``<root>.signal``); ``exact``
-    says whether NATS matching alone gives the ``jido`` semantics, or a local
-    :class:`jido.Router` filter must drop the extra subjects the wider subscription receives.
-    """
-
-    pattern: str
-    tails: tuple[str, ...]
-    exact: bool
-
-    def subjects(self, prefix: str) -> list[str]:
-        """Full subjects under ``prefix`` (``prefix`` alone stands for an empty tail)."""
-        return [f"{prefix}.{tail}" if tail else prefix for tail in self.tails]
-
-
-def plan_pattern(pattern: str) -> SubjectPlan:
-    """Map a ``jido`` route pattern to NATS subject tails (see :class:`SubjectPlan`).
-
-    ``a.*.c`` → ``a.*.c`` (exact); ``a.**`` → ``a`` and ``a.>`` (exact: ``**`` may match zero
-    segments, NATS ``>`` needs one); ``**`` → ``>`` (exact: a type has at least one segment);
-    ``a.**.c`` or ``**.c`` → ``a.>`` / ``>`` filtered locally. Raises :class:`jido.RoutingError`
-    for an invalid pattern.
-    """
-    segments = validate_pattern(pattern)
-    try:
-        first = segments.index("**")
-    except ValueError:
-        return SubjectPlan(pattern, (".".join(segments),), True)
-    head = ".".join(segments[:first])
-    wide = f"{head}.>" if head else ">"
-    if first == len(segments) - 1:
-        # Trailing ** only: the head itself (zero segments) plus head.> (one or more).
-        return SubjectPlan(pattern, (head, wide) if head else (wide,), True)
-    return SubjectPlan(pattern, (wide,), False)
-
-
-def signal_subject(signal_type: str, delivery: DeliveryLike = Delivery.AT_MOST_ONCE) -> str:
-    """The subject a signal of ``signal_type`` is published on in ``delivery`` mode."""
-    prefix = (
-        SIGNAL_SUBJECT_PREFIX
-        if delivery == Delivery.AT_MOST_ONCE
-        else DURABLE_SIGNAL_SUBJECT_PREFIX
-    )
-    return f"{prefix}.{signal_type}"
-
-
-def _token(value: str) -> str:
-    """A consumer name / subject token made from any string (readable part + hash)."""
-    readable = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:48]
-    if readable == value:
-        return value
-    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
-    return f"{readable}_{digest}"
-
-
-# --------------------------------------------------------------------------------- codec
-
-_current: contextvars.ContextVar[Signal | None] = contextvars.ContextVar(
-    "foundation_current_signal", default=None
-)
-
-
-def current_signal() -> Signal | None:
-    """The signal whose handler is running in this task (``None`` outside a bus handler)."""
-    return _current.get()
-
-
-def _child_traceparent(parent: Signal) -> str:
-    """A traceparent in ``parent``'s trace with a new span id."""
-    flags = parent.traceparent[-2:] if parent.traceparent is not None else "01"
-    return f"00-{parent.trace_id}-{secrets.randbits(64) | 1:016x}-{flags}"
-
-
-def encode_signal(signal: Signal, wire: WireMode = "structured") -> tuple[dict[str, str], bytes]:
-    """Encode ``signal`` as NATS ``(headers, body)`` in ``wire`` mode.
-
-    Binary mode: ``ce-*`` headers and the data as the body. Structured mode: the JSON event as
-    the body and no headers (receivers tell the modes apart by the presence of ``ce-`` headers;
-    headers cost more than the whole JSON codec in nats-py).
-
-    Inside a bus handler, a signal with no ``traceparent`` of its own gets one continuing the
-    handled signal's trace (the signal object itself is not changed).
-    """
-    inherit: str | None = None
-    if "traceparent" not in signal.extensions:
-        parent = _current.get()
-        if parent is not None:
-            inherit = _child_traceparent(parent)
-    if wire == "binary":
-        headers, body = signal.to_binary()
-        if inherit is not None:
-            headers["ce-traceparent"] = inherit
-        return headers, body
-    if inherit is None:
-        return {}, signal.to_bytes()
-    event = signal.to_dict()
-    event["traceparent"] = inherit
-    return {}, Signal.from_dict(event).to_bytes()
-
-
-def _is_binary(headers: Mapping[str, str]) -> bool:
-    if "ce-id" in headers or "ce-type" in headers:
-        return True
-    return any(name[:3].lower() == "ce-" for name in headers)
-
-
-def decode_signal(headers: Mapping[str, str] | None, body: bytes) -> Signal:
-    """Decode a NATS message into a :class:`jido.Signal`, detecting the CloudEvents mode.
-
-    Binary mode when any ``ce-`` header is present, else structured JSON. A plain ``traceparent``
-    header (as set by OpenTelemetry NATS instrumentation) is adopted when the event has none.
-    Raises :class:`jido.SignalError` for a malformed event.
-    """
-    if headers and _is_binary(headers):
-        sig = Signal.from_binary(headers, body)
-    else:
-        sig = Signal.from_json(body)
-    if headers and "traceparent" not in sig.extensions:
-        plain = headers.get(HDR_TRACEPARENT)
-        if plain is not None:
-            event = sig.to_dict()
-            event["traceparent"] = plain
-            with contextlib.suppress(SignalError):
-                sig = Signal.from_dict(event)
-    return sig
-
-
-def _parse_ack_reply(reply: str) -> tuple[int, int, int]:
-    """``(num_delivered, stream_seq, consumer_seq)`` from a JetStream ack reply subject.
-
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>`` (v1) or
-    ``$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>...`` (v2).
-    """
-    tokens = reply.split(".")
-    base = 4 if len(tokens) == 9 else 6
-    return int(tokens[base]), int(tokens[base + 1]), int(tokens[base + 2])
-
-
-async def server_barrier(nc: NatsClient) -> None:
-    """Return once the server has processed everything this client sent before the call.
-
-    ``nc.flush()`` alone is not enough in nats-py: it writes its PING straight to the socket,
-    ahead of commands still queued for the flusher task (a fresh SUB, say), so the PONG can
-    come back before the server saw them. By the time a first PONG arrives the flusher has
-    written the queue, so a second PING is answered only after those commands were processed.
-    """
-    await nc.flush()
-    await nc.flush()
 
 
 def _invoker(handler: Handler) -> Callable[[Signal], Awaitable[None]]:
@@ -300,28 +135,6 @@ def _invoker(handler: Handler) -> Callable[[Signal], Awaitable[None]]:
 
 
 # --------------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A signal that exhausted its deliveries, as stored in the dead-letter stream."""
-
-    seq: int
-    """Sequence in the dead-letter stream (what :meth:`ClusterBus.redrive` takes)."""
-    consumer: str
-    """Durable name of the consumer (or inbox) that gave up."""
-    subject: str
-    """Subject the signal was originally delivered on."""
-    reason: str
-    """Why it was dead-lettered (the handler's last error, or ``max deliveries exceeded``)."""
-    attempts: int
-    """Deliveries made before giving up."""
-    signal: Signal | None
-    """The decoded signal (``None`` when the message could not be decoded; see ``body``)."""
-    headers: dict[str, str] = field(repr=False)
-    """Headers of the original message (without the dead-letter bookkeeping headers)."""
-    body: bytes = field(repr=False)
-    """Body of the original message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,81 +173,6 @@ class _Counters:
         self.filtered = 0
         self.redelivered = 0
         self.dead_lettered = 0
-
-
-# --------------------------------------------------------------------------------- dead letters
-
-
-async def dead_letter(
-    js: JetStreamContext,
-    msg: Msg,
-    *,
-    kind: str,
-    consumer: str,
-    reason: str,
-    attempts: int,
-    stream_seq: int,
-    stream: str,
-) -> None:
-    """Copy ``msg`` to the dead-letter stream with bookkeeping headers (then the caller acks)."""
-    headers = {k: v for k, v in (msg.headers or {}).items() if k not in _DLQ_HEADERS}
-    headers[HDR_DEAD_SUBJECT] = msg.subject
-    headers[HDR_DEAD_CONSUMER] = consumer
-    headers[HDR_DEAD_REASON] = reason.replace("\r", " ").replace("\n", " ")[:500] or "error"
-    headers[HDR_DEAD_ATTEMPTS] = str(attempts)
-    headers[HDR_DEAD_SEQ] = str(stream_seq)
-    headers[HDR_DEAD_STREAM] = stream
-    # The dead-letter copy is de-duplicated by (stream, seq): a redelivered poison message is
-    # stored once even if the ack after this publish is lost.
-    headers[HDR_MSG_ID] = f"dead:{stream}:{stream_seq}"
-    await js.publish(f"{DEAD_LETTER_SUBJECT_PREFIX}.{kind}.{consumer}", msg.data, headers=headers)
-
-
-def _read_dead_letter(
-    seq: int, subject: str, headers: Mapping[str, str], body: bytes
-) -> DeadLetter:
-    original = {k: v for k, v in headers.items() if k not in _DLQ_HEADERS}
-    try:
-        sig: Signal | None = decode_signal(original, body)
-    except (SignalError, JidoError):
-        sig = None
-    return DeadLetter(
-        seq=seq,
-        consumer=headers.get(HDR_DEAD_CONSUMER, subject.rsplit(".", 1)[-1]),
-        subject=headers.get(HDR_DEAD_SUBJECT, ""),
-        reason=headers.get(HDR_DEAD_REASON, ""),
-        attempts=int(headers.get(HDR_DEAD_ATTEMPTS, "0") or 0),
-        signal=sig,
-        headers=dict(original),
-        body=body,
-    )
-
-
-async def list_dead_letters(
-    js: JetStreamContext, *, subject_filter: str, limit: int
-) -> list[DeadLetter]:
-    """Read up to ``limit`` dead letters whose subject matches ``subject_filter`` (oldest first)."""
-    out: list[DeadLetter] = []
-    sub = await js.subscribe(
-        subject_filter,
-        stream=DEAD_LETTER_STREAM,
-        ordered_consumer=True,
-        deliver_policy=api.DeliverPolicy.ALL,
-    )
-    try:
-        info = await js.stream_info(DEAD_LETTER_STREAM, subjects_filter=subject_filter)
-        remaining = sum((info.state.subjects or {}).values())
-        while remaining > 0 and len(out) < limit:
-            try:
-                msg = await sub.next_msg(timeout=5.0)
-            except nats.errors.TimeoutError:
-                break
-            remaining -= 1
-            _, sseq, _ = _parse_ack_reply(msg.reply)
-            out.append(_read_dead_letter(sseq, msg.subject, msg.headers or {}, msg.data))
-    finally:
-        await sub.unsubscribe()
-    return out
 
 
 # --------------------------------------------------------------------------------- subscriptions
@@ -544,7 +282,7 @@ class ClusterSubscription:
         bus = self.bus
         counters = bus._counters
         counters.received += 1
-        attempts, sseq, _ = _parse_ack_reply(msg.reply)
+        attempts, sseq, _ = parse_ack_reply(msg.reply)
         if attempts > 1:
             counters.redelivered += 1
         try:
@@ -629,71 +367,6 @@ class ClusterSubscription:
             with contextlib.suppress(Exception):
                 await self.bus.js.delete_consumer(self.bus.stream, self.consumer)
         self.bus._subs.discard(self)
-
-
-# --------------------------------------------------------------------------------- bridge
-
-
-class _RecentIds:
-    """A bounded set of recent signal ids (oldest forgotten first)."""
-
-    __slots__ = ("_ids", "_max")
-
-    def __init__(self, max_size: int) -> None:
-        self._ids: dict[str, None] = {}
-        self._max = max_size
-
-    def add(self, sig_id: str) -> None:
-        ids = self._ids
-        ids[sig_id] = None
-        if len(ids) > self._max:
-            del ids[next(iter(ids))]
-
-    def pop(self, sig_id: str) -> bool:
-        return self._ids.pop(sig_id, 0) is None
-
-
-class BusBridge:
-    """Connects a local :class:`jido.Bus` to the cluster for one pattern, without echo loops.
-
-    Outbound: local signals matching the pattern are published to the cluster. Inbound: cluster
-    signals matching it are published on the local bus. A signal that came in from the cluster
-    is not sent back out, and this node's own outbound signals coming back from NATS are not
-    delivered in again (both are recognised by signal id). Made by :meth:`ClusterBus.bridge`;
-    ``await bridge.close()`` ends it.
-    """
-
-    def __init__(self, cluster: ClusterBus, local: Any, pattern: str, delivery: Delivery) -> None:
-        self.cluster = cluster
-        self.local = local
-        self.pattern = pattern
-        self.delivery = delivery
-        self._sent = _RecentIds(65536)
-        self._received = _RecentIds(65536)
-        self._local_sub: Any = None
-        self._cluster_sub: ClusterSubscription | None = None
-
-    async def _outbound(self, sig: Signal) -> None:
-        if self._received.pop(sig.id):
-            return  # came from the cluster: do not send it back
-        self._sent.add(sig.id)
-        await self.cluster.publish(sig, delivery=self.delivery)
-
-    async def _inbound(self, sig: Signal) -> None:
-        if self._sent.pop(sig.id):
-            return  # our own outbound signal echoed back by NATS
-        if self._local_sub is not None:
-            self._received.add(sig.id)
-        await self.local.publish(sig)
-
-    async def close(self) -> None:
-        """Stop forwarding in both directions."""
-        if self._local_sub is not None:
-            await self._local_sub.unsubscribe()
-            self._local_sub = None
-        if self._cluster_sub is not None:
-            await self._cluster_sub.unsubscribe()
-            self._cluster_sub = None
 
 
 # --------------------------------------------------------------------------------- the bus
@@ -850,13 +523,13 @@ class ClusterBus:
             )
         if max_deliver < 1:
             raise ClusterBusError("max_deliver must be >= 1", details={"max_deliver": max_deliver})
-        queue_name = _token(queue) if queue else None
+        queue_name = consumer_token(queue) if queue else None
         mode = Delivery(delivery)
         consumer: str | None = None
         ephemeral = False
         if mode == Delivery.AT_LEAST_ONCE:
             if durable is not None:
-                consumer = _token(durable)
+                consumer = consumer_token(durable)
             elif queue_name is not None:
                 consumer = queue_name
             else:
@@ -902,7 +575,7 @@ class ClusterBus:
                     max_ack_pending=max(batch * 4, 1024),
                     inactive_threshold=300.0 if ephemeral else None,
                 )
-                await _create_or_update_consumer(self.js, self.stream, config)
+                await create_or_update_consumer(self.js, self.stream, config)
                 psub = await self.js.pull_subscribe_bind(consumer, self.stream)
                 sub._task = asyncio.create_task(
                     sub._pull_loop(psub, batch), name=f"cluster-bus:{consumer}"
@@ -957,7 +630,7 @@ class ClusterBus:
         """Dead letters, oldest first: of subscriptions (``kind="sub"``), agent inboxes
         (``"inbox"``) or both (``"*"``); of one consumer (durable or inbox consumer name) if
         ``consumer`` is given."""
-        tail = _token(consumer) if consumer else "*"
+        tail = consumer_token(consumer) if consumer else "*"
         return await list_dead_letters(
             self.js, subject_filter=f"{DEAD_LETTER_SUBJECT_PREFIX}.{kind}.{tail}", limit=limit
         )
@@ -994,7 +667,9 @@ class ClusterBus:
 
     async def purge_dead_letters(self, *, consumer: str | None = None) -> int:
         """Delete dead letters (of one ``consumer`` if given); returns how many were removed."""
-        subject = f"{DEAD_LETTER_SUBJECT_PREFIX}.sub.{_token(consumer) if consumer else '>'}"
+        subject = (
+            f"{DEAD_LETTER_SUBJECT_PREFIX}.sub.{consumer_token(consumer) if consumer else '>'}"
+        )
         return await purge_dead(self.js, subject)
 
     async def _get_dead(self, seq: int) -> DeadLetter:
@@ -1005,7 +680,7 @@ class ClusterBus:
                 f"no dead letter with sequence {seq}; list them with dead_letters()",
                 details={"seq": seq},
             ) from exc
-        return _read_dead_letter(seq, raw.subject or "", raw.headers or {}, raw.data or b"")
+        return read_dead_letter(seq, raw.subject or "", raw.headers or {}, raw.data or b"")
 
     # -- misc -----------------------------------------------------------------------------------
 
@@ -1023,104 +698,3 @@ class ClusterBus:
             dead_lettered=c.dead_lettered,
             subscriptions=len(self._subs),
         )
-
-
-# --------------------------------------------------------------------------------- JetStream
-
-
-async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
-    """Create ``config``'s stream, or update it when it exists with another configuration."""
-    try:
-        await while_placing(lambda: js.add_stream(config))
-    except nats.js.errors.BadRequestError:
-        await js.update_stream(config)
-    except nats.js.errors.APIError as exc:
-        raise ClusterBusError(
-            f"could not create stream {config.name}: {exc.description}",
-            details={"stream": config.name, "code": exc.err_code},
-            cause=exc,
-        ) from exc
-
-
-async def ensure_dead_letter_stream(js: JetStreamContext, *, replicas: int, max_age: float) -> None:
-    """Create the dead-letter stream (limits retention; entries live ``max_age`` seconds)."""
-    await ensure_stream(
-        js,
-        api.StreamConfig(
-            name=DEAD_LETTER_STREAM,
-            subjects=[f"{DEAD_LETTER_SUBJECT_PREFIX}.>"],
-            retention=api.RetentionPolicy.LIMITS,
-            storage=api.StorageType.FILE,
-            num_replicas=replicas,
-            max_age=max_age,
-            duplicate_window=120.0,
-        ),
-    )
-
-
-async def purge_dead(js: JetStreamContext, subject: str) -> int:
-    """Purge dead letters on ``subject`` (a filter); returns how many were removed."""
-    info = await js.stream_info(DEAD_LETTER_STREAM, subjects_filter=subject)
-    count = sum((info.state.subjects or {}).values())
-    await js.purge_stream(DEAD_LETTER_STREAM, subject=subject)
-    return count
-
-
-async def _create_or_update_consumer(
-    js: JetStreamContext, stream: str, config: api.ConsumerConfig
-) -> None:
-    try:
-        await js.add_consumer(stream, config=config)
-    except nats.js.errors.APIError as exc:
-        raise ClusterBusError(
-            f"could not create consumer {config.durable_name} on {stream}: {exc.description}",
-            details={"stream": stream, "consumer": config.durable_name, "code": exc.err_code},
-            cause=exc,
-        ) from exc
-
-
-async def js_publish_many(
-    js: JetStreamContext,
-    items: Sequence[tuple[str, dict[str, str], bytes]],
-    ack_timeout: float,
-) -> list[int]:
-    """Publish ``(subject, headers, body)`` items to JetStream, pipelined; their sequences.
-
-    One item is a plain request; several are sent without waiting and their acks gathered.
-    Raises :class:`ClusterBusError` (retryable) when any publish was not acknowledged.
-    """
-    try:
-        if len(items) == 1:
-            subject, headers, body = items[0]
-            ack = await js.publish(subject, body, timeout=ack_timeout, headers=headers)
-            return [ack.seq]
-        # No wait_stall: with one, every publish_async yields to the loop (asyncio.wait_for)
-        # and each message leaves in its own socket write. The overall bound is below.
-        futures = [
-            await js.publish_async(subject, body, headers=headers)
-            for subject, headers, body in items
-        ]
-        acks = await asyncio.wait_for(asyncio.gather(*futures), ack_timeout)
-        return [ack.seq for ack in acks]
-    except (TimeoutError, nats.errors.TimeoutError) as exc:
-        raise ClusterBusError(
-            "JetStream did not acknowledge the publish in time; it may or may not be stored: "
-            "publish again with the same signal id (it is de-duplicated)",
-            details={"count": len(items)},
-            retryable=True,
-            cause=exc,
-        ) from exc
-    except nats.js.errors.NoStreamResponseError as exc:
-        raise ClusterBusError(
-            "no JetStream stream answered: start the bus (await bus.start()) or the node first",
-            details={"subject": items[0][0] if items else ""},
-            retryable=True,
-            cause=exc,
-        ) from exc
-    except nats.js.errors.APIError as exc:
-        raise ClusterBusError(
-            f"JetStream refused the publish: {exc.description}",
-            details={"code": exc.err_code},
-            retryable=True,
-            cause=exc,
-        ) from exc

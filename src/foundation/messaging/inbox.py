@@ -53,21 +53,15 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from foundation._errors import NotOwnerError
-from foundation._wire import DEFAULT_TENANT, HDR_MSG_ID, SUBJECT_ROOT
-from foundation.messaging.cluster_bus import (
-    DEAD_LETTER_SUBJECT_PREFIX,
-    ClusterBusError,
-    DeadLetter,
-    WireMode,
-    _parse_ack_reply,
-    dead_letter,
-    decode_signal,
-    encode_signal,
+from foundation._errors import ClusterBusError, NotOwnerError
+from foundation._wire import DEAD_LETTER_SUBJECT_PREFIX, DEFAULT_TENANT, HDR_MSG_ID, SUBJECT_ROOT
+from foundation.messaging.codec import WireMode, decode_signal, encode_signal
+from foundation.messaging.dead_letters import DeadLetter, dead_letter, list_dead_letters
+from foundation.nats.streams import (
     ensure_dead_letter_stream,
     ensure_stream,
     js_publish_many,
-    list_dead_letters,
+    parse_ack_reply,
     purge_dead,
 )
 from jido import AgentStoppedError, FencedError, JidoError, Signal
@@ -466,7 +460,7 @@ class AgentInbox:
             for msg in msgs:
                 if self._stopping:
                     return
-                _, sseq, dseq = _parse_ack_reply(msg.reply)
+                _, sseq, dseq = parse_ack_reply(msg.reply)
                 if dseq != expected_dseq:
                     if dseq > expected_dseq or sseq > self._applied:
                         # A delivery went missing (lost in transit): deliver what came before
