@@ -17,7 +17,7 @@ from nats.js import JetStreamContext, api
 
 from foundation._errors import ClusterBusError
 from foundation._wire import DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECT_PREFIX
-from foundation.nats.kv import while_placing
+from foundation.nats.connect import while_placing
 
 
 def parse_ack_reply(reply: str) -> tuple[int, int, int]:
