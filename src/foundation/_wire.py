@@ -24,8 +24,10 @@ bucket / stream              content
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from typing import Final
+
+from foundation._errors import InvalidKeyError
 
 # --- JetStream KV buckets -------------------------------------------------------------------
 
@@ -51,6 +53,8 @@ KV_SUBJECT_PREFIX: Final = "$KV."
 SIGNALS_STREAM: Final = "FOUNDATION_SIGNALS"
 #: Signals that exhausted their redeliveries.
 DEAD_LETTER_STREAM: Final = "FOUNDATION_DLQ"
+#: Work-queue stream holding every agent inbox (messages leave it when the owner acks them).
+INBOX_STREAM: Final = "FOUNDATION_INBOX"
 
 # --- core NATS subjects ---------------------------------------------------------------------
 
@@ -64,6 +68,8 @@ NODE_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.node"
 SIGNAL_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.signal"
 #: At-least-once signals (captured by :data:`SIGNALS_STREAM`).
 DURABLE_SIGNAL_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.durable"
+#: Inbox subject of an agent: ``<root>.inbox.<tenant>.<agent_id>`` (in :data:`INBOX_STREAM`).
+INBOX_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.inbox"
 
 #: Tenant used when none is given.
 DEFAULT_TENANT: Final = "default"
@@ -84,6 +90,10 @@ HDR_ROLLUP: Final = "Nats-Rollup"
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 #: W3C trace context carried across nodes.
 HDR_TRACEPARENT: Final = "traceparent"
+#: Optional header on public requests: seconds the caller will wait (a float).
+HDR_TIMEOUT: Final = "fdn-timeout"
+#: Optional header on public requests: JSON object merged into the command's checkpoint meta.
+HDR_META: Final = "fdn-meta"
 
 KV_OP_DEL: Final = "DEL"
 KV_OP_PURGE: Final = "PURGE"
@@ -145,11 +155,6 @@ def replicas_for(cluster_size: int) -> int:
 
 # --- names and keys -------------------------------------------------------------------------
 
-#: A valid KV key: dot-separated tokens of ``[-/_=a-zA-Z0-9]``.
-KEY_RE: Final = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")
-#: A valid single key token (node id, agent id, tenant, lease name).
-TOKEN_RE: Final = re.compile(r"^[-/_=a-zA-Z0-9]+$")
-
 
 def kv_stream(bucket: str) -> str:
     """Name of the stream backing KV ``bucket``."""
@@ -164,16 +169,6 @@ def kv_subject(bucket: str, key: str) -> str:
 def agent_key(tenant: str, agent_id: str) -> str:
     """Registry key of an agent: ``<tenant>.<agent_id>``."""
     return f"{tenant}.{agent_id}"
-
-
-def agent_subject(tenant: str, agent_id: str) -> str:
-    """Direct subject of an agent (request/reply for ``call``, publish for ``cast``)."""
-    return f"{AGENT_SUBJECT_PREFIX}.{tenant}.{agent_id}"
-
-
-def node_subject(node_id: str, verb: str) -> str:
-    """Control subject ``verb`` of node ``node_id``."""
-    return f"{NODE_SUBJECT_PREFIX}.{node_id}.{verb}"
 
 
 def lease_key(name: str) -> str:
@@ -209,3 +204,49 @@ HDR_DEAD_REASON = "Fdn-Dead-Reason"
 HDR_DEAD_ATTEMPTS = "Fdn-Dead-Attempts"
 HDR_DEAD_SEQ = "Fdn-Dead-Stream-Seq"
 HDR_DEAD_STREAM = "Fdn-Dead-Stream"
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Subject names for one cluster prefix (one place for every agent-traffic subject)."""
+
+    prefix: str = SUBJECT_ROOT
+
+    def node(self, node_id: str, op: str) -> str:
+        """The private subject of ``node_id`` for ``op``."""
+        return f"{self.prefix}.node.{node_id}.{op}"
+
+    def node_wildcard(self, node_id: str) -> str:
+        """The one subscription a node holds for its private traffic."""
+        return f"{self.prefix}.node.{node_id}.>"
+
+    def agent(self, agent_id: str, tenant: str = DEFAULT_TENANT) -> str:
+        """The public subject of an agent."""
+        return f"{self.prefix}.agent.{tenant}.{agent_id}"
+
+    @property
+    def agent_wildcard(self) -> str:
+        """What every node serves (in :attr:`agent_queue`) for public agent subjects."""
+        return f"{self.prefix}.agent.>"
+
+    @property
+    def agent_queue(self) -> str:
+        """Queue group of the public agent subjects."""
+        return f"{self.prefix}-agents"
+
+    def parse_agent(self, subject: str) -> tuple[str, str]:
+        """``(tenant, agent_id)`` from a public agent subject; raises on a foreign subject."""
+        head = f"{self.prefix}.agent."
+        if not subject.startswith(head):
+            raise InvalidKeyError(f"{subject!r} is not an agent subject under {head}*")
+        rest = subject[len(head) :]
+        tenant, _, agent_id = rest.partition(".")
+        if not tenant or not agent_id:
+            raise InvalidKeyError(
+                f"{subject!r} is not an agent subject: use {head}<tenant>.<agent_id>"
+            )
+        return tenant, agent_id
+
+    def parse_node_op(self, subject: str) -> str:
+        """The op (last token) of a private node subject."""
+        return subject.rsplit(".", 1)[-1]

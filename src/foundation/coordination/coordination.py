@@ -57,7 +57,8 @@ from foundation._errors import (
     LeaseLostError,
 )
 from foundation._hooks import call_hook, seconds
-from foundation.nats.kv import KV, BucketSpec, KVEntry, Watch, check_token
+from foundation._ids import check_token
+from foundation.nats.kv import KV, BucketSpec, KVEntry, Watch
 
 log = logging.getLogger("foundation.coordination")
 
@@ -220,7 +221,7 @@ class Leadership:
         on_elected: Callable[[int], Any] | None,
         on_lost: Callable[[int], Any] | None,
     ) -> None:
-        self.name = check_token(name, "election name")
+        self.name = check_token("election name", name, key=True)
         self._coord = coord
         kv = coord._coord_kv()
         self._key = wire.lease_key(name)
@@ -321,7 +322,7 @@ class Lock:
     """A distributed lock; ``async with lock as token`` (see :meth:`Coordination.lock`)."""
 
     def __init__(self, coord: Coordination, name: str, ttl: float, timeout: float | None) -> None:
-        self.name = check_token(name, "lock name")
+        self.name = check_token("lock name", name, key=True)
         self._coord = coord
         self._timeout = timeout
         self.lost = False
@@ -462,7 +463,7 @@ class Coordination:
 
     def __init__(self, nc: NatsClient, holder: str, *, replicas: int | None = None) -> None:
         self.nc = nc
-        self.holder = check_token(holder, "holder id")
+        self.holder = check_token("holder id", holder, key=True)
         self._replicas = replicas
         self._kv: KV | None = None
         self._config: ClusterConfig | None = None
@@ -538,7 +539,9 @@ class Coordination:
 
     async def leader(self, name: str) -> tuple[str, int] | None:
         """The current holder and term of election ``name`` read from the server, or None."""
-        entry = await self._coord_kv().get(wire.lease_key(check_token(name, "election name")))
+        entry = await self._coord_kv().get(
+            wire.lease_key(check_token("election name", name, key=True))
+        )
         if entry is None:
             return None
         data = orjson.loads(entry.value)
@@ -582,8 +585,8 @@ class Coordination:
         if n < 1:
             raise BarrierError("a barrier needs n >= 1", details={"n": n})
         kv = self._coord_kv()
-        prefix = wire.barrier_prefix(check_token(name, "barrier name"))
-        me = check_token(member or f"{self.holder}-{uuid.uuid4().hex[:8]}", "member")
+        prefix = wire.barrier_prefix(check_token("barrier name", name, key=True))
+        me = check_token("member", member or f"{self.holder}-{uuid.uuid4().hex[:8]}", key=True)
         seconds = int(_seconds(ttl))
         async with kv.watch(f"{prefix}.*") as watch:
             try:

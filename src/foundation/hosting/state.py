@@ -27,7 +27,8 @@ import msgspec
 
 from foundation import _wire as wire
 from foundation._errors import CASConflictError, ClusterError, InvalidKeyError
-from foundation.nats.kv import KV, check_key, check_token
+from foundation._ids import check_key, check_token
+from foundation.nats.kv import KV
 from jido import FencedError, StoreError, ValidationError
 from jido._store import Checkpoint, StateStore
 
@@ -72,7 +73,7 @@ class KVStateStore(StateStore):
     def __init__(self, kv: KV, *, owner: str = "", tenant: str = wire.DEFAULT_TENANT) -> None:
         self._kv = kv
         self.owner = owner
-        self.tenant = check_token(tenant, "tenant")
+        self.tenant = check_token("tenant", tenant, key=True)
         self._prefix = f"{self.tenant}."
         self._held: dict[str, _Held] = {}
         self._closed = False

@@ -66,6 +66,7 @@ from foundation._errors import (
     NatsUnavailableError,
 )
 from foundation._hooks import call_hook, seconds
+from foundation._ids import check_token
 from foundation.membership.loop_thread import LoopThread
 from foundation.membership.view import (
     EventKind,
@@ -76,7 +77,7 @@ from foundation.membership.view import (
     MembershipView,
     NodeRecord,
 )
-from foundation.nats.kv import KV, BucketSpec, KVEntry, Op, check_token
+from foundation.nats.kv import KV, BucketSpec, KVEntry, Op
 
 log = logging.getLogger("foundation.membership")
 
@@ -129,7 +130,7 @@ class Membership(MembershipView):
         loop_stall_limit: float | timedelta = DEFAULT_LOOP_STALL_LIMIT,
     ) -> None:
         self.nc = nc
-        self.node_id = check_token(node_id, "node id") if node_id is not None else None
+        self.node_id = check_token("node id", node_id, key=True) if node_id is not None else None
         self.lease_ttl = _seconds(lease_ttl)
         self.heartbeat_interval = _seconds(heartbeat_interval)
         self.fence_margin = _seconds(fence_margin)

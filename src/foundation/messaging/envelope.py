@@ -20,7 +20,6 @@ typed and become the same ``JidoError`` subclass on the caller's side.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +27,8 @@ from typing import Any
 import msgspec
 import orjson
 
-from foundation._errors import InvalidKeyError
-from foundation._wire import DEFAULT_TENANT, SUBJECT_ROOT, TOKEN_RE
+from foundation._ids import check_agent_id, check_token
+from foundation._wire import DEFAULT_TENANT, HDR_META, HDR_TIMEOUT, SUBJECT_ROOT, Subjects
 from jido import JidoError, Signal, SignalError, ValidationError
 from jido._codec import dumps_json
 
@@ -48,79 +47,8 @@ in the same cluster keep receiving what they understand (a node without ``casts`
 """
 
 DEFAULT_PREFIX = SUBJECT_ROOT
-TIMEOUT_HEADER = "fdn-timeout"
-"""Optional header on public requests: seconds the caller will wait (a float)."""
-META_HEADER = "fdn-meta"
-"""Optional header on public requests: JSON object merged into the command's checkpoint meta."""
-
-_ID = re.compile(r"^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$")
-
-
-def check_token(kind: str, value: str) -> str:
-    """Return ``value`` if it is a valid single subject token, else raise ``InvalidKeyError``."""
-    if not isinstance(value, str) or not TOKEN_RE.match(value) or "/" in value:
-        raise InvalidKeyError(
-            f"{kind} {value!r} cannot be used: use letters, digits, '_', '-' or '=' only",
-            details={"kind": kind, "value": repr(value)},
-        )
-    return value
-
-
-def check_agent_id(agent_id: str) -> str:
-    """Return ``agent_id`` if it can be part of a subject and a KV key, else raise."""
-    if not isinstance(agent_id, str) or not _ID.match(agent_id):
-        raise InvalidKeyError(
-            f"agent id {agent_id!r} cannot be used on a cluster: use letters, digits, '_', '-' "
-            "and dots between them",
-            details={"kind": "agent id", "value": repr(agent_id)},
-        )
-    return agent_id
-
-
-@dataclass(frozen=True, slots=True)
-class Subjects:
-    """Subject names for one cluster prefix (one place for every agent-traffic subject)."""
-
-    prefix: str = DEFAULT_PREFIX
-
-    def node(self, node_id: str, op: str) -> str:
-        """The private subject of ``node_id`` for ``op``."""
-        return f"{self.prefix}.node.{node_id}.{op}"
-
-    def node_wildcard(self, node_id: str) -> str:
-        """The one subscription a node holds for its private traffic."""
-        return f"{self.prefix}.node.{node_id}.>"
-
-    def agent(self, agent_id: str, tenant: str = DEFAULT_TENANT) -> str:
-        """The public subject of an agent."""
-        return f"{self.prefix}.agent.{tenant}.{agent_id}"
-
-    @property
-    def agent_wildcard(self) -> str:
-        """What every node serves (in :attr:`agent_queue`) for public agent subjects."""
-        return f"{self.prefix}.agent.>"
-
-    @property
-    def agent_queue(self) -> str:
-        """Queue group of the public agent subjects."""
-        return f"{self.prefix}-agents"
-
-    def parse_agent(self, subject: str) -> tuple[str, str]:
-        """``(tenant, agent_id)`` from a public agent subject; raises on a foreign subject."""
-        head = f"{self.prefix}.agent."
-        if not subject.startswith(head):
-            raise InvalidKeyError(f"{subject!r} is not an agent subject under {head}*")
-        rest = subject[len(head) :]
-        tenant, _, agent_id = rest.partition(".")
-        if not tenant or not agent_id:
-            raise InvalidKeyError(
-                f"{subject!r} is not an agent subject: use {head}<tenant>.<agent_id>"
-            )
-        return tenant, agent_id
-
-    def parse_node_op(self, subject: str) -> str:
-        """The op (last token) of a private node subject."""
-        return subject.rsplit(".", 1)[-1]
+TIMEOUT_HEADER = HDR_TIMEOUT
+META_HEADER = HDR_META
 
 
 def _default(obj: Any) -> Any:

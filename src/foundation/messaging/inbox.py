@@ -46,7 +46,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
 
 import nats.errors
 import nats.js.errors
@@ -54,7 +53,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from foundation._errors import ClusterBusError, NotOwnerError
-from foundation._wire import DEAD_LETTER_SUBJECT_PREFIX, DEFAULT_TENANT, HDR_MSG_ID, SUBJECT_ROOT
+from foundation._ids import ID_RE
+from foundation._wire import (
+    DEAD_LETTER_SUBJECT_PREFIX,
+    DEFAULT_TENANT,
+    HDR_MSG_ID,
+    INBOX_STREAM,
+    INBOX_SUBJECT_PREFIX,
+)
 from foundation.messaging.codec import WireMode, decode_signal, encode_signal
 from foundation.messaging.dead_letters import DeadLetter, dead_letter, list_dead_letters
 from foundation.nats.streams import (
@@ -80,12 +86,6 @@ __all__ = [
 
 log = logging.getLogger("foundation.inbox")
 
-#: Work-queue stream holding every agent inbox (messages leave it when the owner acks them).
-INBOX_STREAM: Final = "FOUNDATION_INBOX"
-#: Inbox subject of an agent: ``<root>.inbox.<tenant>.<agent_id>``.
-INBOX_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.inbox"
-
-_ID_RE = re.compile(r"^[-_=a-zA-Z0-9]+(\.[-_=a-zA-Z0-9]+)*$")
 
 Deliver = Callable[[Signal, int], Awaitable[None]]
 """Per-signal delivery: apply and commit one signal."""
@@ -137,7 +137,7 @@ def inbox_subject(agent_id: str, tenant: str = DEFAULT_TENANT) -> str:
     for kind, value in (("tenant", tenant), ("agent id", agent_id)):
         if (
             not isinstance(value, str)
-            or not _ID_RE.match(value)
+            or not ID_RE.match(value)
             or (kind == "tenant" and "." in value)
         ):
             raise ClusterBusError(

@@ -47,6 +47,7 @@ from foundation._errors import (
     KeyExistsError,
     NatsUnavailableError,
 )
+from foundation._ids import check_key, check_token
 from foundation.nats.connect import PLACEMENT_WAIT, cluster_size, connect, while_placing
 
 log = logging.getLogger("foundation.kv")
@@ -110,26 +111,6 @@ def ttl_header(ttl: timedelta) -> str:
             details={"ttl": total},
         )
     return f"{int(total)}s"
-
-
-def check_key(key: str) -> str:
-    """Return ``key`` if valid for a KV bucket, else raise :class:`InvalidKeyError`."""
-    if not wire.KEY_RE.match(key):
-        raise InvalidKeyError(
-            f"invalid key {key!r}: use letters, digits and -/_= in dot-separated tokens",
-            details={"key": key},
-        )
-    return key
-
-
-def check_token(value: str, what: str) -> str:
-    """Return ``value`` if it is one valid key token (no dots), else raise."""
-    if not wire.TOKEN_RE.match(value):
-        raise InvalidKeyError(
-            f"invalid {what} {value!r}: use only letters, digits and -/_= (no dots or spaces)",
-            details={what: value},
-        )
-    return value
 
 
 def _op_of(headers: dict[str, str] | None) -> Op:
@@ -555,7 +536,7 @@ class Watch:
         if pattern != ">" and not pattern.endswith(".>"):
             for token in pattern.split("."):
                 if token not in {"*", ">"}:
-                    check_token(token, "key token")
+                    check_token("key token", token, key=True)
         self._kv = kv
         self._pattern = pattern
         self._include_history = include_history

@@ -44,7 +44,6 @@ import orjson
 from foundation import _wire as wire
 from foundation._errors import ClusterError
 from foundation.failover.failover import LEADER_LEASE
-from foundation.messaging.envelope import decode_reply
 from foundation.nats.kv import KV
 from foundation.observability import http
 from foundation.observability.metrics import COUNTERS, QUANTILES, exposition
@@ -343,10 +342,7 @@ class Dashboard:
             return stats, None
         t0 = time.perf_counter()
         try:
-            msg = await node.nc.request(
-                node.subjects.node(node_id, "stats"), b"{}", timeout=self.stats_timeout
-            )
-            reply = decode_reply(msg.data)
+            reply = await node.client.request(node_id, "stats", b"{}", timeout=self.stats_timeout)
         except Exception:
             return None, None
         rtt = time.perf_counter() - t0

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from foundation import _wire as wire
 from foundation.failover.failover import LEADER_LEASE
-from foundation.messaging.envelope import Subjects
+from foundation.messaging.client import request
 from foundation.nats.kv import KV, connect
 
 
@@ -126,12 +126,11 @@ async def collect_status(url: str, *, ping_timeout: float = 1.0) -> StatusReport
                     lease = _json(lease_entry.value)
                     holder = lease.get("holder") or lease.get("node") or lease.get("owner")
                     report.leader = str(holder) if holder else None
-        subjects = Subjects()
 
         async def ping(node: NodeStatus) -> None:
             t0 = time.perf_counter()
             try:
-                await nc.request(subjects.node(node.id, "ping"), b"{}", timeout=ping_timeout)
+                await request(nc, node.id, "ping", b"{}", timeout=ping_timeout)
             except Exception:
                 return
             node.responsive = True

@@ -43,7 +43,8 @@ from nats.aio.client import Client as NatsClient
 
 from foundation import _wire as wire
 from foundation._errors import AlreadyRegisteredError, ClusterError, KeyExistsError
-from foundation.nats.kv import KV, BucketSpec, KVEntry, Watch, check_token
+from foundation._ids import check_token
+from foundation.nats.kv import KV, BucketSpec, KVEntry, Watch
 
 log = logging.getLogger("foundation.registry")
 
@@ -126,7 +127,7 @@ class ClusterRegistry:
         self, nc: NatsClient, *, tenant: str = wire.DEFAULT_TENANT, replicas: int | None = None
     ) -> None:
         self.nc = nc
-        self.tenant = check_token(tenant, "tenant")
+        self.tenant = check_token("tenant", tenant, key=True)
         self._replicas = replicas
         self.kv: KV | None = None
         self._cache: dict[str, RegistryRecord] = {}
@@ -178,7 +179,8 @@ class ClusterRegistry:
 
     def _key(self, agent_id: str, tenant: str | None) -> str:
         return wire.agent_key(
-            check_token(tenant or self.tenant, "tenant"), check_token(agent_id, "agent id")
+            check_token("tenant", tenant or self.tenant, key=True),
+            check_token("agent id", agent_id, key=True),
         )
 
     # -- cache -----------------------------------------------------------------------------
@@ -300,7 +302,7 @@ class ClusterRegistry:
         :class:`AlreadyRegisteredError` naming the owner if the id is taken.
         """
         key = self._key(agent_id, tenant)
-        check_token(node, "node id")
+        check_token("node id", node, key=True)
         record = RegistryRecord(
             agent_id=agent_id,
             tenant=tenant or self.tenant,
@@ -342,7 +344,7 @@ class ClusterRegistry:
         Raises :class:`CASConflictError` if the record changed since ``expected`` was read.
         """
         key = self._key(agent_id, tenant)
-        check_token(to, "node id")
+        check_token("node id", to, key=True)
         new = msgspec.structs.replace(
             expected,
             node=to,
@@ -457,7 +459,7 @@ class ClusterRegistry:
 
     async def scan(self, *, tenant: str | None = None) -> list[RegistryRecord]:
         """Every record read from the server now (consistent, slower than :meth:`records`)."""
-        pattern = f"{check_token(tenant, 'tenant')}.>" if tenant else ">"
+        pattern = f"{check_token('tenant', tenant, key=True)}.>" if tenant else ">"
         items = await self._kv().items(pattern)
         return [RegistryRecord.decode(e.value, e.revision) for _, e in sorted(items.items())]
 
