@@ -3,40 +3,18 @@
 Adds nodes, a distributed registry, location-transparent agent references,
 cross-node signals, failover, placement and coordination without changing how
 an agent is written: mix ``Clustered`` into a ``jido.Agent`` and run it on a ``Node``.
+
+The public names are grouped by subsystem, as the package is (see ``docs/architecture.md``):
+errors, nats, membership, registry, placement, coordination, hosting, messaging, failover,
+node, observability.
 """
 
-# --- cluster (begin) ---
-from foundation.messaging.cluster_bus import (
-    BusBridge,
-    BusStatistics,
-    ClusterBus,
-    ClusterBusError,
-    ClusterSubscription,
-    DeadLetter,
-    Delivery,
-    current_signal,
-)
-from foundation.hosting.clustered import Clustered, ClusterSpec
-from foundation.observability.dashboard import Dashboard, DashboardError
-from foundation.messaging.inbox import AgentInbox, InboxStatistics, send_to_inbox
-from foundation._node import Node, NodeDrainingError, NodeStatistics, Stage
-from foundation.messaging.ref import ClusterRef, FailFast, RemoteState, UnreachablePolicy
-from foundation.hosting.state import KVStateStore
-
-# --- cluster (end) ---
-
-# --- coordination (begin) ---
-from foundation.coordination.coordination import (
-    ClusterConfig,
-    ConfigChange,
-    Coordination,
-    Leadership,
-    Lock,
-)
+# --- errors (begin) ---
 from foundation._errors import (
     AlreadyRegisteredError,
     BarrierError,
     CASConflictError,
+    ClusterBusError,
     ClusterError,
     InvalidKeyError,
     KeyExistsError,
@@ -44,18 +22,33 @@ from foundation._errors import (
     NatsServerError,
     NatsUnavailableError,
     NoCapacityError,
+    NodeDrainingError,
     NodeUnavailableError,
     NotOwnerError,
     PlacementError,
     RecordNotFoundError,
 )
-from foundation.membership.membership import (
-    Membership,
+# --- errors (end) ---
+
+# --- nats (begin) ---
+from foundation.nats.server import NatsCluster, NatsServer, find_nats_server
+# --- nats (end) ---
+
+# --- membership (begin) ---
+from foundation.membership.membership import Membership
+from foundation.membership.view import (
     MembershipDiff,
     MembershipEvent,
     MembershipSnapshot,
     NodeRecord,
 )
+# --- membership (end) ---
+
+# --- registry (begin) ---
+from foundation.registry.registry import ClusterRegistry, RegistryChange, RegistryRecord
+# --- registry (end) ---
+
+# --- placement (begin) ---
 from foundation.placement.placement import (
     Affinity,
     AntiAffinity,
@@ -70,13 +63,39 @@ from foundation.placement.placement import (
     ResourceAwareStrategy,
     SpreadStrategy,
 )
-from foundation.registry.registry import ClusterRegistry, RegistryChange, RegistryRecord
-from foundation.nats.server import NatsCluster, NatsServer, find_nats_server
+# --- placement (end) ---
 
+# --- coordination (begin) ---
+from foundation.coordination.coordination import (
+    ClusterConfig,
+    ConfigChange,
+    Coordination,
+    Leadership,
+    Lock,
+)
 # --- coordination (end) ---
 
-# --- failover (begin) ---
+# --- hosting (begin) ---
+from foundation.hosting.clustered import ClusterSpec, Clustered
+from foundation.hosting.state import KVStateStore
+# --- hosting (end) ---
+
+# --- messaging (begin) ---
+from foundation.messaging.ref import ClusterRef, FailFast, RemoteState, UnreachablePolicy
 from foundation.messaging.policies import AwaitFailover
+from foundation.messaging.cluster_bus import (
+    BusBridge,
+    BusStatistics,
+    ClusterBus,
+    ClusterSubscription,
+    DeadLetter,
+    Delivery,
+    current_signal,
+)
+from foundation.messaging.inbox import AgentInbox, InboxStatistics, send_to_inbox
+# --- messaging (end) ---
+
+# --- failover (begin) ---
 from foundation.failover.failover import (
     DeposedError,
     Failover,
@@ -85,84 +104,98 @@ from foundation.failover.failover import (
     FailoverStatistics,
 )
 from foundation.failover.rebalance import Rebalancer
-
 # --- failover (end) ---
+
+# --- node (begin) ---
+from foundation._node import Node, NodeStatistics, Stage
+# --- node (end) ---
+
+# --- observability (begin) ---
+from foundation.observability.dashboard import Dashboard, DashboardError
+# --- observability (end) ---
 
 __version__ = "0.1.0"
 
 __all__: list[str] = [
-    # --- cluster __all__ (begin) ---
-    "AgentInbox",
-    "BusBridge",
-    "BusStatistics",
-    "ClusterBus",
-    "ClusterBusError",
-    "ClusterRef",
-    "ClusterSpec",
-    "ClusterSubscription",
-    "Clustered",
-    "Dashboard",
-    "DashboardError",
-    "DeadLetter",
-    "Delivery",
-    "FailFast",
-    "InboxStatistics",
-    "KVStateStore",
-    "Node",
-    "NodeDrainingError",
-    "NodeStatistics",
-    "RemoteState",
-    "Stage",
-    "UnreachablePolicy",
-    "current_signal",
-    "send_to_inbox",
-    # --- cluster __all__ (end) ---
-    # --- coordination __all__ (begin) ---
-    "Affinity",
+    # --- errors __all__ (begin) ---
     "AlreadyRegisteredError",
-    "AntiAffinity",
     "BarrierError",
     "CASConflictError",
-    "Candidate",
-    "CapabilityStrategy",
-    "ClusterConfig",
+    "ClusterBusError",
     "ClusterError",
-    "ClusterRegistry",
-    "ConfigChange",
-    "Coordination",
     "InvalidKeyError",
     "KeyExistsError",
-    "Leadership",
     "LeaseLostError",
-    "LeastLoadedStrategy",
-    "LoadBalancedStrategy",
-    "LocalStrategy",
-    "Lock",
+    "NatsServerError",
+    "NatsUnavailableError",
+    "NoCapacityError",
+    "NodeDrainingError",
+    "NodeUnavailableError",
+    "NotOwnerError",
+    "PlacementError",
+    "RecordNotFoundError",
+    # --- errors __all__ (end) ---
+    # --- nats __all__ (begin) ---
+    "NatsCluster",
+    "NatsServer",
+    "find_nats_server",
+    # --- nats __all__ (end) ---
+    # --- membership __all__ (begin) ---
     "Membership",
     "MembershipDiff",
     "MembershipEvent",
     "MembershipSnapshot",
-    "NatsCluster",
-    "NatsServer",
-    "NatsServerError",
-    "NatsUnavailableError",
-    "NoCapacityError",
     "NodeRecord",
-    "NodeUnavailableError",
-    "NotOwnerError",
-    "PlacementDirector",
-    "PlacementError",
-    "PlacementRequest",
-    "PlacementStrategy",
-    "RecordNotFoundError",
+    # --- membership __all__ (end) ---
+    # --- registry __all__ (begin) ---
+    "ClusterRegistry",
     "RegistryChange",
     "RegistryRecord",
+    # --- registry __all__ (end) ---
+    # --- placement __all__ (begin) ---
+    "Affinity",
+    "AntiAffinity",
+    "Candidate",
+    "CapabilityStrategy",
+    "LeastLoadedStrategy",
+    "LoadBalancedStrategy",
+    "LocalStrategy",
+    "PlacementDirector",
+    "PlacementRequest",
+    "PlacementStrategy",
     "ResourceAwareStrategy",
     "SpreadStrategy",
-    "find_nats_server",
+    # --- placement __all__ (end) ---
+    # --- coordination __all__ (begin) ---
+    "ClusterConfig",
+    "ConfigChange",
+    "Coordination",
+    "Leadership",
+    "Lock",
     # --- coordination __all__ (end) ---
-    # --- failover __all__ (begin) ---
+    # --- hosting __all__ (begin) ---
+    "ClusterSpec",
+    "Clustered",
+    "KVStateStore",
+    # --- hosting __all__ (end) ---
+    # --- messaging __all__ (begin) ---
+    "AgentInbox",
     "AwaitFailover",
+    "BusBridge",
+    "BusStatistics",
+    "ClusterBus",
+    "ClusterRef",
+    "ClusterSubscription",
+    "DeadLetter",
+    "Delivery",
+    "FailFast",
+    "InboxStatistics",
+    "RemoteState",
+    "UnreachablePolicy",
+    "current_signal",
+    "send_to_inbox",
+    # --- messaging __all__ (end) ---
+    # --- failover __all__ (begin) ---
     "DeposedError",
     "Failover",
     "FailoverEvent",
@@ -170,4 +203,13 @@ __all__: list[str] = [
     "FailoverStatistics",
     "Rebalancer",
     # --- failover __all__ (end) ---
+    # --- node __all__ (begin) ---
+    "Node",
+    "NodeStatistics",
+    "Stage",
+    # --- node __all__ (end) ---
+    # --- observability __all__ (begin) ---
+    "Dashboard",
+    "DashboardError",
+    # --- observability __all__ (end) ---
 ]
