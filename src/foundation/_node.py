@@ -65,7 +65,7 @@ from foundation.hosting.host import AgentHost, state_dict
 from foundation.hosting.state import KVStateStore
 from foundation.membership.membership import DEFAULT_LEASE_TTL, Membership
 from foundation.messaging.agent_ops import AgentOps
-from foundation.messaging.client import NodeClient
+from foundation.messaging.client import NodeClient, NodeLocator
 from foundation.messaging.cluster_bus import ClusterBus
 from foundation.messaging.durable import InboxOpener
 from foundation.messaging.endpoint import Endpoint
@@ -76,7 +76,6 @@ from foundation.messaging.envelope import (
     check_token,
     encode_request,
 )
-from foundation.messaging.locator import NodeLocator
 from foundation.messaging.policies import AwaitFailover
 from foundation.messaging.ref import ClusterRef, FailFast, UnreachablePolicy
 from foundation.nats.kv import KV, BucketSpec, connect
