@@ -1,4 +1,4 @@
-"""The layering rule: ``jido`` never imports ``foundation``."""
+"""The layering rules: ``jido`` never imports ``foundation``; ``foundation``'s layers hold."""
 
 from __future__ import annotations
 
@@ -36,3 +36,22 @@ def test_importing_jido_does_not_load_foundation() -> None:
     code = "import sys, jido; print('foundation' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_foundation_layers_hold() -> None:
+    assert _checker().layer_violations(ROOT / "src" / "foundation") == []
+
+
+def test_layer_checker_flags_a_later_layer(tmp_path: Path) -> None:
+    pkg = tmp_path / "foundation"
+    (pkg / "nats").mkdir(parents=True)
+    (pkg / "messaging").mkdir()
+    (pkg / "nats" / "kv.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from foundation.messaging.ref import ClusterRef\n"
+    )
+    (pkg / "messaging" / "ref.py").write_text("from foundation.nats.kv import KV\n")
+    found = _checker().layer_violations(pkg)
+    assert len(found) == 1
+    assert "kv.py:3" in found[0]
