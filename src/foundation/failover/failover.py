@@ -66,7 +66,7 @@ log = logging.getLogger("foundation.failover")
 NonCritical = Literal["remove", "replace"]
 
 
-class Leadership(Protocol):
+class Tenure(Protocol):
     """A held leader lease (what :class:`Failover` needs from the coordination layer)."""
 
     @property
@@ -88,7 +88,7 @@ class Leadership(Protocol):
         ...
 
 
-Elector = Callable[[str], Awaitable[Leadership]]
+Elector = Callable[[str], Awaitable[Tenure]]
 """``await elector(name)`` returns once this node leads ``name``."""
 
 
@@ -171,7 +171,7 @@ class Failover:
         self.options = options or FailoverOptions()
         self._elector = elector
         self._task: asyncio.Task[None] | None = None
-        self._leadership: Leadership | None = None
+        self._leadership: Tenure | None = None
         self._handle: Any = None  # the coordination campaign (one per node)
         self._kicks: set[asyncio.Future[Any]] = set()
         self._kick_sem = asyncio.Semaphore(self.options.kick_concurrency)
@@ -293,7 +293,7 @@ class Failover:
 
     # -- campaign ----------------------------------------------------------------------------
 
-    async def _elect(self) -> Leadership:
+    async def _elect(self) -> Tenure:
         if self._elector is not None:
             return await self._elector(self.options.lease_name)
         if self._handle is None:
@@ -305,7 +305,7 @@ class Failover:
             self._handle = await coordination.elect(self.options.lease_name)
         handle = self._handle
         term = await handle.wait_elected()
-        return _Tenure(handle, term)
+        return _CampaignTenure(handle, term)
 
     async def _campaign(self) -> None:
         while not self._stopped:
@@ -339,7 +339,7 @@ class Failover:
                 if self._leadership is lead:
                     self._leadership = None
 
-    async def _lead(self, lead: Leadership) -> None:
+    async def _lead(self, lead: Tenure) -> None:
         lost = asyncio.ensure_future(lead.wait_lost())
         try:
             self._wake.set()
@@ -393,7 +393,7 @@ class Failover:
         except ClusterError:
             return False
 
-    async def sweep(self, lead: Leadership) -> int:
+    async def sweep(self, lead: Tenure) -> int:
         """Handle every record whose owner is gone; returns how many were handled."""
         registry = self.node.registry
         orphans: dict[str, list[Any]] = {}
@@ -417,7 +417,7 @@ class Failover:
             self._last_failover = time.monotonic() - (seen if seen is not None else started)
         return handled
 
-    def _check_term(self, lead: Leadership, record: Any) -> None:
+    def _check_term(self, lead: Tenure, record: Any) -> None:
         if not lead.held:
             raise LeaseLostError(f"node {self.node.id}: leader lease lapsed; not acting")
         stamped = record.metadata.get(TERM_KEY) if isinstance(record.metadata, Mapping) else None
@@ -428,13 +428,13 @@ class Failover:
                 details={"agent_id": record.agent_id, "term": lead.term, "seen": stamped},
             )
 
-    def _stamp(self, lead: Leadership, record: Any) -> Any:
+    def _stamp(self, lead: Tenure, record: Any) -> Any:
         metadata = dict(record.metadata)
         metadata[TERM_KEY] = lead.term
         metadata[LEADER_KEY] = self.node.id
         return msgspec.structs.replace(record, metadata=metadata)
 
-    async def _recover_batch(self, lead: Leadership, records: list[Any]) -> list[Any]:
+    async def _recover_batch(self, lead: Tenure, records: list[Any]) -> list[Any]:
         sem = asyncio.Semaphore(self.options.concurrency)
         director = self._director()
 
@@ -447,7 +447,7 @@ class Failover:
     def _director(self) -> _BatchDirector:
         return _BatchDirector(self.node)
 
-    async def _recover(self, lead: Leadership, record: Any, director: _BatchDirector) -> bool:
+    async def _recover(self, lead: Tenure, record: Any, director: _BatchDirector) -> bool:
         """Move (or remove) one orphaned record by CAS; True when this leader changed it."""
         registry = self.node.registry
         dead = record.node
@@ -475,7 +475,7 @@ class Failover:
         return False
 
     async def _replace(
-        self, lead: Leadership, record: Any, dead: str, director: _BatchDirector
+        self, lead: Tenure, record: Any, dead: str, director: _BatchDirector
     ) -> bool:
         required, resources = self._requirements(record)
         try:
@@ -602,8 +602,8 @@ def _strategy_of(record: Any) -> Any:
 # -- the coordination adapter -------------------------------------------------------------------
 
 
-class _Tenure:
-    """One tenure of a coordination ``Leadership`` campaign, as a :class:`Leadership`."""
+class _CampaignTenure:
+    """One tenure of a coordination ``Leadership`` campaign, as a :class:`Tenure`."""
 
     def __init__(self, handle: Any, term: int) -> None:
         self._handle = handle
@@ -636,5 +636,5 @@ __all__ = [
     "FailoverEvent",
     "FailoverOptions",
     "FailoverStatistics",
-    "Leadership",
+    "Tenure",
 ]
