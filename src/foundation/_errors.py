@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jido import JidoError, ValidationError
+from jido import JidoError, SignalError, ValidationError
 
 
 class ClusterError(JidoError):
@@ -164,12 +164,45 @@ class BarrierError(ClusterError):
     type = "barrier_error"
 
 
+class InvalidRequestError(SignalError):
+    """A request from another process is malformed or sets a field only nodes may set.
+
+    Fix the sender: ``details`` names the field and what was wrong with it. Nothing was
+    applied. (A ``jido.SignalError``: the message, not the agent, is at fault.)
+    """
+
+    type = "invalid_request"
+
+
+class PayloadTooLargeError(ValidationError):
+    """A message (request, cast, reply or state) is larger than the NATS server accepts.
+
+    ``details`` holds ``size`` and ``limit`` (the server's ``max_payload``) in bytes. Send
+    less: put large data in the JetStream object store and pass a reference in the signal,
+    or raise ``max_payload`` in the server configuration.
+    """
+
+    type = "payload_too_large"
+
+
+class CorruptRecordError(ClusterError):
+    """A stored record (registry, node, lease) is not valid: it was not written by a node.
+
+    ``details`` names the bucket and key. Remove the key (or re-spawn the agent) to repair
+    it; nodes ignore the record in the meantime.
+    """
+
+    type = "corrupt_record"
+
+
 __all__ = [
     "AlreadyRegisteredError",
     "BarrierError",
     "CASConflictError",
     "ClusterError",
+    "CorruptRecordError",
     "InvalidKeyError",
+    "InvalidRequestError",
     "KeyExistsError",
     "LeaseLostError",
     "NatsServerError",
@@ -177,6 +210,7 @@ __all__ = [
     "NoCapacityError",
     "NodeUnavailableError",
     "NotOwnerError",
+    "PayloadTooLargeError",
     "PlacementError",
     "RecordNotFoundError",
 ]

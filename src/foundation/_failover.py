@@ -186,7 +186,9 @@ class Failover:
         self._wake = asyncio.Event()
         self._dead: dict[str, float] = {}  # node id -> monotonic time its loss was seen
         self._listeners: list[Callable[[FailoverEvent], Any]] = []
-        self._counters = dict.fromkeys(("moved", "removed", "pending", "conflicts"), 0)
+        self._counters = dict.fromkeys(
+            ("moved", "removed", "pending", "conflicts", "forged_terms"), 0
+        )
         self._last_failover: float | None = None
         self._leading = asyncio.Event()
         self._stopped = False
@@ -424,16 +426,48 @@ class Failover:
             self._last_failover = time.monotonic() - (seen if seen is not None else started)
         return handled
 
-    def _check_term(self, lead: Leadership, record: Any) -> None:
+    async def _check_term(self, lead: Leadership, record: Any) -> None:
+        """Stop acting if a newer leader exists; a stamp alone does not prove one.
+
+        A record stamped with a higher term deposes this leader only when the leader lease
+        (a CAS-written key) confirms it: another holder or a newer term. A stamp the lease
+        does not back was not written by a leader (a forged or garbage request) and is
+        overwritten by this leader's next write instead of stopping failover for good.
+        """
         if not lead.held:
             raise LeaseLostError(f"node {self.node.id}: leader lease lapsed; not acting")
         stamped = record.metadata.get(TERM_KEY) if isinstance(record.metadata, Mapping) else None
-        if isinstance(stamped, int) and stamped > lead.term:
+        if (
+            isinstance(stamped, int | float)
+            and not isinstance(stamped, bool)
+            and stamped > lead.term
+            and await self._lease_confirms_newer(lead)
+        ):
             raise DeposedError(
                 f"record {record.agent_id!r} was written in term {stamped} > our term "
                 f"{lead.term}; a newer leader exists",
                 details={"agent_id": record.agent_id, "term": lead.term, "seen": stamped},
             )
+
+    async def _lease_confirms_newer(self, lead: Leadership) -> bool:
+        """True unless the leader lease shows this node still leading in ``lead.term``."""
+        coordination = getattr(self.node, "coordination", None) or self._own_coordination
+        if coordination is None or self._elector is not None:
+            return True  # no lease to ask (a custom elector): believe the stamp, as before
+        try:
+            current = await coordination.leader(self.options.lease_name)
+        except Exception as exc:
+            log.warning("failover: cannot read the leader lease (%r); stepping down", exc)
+            return True
+        if current == (self.node.id, lead.term):
+            self._counters["forged_terms"] += 1
+            log.warning(
+                "failover: a registry record carries a term stamp the leader lease does not "
+                "back (we lead in term %d); ignoring it",
+                lead.term,
+            )
+            return False
+        return True
 
     def _stamp(self, lead: Leadership, record: Any) -> Any:
         metadata = dict(record.metadata)
@@ -459,7 +493,7 @@ class Failover:
         registry = self.node.registry
         dead = record.node
         for _ in range(4):
-            self._check_term(lead, record)
+            await self._check_term(lead, record)
             try:
                 if record.critical or self.options.non_critical == "replace":
                     return await self._replace(lead, record, dead, director)
@@ -476,7 +510,7 @@ class Failover:
                 )
                 if fresh is None or fresh.node != dead:
                     if fresh is not None:
-                        self._check_term(lead, fresh)
+                        await self._check_term(lead, fresh)
                     return False
                 record = fresh
         return False
@@ -499,7 +533,7 @@ class Failover:
             self._emit(FailoverEvent("pending", record.agent_id, dead, None, record.epoch, 0))
             log.warning("no node can take %s now (%s); retrying", record.agent_id, exc.message)
             return False
-        self._check_term(lead, record)
+        await self._check_term(lead, record)
         try:
             moved = await self.node.registry.move(
                 record.agent_id,

@@ -792,7 +792,7 @@ class Membership:
         if entry is not None and not entry.deleted:
             try:
                 record = NodeRecord.decode(entry.value, entry.revision)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 log.warning("ignoring undecodable node record %r", node_id)
                 return
             old = members.get(node_id)

@@ -49,6 +49,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from foundation import _wire as wire
+from foundation._cast_backlog import CastBacklog
 from foundation._clustered import ClusterSpec, cluster_spec, type_name_of
 from foundation._coordination import Coordination
 from foundation._errors import (
@@ -72,6 +73,7 @@ from foundation._transport import (
     Request,
     Subjects,
     check_agent_id,
+    check_size,
     check_token,
     decode_cast_batch,
     decode_public_signal,
@@ -81,6 +83,7 @@ from foundation._transport import (
     encode_cast_batch,
     encode_error,
     encode_ok,
+    encode_reply_within,
     encode_request,
     public_meta,
     public_timeout,
@@ -150,6 +153,10 @@ class NodeStatistics:
     uptime: float
     nats_url: str
     agent_ids: tuple[str, ...] = field(default_factory=tuple)
+    casts_backlogged: int = 0
+    """Casts waiting in per-agent backlogs now (full mailbox or agent starting)."""
+    casts_refused: int = 0
+    """Casts refused so far: backlog full, agent absent, or mailbox full past the timeout."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -169,6 +176,8 @@ class NodeStatistics:
             "draining": self.draining,
             "uptime": self.uptime,
             "nats_url": self.nats_url,
+            "casts_backlogged": self.casts_backlogged,
+            "casts_refused": self.casts_refused,
         }
 
 
@@ -290,6 +299,12 @@ class Node:
         self._cast_out: dict[str, list[bytes]] = {}
         self._cast_out_bytes: dict[str, int] = {}
         self._cast_flush_scheduled = False
+        self._backlog = CastBacklog(
+            self._wait_local,
+            timeout=lambda: self.call_timeout,
+            spawn=self._spawn_task,
+            owner=self.id,
+        )
         self._counters = dict.fromkeys(
             (
                 "calls_in",
@@ -624,8 +639,9 @@ class Node:
                 f"no agent {ref.id!r} is registered in the cluster; spawn it first",
                 details={"agent_id": ref.id},
             )
-        spec = self._spec_of_record(record)
-        if spec is not None and spec.delivery == "at_least_once" and self.bus is not None:
+        if self._delivery_of(record) == "at_least_once":
+            # The agent's record decides, never what this node happens to know: the cast
+            # returns once JetStream holds it in the agent's inbox.
             await self._publish_durable(ref.id, signal, meta)
             return
         if record.node == self.id:
@@ -644,7 +660,9 @@ class Node:
             )
         c = self._counters
         c["calls_out"] += 1
-        await self._queue_cast(record.node, encode_cast(ref.id, signal, meta))
+        item = encode_cast(ref.id, signal, meta)
+        check_size(item, self.nc.max_payload, f"cast to agent {ref.id!r}")
+        await self._queue_cast(record.node, item)
         if not c["calls_out"] & _YIELD_MASK:
             # A burst of casts never suspends by itself: let heartbeats (the lease) run.
             await asyncio.sleep(0)
@@ -713,11 +731,25 @@ class Node:
     ) -> None:
         from foundation._inbox import send_to_inbox
 
-        await send_to_inbox(self.nc.jetstream(), agent_id, signal, tenant=self.tenant)
+        await send_to_inbox(
+            self.nc.jetstream(),
+            agent_id,
+            signal,
+            tenant=self.tenant,
+            max_payload=self.nc.max_payload,
+        )
 
     def _spec_of_record(self, record: RegistryRecord) -> ClusterSpec | None:
         cls = self._types.get(record.type)
         return cluster_spec(cls) if cls is not None else None
+
+    def _delivery_of(self, record: RegistryRecord) -> str:
+        """The agent's delivery mode: from its record (a record written before the field
+        existed falls back to the class, when this node knows it)."""
+        if record.delivery:
+            return record.delivery
+        spec = self._spec_of_record(record)
+        return spec.delivery if spec is not None else "at_most_once"
 
     # -- transport handlers ------------------------------------------------------------------------
 
@@ -739,6 +771,7 @@ class Node:
 
     async def _respond(self, msg: Msg, data: bytes) -> None:
         if msg.reply:
+            data = encode_reply_within(data, self.nc.max_payload, "this request")
             with contextlib.suppress(Exception):
                 await self.nc.publish(msg.reply, data)
 
@@ -777,50 +810,38 @@ class Node:
         await self._apply_cast(req)
 
     async def _apply_cast(self, req: Request) -> None:
+        """Apply one cast received on this node's subject without ever waiting for its agent.
+
+        Called in the subscription callback, so it must not block: a cast whose agent cannot
+        take it now (mailbox full, still starting) waits in that agent's backlog, and so does
+        every later cast to it (see :mod:`foundation._cast_backlog`).
+        """
         c = self._counters
         c["casts_in"] += 1
         if not c["casts_in"] & _YIELD_MASK:
             await asyncio.sleep(0)  # a flood of casts must not starve the lease heartbeats
-        try:
-            local = self._local_ref(req.agent_id)
-            if local is None or req.signal is None:
-                if req.signal is not None:
-                    local = await self._wait_local(
-                        req.agent_id, asyncio.get_running_loop().time() + self.call_timeout
-                    )
-                if local is None or req.signal is None:
-                    log.warning("node %s: cast to unknown agent %s dropped", self.id, req.agent_id)
-                    return
-            await self._cast_with_backpressure(local, req.signal, req.meta)
-        except JidoError as exc:
-            log.warning("node %s: cast failed: %s", self.id, exc)
-
-    async def _cast_with_backpressure(
-        self, local: Any, signal: Signal, meta: Mapping[str, Any] | None
-    ) -> None:
-        """Cast into a local mailbox; when it is full, wait for room (up to ``call_timeout``).
-
-        Waiting here holds up this node's subscription, so a fast sender is slowed down by
-        the NATS client's buffers instead of its signals being dropped.
-        """
-        try:
-            await local.cast(signal, meta=meta)
+        signal = req.signal
+        if signal is None:
+            log.warning("node %s: cast to %s without a signal dropped", self.id, req.agent_id)
             return
-        except MailboxFullError:
-            pass
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.call_timeout
-        tries = 0
-        while True:
-            # the first waits only let the agent's task run; then poll every half millisecond
-            await asyncio.sleep(0 if tries < 16 else 0.0005)
-            tries += 1
-            try:
-                await local.cast(signal, meta=meta)
+        agent_id = req.agent_id
+        try:
+            if agent_id in self._durable:
+                # A direct cast to an inbox agent (an old or a raw sender) joins its inbox, so
+                # it is ordered and applied exactly once like every other signal to it.
+                await self._publish_durable(agent_id, signal, req.meta)
                 return
-            except MailboxFullError:
-                if loop.time() >= give_up:
-                    raise
+            if agent_id not in self._backlog:
+                local = self._local_ref(agent_id)
+                if local is not None:
+                    try:
+                        await local.cast(signal, meta=req.meta)
+                        return
+                    except MailboxFullError:
+                        pass
+            self._backlog.add(agent_id, signal, req.meta)
+        except JidoError as exc:
+            log.warning("node %s: cast to %s failed: %s", self.id, agent_id, exc)
 
     async def _handle_call(self, msg: Msg) -> None:
         self._counters["calls_in"] += 1
@@ -1208,6 +1229,7 @@ class Node:
             capabilities=list(spec.capabilities),
             placement=spec.to_dict()["placement"],
             metadata=dict(metadata or {}),
+            delivery=spec.delivery,
         )
         self._counters["spawns"] += 1
         if target == self.id:
@@ -1234,6 +1256,7 @@ class Node:
         if state:
             extra["state"] = state
         payload = encode_request(record.agent_id, None, **extra)
+        check_size(payload, self.nc.max_payload, f"start of agent {record.agent_id!r}")
         try:
             msg = await self.nc.request(
                 self.subjects.node(record.node, "start"), payload, timeout=self.call_timeout
@@ -1360,6 +1383,8 @@ class Node:
             uptime=time.monotonic() - self._started_at if self._started_at else 0.0,
             nats_url=self.url,
             agent_ids=tuple(sorted(self._local)),
+            casts_backlogged=len(self._backlog),
+            casts_refused=self._backlog.refused,
         )
 
     def local_agents(self) -> list[str]:

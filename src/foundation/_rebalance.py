@@ -100,14 +100,53 @@ async def handle_op(node: Any, op: str, agent_id: str, extra: Mapping[str, Any])
     if op == "drain":
         return start_drain(node)
     if op == "handoff":
-        to = extra.get("to")
-        if not isinstance(to, str) or not to:
-            raise ClusterError("handoff needs a target node ('to')", details={"extra": extra})
-        meta = extra.get("stamp")
-        return await hand_over(
-            node, agent_id, to=to, metadata=meta if isinstance(meta, Mapping) else None
-        )
+        to, stamp = await _checked_handoff(node, extra)
+        return await hand_over(node, agent_id, to=to, metadata=stamp)
     raise ClusterError(f"unknown rebalance op {op!r}", details={"op": op})
+
+
+async def _checked_handoff(node: Any, extra: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The target and leader stamp of a ``handoff`` request, believed only if the lease backs them.
+
+    Only the cluster leader sends ``handoff`` (rebalancing), stamped with its term. The stamp
+    is written into the agent's record, where a higher term deposes the leader, so it is taken
+    only when the leader lease (a CAS-written key) names the same holder and term; the target
+    must be a live member accepting agents.
+    """
+    from foundation._errors import InvalidRequestError
+    from foundation._failover import LEADER_KEY, LEADER_LEASE, TERM_KEY
+
+    to = extra.get("to")
+    if not isinstance(to, str) or not to or to == node.id:
+        raise InvalidRequestError(
+            "handoff needs a target node ('to'), another node than the owner",
+            details={"field": "to"},
+        )
+    member = node.membership.snapshot.get(to)
+    if member is None or not node.membership.is_live(to) or not member.accepting:
+        raise InvalidRequestError(
+            f"handoff target {to[:64]!r} is not a live member accepting agents",
+            details={"field": "to"},
+        )
+    stamp = extra.get("stamp")
+    term = stamp.get(TERM_KEY) if isinstance(stamp, Mapping) else None
+    leader = stamp.get(LEADER_KEY) if isinstance(stamp, Mapping) else None
+    if not isinstance(term, int) or isinstance(term, bool) or not isinstance(leader, str):
+        raise InvalidRequestError(
+            "handoff needs the leader's stamp {'fdn.term': int, 'fdn.leader': str}",
+            details={"field": "stamp"},
+        )
+    options = getattr(node, "_failover_options", None)
+    lease = getattr(options, "lease_name", LEADER_LEASE)
+    coordination = getattr(node, "coordination", None)
+    current = await coordination.leader(lease) if coordination is not None else None
+    if current != (leader, term):
+        raise InvalidRequestError(
+            f"handoff refused: its stamp (leader {leader[:64]!r}, term {term}) is not the "
+            "current leader lease; only the cluster leader moves agents",
+            details={"field": "stamp", "term": term},
+        )
+    return to, {TERM_KEY: term, LEADER_KEY: leader}
 
 
 # -- caller side ---------------------------------------------------------------------------------

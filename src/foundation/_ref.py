@@ -25,7 +25,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ConfigDict
 
 from foundation._errors import NodeUnavailableError, NotOwnerError
-from foundation._transport import decode_reply, encode_request
+from foundation._transport import check_meta, check_size, decode_reply, encode_request
 from jido import AgentNotFoundError, AgentStoppedError, JidoError, Signal, TimeoutError
 
 if TYPE_CHECKING:
@@ -119,11 +119,16 @@ class ClusterRef:
     ) -> dict[str, Any]:
         """Send ``signal`` and wait for the result of the command it triggers.
 
+        ``meta`` keys ``stream_seq`` and ``fdn.*`` are reserved for the cluster's nodes
+        (``InvalidRequestError``); a request larger than the server's ``max_payload`` raises
+        ``PayloadTooLargeError`` before anything is sent.
+
         Raises the typed ``JidoError`` the agent (or the cluster) produced: ``TimeoutError``
         after ``timeout`` seconds (default: the node's ``call_timeout``), ``NotOwnerError`` if the
         agent moved twice during the call, ``NodeUnavailableError`` if its node is gone, and
         ``AgentNotFoundError`` if no agent has this id.
         """
+        meta = check_meta(meta)
         node = self._node
         local = node._local_ref(self.id)
         budget = node.call_timeout if timeout is None else timeout
@@ -141,11 +146,16 @@ class ClusterRef:
         return reply if isinstance(reply, dict) else {"result": reply}
 
     async def cast(self, signal: Signal, *, meta: Mapping[str, Any] | None = None) -> None:
-        """Send ``signal`` without waiting for its outcome (at-most-once unless configured).
+        """Send ``signal`` without waiting for its outcome.
+
+        The agent's registry record decides the delivery mode, whichever node sends: to an
+        ``at_least_once`` agent the cast returns only once JetStream stored it in the agent's
+        inbox; otherwise it is at-most-once.
 
         Raises ``AgentNotFoundError`` when the id is not registered and
         ``NodeUnavailableError`` when its owner is not a live member.
         """
+        meta = check_meta(meta)
         node = self._node
         local = node._local_ref(self.id)
         if local is not None and self.id not in node._durable:
@@ -251,6 +261,7 @@ class ClusterRef:
         payload = encode_request(
             self.id, signal, timeout=remaining * 0.95 if op == "call" else None, meta=meta
         )
+        check_size(payload, node.nc.max_payload, f"{op} to agent {self.id!r}")
         node._counters["calls_out"] += 1
         try:
             if record.node in node._cast_out:
