@@ -48,7 +48,6 @@ from foundation._errors import (
     NoCapacityError,
     NodeUnavailableError,
     NotOwnerError,
-    PayloadTooLargeError,
     PlacementError,
     RecordNotFoundError,
 )
@@ -155,7 +154,6 @@ __all__: list[str] = [
     "NodeRecord",
     "NodeUnavailableError",
     "NotOwnerError",
-    "PayloadTooLargeError",
     "PlacementDirector",
     "PlacementError",
     "PlacementRequest",

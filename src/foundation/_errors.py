@@ -174,17 +174,6 @@ class InvalidRequestError(SignalError):
     type = "invalid_request"
 
 
-class PayloadTooLargeError(ValidationError):
-    """A message (request, cast, reply or state) is larger than the NATS server accepts.
-
-    ``details`` holds ``size`` and ``limit`` (the server's ``max_payload``) in bytes. Send
-    less: put large data in the JetStream object store and pass a reference in the signal,
-    or raise ``max_payload`` in the server configuration.
-    """
-
-    type = "payload_too_large"
-
-
 class CorruptRecordError(ClusterError):
     """A stored record (registry, node, lease) is not valid: it was not written by a node.
 
@@ -210,7 +199,6 @@ __all__ = [
     "NoCapacityError",
     "NodeUnavailableError",
     "NotOwnerError",
-    "PayloadTooLargeError",
     "PlacementError",
     "RecordNotFoundError",
 ]

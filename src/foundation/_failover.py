@@ -316,8 +316,21 @@ class Failover:
         term = await handle.wait_elected()
         return _Tenure(handle, term)
 
+    def _eligible(self) -> bool:
+        """Only a node holding its own membership lease may lead (a fenced one may not)."""
+        return bool(getattr(self.node.membership, "holds_lease", True))
+
+    def wake(self) -> None:
+        """Re-check now: the node's lease changed (it fenced or rejoined)."""
+        self._wake.set()
+
     async def _campaign(self) -> None:
         while not self._stopped:
+            if not self._eligible():
+                # Fenced (e.g. its data connection is down while the lease link works): a
+                # leader that cannot reach the registry would stall every failover.
+                await asyncio.sleep(0.1)
+                continue
             try:
                 lead = await self._elect()
             except asyncio.CancelledError:
@@ -343,6 +356,11 @@ class Failover:
                 self._handle = None  # campaign again from scratch
             except LeaseLostError:
                 log.info("node %s lost the leader lease (term %d)", self.node.id, lead.term)
+                if lead.held and not self._eligible():
+                    log.warning("node %s is fenced: it gives the leader lease up", self.node.id)
+                    with contextlib.suppress(Exception):
+                        await lead.resign()
+                    self._handle = None
             finally:
                 self._leading.clear()
                 if self._leadership is lead:
@@ -352,7 +370,7 @@ class Failover:
         lost = asyncio.ensure_future(lead.wait_lost())
         try:
             self._wake.set()
-            while lead.held:
+            while lead.held and self._eligible():
                 waker = asyncio.ensure_future(self._wake.wait())
                 try:
                     await asyncio.wait(
@@ -362,7 +380,7 @@ class Failover:
                     )
                 finally:
                     waker.cancel()
-                if lost.done() or not lead.held:
+                if lost.done() or not lead.held or not self._eligible():
                     break
                 self._wake.clear()
                 await self.sweep(lead)

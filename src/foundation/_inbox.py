@@ -203,7 +203,7 @@ async def send_to_inbox(
     ``Nats-Msg-Id`` is the signal id, so sending the same signal again (e.g. after a timeout)
     within the duplicate window stores it once and returns the first sequence. Raises
     :class:`ClusterBusError` (retryable) when JetStream did not acknowledge, and
-    :class:`~foundation.PayloadTooLargeError` (nothing sent) for a signal over ``max_payload``
+    :class:`jido.PayloadTooLargeError` (nothing sent) for a signal over ``max_payload``
     bytes (the server's limit; ``0``: not checked).
     """
     subject = inbox_subject(agent_id, tenant)

@@ -54,12 +54,14 @@ from foundation._clustered import ClusterSpec, cluster_spec, type_name_of
 from foundation._coordination import Coordination
 from foundation._errors import (
     ClusterError,
+    InvalidRequestError,
     NodeUnavailableError,
     NotOwnerError,
     PlacementError,
 )
 from foundation._failover import AwaitFailover, Failover, FailoverOptions
 from foundation._kv import KV, BucketSpec, connect
+from foundation._link_probe import LinkProbe
 from foundation._membership import DEFAULT_LEASE_TTL, Membership
 from foundation._placement import PlacementDirector
 from foundation._rebalance import OPS as REBALANCE_OPS
@@ -69,6 +71,7 @@ from foundation._registry import ClusterRegistry, RegistryRecord
 from foundation._state import KVStateStore
 from foundation._transport import (
     CAST_BATCH_BYTES,
+    OPS,
     WIRE_FEATURES,
     Request,
     Subjects,
@@ -270,6 +273,7 @@ class Node:
         self._server: Any = None
         self.nc: NatsClient = None  # type: ignore[assignment]
         self._control_nc: NatsClient | None = None
+        self._link_probe: LinkProbe | None = None
         self.url = ""
         self.runtime: Runtime = None  # type: ignore[assignment]
         self.registry: ClusterRegistry = None  # type: ignore[assignment]
@@ -421,6 +425,8 @@ class Node:
             await step("registry", self.registry.stop())
         if self.membership is not None:
             await step("membership", self.membership.stop())
+        if self._link_probe is not None:
+            await step("link probe", self._link_probe.stop())
         for nc in (self.nc, self._control_nc):
             if nc is not None:
                 await step("drain connection", nc.drain())
@@ -471,6 +477,9 @@ class Node:
         # The lease gets its own connection, so heartbeat acks never queue behind a flood of
         # agent traffic on the data connection (that would fence a healthy, busy node).
         self._control_nc = await connect(self.url, name=f"foundation-node-{self.id}-control")
+        # ... and is given up when the data connection stops answering (a gray failure).
+        self._link_probe = LinkProbe(self.nc)
+        await self._link_probe.start()
 
     async def _start_buckets(self) -> None:
         self._kv["state"] = await KV.open(
@@ -491,6 +500,7 @@ class Node:
             version=_version(),
             wire_features=WIRE_FEATURES,
             renew_connect=lambda: connect(self.url, name=f"foundation-node-{self.id}-lease"),
+            link_down=self._link_probe.down if self._link_probe is not None else None,
         )
         await self.membership.start()
 
@@ -856,7 +866,9 @@ class Node:
                 if local is None:
                     raise self._not_here(req.agent_id)
             if req.signal is None:
-                raise DefinitionError("call request without a signal")
+                raise InvalidRequestError(
+                    "a call request needs a signal ('s')", details={"field": "s"}
+                )
             try:
                 result = await local.call(req.signal, timeout=req.timeout, meta=req.meta)
             except AgentStoppedError as exc:
@@ -892,7 +904,10 @@ class Node:
                 elif op in REBALANCE_OPS:
                     result = await handle_rebalance_op(self, op, req.agent_id, req.extra)
                 else:
-                    raise DefinitionError(f"unknown node op {op!r}", details={"op": op})
+                    raise InvalidRequestError(
+                        f"unknown node op {op[:40]!r}; ops are {', '.join((*OPS, *REBALANCE_OPS))}",
+                        details={"field": "op"},
+                    )
             data = encode_ok(result)
         except Exception as exc:
             data = encode_error(exc)
@@ -931,6 +946,15 @@ class Node:
 
     async def _handle_start(self, agent_id: str, extra: Mapping[str, Any]) -> dict[str, Any]:
         epoch = extra.get("epoch")
+        for name, ok in (
+            ("epoch", epoch is None or (isinstance(epoch, int) and not isinstance(epoch, bool))),
+            ("state", extra.get("state") is None or isinstance(extra.get("state"), dict)),
+            ("fresh", isinstance(extra.get("fresh", False), bool)),
+        ):
+            if not ok:
+                raise InvalidRequestError(
+                    f"start request field {name!r} has the wrong type", details={"field": name}
+                )
         record = self.registry.cached(agent_id)
         if isinstance(epoch, int) and (record is None or record.epoch < epoch):
             # The claim or move is not in our watched cache yet: wait for the watch to deliver
@@ -1112,6 +1136,8 @@ class Node:
         self.state_store.fence()
         ids = [a for a in self._local if a not in self._unclustered]
         log.warning("node %s: lease lost, fencing %d agents", self.id, len(ids))
+        if self.failover is not None:
+            self.failover.wake()  # a fenced node gives the leader lease up
         self._counters["fenced_stops"] += len(ids)
         await asyncio.gather(*(self._stop_local(a) for a in ids), return_exceptions=True)
         if self._fenced:

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from foundation._errors import InvalidKeyError, InvalidRequestError, PayloadTooLargeError
+from foundation._errors import InvalidKeyError, InvalidRequestError
 from foundation._wire import (
     DEFAULT_TENANT,
     MAX_REQUEST_TIMEOUT,
@@ -37,7 +37,7 @@ from foundation._wire import (
     SUBJECT_ROOT,
     TOKEN_RE,
 )
-from jido import JidoError, Signal, SignalError, ValidationError
+from jido import JidoError, PayloadTooLargeError, Signal, SignalError, ValidationError
 from jido._codec import dumps_json
 
 _loads = msgspec.json.Decoder().decode

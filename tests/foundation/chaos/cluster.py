@@ -58,6 +58,7 @@ from tests.foundation.chaos.history import (
     Term,
     applied_ids,
 )
+from tests.foundation.netcut import NamedProxy
 from tests.foundation.procs import NodeProcesses
 
 APP = "tests.foundation.chaos.app:AGENTS"
@@ -81,6 +82,7 @@ class ChaosCluster:
         app: str = APP,
         budget: float = DEFAULT_BUDGET,
         call_timeout: float = 8.0,
+        proxy: bool = False,
     ) -> None:
         self.tmp_path = tmp_path
         self.node_names = [f"n{i + 1}" for i in range(nodes)]
@@ -97,6 +99,8 @@ class ChaosCluster:
         self.killed: set[str] = set()
         self._terms_watch: Any = None
         self._terms_task: asyncio.Task[None] | None = None
+        self._want_proxy = proxy
+        self.proxy: NamedProxy | None = None  # node processes connect through it when set
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -145,7 +149,12 @@ class ChaosCluster:
         self._terms_watch = coord.watch("lease.>")
         await self._terms_watch.start()
         self._terms_task = asyncio.create_task(self._record_terms(self._terms_watch))
-        self.procs = NodeProcesses(self.url, app=self.app, log_dir=self.tmp_path / "logs")
+        nodes_url = self.url
+        if self._want_proxy:
+            assert isinstance(self.nats, NatsServer), "the proxy fronts a single server"
+            self.proxy = await NamedProxy(self.nats.port).start()
+            nodes_url = self.proxy.url
+        self.procs = NodeProcesses(nodes_url, app=self.app, log_dir=self.tmp_path / "logs")
         (self.tmp_path / "logs").mkdir(exist_ok=True)
         await self.procs.start(*self.node_names)
         await self.wait_ready(*self.node_names)
@@ -197,6 +206,8 @@ class ChaosCluster:
                 await self._terms_task
         if self.procs is not None:
             await self.procs.aclose()
+        if self.proxy is not None:
+            await self.proxy.stop()
         if self.driver is not None:
             with contextlib.suppress(Exception):
                 await self.driver.stop()
@@ -309,6 +320,20 @@ class ChaosCluster:
         self.procs.pause(name)
         self.history.kills.append(kill)
         return kill
+
+    def cut_data_link(self, name: str) -> Kill:
+        """Cut only node ``name``'s data connection (its lease and control links keep working);
+        recorded like a kill (its agents must come back elsewhere)."""
+        assert self.proxy is not None, "start the cluster with proxy=True"
+        kill = Kill(name, time.monotonic(), self.owned_by(name))
+        self.proxy.cut(f"foundation-node-{name}")
+        self.history.kills.append(kill)
+        return kill
+
+    def heal_data_link(self, name: str) -> None:
+        """Let node ``name``'s data connection flow again."""
+        assert self.proxy is not None
+        self.proxy.heal(f"foundation-node-{name}")
 
     def resume_node(self, name: str) -> None:
         """SIGCONT node ``name``."""
