@@ -967,9 +967,13 @@ class Node:
         if record is None or record.node != self.id:
             raise self._not_here(agent_id)
         if self._fenced:
-            # Placed here by a node that already sees this node's new record: let the rejoin
-            # finish rather than refuse (``_activate`` still refuses while fenced).
-            await self._wait_rejoined(asyncio.get_running_loop().time() + self.call_timeout)
+            # Placed here (by a node that already sees this node's new record, or one that has
+            # not seen the old one expire yet): the record assigning the agent here is what
+            # counts, so let the fence end and the rejoin finish rather than refuse; a spawn
+            # refused now would leave its record here anyway. ``_activate`` still refuses while
+            # fenced, and a node that never rejoins answers when the wait ends.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._unfenced.wait(), self.call_timeout * 0.9)
         state = extra.get("state")
         await self._activate(
             record,
