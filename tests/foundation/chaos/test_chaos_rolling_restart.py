@@ -15,18 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from foundation._failover import FailoverOptions
-from tests.foundation.chaos.app import CallCounter, DurableCounter, Scratch
+from tests.foundation.chaos.app import CallCounter, DurableCounter
 from tests.foundation.chaos.cluster import ChaosCluster
 from tests.foundation.chaos.conftest import ChaosPlan
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
-#: Upper bound on the time a rejoining node waits for its share: the leader's settle time plus
-#: one rebalancing step per ``max_moves`` agents (see docs/failover.md), with room for a loaded
-#: 2-core CI machine.
-OPTIONS = FailoverOptions()
-SHARE_WITHIN = 20.0
+#: Seconds the node restarted last may wait for its share once it answers: the documented bound
+#: (docs/failover.md) is one step per ``max_moves`` agents, each within 2.5 s, plus the hand-overs
+#: and a change of leader (about 4 s here for 3 agents); the rest is room for a loaded 2-core CI
+#: machine.
+SHARE_WITHIN = 15.0
 
 
 async def test_rolling_restart_under_load_gives_the_last_node_its_share(
@@ -35,9 +34,9 @@ async def test_rolling_restart_under_load_gives_the_last_node_its_share(
     async with ChaosCluster(tmp_path, nodes=3) as cc:
         durable = await cc.spawn(DurableCounter, 3)
         calls = await cc.spawn(CallCounter, 3)
-        scratch = await cc.spawn(Scratch, 3)
+        idle = await cc.spawn(CallCounter, 3)  # critical too: none may leave the registry
         agents = durable + calls
-        total = len(agents) + len(scratch)
+        total = len(agents) + len(idle)
         share = total // len(cc.node_names)
         stop = asyncio.Event()
         load = asyncio.create_task(cc.load(calls, durable=durable, until=stop))
