@@ -192,7 +192,6 @@ class Failover:
         self._last_failover: float | None = None
         self._leading = asyncio.Event()
         self._stopped = False
-        self._led_since = 0.0
         self.rebalancer: Rebalancer | None = (
             Rebalancer(
                 node,
@@ -277,9 +276,9 @@ class Failover:
     # -- events ------------------------------------------------------------------------------
 
     def _on_membership(self, event: Any) -> None:
-        leading_for = time.monotonic() - self._led_since if self.is_leader else 0.0
-        if event.kind == "join" and self.rebalancer is not None and leading_for >= 1.0:
-            # Joins during start-up (before this tenure settled) are not rebalancing targets.
+        if event.kind == "join" and self.rebalancer is not None:
+            # Noted whether this node leads or not: a join seen around a change of leader (a
+            # rolling restart drains the leader too) is filled by whichever node leads next.
             self.rebalancer.on_join(event.node_id)
             self._wake.set()
         if event.kind in ("expire", "leave") and event.node_id != self.node.id:
@@ -343,7 +342,6 @@ class Failover:
             self._term = lead.term
             self._terms_led += 1
             self._leading.set()
-            self._led_since = time.monotonic()
             log.info("node %s leads the cluster (term %d)", self.node.id, lead.term)
             self._emit(FailoverEvent("leader", "", self.node.id, None, 0, lead.term))
             try:

@@ -340,6 +340,39 @@ class ChaosCluster:
         assert self.procs is not None
         self.procs.resume(name)
 
+    async def drain_node(self, name: str, *, within: float = 60.0) -> None:
+        """SIGTERM node ``name`` — it drains: hands every agent over with its state, leaves the
+        membership and exits — and wait until it has exited and left."""
+        assert self.procs is not None
+        await self.procs.terminate(name, within=within)
+        await self.procs.wait_left(name)
+
+    def leader(self) -> str | None:
+        """Holder of the highest leadership term seen so far (the leader as last observed)."""
+        terms = self.history.terms
+        return max(terms, key=lambda t: t.term).holder if terms else None
+
+    async def wait_owning(self, name: str, at_least: int, *, within: float) -> float:
+        """Wait until the registry assigns at least ``at_least`` agents to node ``name``;
+        returns the seconds it took. Raises ``AssertionError`` (with the assignment of every
+        node) when it has not happened within ``within`` seconds."""
+        node = self._node()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        registry = node.registry
+        while len(registry.assigned_to(name)) < at_least:
+            seen = registry.version
+            remaining = started + within - loop.time()
+            if remaining <= 0:
+                counts = registry.counts_by_node()
+                raise AssertionError(
+                    f"node {name} still holds {counts.get(name, 0)} agents after {within:.0f} s, "
+                    f"expected at least {at_least} (by node: {counts})"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(registry.wait_change(after=seen), remaining)
+        return loop.time() - started
+
     async def restart_node(self, name: str) -> None:
         """Start node ``name`` again (after a kill) and wait until it has joined."""
         assert self.procs is not None
