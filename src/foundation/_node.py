@@ -308,6 +308,7 @@ class Node:
             timeout=lambda: self.call_timeout,
             spawn=self._spawn_task,
             owner=self.id,
+            not_here=self._not_here,
         )
         self._counters = dict.fromkeys(
             (
@@ -870,7 +871,13 @@ class Node:
                     "a call request needs a signal ('s')", details={"field": "s"}
                 )
             try:
-                result = await local.call(req.signal, timeout=req.timeout, meta=req.meta)
+                if req.agent_id in self._backlog:
+                    # casts wait for this agent: the call goes behind them, in order
+                    timeout = req.timeout if req.timeout is not None else self.call_timeout
+                    deadline = asyncio.get_running_loop().time() + timeout
+                    result = await self._backlog.call(req.agent_id, req.signal, req.meta, deadline)
+                else:
+                    result = await local.call(req.signal, timeout=req.timeout, meta=req.meta)
             except AgentStoppedError as exc:
                 if not released(exc):
                     raise
