@@ -12,7 +12,7 @@ import pytest
 from foundation._errors import AlreadyRegisteredError, NodeUnavailableError
 from foundation._node import Node, NodeDrainingError, Stage
 from foundation._ref import FailFast
-from foundation._server import NatsServer
+from foundation.testing import NatsServer
 from jido import AgentNotFoundError, Signal, ValidationError
 from tests.foundation.apps import AGENTS, ClusteredCounter, Counter, LocalCounter
 from tests.foundation.conftest import TcpProxy, eventually

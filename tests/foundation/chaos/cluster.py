@@ -44,8 +44,8 @@ from foundation._inbox import send_to_inbox
 from foundation._kv import KV, BucketSpec, connect
 from foundation._node import Node
 from foundation._registry import RegistryRecord
-from foundation._server import NatsCluster, NatsServer
 from foundation._state import ACTIVATION_MARK
+from foundation.testing import LocalCluster, NatsCluster, NatsServer
 from jido import JidoError, Signal
 from jido._store import Checkpoint
 from tests.foundation.chaos.history import (
@@ -58,7 +58,7 @@ from tests.foundation.chaos.history import (
     Term,
     applied_ids,
 )
-from tests.foundation.procs import NodeProcesses
+from tests.foundation.conftest import node_cluster
 
 APP = "tests.foundation.chaos.app:AGENTS"
 
@@ -90,7 +90,7 @@ class ChaosCluster:
         self.call_timeout = call_timeout
         self.history = History()
         self.nats: NatsServer | NatsCluster | None = None
-        self.procs: NodeProcesses | None = None
+        self.procs: LocalCluster | None = None
         self.driver: Node | None = None
         self.pids: dict[int, str] = {}
         self._counter = itertools.count()
@@ -145,9 +145,8 @@ class ChaosCluster:
         self._terms_watch = coord.watch("lease.>")
         await self._terms_watch.start()
         self._terms_task = asyncio.create_task(self._record_terms(self._terms_watch))
-        self.procs = NodeProcesses(self.url, app=self.app, log_dir=self.tmp_path / "logs")
-        (self.tmp_path / "logs").mkdir(exist_ok=True)
-        await self.procs.start(*self.node_names)
+        self.procs = node_cluster(self.url, app=self.app, log_dir=self.tmp_path / "logs")
+        await self.procs.start_nodes(*self.node_names)
         await self.wait_ready(*self.node_names)
         self._note_pids()
         return self
@@ -170,7 +169,7 @@ class ChaosCluster:
 
     def _note_pids(self) -> None:
         assert self.procs is not None
-        for name, proc in self.procs.procs.items():
+        for name, proc in self.procs.nodes.items():
             self.pids[proc.pid] = name
 
     async def _record_terms(self, watch: Any) -> None:
@@ -196,7 +195,7 @@ class ChaosCluster:
             with contextlib.suppress(BaseException):
                 await self._terms_task
         if self.procs is not None:
-            await self.procs.aclose()
+            await self.procs.stop()
         if self.driver is not None:
             with contextlib.suppress(Exception):
                 await self.driver.stop()
@@ -319,7 +318,7 @@ class ChaosCluster:
         """Start node ``name`` again (after a kill) and wait until it has joined."""
         assert self.procs is not None
         await self.procs.wait_left(name)
-        await self.procs.start(name)
+        await self.procs.start_nodes(name)
         await self.wait_ready(name)
         self.killed.discard(name)
         self._note_pids()
