@@ -147,8 +147,8 @@ async def _run_up(
     nodes: int, servers: int, app: str, store_dir: str | None, dashboard_port: int = 0
 ) -> int:
     from foundation._dashboard import Dashboard
-    from foundation._demo import LocalCluster
     from foundation._status import collect_status, render_status
+    from foundation.testing import LocalCluster
 
     load_app(app)  # fail early on a bad --app
     cluster = LocalCluster(nodes=nodes, nats_servers=servers, app=app, store_dir=store_dir)

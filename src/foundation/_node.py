@@ -1178,8 +1178,11 @@ class Node:
 
     async def _reconcile_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives in
+            # the turn the wake-up completes, and this loop (so Node.stop) would go on forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reconcile_wake.wait(), self._reconcile_interval)
+                async with asyncio.timeout(self._reconcile_interval):
+                    await self._reconcile_wake.wait()
             self._reconcile_wake.clear()
             try:
                 await self.reconcile()

@@ -10,7 +10,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from foundation._cluster_bus import ClusterBus, ClusterBusError, current_signal
-from foundation._server import NatsServer
+from foundation.testing import NatsServer
 from jido import Signal
 
 pytestmark = pytest.mark.nats

@@ -18,7 +18,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from foundation._dashboard import Dashboard
 from foundation._node import Node
-from foundation._server import NatsServer
+from foundation.testing import NatsServer
 from jido import Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter
 

@@ -10,7 +10,7 @@ import pytest
 
 from foundation._failover import LEADER_KEY, TERM_KEY, AwaitFailover, Failover, FailoverEvent
 from foundation._node import Node
-from foundation._server import NatsServer
+from foundation.testing import NatsServer
 from jido import AgentNotFoundError, Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter, LocalCounter
 from tests.foundation.conftest import eventually

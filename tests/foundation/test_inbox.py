@@ -20,7 +20,7 @@ from foundation._inbox import (
     inbox_subject,
     send_to_inbox,
 )
-from foundation._server import NatsServer
+from foundation.testing import NatsServer
 from jido import FencedError, Signal
 
 pytestmark = pytest.mark.nats

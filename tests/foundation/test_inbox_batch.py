@@ -19,7 +19,7 @@ from foundation._inbox import (
     ensure_inbox_stream,
     send_to_inbox,
 )
-from foundation._server import NatsServer
+from foundation.testing import NatsServer
 from jido import FencedError, Signal
 
 pytestmark = pytest.mark.nats

@@ -18,7 +18,7 @@ from foundation._membership import (
     MembershipSnapshot,
     NodeRecord,
 )
-from foundation._server import NatsCluster, NatsServer
+from foundation.testing import NatsCluster, NatsServer
 from tests.foundation.conftest import Connect, TcpProxy, eventually
 
 

@@ -12,7 +12,7 @@ from foundation._clustered import Clustered
 from foundation._failover import LEADER_KEY, TERM_KEY, FailoverOptions
 from foundation._node import Node
 from foundation._rebalance import hand_over, request_drain
-from foundation._server import NatsServer
+from foundation.testing import NatsServer
 from jido import Action, ActionContext, Agent, Signal
 from tests.foundation.apps import AGENTS, Add, ClusteredCounter, CounterState
 from tests.foundation.conftest import eventually

@@ -13,7 +13,7 @@ from foundation._errors import (
     NatsUnavailableError,
 )
 from foundation._registry import ClusterRegistry, RegistryChange, RegistryRecord
-from foundation._server import NatsCluster, NatsServer
+from foundation.testing import NatsCluster, NatsServer
 from jido import JidoError
 from tests.foundation.conftest import Connect, eventually
 

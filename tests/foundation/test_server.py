@@ -10,8 +10,8 @@ import pytest
 
 from foundation._errors import ClusterError, NatsServerError, NatsUnavailableError
 from foundation._kv import KV, BucketSpec, translate, while_placing
-from foundation._server import NatsCluster, NatsServer, find_nats_server, free_port
 from foundation._wire import ERR_CLUSTER_NO_PEERS
+from foundation.testing import NatsCluster, NatsServer, find_nats_server, free_port
 from tests.foundation.conftest import Connect, eventually
 
 

@@ -9,9 +9,9 @@ from nats.aio.client import Client as NatsClient
 
 from foundation._errors import InvalidKeyError
 from foundation._kv import KV, BucketSpec, connect
-from foundation._server import NatsServer
 from foundation._state import KVStateStore
 from foundation._wire import STATE_BUCKET
+from foundation.testing import NatsServer
 from jido import Checkpoint, FencedError, ValidationError
 
 pytestmark = pytest.mark.nats

@@ -13,7 +13,6 @@ from pydantic import BaseModel, Field
 from foundation import Clustered
 from foundation._membership import Membership
 from foundation._node import Node
-from foundation._server import NatsServer
 from foundation._transport import (
     CAST_BATCH_BYTES,
     Request,
@@ -21,6 +20,7 @@ from foundation._transport import (
     encode_cast,
     encode_cast_batch,
 )
+from foundation.testing import NatsServer
 from jido import Action, ActionContext, Agent, MailboxFullError, Signal, SignalError
 from tests.foundation.conftest import eventually
 

@@ -44,8 +44,8 @@ from foundation._inbox import send_to_inbox
 from foundation._kv import KV, BucketSpec, connect
 from foundation._node import Node
 from foundation._registry import RegistryRecord
-from foundation._server import NatsCluster, NatsServer
 from foundation._state import ACTIVATION_MARK
+from foundation.testing import LocalCluster, NatsCluster, NatsServer
 from jido import JidoError, Signal
 from jido._store import Checkpoint
 from tests.foundation.chaos.history import (
@@ -58,8 +58,8 @@ from tests.foundation.chaos.history import (
     Term,
     applied_ids,
 )
+from tests.foundation.conftest import node_cluster
 from tests.foundation.netcut import NamedProxy
-from tests.foundation.procs import NodeProcesses
 
 APP = "tests.foundation.chaos.app:AGENTS"
 
@@ -92,7 +92,7 @@ class ChaosCluster:
         self.call_timeout = call_timeout
         self.history = History()
         self.nats: NatsServer | NatsCluster | None = None
-        self.procs: NodeProcesses | None = None
+        self.procs: LocalCluster | None = None
         self.driver: Node | None = None
         self.pids: dict[int, str] = {}
         self._counter = itertools.count()
@@ -154,9 +154,8 @@ class ChaosCluster:
             assert isinstance(self.nats, NatsServer), "the proxy fronts a single server"
             self.proxy = await NamedProxy(self.nats.port).start()
             nodes_url = self.proxy.url
-        self.procs = NodeProcesses(nodes_url, app=self.app, log_dir=self.tmp_path / "logs")
-        (self.tmp_path / "logs").mkdir(exist_ok=True)
-        await self.procs.start(*self.node_names)
+        self.procs = node_cluster(nodes_url, app=self.app, log_dir=self.tmp_path / "logs")
+        await self.procs.start_nodes(*self.node_names)
         await self.wait_ready(*self.node_names)
         self._note_pids()
         return self
@@ -179,7 +178,7 @@ class ChaosCluster:
 
     def _note_pids(self) -> None:
         assert self.procs is not None
-        for name, proc in self.procs.procs.items():
+        for name, proc in self.procs.nodes.items():
             self.pids[proc.pid] = name
 
     async def _record_terms(self, watch: Any) -> None:
@@ -205,7 +204,7 @@ class ChaosCluster:
             with contextlib.suppress(BaseException):
                 await self._terms_task
         if self.procs is not None:
-            await self.procs.aclose()
+            await self.procs.stop()
         if self.proxy is not None:
             await self.proxy.stop()
         if self.driver is not None:
@@ -344,7 +343,7 @@ class ChaosCluster:
         """SIGTERM node ``name`` — it drains: hands every agent over with its state, leaves the
         membership and exits — and wait until it has exited and left."""
         assert self.procs is not None
-        await self.procs.terminate(name, within=within)
+        await self.procs.stop_node(name, within=within)
         await self.procs.wait_left(name)
 
     def leader(self) -> str | None:
@@ -377,7 +376,7 @@ class ChaosCluster:
         """Start node ``name`` again (after a kill) and wait until it has joined."""
         assert self.procs is not None
         await self.procs.wait_left(name)
-        await self.procs.start(name)
+        await self.procs.start_nodes(name)
         await self.wait_ready(name)
         self.killed.discard(name)
         self._note_pids()
