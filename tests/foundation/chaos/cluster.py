@@ -45,7 +45,7 @@ from foundation._kv import KV, BucketSpec, connect
 from foundation._node import Node
 from foundation._registry import RegistryRecord
 from foundation._state import ACTIVATION_MARK
-from foundation.testing import LocalCluster, NatsCluster, NatsServer
+from foundation.testing import LocalCluster, NatsCluster, NatsProxy, NatsServer
 from jido import JidoError, Signal
 from jido._store import Checkpoint
 from tests.foundation.chaos.history import (
@@ -59,7 +59,6 @@ from tests.foundation.chaos.history import (
     applied_ids,
 )
 from tests.foundation.conftest import node_cluster
-from tests.foundation.netcut import NamedProxy
 
 APP = "tests.foundation.chaos.app:AGENTS"
 
@@ -100,7 +99,7 @@ class ChaosCluster:
         self._terms_watch: Any = None
         self._terms_task: asyncio.Task[None] | None = None
         self._want_proxy = proxy
-        self.proxy: NamedProxy | None = None  # node processes connect through it when set
+        self.proxy: NatsProxy | None = None  # node processes connect through it when set
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -152,7 +151,7 @@ class ChaosCluster:
         nodes_url = self.url
         if self._want_proxy:
             assert isinstance(self.nats, NatsServer), "the proxy fronts a single server"
-            self.proxy = await NamedProxy(self.nats.port).start()
+            self.proxy = await NatsProxy(self.nats.port).start()
             nodes_url = self.proxy.url
         self.procs = node_cluster(nodes_url, app=self.app, log_dir=self.tmp_path / "logs")
         await self.procs.start_nodes(*self.node_names)
