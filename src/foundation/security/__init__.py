@@ -27,6 +27,7 @@ from foundation.security._auth import (
     secure_connect,
 )
 from foundation.security._keys import KeyPair
+from foundation.security._policy import ANY, AllowAll, Decision, Grants, Policy, RolePolicy, require
 from foundation.security._pki import PkiFiles, write_pki
 from foundation.security._roles import (
     AUDIT_STREAM,
@@ -43,6 +44,13 @@ from foundation.security._server import SecureNatsCluster, SecureNatsServer
 from foundation.security._setup import SecureSetup, load_secure_setup, write_secure_setup
 
 __all__ = [
+    "ANY",
+    "AllowAll",
+    "Decision",
+    "Grants",
+    "Policy",
+    "RolePolicy",
+    "require",
     "AUDIT_STREAM",
     "ROLES",
     "KeyPair",
