@@ -15,6 +15,14 @@
 See ``docs/security.md``.
 """
 
+from foundation.security._audit import (
+    AuditLog,
+    AuditRecord,
+    VerifyResult,
+    run_audit,
+    run_audit_async,
+    verify_records,
+)
 from foundation.security._auth import (
     NatsAuth,
     PermissionMonitor,
@@ -44,6 +52,12 @@ from foundation.security._server import SecureNatsCluster, SecureNatsServer
 from foundation.security._setup import SecureSetup, load_secure_setup, write_secure_setup
 
 __all__ = [
+    "AuditLog",
+    "AuditRecord",
+    "VerifyResult",
+    "run_audit",
+    "run_audit_async",
+    "verify_records",
     "ANY",
     "AllowAll",
     "Decision",
