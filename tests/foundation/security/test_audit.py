@@ -117,7 +117,7 @@ async def test_verify_detects_each_kind_of_tampering_on_an_export(
     modified = [dict(r) for r in records]
     modified[3] = {**modified[3], "subject": "acc-999"}
     removed = records[:3] + records[4:]
-    reordered = records[:3] + [records[4], records[3]] + records[5:]
+    reordered = [*records[:3], records[4], records[3], *records[5:]]
     inserted = [*records[:3], {**records[3], "event": "agent.stop"}, *records[3:]]
     for name, bad in (
         ("modified", modified),
