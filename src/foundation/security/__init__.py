@@ -49,9 +49,12 @@ from foundation.security._roles import (
     role_permissions,
 )
 from foundation.security._server import SecureNatsCluster, SecureNatsServer
+from foundation.security._signing import SignalSigner, SignalVerifier
 from foundation.security._setup import SecureSetup, load_secure_setup, write_secure_setup
 
 __all__ = [
+    "SignalSigner",
+    "SignalVerifier",
     "AuditLog",
     "AuditRecord",
     "VerifyResult",
