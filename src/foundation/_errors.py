@@ -202,3 +202,38 @@ __all__ = [
     "PlacementError",
     "RecordNotFoundError",
 ]
+
+
+class AuthenticationError(ClusterError):
+    """The server refused who we are: no, wrong, expired or untrusted credentials.
+
+    ``details['reason']`` says why when it is known. Pass the right credentials (``creds=``
+    a ``.creds`` file of this cluster's operator, or an NKey seed, token or user/password)
+    and ``tls_ca=`` the CA that signed the server's certificate.
+    """
+
+    type = "authentication_failed"
+
+
+class PermissionDeniedError(ClusterError):
+    """The principal is not allowed to do this (by the server's permissions or a policy).
+
+    ``details`` names the principal, the subject or action and the rule that refused it.
+    Use credentials of a role that may do it, or ask an admin to change the policy.
+    """
+
+    type = "permission_denied"
+
+
+class AuditError(ClusterError):
+    """The audit trail could not be written or read, or does not verify.
+
+    ``details`` holds the stream and, for a broken chain, the first bad record's sequence
+    and what is wrong with it. A verification failure is evidence: export the trail and
+    keep it before changing anything.
+    """
+
+    type = "audit_error"
+
+
+__all__ += ["AuditError", "AuthenticationError", "PermissionDeniedError"]
