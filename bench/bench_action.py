@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from bench._harness import Row, Stats
 from jido import Action, ActionContext, execute, execute_tool_call
-from jido._tool import build_tool
+from jido._schema import build_tool
 
 GROUP = "actions"
 BATCH = 50

@@ -39,7 +39,7 @@ from bench._harness import Row, Stats, sample_async_latency, throughput_rounds
 from foundation._node import Node
 from foundation.hosting.clustered import Clustered
 from foundation.nats.kv import KV, BucketSpec
-from foundation.nats.server import NatsServer
+from foundation.testing import LocalCluster, NatsServer
 from jido import Action, ActionContext, Agent, Runtime, Signal
 
 GROUP = "cluster"
@@ -170,43 +170,39 @@ async def run(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         server = NatsServer(store_dir=Path(tmp) / "js")
         await server.astart()
-        procs: list[asyncio.subprocess.Process] = []
-        drains: list[asyncio.Task[None]] = []
+        peer: asyncio.subprocess.Process | None = None
+        drain: asyncio.Task[None] | None = None
         try:
-            host_args = ("node", "--nats", server.url, "--app", "bench.bench_cluster:AGENTS")
-            procs.append(
-                await _spawn_process(
-                    "-m",
-                    "foundation.cli.main",
-                    *host_args,
-                    "--name",
-                    "host",
-                    ready="node host ready",
-                )
-            )
-            procs.append(await _spawn_process("-c", _PEER, server.url, ready="peer ready"))
-            drains = [asyncio.create_task(_drain(p)) for p in procs]
-            raw = await nats.connect(server.url)
-            driver = Node(nats=server.url, name="driver", agents=[])
-            local = Node(nats=server.url, name="local", agents=AGENTS, capabilities=["local"])
-            try:
-                async with driver, local:
-                    await driver.membership.wait_members(["host", "local"])
-                    rows += await _calls(raw, driver, n_call)
-                    rows += await _casts(raw, driver, cast_ops, rounds)
-                    rows += await _spawns(raw, driver, n_spawn)
-                    rows += await _local(local, n_call)
-                    rows += await _nap(local, n_nap)
-            finally:
-                await raw.close()
+            async with LocalCluster(
+                nats=server,
+                nodes=["host"],
+                app="bench.bench_cluster:AGENTS",
+                pythonpath=[ROOT],
+                cwd=ROOT,
+            ):
+                peer = await _spawn_process("-c", _PEER, server.url, ready="peer ready")
+                drain = asyncio.create_task(_drain(peer))
+                raw = await nats.connect(server.url)
+                driver = Node(nats=server.url, name="driver", agents=[])
+                local = Node(nats=server.url, name="local", agents=AGENTS, capabilities=["local"])
+                try:
+                    async with driver, local:
+                        await driver.membership.wait_members(["host", "local"])
+                        rows += await _calls(raw, driver, n_call)
+                        rows += await _casts(raw, driver, cast_ops, rounds)
+                        rows += await _spawns(raw, driver, n_spawn)
+                        rows += await _local(local, n_call)
+                        rows += await _nap(local, n_nap)
+                finally:
+                    await raw.close()
         finally:
-            for proc in procs:
-                if proc.returncode is None:
-                    proc.kill()
-                await proc.wait()
-            for task in drains:
-                task.cancel()
-            await asyncio.gather(*drains, return_exceptions=True)
+            if peer is not None:
+                if peer.returncode is None:
+                    peer.kill()
+                await peer.wait()
+            if drain is not None:
+                drain.cancel()
+                await asyncio.gather(drain, return_exceptions=True)
             await server.astop()
     return rows
 

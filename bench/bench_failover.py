@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from foundation._node import Node
 from foundation.hosting.clustered import Clustered
 from foundation.messaging.inbox import send_to_inbox
 from foundation.messaging.policies import AwaitFailover
-from foundation.nats.server import NatsCluster, NatsServer
+from foundation.testing import LocalCluster, NatsCluster, NatsServer
 from jido import Action, ActionContext, Agent, JidoError, Signal
 
 GROUP = "failover"
@@ -101,12 +100,18 @@ _ids = itertools.count()
 
 
 class Procs:
-    """Node processes of one benchmark cluster."""
+    """Node processes of one benchmark cluster, and every pid each node name has had."""
 
     def __init__(self, url: str, log_dir: Path) -> None:
-        self.url = url
-        self.log_dir = log_dir
-        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.cluster = LocalCluster(
+            nats=url,
+            nodes=(),
+            app=APP,
+            pythonpath=[ROOT],
+            cwd=ROOT,
+            log_dir=log_dir,
+            ready_timeout=60.0,
+        )
         self.pids: dict[int, str] = {}
 
     async def start(self, *names: str) -> None:
@@ -117,65 +122,22 @@ class Procs:
     async def _start_retrying(self, name: str) -> None:
         for attempt in range(3):
             try:
-                await self._start(name)
-                return
+                node = await self.cluster.start_node(name)
             except RuntimeError:
                 if attempt == 2:
-                    log = (self.log_dir / f"{name}.log").read_text(errors="replace")
-                    raise RuntimeError(f"node {name} did not start:\n{log[-2000:]}") from None
-
-    async def _start(self, name: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-        log = (self.log_dir / f"{name}.log").open("ab")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *(
-                "-m",
-                "foundation.cli.main",
-                "node",
-                "--nats",
-                self.url,
-                "--app",
-                APP,
-                "--name",
-                name,
-            ),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log,
-            env=env,
-            cwd=str(ROOT),
-        )
-        log.close()
-        assert proc.stdout is not None
-        while True:
-            line = await asyncio.wait_for(proc.stdout.readline(), 60)
-            if not line:
-                raise RuntimeError(f"node {name} exited before it was ready")
-            if f"node {name} ready".encode() in line:
-                break
-        self.procs[name] = proc
-        self.pids[proc.pid] = name
-        asyncio.get_running_loop().create_task(self._drain(proc))
-
-    @staticmethod
-    async def _drain(proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        with contextlib.suppress(Exception):
-            while await proc.stdout.readline():
-                pass
+                    raise
+                continue
+            self.pids[node.pid] = name
+            return
 
     async def kill(self, name: str) -> None:
         """SIGKILL node ``name`` and reap it."""
-        proc = self.procs.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+        self.cluster.kill(name)
+        await self.cluster.wait_exit(name)
 
     async def close(self) -> None:
         """Kill every node process."""
-        for name in list(self.procs):
-            await self.kill(name)
+        await self.cluster.stop()
 
 
 # -- measurements ---------------------------------------------------------------------------------

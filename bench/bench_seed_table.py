@@ -35,9 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -46,6 +44,7 @@ from typing import Any
 
 from bench._harness import Row, Stats, nats_server, sample_async_latency
 from bench.bench_baselines import nats_request_latency, queue_call_latency
+from foundation.testing import LocalCluster
 
 GROUP = "seed table"
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,105 +229,48 @@ def cluster_unavailable_reason() -> str | None:
     return None
 
 
-def _foundation_cmd() -> list[str]:
-    script = Path(sys.executable).parent / "foundation"
-    if script.exists():
-        return [str(script)]
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from foundation.cli.main import main; sys.exit(main())",
-    ]
-
-
-class NodeProcesses:
-    """``foundation node`` processes joined to a NATS URL; their output goes to log files."""
-
-    def __init__(self, url: str, n: int, prefix: str) -> None:
-        self.url = url
-        self.names = [f"{prefix}{i}" for i in range(n)]
-        self.procs: list[asyncio.subprocess.Process] = []
-        self._dir = tempfile.TemporaryDirectory(prefix="bench-nodes-")
-        self.logs = [Path(self._dir.name) / f"{name}.log" for name in self.names]
-
-    async def start(self) -> None:
-        """Start every node process (they join asynchronously: see :func:`wait_nodes`)."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        for name, log in zip(self.names, self.logs, strict=True):
-            with log.open("wb") as out:
-                self.procs.append(
-                    await asyncio.create_subprocess_exec(
-                        *_foundation_cmd(),
-                        "node",
-                        "--nats",
-                        self.url,
-                        "--app",
-                        "bench._seed_cluster_app:AGENTS",
-                        "--name",
-                        name,
-                        cwd=ROOT,
-                        env=env,
-                        stdout=out,
-                        stderr=asyncio.subprocess.STDOUT,
-                    )
-                )
-
-    def failure(self) -> str:
-        """The last log line of the first node process that exited, or of the first one."""
-        for proc, log in zip(self.procs, self.logs, strict=True):
-            if proc.returncode is not None:
-                return f"node process exited {proc.returncode}: {_tail(log)}"
-        return _tail(self.logs[0]) if self.logs else ""
-
-    async def stop(self) -> None:
-        """Kill every node process and remove the logs.
-
-        Not SIGTERM: that makes a node drain, handing its agents over to the others, which are
-        being stopped too. The cluster is thrown away with its NATS server right after, so
-        there is nothing to hand over or keep.
-        """
-        for p in self.procs:
-            if p.returncode is None:
-                p.kill()
-        for p in self.procs:
-            await p.wait()
-        self._dir.cleanup()
-
-
-def _tail(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1][:200] if lines else "(no output)"
+def _failure(nodes: LocalCluster) -> str:
+    """The last output line of the first node process that exited, or of the first one."""
+    for node in nodes.nodes.values():
+        if not node.alive:
+            return f"node process exited {node.returncode}: {node.log_tail(1)[:200]}"
+    first = next(iter(nodes.nodes.values()), None)
+    return (first.log_tail(1)[:200] or "(no output)") if first is not None else ""
 
 
 @contextlib.asynccontextmanager
-async def node_processes(url: str, n: int, prefix: str) -> AsyncIterator[NodeProcesses]:
-    """``n`` ``foundation node`` processes joined to ``url``, stopped on exit."""
-    nodes = NodeProcesses(url, n, prefix)
-    try:
-        await nodes.start()
+async def node_processes(url: str, n: int, prefix: str) -> AsyncIterator[LocalCluster]:
+    """``n`` ``foundation node`` processes joined to ``url`` (each ready), killed on exit.
+
+    Killed, not SIGTERM: that makes a node drain, handing its agents over to the others, which
+    are being stopped too. The cluster is thrown away with its NATS server right after, so
+    there is nothing to hand over or keep.
+    """
+    async with LocalCluster(
+        nats=url,
+        nodes=[f"{prefix}{i}" for i in range(n)],
+        app="bench._seed_cluster_app:AGENTS",
+        pythonpath=[ROOT],
+        cwd=ROOT,
+        ready_timeout=60.0,
+    ) as nodes:
         yield nodes
-    finally:
-        await nodes.stop()
 
 
-async def wait_nodes(driver: Any, nodes: NodeProcesses, limit: float = 60.0) -> None:
+async def wait_nodes(driver: Any, nodes: LocalCluster, limit: float = 60.0) -> None:
     """Wait until the driver sees every node process in the membership (they are joining)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     while not all(driver.membership.is_live(n) for n in nodes.names):
         missing = [n for n in nodes.names if not driver.membership.is_live(n)]
-        if loop.time() > deadline or any(p.returncode is not None for p in nodes.procs):
+        if loop.time() > deadline or any(not node.alive for node in nodes.nodes.values()):
             raise RuntimeError(
-                f"node processes {missing} did not join within {limit:.0f}s; {nodes.failure()}"
+                f"node processes {missing} did not join within {limit:.0f}s; {_failure(nodes)}"
             )
         await asyncio.sleep(0.1)  # membership has no "joined" event to await from outside
 
 
-async def warm_up(driver: Any, nodes: NodeProcesses, limit: float = 60.0) -> list[Any]:
+async def warm_up(driver: Any, nodes: LocalCluster, limit: float = 60.0) -> list[Any]:
     """Start one agent on each node process and wait until each answers; returns their refs.
 
     A node that has just joined may not confirm a start in time; the agent then stays
@@ -354,7 +296,7 @@ async def warm_up(driver: Any, nodes: NodeProcesses, limit: float = 60.0) -> lis
                 if loop.time() > deadline:
                     raise RuntimeError(
                         f"agent on node process {name} did not answer within {limit:.0f}s: "
-                        f"{type(exc).__name__}: {exc}; {nodes.failure()}"
+                        f"{type(exc).__name__}: {exc}; {_failure(nodes)}"
                     ) from exc
                 await asyncio.sleep(0.1)  # waiting for the node's reconciliation to start it
         refs.append(ref)

@@ -42,7 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("messaging",),
     ("failover",),
     ("security", "tenancy"),
-    ("_node",),
+    ("_node", "_node_ops", "_node_types"),
     ("observability",),
     ("cli", "__main__", "demo_app", "testing"),
 )

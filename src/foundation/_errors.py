@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jido import JidoError, ValidationError
+from jido import JidoError, SignalError, ValidationError
 
 
 class ClusterError(JidoError):
@@ -177,13 +177,35 @@ class BarrierError(ClusterError):
     type = "barrier_error"
 
 
+class InvalidRequestError(SignalError):
+    """A request from another process is malformed or sets a field only nodes may set.
+
+    Fix the sender: ``details`` names the field and what was wrong with it. Nothing was
+    applied. (A ``jido.SignalError``: the message, not the agent, is at fault.)
+    """
+
+    type = "invalid_request"
+
+
+class CorruptRecordError(ClusterError):
+    """A stored record (registry, node, lease) is not valid: it was not written by a node.
+
+    ``details`` names the bucket and key. Remove the key (or re-spawn the agent) to repair
+    it; nodes ignore the record in the meantime.
+    """
+
+    type = "corrupt_record"
+
+
 __all__ = [
     "AlreadyRegisteredError",
     "BarrierError",
     "CASConflictError",
     "ClusterBusError",
     "ClusterError",
+    "CorruptRecordError",
     "InvalidKeyError",
+    "InvalidRequestError",
     "KeyExistsError",
     "LeaseLostError",
     "NatsServerError",
@@ -195,3 +217,38 @@ __all__ = [
     "PlacementError",
     "RecordNotFoundError",
 ]
+
+
+class AuthenticationError(ClusterError):
+    """The server refused who we are: no, wrong, expired or untrusted credentials.
+
+    ``details['reason']`` says why when it is known. Pass the right credentials (``creds=``
+    a ``.creds`` file of this cluster's operator, or an NKey seed, token or user/password)
+    and ``tls_ca=`` the CA that signed the server's certificate.
+    """
+
+    type = "authentication_failed"
+
+
+class PermissionDeniedError(ClusterError):
+    """The principal is not allowed to do this (by the server's permissions or a policy).
+
+    ``details`` names the principal, the subject or action and the rule that refused it.
+    Use credentials of a role that may do it, or ask an admin to change the policy.
+    """
+
+    type = "permission_denied"
+
+
+class AuditError(ClusterError):
+    """The audit trail could not be written or read, or does not verify.
+
+    ``details`` holds the stream and, for a broken chain, the first bad record's sequence
+    and what is wrong with it. A verification failure is evidence: export the trail and
+    keep it before changing anything.
+    """
+
+    type = "audit_error"
+
+
+__all__ += ["AuditError", "AuthenticationError", "PermissionDeniedError"]

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
 import importlib.metadata
 import logging
@@ -48,21 +47,22 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
 from foundation import _wire as wire
 from foundation._errors import ClusterError, NodeDrainingError
 from foundation._hooks import TaskSet
+from foundation._node_ops import ControlOps
+from foundation._node_types import NodeStatistics, Stage
 from foundation.coordination.coordination import Coordination
 from foundation.failover.failover import Failover, FailoverOptions
 from foundation.hosting.clustered import cluster_spec, type_name_of
 from foundation.hosting.host import AgentHost, state_dict
 from foundation.hosting.state import KVStateStore
+from foundation.membership.link_probe import LinkProbe
 from foundation.membership.membership import DEFAULT_LEASE_TTL, Membership
 from foundation.messaging.agent_ops import AgentOps
 from foundation.messaging.client import NodeClient, NodeLocator
@@ -102,64 +102,6 @@ _COUNTERS = [
 ]
 
 __all__ = ["Node", "NodeDrainingError", "NodeStatistics", "Stage"]
-
-
-class Stage(enum.IntEnum):
-    """Start-up stages of a :class:`Node`, in order (stop runs them in reverse)."""
-
-    CREATED = 0
-    CONNECT = 1
-    BUCKETS = 2
-    MEMBERSHIP = 3
-    REGISTRY = 4
-    RUNTIME = 5
-    TRANSPORT = 6
-    RECONCILE = 7
-    RUNNING = 8
-    DRAINING = 9
-    STOPPED = 10
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatistics:
-    """An immutable snapshot of a node's counters (see :meth:`Node.statistics`)."""
-
-    node_id: str
-    stage: str
-    agents: int
-    calls_in: int
-    casts_in: int
-    forwarded: int
-    calls_out: int
-    spawns: int
-    starts: int
-    stops: int
-    fenced_stops: int
-    fenced: bool
-    draining: bool
-    uptime: float
-    nats_url: str
-    agent_ids: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        return {
-            "node_id": self.node_id,
-            "stage": self.stage,
-            "agents": self.agents,
-            "calls_in": self.calls_in,
-            "casts_in": self.casts_in,
-            "forwarded": self.forwarded,
-            "calls_out": self.calls_out,
-            "spawns": self.spawns,
-            "starts": self.starts,
-            "stops": self.stops,
-            "fenced_stops": self.fenced_stops,
-            "fenced": self.fenced,
-            "draining": self.draining,
-            "uptime": self.uptime,
-            "nats_url": self.nats_url,
-        }
 
 
 def _version() -> str:
@@ -256,7 +198,6 @@ class Node:
         self._kv: dict[str, KV] = {}
         self._tasks = TaskSet()
         self._reconcile_task: asyncio.Task[None] | None = None
-        self._drain_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self.host = AgentHost(
@@ -266,6 +207,9 @@ class Node:
             counters=self._counters,
             tasks=self._tasks,
         )
+        self.agent_ops: AgentOps | None = None
+        self.host.fence_listeners.append(self._wake_failover)
+        self._link_probe: LinkProbe | None = None
         self.locator = NodeLocator(
             self.id,
             host=self.host,
@@ -377,6 +321,8 @@ class Node:
             await step("registry", self.registry.stop())
         if self.membership is not None:
             await step("membership", self.membership.stop())
+        if self._link_probe is not None:
+            await step("link probe", self._link_probe.stop())
         for nc in (self.nc, self._control_nc):
             if nc is not None:
                 await step("drain connection", nc.drain())
@@ -409,6 +355,9 @@ class Node:
         # The lease gets its own connection, so heartbeat acks never queue behind a flood of
         # agent traffic on the data connection (that would fence a healthy, busy node).
         self._control_nc = await connect(self.url, name=f"foundation-node-{self.id}-control")
+        # ... and is given up when the data connection stops answering (a gray failure).
+        self._link_probe = LinkProbe(self.nc)
+        await self._link_probe.start()
 
     async def _start_buckets(self) -> None:
         self._kv["state"] = await KV.open(
@@ -429,6 +378,7 @@ class Node:
             version=_version(),
             wire_features=WIRE_FEATURES,
             renew_connect=lambda: connect(self.url, name=f"foundation-node-{self.id}-lease"),
+            link_down=self._link_probe.down if self._link_probe is not None else None,
         )
         await self.membership.start()
 
@@ -475,28 +425,21 @@ class Node:
 
     async def _start_transport(self) -> None:
         endpoint = Endpoint(self.nc, self.id, subjects=self.subjects, tasks=self._tasks)
-        ops = AgentOps(self.host, self.locator, tenant=self.tenant, subjects=self.subjects)
+        ops = self.agent_ops = AgentOps(
+            self.host, self.locator, tenant=self.tenant, subjects=self.subjects
+        )
         ops.install(endpoint)
-        endpoint.add("stats", self._op_stats)
-        endpoint.add("drain", self._op_drain)
+        ControlOps(self).install(endpoint)
         self.endpoint = endpoint
         await endpoint.start(public=ops.public)
         replicas = self._kv["state"].replicas
         self.bus = ClusterBus(self.nc, replicas=replicas)
         await self.bus.start()
-        self.locator.inbox_sends = True
 
-    async def _op_stats(self, msg: Msg) -> Any:
-        return self.statistics().to_dict()
-
-    async def _op_drain(self, msg: Msg) -> Any:
-        """Begin draining in the background; answers at once with what will be moved."""
-        agents = len(self.local_agents())
-        if self._drain_task is None:
-            self._drain_task = asyncio.get_running_loop().create_task(
-                self.drain(), name=f"drain-{self.id}"
-            )
-        return {"node": self.id, "draining": True, "agents": agents}
+    def _wake_failover(self) -> None:
+        """The node fenced: its failover re-checks at once (a fenced node does not lead)."""
+        if self.failover is not None:
+            self.failover.wake()
 
     # -- connection events -------------------------------------------------------------------------
 
@@ -576,6 +519,7 @@ class Node:
             capabilities=list(spec.capabilities),
             placement=spec.to_dict()["placement"],
             metadata=dict(metadata or {}),
+            delivery=spec.delivery,
         )
         self._counters["spawns"] += 1
         if target == self.id:
@@ -639,24 +583,19 @@ class Node:
 
     def statistics(self) -> NodeStatistics:
         """An immutable snapshot of this node's counters and state."""
-        c = self._counters
+        ops = self.agent_ops
         return NodeStatistics(
             node_id=self.id,
             stage=self.stage.name.lower(),
             agents=len(self.host.local),
-            calls_in=c["calls_in"],
-            casts_in=c["casts_in"],
-            forwarded=c["forwarded"],
-            calls_out=c["calls_out"],
-            spawns=c["spawns"],
-            starts=c["starts"],
-            stops=c["stops"],
-            fenced_stops=c["fenced_stops"],
+            **self._counters,
             fenced=self.host.fenced,
             draining=self.host.draining,
             uptime=time.monotonic() - self._started_at if self._started_at else 0.0,
             nats_url=self.url,
             agent_ids=tuple(sorted(self.host.local)),
+            casts_backlogged=len(ops.backlog) if ops is not None else 0,
+            casts_refused=ops.backlog.refused if ops is not None else 0,
         )
 
     def local_agents(self) -> list[str]:

@@ -103,6 +103,17 @@ MARKER_MAX_AGE: Final = "MaxAge"
 MARKER_PURGE: Final = "Purge"
 MARKER_REMOVE: Final = "Remove"
 
+# --- checkpoint meta written by nodes only ---------------------------------------------------
+
+#: Meta keys a node writes into an agent's checkpoint (the inbox position). A request from
+#: another process that sets one is refused: it would move what the node believes.
+RESERVED_META_KEYS: Final = frozenset({"stream_seq"})
+#: Prefix of every other node-only key (activation marks, leader terms, hand-over stamps).
+RESERVED_META_PREFIX: Final = "fdn."
+
+#: Largest ``fdn-timeout`` / request timeout accepted from another process, in seconds.
+MAX_REQUEST_TIMEOUT: Final = 3600.0
+
 # --- NATS server error codes (``err_code`` of a JetStream API error) ------------------------
 
 #: Wrong last sequence (the current sequence is in the description): a lost compare-and-set.

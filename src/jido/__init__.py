@@ -27,7 +27,8 @@ from jido._errors import (
 from jido._action import Action, ActionContext, action
 from jido._catalog import Catalog
 from jido._exec import Outcome, Plan, PlanStep, chain, check_cancelled, execute, run_action
-from jido._tool import execute_tool_call, parse_tool_arguments, strict_schema
+from jido._schema import strict_schema
+from jido._tool import execute_tool_call, parse_tool_arguments
 
 # --- actions (end) ---
 

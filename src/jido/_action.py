@@ -20,7 +20,7 @@ from jido._errors import DefinitionError, JidoError
 from jido._naming import own_description, snake_case
 
 if TYPE_CHECKING:
-    from jido._tool import ToolFormat
+    from jido._schema import ToolFormat
 
 __all__ = [
     "DEFAULT_MAX_STRING_LENGTH",
@@ -261,7 +261,7 @@ class Action:
         """
         cached = cls._tool_cache.get((format, strict))
         if cached is None:
-            from jido._tool import build_tool
+            from jido._schema import build_tool
 
             cached = build_tool(cls, format, strict)
             cls._tool_cache[(format, strict)] = cached
@@ -273,7 +273,7 @@ class Action:
     @classmethod
     def params_schema(cls) -> dict[str, Any]:
         """The strict JSON Schema of ``Params`` (as used in tools)."""
-        from jido._tool import strict_schema
+        from jido._schema import strict_schema
 
         return strict_schema(cls.Params)
 

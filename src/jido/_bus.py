@@ -22,21 +22,28 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from jido._bus_types import (
+    DELIVERED,
+    FAILED,
+    SKIPPED,
     BusClosedError,
     BusError,
+    BusLog,
     BusStats,
     DeadLetter,
     Decision,
+    DurableBook,
     LogEntry,
     Middleware,
     Overflow,
     PublishHaltedError,
     SubscriberOverflowError,
     SubscriptionStats,
+    datetime_to_ns,
+    ns_to_datetime,
 )
 from jido._codec import DEFAULT_MAX_SIZE, dumps_json
 from jido._errors import PayloadTooLargeError, SignalError
@@ -44,7 +51,6 @@ from jido._router import Route, Router, validate_pattern
 from jido._signal import Signal
 
 if TYPE_CHECKING:
-    from jido._bus_durable import PersistentSubscription
     from jido._journal import Journal
 
 __all__ = ["Bus", "Handler", "Subscription"]
@@ -53,13 +59,6 @@ _logger = logging.getLogger("jido.bus")
 
 Handler = Callable[[Signal], Awaitable[Any]] | Callable[[Signal], Any] | asyncio.Queue[Signal]
 """A subscriber: a coroutine function, a plain callable, or an ``asyncio.Queue``."""
-
-_OK, _FAILED, _SKIPPED = 0, 1, 2
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ns_to_datetime(ns: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
 def _payload_size(data: Any) -> int:
@@ -73,39 +72,6 @@ def _payload_size(data: Any) -> int:
             "pydantic model",
             details={"attribute": "data"},
         ) from exc
-
-
-class _Log:
-    """Ring buffer of the last ``capacity`` published signals, addressed by position."""
-
-    __slots__ = ("_buf", "_cap", "next")
-
-    def __init__(self, capacity: int) -> None:
-        self._cap = capacity
-        self._buf: list[tuple[int, int, Signal] | None] = [None] * capacity
-        self.next = 1  # position the next signal will get
-
-    def append(self, sig: Signal, ns: int) -> int:
-        pos = self.next
-        self._buf[pos % self._cap] = (pos, ns, sig)
-        self.next = pos + 1
-        return pos
-
-    @property
-    def first(self) -> int:
-        """Oldest position still held (== ``next`` when empty)."""
-        return max(1, self.next - self._cap)
-
-    def get(self, pos: int) -> tuple[int, int, Signal] | None:
-        if pos < self.first or pos >= self.next:
-            return None
-        return self._buf[pos % self._cap]
-
-    def entries(self, start: int) -> Iterable[tuple[int, int, Signal]]:
-        for pos in range(max(start, self.first), self.next):
-            entry = self._buf[pos % self._cap]
-            if entry is not None:
-                yield entry
 
 
 class _MiddlewareChain:
@@ -318,7 +284,7 @@ class Subscription:
                 fut.set_result(None)
 
     async def _call(self, sig: Signal) -> int:
-        """Run middleware and the handler; returns ``_OK``, ``_FAILED`` or ``_SKIPPED``."""
+        """Run middleware and the handler; returns ``DELIVERED``, ``FAILED`` or ``SKIPPED``."""
         chain = self.bus._mw
         error: BaseException | None = None
         if chain.dispatch:
@@ -330,7 +296,7 @@ class Subscription:
                     error = exc
                 if decision is Decision.SKIP:
                     self._skipped += 1
-                    return _SKIPPED
+                    return SKIPPED
                 if decision is Decision.HALT:
                     error = error or PublishHaltedError(
                         f"dispatch halted by {type(mw).__name__}",
@@ -338,7 +304,7 @@ class Subscription:
                     )
                     self._record_failure(sig, error)
                     await self._after(sig, error)
-                    return _FAILED
+                    return FAILED
         try:
             kind = self._kind
             if kind == "async":
@@ -358,7 +324,7 @@ class Subscription:
             self._delivered += 1
         if chain.after:
             await self._after(sig, error)
-        return _OK if error is None else _FAILED
+        return DELIVERED if error is None else FAILED
 
     def _record_failure(self, sig: Signal, error: BaseException) -> None:
         self._failed += 1
@@ -416,11 +382,10 @@ class Bus:
         self._default_queue_size = _check_queue_size(queue_size)
         self._default_overflow = _check_overflow(overflow)
         self._mw = _MiddlewareChain(middleware)
-        self._log = _Log(log_size) if log_size else None
+        self._log = BusLog(log_size) if log_size else None
         self._router = Router()
         self._subs: list[Subscription] = []
-        self._durables: dict[str, Any] = {}  # name -> _DurableState
-        self._active_durables: list[PersistentSubscription] = []
+        self._durable = DurableBook(self._log)
         self._reserving = 0  # subscriptions with block/error overflow
         self._closed = False
         self._published = 0
@@ -452,13 +417,13 @@ class Bus:
         if self._closed:
             return
         self._closed = True
-        for sub in [*self._subs, *self._active_durables]:
+        for sub in [*self._subs, *self._durable.active]:
             await sub.unsubscribe()
 
     async def drain(self) -> None:
         """Wait until every subscriber has handled everything published so far."""
         while True:
-            busy = [s for s in (*self._subs, *self._active_durables) if not s._idle()]
+            busy = [s for s in (*self._subs, *self._durable.active) if not s._idle()]
             if not busy:
                 return
             for sub in busy:
@@ -503,6 +468,7 @@ class Bus:
 
             return PersistentSubscription._open(
                 self,
+                self._durable,
                 durable,
                 pattern,
                 handler,
@@ -534,7 +500,7 @@ class Bus:
 
     def subscriptions(self) -> list[Subscription]:
         """Active subscriptions (plain and persistent)."""
-        return [*self._subs, *self._active_durables]
+        return [*self._subs, *self._durable.active]
 
     def _detach(self, sub: Subscription) -> None:
         if sub in self._subs:
@@ -543,8 +509,8 @@ class Bus:
                 self._router.remove(sub._route)
             if sub.overflow in (Overflow.BLOCK, Overflow.ERROR):
                 self._reserving -= 1
-        elif sub in self._active_durables:
-            self._active_durables.remove(sub)
+        elif sub in self._durable.active:
+            self._durable.active.remove(sub)
 
     # -- publish ------------------------------------------------------------------------------
 
@@ -592,8 +558,8 @@ class Bus:
             for r in route(sig):
                 r.target._offer(sig, pos)
         self._published += len(batch)
-        if self._active_durables:
-            for durable in self._active_durables:
+        if self._durable.active:
+            for durable in self._durable.active:
                 durable._notify()
         return positions
 
@@ -666,9 +632,9 @@ class Bus:
         matcher = Router()
         matcher.add(pattern, None)
         start = since if isinstance(since, int) else log.first
-        since_ns = _to_ns(since) if isinstance(since, datetime) else None
+        since_ns = datetime_to_ns(since) if isinstance(since, datetime) else None
         until_pos = until if isinstance(until, int) else None
-        until_ns = _to_ns(until) if isinstance(until, datetime) else None
+        until_ns = datetime_to_ns(until) if isinstance(until, datetime) else None
         out: list[LogEntry] = []
         for pos, ns, sig in log.entries(start):
             if until_pos is not None and pos > until_pos:
@@ -678,7 +644,7 @@ class Bus:
             if since_ns is not None and ns < since_ns:
                 continue
             if matcher.route(sig.type):
-                out.append(LogEntry(pos, _ns_to_datetime(ns), sig))
+                out.append(LogEntry(pos, ns_to_datetime(ns), sig))
                 if limit is not None and len(out) >= limit:
                     break
         return out
@@ -698,7 +664,7 @@ class Bus:
         """Dead letters of one durable subscription, or of all of them."""
         if durable is not None:
             return list(self._durable_state(durable).dead_letters)
-        return [d for state in self._durables.values() for d in state.dead_letters]
+        return [d for state in self._durable.states.values() for d in state.dead_letters]
 
     def redrive(self, durable: str, ids: Iterable[str] | None = None) -> int:
         """Move dead letters (all, or those with the given signal ids) back for delivery.
@@ -708,14 +674,14 @@ class Bus:
         """
         state = self._durable_state(durable)
         moved = state.take_dead_letters(None if ids is None else set(ids))
-        for active in self._active_durables:
+        for active in self._durable.active:
             if active.durable == durable:
                 active._notify()
         return len(moved)
 
     def clear_dead_letters(self, durable: str | None = None) -> int:
         """Drop dead letters of one durable subscription (or all); returns how many."""
-        states = [self._durable_state(durable)] if durable else list(self._durables.values())
+        states = [self._durable_state(durable)] if durable else list(self._durable.states.values())
         count = 0
         for state in states:
             count += len(state.dead_letters)
@@ -724,21 +690,21 @@ class Bus:
 
     def delete_durable(self, durable: str) -> None:
         """Forget a durable subscription's checkpoint and dead letters (it must be inactive)."""
-        if any(s.durable == durable for s in self._active_durables):
+        if any(s.durable == durable for s in self._durable.active):
             raise BusError(f"durable subscription {durable!r} is active; unsubscribe it first")
         self._durable_state(durable)
-        del self._durables[durable]
+        del self._durable.states[durable]
 
     def durables(self) -> list[str]:
         """Names of known durable subscriptions (active or not)."""
-        return list(self._durables)
+        return list(self._durable.states)
 
     def _durable_state(self, durable: str) -> Any:
-        state = self._durables.get(durable)
+        state = self._durable.states.get(durable)
         if state is None:
             raise BusError(
                 f"no durable subscription named {durable!r}",
-                details={"durable": durable, "known": sorted(self._durables)},
+                details={"durable": durable, "known": sorted(self._durable.states)},
             )
         return state
 
@@ -751,17 +717,10 @@ class Bus:
         return BusStats(
             published=self._published,
             skipped=self._skipped,
-            subscriptions=len(self._subs) + len(self._active_durables),
+            subscriptions=len(self._subs) + len(self._durable.active),
             log_first=first,
             log_last=self.position,
         )
-
-
-def _to_ns(value: datetime) -> int:
-    if value.tzinfo is None:
-        raise BusError("replay times must be timezone-aware (e.g. datetime.now(UTC))")
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 def _check_queue_size(size: object) -> int:

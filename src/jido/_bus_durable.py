@@ -30,8 +30,19 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from jido._bus import _FAILED, _SKIPPED, Bus, Handler, Subscription, _ns_to_datetime, _to_ns
-from jido._bus_types import BusError, DeadLetter, Overflow, SubscriptionStats
+from jido._bus import Bus, Handler, Subscription
+from jido._bus_types import (
+    FAILED,
+    SKIPPED,
+    BusError,
+    BusLog,
+    DeadLetter,
+    DurableBook,
+    Overflow,
+    SubscriptionStats,
+    datetime_to_ns,
+    ns_to_datetime,
+)
 from jido._router import Router
 from jido._signal import Signal
 
@@ -40,7 +51,7 @@ __all__ = ["PersistentSubscription"]
 MAX_DEAD_LETTERS = 10_000
 
 
-class _DurableState:
+class DurableState:
     """What the bus keeps for a durable name between connections."""
 
     def __init__(self, name: str, pattern: str, checkpoint: int) -> None:
@@ -85,6 +96,7 @@ class PersistentSubscription(Subscription):
     def _open(
         cls,
         bus: Bus,
+        book: DurableBook,
         durable: str,
         pattern: str,
         handler: Handler,
@@ -97,7 +109,7 @@ class PersistentSubscription(Subscription):
         retry_delay: float,
         start: Literal["new", "first"] | int | datetime,
     ) -> PersistentSubscription:
-        log = bus._log
+        log = book.log
         if log is None:
             raise BusError("persistent subscriptions need the bus log; use log_size > 0")
         if not isinstance(durable, str) or not durable:
@@ -108,15 +120,15 @@ class PersistentSubscription(Subscription):
             raise BusError(f"max_in_flight must be an integer >= 1, got {max_in_flight!r}")
         if not ack_timeout > 0 or retry_delay < 0:
             raise BusError("ack_timeout must be > 0 and retry_delay >= 0")
-        if any(s.durable == durable for s in bus._active_durables):
+        if any(s.durable == durable for s in book.active):
             raise BusError(
                 f"durable subscription {durable!r} already has an active subscriber",
                 details={"durable": durable},
             )
-        state: _DurableState | None = bus._durables.get(durable)
+        state: DurableState | None = book.states.get(durable)
         if state is None:
-            state = _DurableState(durable, pattern, _start_checkpoint(bus, start))
-            bus._durables[durable] = state
+            state = DurableState(durable, pattern, _start_checkpoint(log, start))
+            book.states[durable] = state
         elif state.pattern != pattern:
             raise BusError(
                 f"durable subscription {durable!r} was made for pattern {state.pattern!r}, "
@@ -133,6 +145,7 @@ class PersistentSubscription(Subscription):
             match=match,
         )
         sub.durable = durable
+        sub._book = book
         sub._state = state
         sub._ack_timeout = float(ack_timeout)
         sub._max_attempts = max_attempts
@@ -150,12 +163,13 @@ class PersistentSubscription(Subscription):
         sub._redelivered = 0
         sub._dead_lettered = 0
         sub._lost = 0
-        bus._active_durables.append(sub)
+        book.active.append(sub)
         sub._start()
         return sub
 
     # attributes set by _open
-    _state: _DurableState
+    _book: DurableBook
+    _state: DurableState
     _ack_timeout: float
     _max_attempts: int
     _auto_ack: bool
@@ -211,7 +225,7 @@ class PersistentSubscription(Subscription):
         """Counters (an immutable snapshot)."""
         return dataclasses.replace(
             super().statistics(),
-            queued=max(0, self.bus._log.next - self._next) if self.bus._log else 0,
+            queued=max(0, self._book.log.next - self._next) if self._book.log else 0,
             redelivered=self._redelivered,
             dead_lettered=self._dead_lettered,
             lost=self._lost,
@@ -236,7 +250,7 @@ class PersistentSubscription(Subscription):
             return False
         if len(self._inflight) >= self._window:
             return True
-        log = self.bus._log
+        log = self._book.log
         caught_up = log is None or self._next >= log.next
         return caught_up and not self._state.redrive
 
@@ -282,7 +296,7 @@ class PersistentSubscription(Subscription):
             inflight[key] = _Pending(sig, 0)
             self._by_id[sig.id] = key
             return key
-        log = self.bus._log
+        log = self._book.log
         assert log is not None
         while self._next < log.next:
             pos = self._next
@@ -326,9 +340,9 @@ class PersistentSubscription(Subscription):
             self._busy = False
         if self._inflight.get(key) is not pending:
             return  # settled while the handler ran (manual ack)
-        if outcome == _SKIPPED:
+        if outcome == SKIPPED:
             self._settle(key)
-        elif outcome == _FAILED:
+        elif outcome == FAILED:
             pending.error = repr(self.last_error)
             self._reject(key, pending, time.monotonic())
         elif self._auto_ack:
@@ -371,7 +385,7 @@ class PersistentSubscription(Subscription):
                 attempts=pending.attempts,
                 error=pending.error,
                 position=max(0, pending.pos),
-                time=_ns_to_datetime(time.time_ns()),
+                time=ns_to_datetime(time.time_ns()),
             )
         )
         self._dead_lettered += 1
@@ -388,9 +402,7 @@ class PersistentSubscription(Subscription):
             self._advance()
 
 
-def _start_checkpoint(bus: Bus, start: Any) -> int:
-    log = bus._log
-    assert log is not None
+def _start_checkpoint(log: BusLog, start: Any) -> int:
     if start == "new":
         return log.next - 1
     if start == "first":
@@ -402,7 +414,7 @@ def _start_checkpoint(bus: Bus, start: Any) -> int:
             raise BusError(f"start position must be >= 1, got {start}")
         return start - 1
     elif isinstance(start, datetime):
-        since = _to_ns(start)
+        since = datetime_to_ns(start)
         for pos, ns, _sig in log.entries(log.first):
             if ns >= since:
                 return pos - 1

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from jido._errors import JidoError, MailboxFullError
 
 if TYPE_CHECKING:
     from jido._bus import Bus, Subscription
+    from jido._bus_durable import DurableState, PersistentSubscription
     from jido._signal import Signal
 
 __all__ = [
@@ -227,3 +229,75 @@ class DeadLetter:
             "position": self.position,
             "time": self.time.isoformat(),
         }
+
+
+# -- shared by the bus and its persistent subscriptions (jido-internal, not exported) ----------
+
+DELIVERED, FAILED, SKIPPED = 0, 1, 2
+"""Outcomes of one delivery to a handler: handled, raised (or rejected), halted by middleware."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ns_to_datetime(ns: int) -> datetime:
+    """The UTC time of a log timestamp (nanoseconds since the epoch)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def datetime_to_ns(value: datetime) -> int:
+    """A log timestamp (nanoseconds since the epoch) of an aware ``datetime``."""
+    if value.tzinfo is None:
+        raise BusError("replay times must be timezone-aware (e.g. datetime.now(UTC))")
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+class BusLog:
+    """Ring buffer of the last ``capacity`` published signals, addressed by position."""
+
+    __slots__ = ("_buf", "_cap", "next")
+
+    def __init__(self, capacity: int) -> None:
+        self._cap = capacity
+        self._buf: list[tuple[int, int, Signal] | None] = [None] * capacity
+        self.next = 1  # position the next signal will get
+
+    def append(self, sig: Signal, ns: int) -> int:
+        pos = self.next
+        self._buf[pos % self._cap] = (pos, ns, sig)
+        self.next = pos + 1
+        return pos
+
+    @property
+    def first(self) -> int:
+        """Oldest position still held (== ``next`` when empty)."""
+        return max(1, self.next - self._cap)
+
+    def get(self, pos: int) -> tuple[int, int, Signal] | None:
+        if pos < self.first or pos >= self.next:
+            return None
+        return self._buf[pos % self._cap]
+
+    def entries(self, start: int) -> Iterable[tuple[int, int, Signal]]:
+        for pos in range(max(start, self.first), self.next):
+            entry = self._buf[pos % self._cap]
+            if entry is not None:
+                yield entry
+
+
+class DurableBook:
+    """What a bus keeps for its persistent subscriptions, shared with ``jido._bus_durable``.
+
+    The bus owns it; persistent subscriptions read the log and register themselves here, so
+    neither module reaches into the other's attributes.
+    """
+
+    __slots__ = ("active", "log", "states")
+
+    def __init__(self, log: BusLog | None) -> None:
+        self.log = log
+        """The bus log (``None`` when the bus keeps none: no persistent subscriptions)."""
+        self.states: dict[str, DurableState] = {}
+        """Checkpoint and dead letters per durable name, kept between subscribers."""
+        self.active: list[PersistentSubscription] = []
+        """The persistent subscriptions connected now (at most one per durable name)."""

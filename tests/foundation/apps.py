@@ -101,3 +101,58 @@ class DurableCounter(Clustered, Counter, critical=True, delivery="at_least_once"
 
 
 AGENTS.append(DurableCounter)
+
+
+class Blob(Action):
+    """Count one and answer with ``size`` bytes of text (a reply as large as asked)."""
+
+    name = "blob"
+
+    class Params(BaseModel):
+        size: int = 0
+
+    async def run(self, params: Any, ctx: ActionContext) -> dict[str, Any]:
+        return {"count": ctx.state.count + 1, "blob": "x" * params.size}
+
+
+class Grow(Action):
+    """Keep ``size`` bytes of text in the state (a state as large as asked)."""
+
+    name = "grow"
+
+    class Params(BaseModel):
+        size: int = 0
+
+    async def run(self, params: Any, ctx: ActionContext) -> dict[str, Any]:
+        return {"count": ctx.state.count + 1, "applied_by": ["x" * params.size]}
+
+
+class Slow(Action):
+    """Count one after ``seconds`` of work."""
+
+    name = "slow"
+
+    class Params(BaseModel):
+        seconds: float = 0.01
+
+    async def run(self, params: Any, ctx: ActionContext) -> dict[str, Any]:
+        await asyncio.sleep(params.seconds)
+        return {"count": ctx.state.count + 1}
+
+
+class BigCounter(Clustered, Counter, critical=True, placement="least_loaded"):
+    """A counter whose replies and state can be made large (size-limit tests)."""
+
+    actions = [*Counter.actions, Blob, Grow]
+    routes = [*Counter.routes, ("counter.blob", Blob), ("counter.grow", Grow)]
+
+
+class SlowCounter(Clustered, Counter, critical=True, placement="least_loaded"):
+    """A counter with a small mailbox and slow commands (head-of-line tests)."""
+
+    mailbox_size = 64
+    actions = [*Counter.actions, Slow]
+    routes = [*Counter.routes, ("counter.slow", Slow)]
+
+
+AGENTS += [BigCounter, SlowCounter]

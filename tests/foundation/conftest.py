@@ -4,6 +4,8 @@
 - ``nats_cluster``: three servers with routes on loopback (slower; use sparingly).
 - ``nats_connect``: ``await nats_connect(url_or_server)`` returns a connected client that is
   closed at teardown.
+- ``node_cluster(url)``: node processes of a test app (a :class:`foundation.testing.LocalCluster`
+  that imports from this repository).
 
 Every fixture stops what it started.
 """
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +23,35 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from foundation.nats.kv import connect
-from foundation.nats.server import NatsCluster, NatsServer
+from foundation.testing import LocalCluster, NatsCluster, NatsServer
 
 Connect = Callable[..., Awaitable[NatsClient]]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The repository root: node processes import the test apps (``tests.foundation...``) from it."""
+
+
+def repo_env(**extra: str) -> dict[str, str]:
+    """This process's environment with :data:`REPO_ROOT` in front of ``PYTHONPATH`` (a child
+    process then imports the test apps, and this checkout's packages), plus ``extra``."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def node_cluster(
+    nats: str | NatsServer | NatsCluster,
+    *,
+    app: str = "tests.foundation.apps:AGENTS",
+    nodes: Sequence[str] = (),
+    **options: Any,
+) -> LocalCluster:
+    """Node processes of ``app`` against ``nats`` (none until started: ``start_nodes``)."""
+    return LocalCluster(
+        nats=nats, nodes=nodes, app=app, pythonpath=[REPO_ROOT], cwd=REPO_ROOT, **options
+    )
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from foundation.cli.main import load_app, main
 from foundation.demo_app import AGENTS
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from jido import DefinitionError
 
 
@@ -62,7 +62,7 @@ def test_status_of_empty_cluster(
 
 @pytest.mark.nats
 def test_status_unreachable_nats_fails_cleanly() -> None:
-    from foundation.nats.server import free_port
+    from foundation.testing import free_port
 
     code = main(["status", "--nats", f"nats://127.0.0.1:{free_port()}"])
     assert code == 1

@@ -10,7 +10,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from foundation.messaging.cluster_bus import ClusterBus, ClusterBusError, current_signal
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from jido import Signal
 
 pytestmark = pytest.mark.nats

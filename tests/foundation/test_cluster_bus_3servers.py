@@ -11,7 +11,7 @@ from nats.aio.client import Client as NatsClient
 
 from foundation.messaging.cluster_bus import ClusterBus
 from foundation.messaging.inbox import AgentInbox, ensure_inbox_stream, send_to_inbox
-from foundation.nats.server import NatsCluster
+from foundation.testing import NatsCluster
 from jido import Signal
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]

@@ -11,7 +11,7 @@ import pytest
 import jido
 from foundation._errors import BarrierError, CASConflictError, KeyExistsError, LeaseLostError
 from foundation.coordination.coordination import Coordination, Leadership
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from tests.foundation.conftest import Connect, TcpProxy
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-import os
 import re
 import signal
 import sys
@@ -21,12 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from foundation._node import Node, Stage
 from foundation.failover.failover import Failover
-from foundation.nats.server import NatsServer
 from foundation.observability.dashboard import Dashboard, DashboardError
+from foundation.testing import NatsServer
 from jido import Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter
-from tests.foundation.conftest import eventually
-from tests.foundation.procs import REPO_ROOT
+from tests.foundation.conftest import REPO_ROOT, eventually, repo_env
 
 pytestmark = pytest.mark.nats
 
@@ -497,7 +495,7 @@ def catches(pid: int, sig: int) -> bool:
 
 
 async def test_foundation_up_serves_the_dashboard(http: httpx.AsyncClient) -> None:
-    env = dict(os.environ, COLUMNS="200", PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    env = repo_env(COLUMNS="200", PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -17,8 +17,8 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from foundation._node import Node
-from foundation.nats.server import NatsServer
 from foundation.observability.dashboard import Dashboard
+from foundation.testing import NatsServer
 from jido import Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter
 

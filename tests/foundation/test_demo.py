@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.foundation.procs import REPO_ROOT
+from tests.foundation.conftest import REPO_ROOT, repo_env
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_demo_runs_and_cleans_up() -> None:
-    env = dict(os.environ, COLUMNS="200", PYTHONPATH=str(REPO_ROOT))
+    env = repo_env(COLUMNS="200")
     done = subprocess.run(
         [
             sys.executable,

@@ -28,7 +28,7 @@ async def test_a_paused_node_applies_nothing_after_it_wakes(tmp_path: Path) -> N
         for agent_id in durable:
             assert await cc.publish(agent_id)
         await cc.wait_applied(calls + durable)
-        victim_pid = cc.procs.procs[victim].pid  # type: ignore[union-attr]
+        victim_pid = cc.procs.node(victim).pid  # type: ignore[union-attr]
 
         at_pause = await cc.state_revision()
         registry = cc._node().registry

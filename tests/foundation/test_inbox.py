@@ -20,7 +20,7 @@ from foundation.messaging.inbox import (
     inbox_subject,
     send_to_inbox,
 )
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from jido import FencedError, Signal
 
 pytestmark = pytest.mark.nats

@@ -19,7 +19,7 @@ from foundation.messaging.inbox import (
     ensure_inbox_stream,
     send_to_inbox,
 )
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from jido import FencedError, Signal
 
 pytestmark = pytest.mark.nats

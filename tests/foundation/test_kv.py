@@ -14,7 +14,7 @@ from foundation._errors import (
     NatsUnavailableError,
 )
 from foundation.nats.kv import KV, BucketSpec, KVEntry, Op, ttl_header
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from tests.foundation.conftest import Connect
 
 SPEC = BucketSpec("t_kv", marker_ttl=timedelta(seconds=5))

@@ -18,7 +18,7 @@ from foundation.membership.membership import (
     NodeRecord,
 )
 from foundation.nats.kv import KV, BucketSpec, connect
-from foundation.nats.server import NatsCluster, NatsServer
+from foundation.testing import NatsCluster, NatsServer
 from tests.foundation.conftest import Connect, TcpProxy, eventually
 
 

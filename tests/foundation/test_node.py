@@ -12,7 +12,7 @@ import pytest
 from foundation._errors import AlreadyRegisteredError, NodeUnavailableError
 from foundation._node import Node, NodeDrainingError, Stage
 from foundation.messaging.ref import FailFast
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from jido import AgentNotFoundError, Signal, ValidationError
 from tests.foundation.apps import AGENTS, ClusteredCounter, Counter, LocalCounter
 from tests.foundation.conftest import TcpProxy, eventually
@@ -331,3 +331,23 @@ async def test_embedded_nats_when_no_url_is_given(tmp_path) -> None:  # type: ig
         record = await node.registry.lookup("emb-1")
         assert record is not None and record.node == node.id
     assert not server.running
+
+
+@pytest.mark.parametrize("turns", range(5))
+async def test_stop_ends_the_reconciler_even_in_the_turn_it_was_woken(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture, turns: int
+) -> None:
+    # A stop that lands in the event-loop turns between a wake-up of the reconciler and its
+    # resumption must still end it: the cancel must not be lost (no step abandoned).
+    node = Node(nats=nats_server.url, name="wake", agents=AGENTS, failover=False)
+    await node.start()
+    task = node._reconcile_task
+    assert task is not None
+    try:
+        node.host.reconcile_wake.set()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+    finally:
+        await node.stop()
+    assert task.done()
+    assert not [r for r in caplog.records if "abandoned" in r.getMessage()]

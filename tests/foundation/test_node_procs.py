@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from foundation._node import Node
-from foundation.nats.server import NatsServer
+from foundation.testing import LocalCluster, NatsServer
 from jido import Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter
-from tests.foundation.procs import REPO_ROOT, NodeProcesses
+from tests.foundation.conftest import REPO_ROOT, node_cluster
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -26,16 +26,16 @@ def add(n: int = 1) -> Signal:
 
 
 @pytest.fixture
-async def cluster(nats_server: NatsServer) -> AsyncIterator[tuple[NodeProcesses, Node]]:
-    async with NodeProcesses(nats_server.url, app=APP) as procs:
-        await procs.start(*NAMES)
+async def cluster(nats_server: NatsServer) -> AsyncIterator[tuple[LocalCluster, Node]]:
+    async with node_cluster(nats_server, app=APP) as procs:
+        await procs.start_nodes(*NAMES)
         driver = Node(nats=nats_server.url, name="driver", agents=AGENTS, capabilities=["driver"])
         async with driver:
             await driver.membership.wait_members(list(NAMES))
             yield procs, driver
 
 
-async def test_spawn_lookup_call_across_processes(cluster: tuple[NodeProcesses, Node]) -> None:
+async def test_spawn_lookup_call_across_processes(cluster: tuple[LocalCluster, Node]) -> None:
     _, driver = cluster
     for i, name in enumerate(NAMES):
         ref = await driver.spawn(ClusteredCounter, id=f"x{i}", node=name)
@@ -99,14 +99,14 @@ async def test_concurrent_spawn_from_all_processes(nats_server: NatsServer) -> N
 
 
 async def test_membership_join_leave_expire_events(
-    cluster: tuple[NodeProcesses, Node],
+    cluster: tuple[LocalCluster, Node],
 ) -> None:
     procs, driver = cluster
     events: list[tuple[str, str]] = []
     driver.membership.add_listener(lambda ev: events.append((ev.kind, ev.node_id)))
-    await procs.start("p4")
+    await procs.start_nodes("p4")
     await driver.membership.wait_members(["p4"])
-    await procs.terminate("p4")  # graceful: drain and leave
+    await procs.stop_node("p4", within=20)  # graceful: drain and leave
     await driver.membership.wait_gone("p4")
     procs.kill("p3")  # crash: the lease expires
     await driver.membership.wait_gone("p3")
@@ -116,7 +116,7 @@ async def test_membership_join_leave_expire_events(
     assert ("expire", "p3") in kinds
 
 
-async def test_paused_node_fences_itself(cluster: tuple[NodeProcesses, Node]) -> None:
+async def test_paused_node_fences_itself(cluster: tuple[LocalCluster, Node]) -> None:
     procs, driver = cluster
     await driver.spawn(ClusteredCounter, id="frozen", node="p2")
     await driver.ref("frozen").call(add(5))
@@ -141,12 +141,12 @@ async def test_paused_node_fences_itself(cluster: tuple[NodeProcesses, Node]) ->
     assert "frozen" not in body.get("agent_ids", [])
 
 
-async def test_sigterm_drains_agents_with_their_state(cluster: tuple[NodeProcesses, Node]) -> None:
+async def test_sigterm_drains_agents_with_their_state(cluster: tuple[LocalCluster, Node]) -> None:
     procs, driver = cluster
     for i in range(5):
         await driver.spawn(ClusteredCounter, id=f"drain-{i}", node="p3")
         await driver.ref(f"drain-{i}").call(add(i + 1))
-    assert await procs.terminate("p3") == 0  # SIGTERM: drain, hand over, leave, exit 0
+    assert await procs.stop_node("p3", within=20) == 0  # SIGTERM: drain, hand over, leave, exit 0
     await driver.membership.wait_gone("p3")
     for i in range(5):
         record = await driver.registry.lookup(f"drain-{i}", consistent=True)

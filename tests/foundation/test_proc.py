@@ -13,7 +13,7 @@ import time
 
 SCRIPT = """
 import sys, time
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 srv = NatsServer().start()
 print(srv._proc.pid, flush=True)
 time.sleep(600)

@@ -12,7 +12,7 @@ from foundation._node import Node
 from foundation.failover.failover import LEADER_KEY, TERM_KEY, FailoverOptions
 from foundation.failover.rebalance import hand_over, request_drain
 from foundation.hosting.clustered import Clustered
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from jido import Action, ActionContext, Agent, Signal
 from tests.foundation.apps import AGENTS, Add, ClusteredCounter, CounterState
 from tests.foundation.conftest import eventually
@@ -88,7 +88,6 @@ async def test_a_joining_node_receives_agents_with_their_state(
     lead = await leader(pair)
     assert lead.failover is not None
     await lead.failover.wait_leader()
-    await asyncio.sleep(1.1)  # joins count once a tenure has settled (start-up joins do not)
     ids = [f"r{i}" for i in range(6)]
     for i, agent_id in enumerate(ids):
         await lead.spawn(ClusteredCounter, id=agent_id, node="n0")
@@ -169,3 +168,50 @@ async def test_a_call_queued_during_a_hand_over_is_answered_by_the_new_owner(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_join_seen_before_leading_is_filled_by_the_next_leader(
+    nats_server: NatsServer,
+) -> None:
+    """The leader (here one that does not rebalance) leaves after a node joined: the node that
+    leads next noted that join while it followed, and fills the joined node."""
+    first = Node(
+        nats=nats_server.url,
+        name="n0",
+        agents=HOSTED,
+        failover=FailoverOptions(rebalance=False),
+    )
+    follower = Node(nats=nats_server.url, name="n1", agents=HOSTED, failover=opts())
+    late = Node(nats=nats_server.url, name="n2", agents=HOSTED, failover=opts())
+    try:
+        await first.start()
+        assert first.failover is not None
+        await first.failover.wait_leader()
+        await follower.start()
+        ids = [f"j{i}" for i in range(6)]
+        for i, agent_id in enumerate(ids):
+            await follower.spawn(ClusteredCounter, id=agent_id, node="n1")
+            await follower.ref(agent_id).call(add(i + 1))
+        await late.start()
+        rebalancer = follower.failover.rebalancer if follower.failover is not None else None
+        assert rebalancer is not None
+        await eventually(lambda: _true(rebalancer.pending))  # noted while not leading
+        assert not late.registry.assigned_to("n2")  # the leader does not rebalance
+        await first.stop()
+        # Whichever leads next fills n2: the follower noted its join, and n2 its own start.
+        lead = await leader([follower, late])
+        assert lead.failover is not None
+
+        async def filled() -> bool:
+            return len(follower.registry.assigned_to("n2")) >= 3
+
+        await eventually(filled, timeout=20)
+        moved = follower.registry.assigned_to("n2")
+        assert len(moved) <= 4  # up to the average (6 agents / 2 hosts) within the tolerance
+        for record in moved:
+            assert record.metadata[TERM_KEY] == lead.failover.term
+            assert record.metadata[LEADER_KEY] == lead.id
+        for i, agent_id in enumerate(ids):
+            assert (await late.ref(agent_id).state()).count == i + 1
+    finally:
+        await asyncio.gather(*(n.stop() for n in (late, follower, first)), return_exceptions=True)

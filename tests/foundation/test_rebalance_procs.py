@@ -4,23 +4,22 @@ process exits."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 
 import pytest
 
 from foundation._node import Node
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from jido import Signal
 from tests.foundation.apps import ClusteredCounter
-from tests.foundation.procs import REPO_ROOT, NodeProcesses
+from tests.foundation.conftest import REPO_ROOT, node_cluster, repo_env
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
 
 async def test_drain_command_moves_agents_and_stops_the_node(nats_server: NatsServer) -> None:
-    async with NodeProcesses(nats_server.url, app="tests.foundation.apps:AGENTS") as procs:
-        await procs.start("p1", "p2")
+    async with node_cluster(nats_server) as procs:
+        await procs.start_nodes("p1", "p2")
         driver = Node(nats=nats_server.url, name="driver", failover=False)
         async with driver:
             await driver.membership.wait_members(["p1", "p2"])
@@ -29,7 +28,7 @@ async def test_drain_command_moves_agents_and_stops_the_node(nats_server: NatsSe
                 await driver.ref(f"dr{i}").call(
                     Signal(type="counter.add", source="/t", data={"n": i + 1})
                 )
-            env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), COLUMNS="200")
+            env = repo_env(COLUMNS="200")
             cli = await asyncio.create_subprocess_exec(
                 sys.executable,
                 *("-m", "foundation.cli.main", "drain", "p2", "--nats", nats_server.url),
@@ -42,8 +41,7 @@ async def test_drain_command_moves_agents_and_stops_the_node(nats_server: NatsSe
             text = out.decode()
             assert cli.returncode == 0, text
             assert "drained and left" in text and "dr0" in text, text
-            proc = procs.procs["p2"]
-            code = await asyncio.wait_for(asyncio.to_thread(proc.popen.wait), 30)
+            code = await asyncio.wait_for(procs.wait_exit("p2"), 30)
             assert code == 0
             for i in range(3):
                 record = await driver.registry.lookup(f"dr{i}", consistent=True)
@@ -52,7 +50,7 @@ async def test_drain_command_moves_agents_and_stops_the_node(nats_server: NatsSe
 
 
 async def test_drain_command_refuses_an_unknown_node(nats_server: NatsServer) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), COLUMNS="200")
+    env = repo_env(COLUMNS="200")
     cli = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "foundation.cli.main", "drain", "nope", "--nats", nats_server.url),

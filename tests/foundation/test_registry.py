@@ -12,8 +12,8 @@ from foundation._errors import (
     InvalidKeyError,
     NatsUnavailableError,
 )
-from foundation.nats.server import NatsCluster, NatsServer
 from foundation.registry.registry import ClusterRegistry, RegistryChange, RegistryRecord
+from foundation.testing import NatsCluster, NatsServer
 from jido import JidoError
 from tests.foundation.conftest import Connect, eventually
 

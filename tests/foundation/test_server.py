@@ -11,7 +11,7 @@ import pytest
 from foundation._errors import ClusterError, NatsServerError, NatsUnavailableError
 from foundation._wire import ERR_CLUSTER_NO_PEERS
 from foundation.nats.kv import KV, BucketSpec, translate, while_placing
-from foundation.nats.server import NatsCluster, NatsServer, find_nats_server, free_port
+from foundation.testing import NatsCluster, NatsServer, find_nats_server, free_port
 from tests.foundation.conftest import Connect, eventually
 
 

@@ -11,7 +11,7 @@ from foundation._errors import InvalidKeyError
 from foundation._wire import STATE_BUCKET
 from foundation.hosting.state import KVStateStore
 from foundation.nats.kv import KV, BucketSpec, connect
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from jido import Checkpoint, FencedError, ValidationError
 
 pytestmark = pytest.mark.nats

@@ -9,7 +9,7 @@ import pytest
 from foundation import _wire as wire
 from foundation._node import Node
 from foundation.nats.kv import KV, BucketSpec, connect
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from jido import Signal
 from tests.foundation.apps import AGENTS, ClusteredCounter
 

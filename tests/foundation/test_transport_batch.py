@@ -20,7 +20,7 @@ from foundation.messaging.envelope import (
     encode_cast,
     encode_cast_batch,
 )
-from foundation.nats.server import NatsServer
+from foundation.testing import NatsServer
 from jido import Action, ActionContext, Agent, MailboxFullError, Signal, SignalError
 from tests.foundation.conftest import eventually
 

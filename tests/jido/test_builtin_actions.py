@@ -23,6 +23,7 @@ from jido import (
 from jido.actions import (
     BUILTIN_ACTIONS,
     AccessDeniedError,
+    HostNotAllowedError,
     HttpRequest,
     Log,
     Noop,
@@ -176,38 +177,55 @@ async def http_base() -> AsyncIterator[str]:
         await server.wait_closed()
 
 
+#: The HTTP action bound to the loopback test server (its allow-list is empty by default).
+LocalHttp = HttpRequest.for_hosts("127.0.0.1")
+
+
+async def test_http_calls_no_host_unless_allowed(http_base: str) -> None:
+    with pytest.raises(HostNotAllowedError) as info:
+        await run_action(HttpRequest, {"url": f"{http_base}/hello"})
+    assert isinstance(info.value, ValidationError)
+    assert info.value.details["host"] == "127.0.0.1"
+    assert info.value.details["allowed_hosts"] == []
+    assert "for_hosts" in info.value.message
+    with pytest.raises(HostNotAllowedError):
+        await run_action(HttpRequest, {"url": "http://169.254.169.254/latest/meta-data"})
+    anyhost = HttpRequest.for_hosts("*")
+    assert (await run_action(anyhost, {"url": f"{http_base}/hello"}))["status"] == 200
+
+
 async def test_http_get_and_post(http_base: str) -> None:
     out = await run_action(
-        HttpRequest,
+        LocalHttp,
         {"url": f"{http_base}/hello", "headers": [{"name": "X-Test", "value": "1"}]},
     )
     assert out["status"] == 200
     assert out["json"]["method"] == "GET" and out["json"]["x-test"] == "1"
     assert out["truncated"] is False
     posted = await run_action(
-        HttpRequest, {"url": f"{http_base}/p", "method": "POST", "json_body": '{"a": 1}'}
+        LocalHttp, {"url": f"{http_base}/p", "method": "POST", "json_body": '{"a": 1}'}
     )
     assert posted["json"]["body"] == '{"a": 1}'
     assert posted["json"]["content-type"] == "application/json"
-    missing = await run_action(HttpRequest, {"url": f"{http_base}/missing"})
+    missing = await run_action(LocalHttp, {"url": f"{http_base}/missing"})
     assert missing["status"] == 404  # a status is a result, not an error
 
 
 async def test_http_response_is_bounded(http_base: str) -> None:
-    Small = type("Small", (HttpRequest,), {"name": "http_request", "max_response_bytes": 1000})
+    Small = type("Small", (LocalHttp,), {"name": "http_request", "max_response_bytes": 1000})
     out = await run_action(Small, {"url": f"{http_base}/big"})
     assert out["truncated"] is True and len(out["text"]) == 1000
 
 
 async def test_http_timeout_and_transport_errors(http_base: str) -> None:
     with pytest.raises(TimeoutError) as info:
-        await run_action(HttpRequest, {"url": f"{http_base}/hang", "timeout": 0.05})
+        await run_action(LocalHttp, {"url": f"{http_base}/hang", "timeout": 0.05})
     assert info.value.retryable
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     with pytest.raises(ExecutionError) as err:
-        await run_action(HttpRequest, {"url": f"http://127.0.0.1:{closed_port}/"})
+        await run_action(LocalHttp, {"url": f"http://127.0.0.1:{closed_port}/"})
     assert err.value.retryable is True
 
 
@@ -215,9 +233,9 @@ async def test_http_input_checks(http_base: str) -> None:
     with pytest.raises(ValidationError):
         await run_action(HttpRequest, {"url": "ftp://example.com"})
     with pytest.raises(ValidationError, match="not valid JSON"):
-        await run_action(HttpRequest, {"url": f"{http_base}/", "json_body": "{"})
+        await run_action(LocalHttp, {"url": f"{http_base}/", "json_body": "{"})
     with pytest.raises(ValidationError, match="either body or json_body"):
-        await run_action(HttpRequest, {"url": f"{http_base}/", "json_body": "1", "body": "x"})
+        await run_action(LocalHttp, {"url": f"{http_base}/", "json_body": "1", "body": "x"})
     Local = HttpRequest.for_hosts("localhost")
     with pytest.raises(ValidationError, match="not allowed"):
         await run_action(Local, {"url": f"{http_base}/"})
@@ -229,7 +247,7 @@ async def test_http_honours_the_context_deadline(http_base: str) -> None:
     loop = asyncio.get_running_loop()
     with pytest.raises(TimeoutError):
         await execute(
-            HttpRequest,
+            LocalHttp,
             {"url": f"{http_base}/hang", "timeout": 60},
             ActionContext(deadline=loop.time() + 0.05),
         )

@@ -293,7 +293,6 @@ __all__ = [
     "Act",
     "DemoContext",
     "DemoOptions",
-    "LocalCluster",
     "insert_act",
     "run_demo",
 ]

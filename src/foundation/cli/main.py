@@ -146,9 +146,9 @@ async def _run_node(url: str, app: str, name: str | None, capabilities: list[str
 async def _run_up(
     nodes: int, servers: int, app: str, store_dir: str | None, dashboard_port: int = 0
 ) -> int:
-    from foundation.cli.cluster import LocalCluster
     from foundation.observability.dashboard import Dashboard
     from foundation.observability.status import collect_status, render_status
+    from foundation.testing import LocalCluster
 
     load_app(app)  # fail early on a bad --app
     cluster = LocalCluster(nodes=nodes, nats_servers=servers, app=app, store_dir=store_dir)

@@ -53,6 +53,7 @@ from foundation._errors import (
     BarrierError,
     CASConflictError,
     ClusterError,
+    CorruptRecordError,
     KeyExistsError,
     LeaseLostError,
 )
@@ -544,8 +545,15 @@ class Coordination:
         )
         if entry is None:
             return None
-        data = orjson.loads(entry.value)
-        return str(data.get("holder")), int(data.get("term") or entry.revision)
+        try:
+            data = orjson.loads(entry.value)
+            return str(data["holder"]), int(data.get("term") or entry.revision)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise CorruptRecordError(
+                f"lease {name!r} holds a value no contender wrote; delete the key "
+                f"{wire.lease_key(name)!r} in {wire.COORD_BUCKET} to repair it",
+                details={"bucket": wire.COORD_BUCKET, "key": wire.lease_key(name)},
+            ) from exc
 
     def lock(
         self,

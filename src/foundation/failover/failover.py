@@ -181,11 +181,12 @@ class Failover:
         self._wake = asyncio.Event()
         self._dead: dict[str, float] = {}  # node id -> monotonic time its loss was seen
         self._listeners: list[Callable[[FailoverEvent], Any]] = []
-        self._counters = dict.fromkeys(("moved", "removed", "pending", "conflicts"), 0)
+        self._counters = dict.fromkeys(
+            ("moved", "removed", "pending", "conflicts", "forged_terms"), 0
+        )
         self._last_failover: float | None = None
         self._leading = asyncio.Event()
         self._stopped = False
-        self._led_since = 0.0
         self.rebalancer: Rebalancer | None = (
             Rebalancer(
                 node,
@@ -270,9 +271,9 @@ class Failover:
     # -- events ------------------------------------------------------------------------------
 
     def _on_membership(self, event: Any) -> None:
-        leading_for = time.monotonic() - self._led_since if self.is_leader else 0.0
-        if event.kind == "join" and self.rebalancer is not None and leading_for >= 1.0:
-            # Joins during start-up (before this tenure settled) are not rebalancing targets.
+        if event.kind == "join" and self.rebalancer is not None:
+            # Noted whether this node leads or not: a join seen around a change of leader (a
+            # rolling restart drains the leader too) is filled by whichever node leads next.
             self.rebalancer.on_join(event.node_id)
             self._wake.set()
         if event.kind in ("expire", "leave") and event.node_id != self.node.id:
@@ -307,8 +308,21 @@ class Failover:
         term = await handle.wait_elected()
         return _CampaignTenure(handle, term)
 
+    def _eligible(self) -> bool:
+        """Only a node holding its own membership lease may lead (a fenced one may not)."""
+        return bool(getattr(self.node.membership, "holds_lease", True))
+
+    def wake(self) -> None:
+        """Re-check now: the node's lease changed (it fenced or rejoined)."""
+        self._wake.set()
+
     async def _campaign(self) -> None:
         while not self._stopped:
+            if not self._eligible():
+                # Fenced (e.g. its data connection is down while the lease link works): a
+                # leader that cannot reach the registry would stall every failover.
+                await asyncio.sleep(0.1)
+                continue
             try:
                 lead = await self._elect()
             except asyncio.CancelledError:
@@ -321,7 +335,6 @@ class Failover:
             self._term = lead.term
             self._terms_led += 1
             self._leading.set()
-            self._led_since = time.monotonic()
             log.info("node %s leads the cluster (term %d)", self.node.id, lead.term)
             self._emit(FailoverEvent("leader", "", self.node.id, None, 0, lead.term))
             try:
@@ -334,6 +347,11 @@ class Failover:
                 self._handle = None  # campaign again from scratch
             except LeaseLostError:
                 log.info("node %s lost the leader lease (term %d)", self.node.id, lead.term)
+                if lead.held and not self._eligible():
+                    log.warning("node %s is fenced: it gives the leader lease up", self.node.id)
+                    with contextlib.suppress(Exception):
+                        await lead.resign()
+                    self._handle = None
             finally:
                 self._leading.clear()
                 if self._leadership is lead:
@@ -343,7 +361,7 @@ class Failover:
         lost = asyncio.ensure_future(lead.wait_lost())
         try:
             self._wake.set()
-            while lead.held:
+            while lead.held and self._eligible():
                 waker = asyncio.ensure_future(self._wake.wait())
                 try:
                     await asyncio.wait(
@@ -353,7 +371,7 @@ class Failover:
                     )
                 finally:
                     waker.cancel()
-                if lost.done() or not lead.held:
+                if lost.done() or not lead.held or not self._eligible():
                     break
                 self._wake.clear()
                 await self.sweep(lead)
@@ -417,16 +435,48 @@ class Failover:
             self._last_failover = time.monotonic() - (seen if seen is not None else started)
         return handled
 
-    def _check_term(self, lead: Tenure, record: Any) -> None:
+    async def _check_term(self, lead: Tenure, record: Any) -> None:
+        """Stop acting if a newer leader exists; a stamp alone does not prove one.
+
+        A record stamped with a higher term deposes this leader only when the leader lease
+        (a CAS-written key) confirms it: another holder or a newer term. A stamp the lease
+        does not back was not written by a leader (a forged or garbage request) and is
+        overwritten by this leader's next write instead of stopping failover for good.
+        """
         if not lead.held:
             raise LeaseLostError(f"node {self.node.id}: leader lease lapsed; not acting")
         stamped = record.metadata.get(TERM_KEY) if isinstance(record.metadata, Mapping) else None
-        if isinstance(stamped, int) and stamped > lead.term:
+        if (
+            isinstance(stamped, int | float)
+            and not isinstance(stamped, bool)
+            and stamped > lead.term
+            and await self._lease_confirms_newer(lead)
+        ):
             raise DeposedError(
                 f"record {record.agent_id!r} was written in term {stamped} > our term "
                 f"{lead.term}; a newer leader exists",
                 details={"agent_id": record.agent_id, "term": lead.term, "seen": stamped},
             )
+
+    async def _lease_confirms_newer(self, lead: Tenure) -> bool:
+        """True unless the leader lease shows this node still leading in ``lead.term``."""
+        coordination = getattr(self.node, "coordination", None) or self._own_coordination
+        if coordination is None or self._elector is not None:
+            return True  # no lease to ask (a custom elector): believe the stamp, as before
+        try:
+            current = await coordination.leader(self.options.lease_name)
+        except Exception as exc:
+            log.warning("failover: cannot read the leader lease (%r); stepping down", exc)
+            return True
+        if current == (self.node.id, lead.term):
+            self._counters["forged_terms"] += 1
+            log.warning(
+                "failover: a registry record carries a term stamp the leader lease does not "
+                "back (we lead in term %d); ignoring it",
+                lead.term,
+            )
+            return False
+        return True
 
     def _stamp(self, lead: Tenure, record: Any) -> Any:
         metadata = dict(record.metadata)
@@ -452,7 +502,7 @@ class Failover:
         registry = self.node.registry
         dead = record.node
         for _ in range(4):
-            self._check_term(lead, record)
+            await self._check_term(lead, record)
             try:
                 if record.critical or self.options.non_critical == "replace":
                     return await self._replace(lead, record, dead, director)
@@ -469,7 +519,7 @@ class Failover:
                 )
                 if fresh is None or fresh.node != dead:
                     if fresh is not None:
-                        self._check_term(lead, fresh)
+                        await self._check_term(lead, fresh)
                     return False
                 record = fresh
         return False
@@ -492,7 +542,7 @@ class Failover:
             self._emit(FailoverEvent("pending", record.agent_id, dead, None, record.epoch, 0))
             log.warning("no node can take %s now (%s); retrying", record.agent_id, exc.message)
             return False
-        self._check_term(lead, record)
+        await self._check_term(lead, record)
         try:
             moved = await self.node.registry.move(
                 record.agent_id,

@@ -10,8 +10,14 @@ middle of a command, and no two copies run: the old one is stopped before the re
 
 **Rebalancing** (:class:`Rebalancer`, run by the leader): when a node joins, the leader moves
 agents from the most loaded nodes to it, at most ``max_moves`` per ``interval``, until the
-joined node holds about the average (within ``tolerance``). Only nodes that can host an agent's
-type (capability ``type:<type>``) and accept agents (status ``up``) receive it. Rebalancing only
+joined node holds its share: the average number of agents over the **hosts** (members that
+accept agents and host at least one agent type; clients and draining nodes are not counted),
+within ``tolerance``. Only nodes that can host an agent's type (capability ``type:<type>``) and
+accept agents (status ``up``) receive it, and agents are only taken from hosts (never from a
+draining node: it hands its agents over itself). Every node's rebalancer notes the joins it
+sees, leading or not, so a join seen around a change of leader (in a rolling restart, the
+leader is drained and its node rejoins while the next leader takes over) is acted on by the
+next leader, which takes over the joins of the last ``join_memory`` seconds. Rebalancing only
 follows joins: agents deliberately placed (``spawn(node=...)``) are not moved otherwise.
 
 **Drain** (:func:`request_drain`, ``foundation drain NODE``): the node refuses new agents, hands
@@ -28,8 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from foundation._errors import NodeUnavailableError
-from foundation._wire import LEADER_KEY, TERM_KEY
+from foundation._errors import InvalidRequestError, NodeUnavailableError
+from foundation._wire import LEADER_KEY, LEADER_LEASE, TERM_KEY
 from foundation.coordination.coordination import Coordination
 from foundation.hosting.host import AgentHost
 from foundation.membership.membership import Membership
@@ -97,6 +103,49 @@ async def hand_over(
     return await node.host.hand_over(agent_id, to=to, metadata=metadata)
 
 
+async def checked_handoff(
+    node: ClusterNode, extra: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The target and leader stamp of a ``handoff`` request, believed only if the lease backs them.
+
+    Only the cluster leader sends ``handoff`` (rebalancing), stamped with its term. The stamp
+    is written into the agent's record, where a higher term deposes the leader, so it is taken
+    only when the leader lease (a CAS-written key) names the same holder and term; the target
+    must be a live member accepting agents.
+    """
+    to = extra.get("to")
+    if not isinstance(to, str) or not to or to == node.id:
+        raise InvalidRequestError(
+            "handoff needs a target node ('to'), another node than the owner",
+            details={"field": "to"},
+        )
+    member = node.membership.snapshot.get(to)
+    if member is None or not node.membership.is_live(to) or not member.accepting:
+        raise InvalidRequestError(
+            f"handoff target {to[:64]!r} is not a live member accepting agents",
+            details={"field": "to"},
+        )
+    stamp = extra.get("stamp")
+    term = stamp.get(TERM_KEY) if isinstance(stamp, Mapping) else None
+    leader = stamp.get(LEADER_KEY) if isinstance(stamp, Mapping) else None
+    if not isinstance(term, int) or isinstance(term, bool) or not isinstance(leader, str):
+        raise InvalidRequestError(
+            "handoff needs the leader's stamp {'fdn.term': int, 'fdn.leader': str}",
+            details={"field": "stamp"},
+        )
+    failover = getattr(node, "failover", None)  # the node's Failover, when it runs one
+    lease = getattr(getattr(failover, "options", None), "lease_name", LEADER_LEASE)
+    coordination = node.coordination
+    current = await coordination.leader(lease) if coordination is not None else None
+    if current != (leader, term):
+        raise InvalidRequestError(
+            f"handoff refused: its stamp (leader {leader[:64]!r}, term {term}) is not the "
+            "current leader lease; only the cluster leader moves agents",
+            details={"field": "stamp", "term": term},
+        )
+    return to, {TERM_KEY: term, LEADER_KEY: leader}
+
+
 # -- caller side ---------------------------------------------------------------------------------
 
 
@@ -137,7 +186,13 @@ async def request_hand_over(
 
 
 class Rebalancer:
-    """Moves agents to nodes that join, in bounded steps; acts only while the node leads."""
+    """Moves agents to nodes that join, in bounded steps; acts only while the node leads.
+
+    Joins are noted by every node (:meth:`on_join`), whether it leads or not; :meth:`step` is
+    run by the leader only, at most once per ``interval``, and moves at most ``max_moves``
+    agents, one hand-over at a time. A new leader keeps the joins it noted in the last
+    ``join_memory`` seconds before its tenure (older ones were for its predecessor to fill).
+    """
 
     def __init__(
         self,
@@ -146,19 +201,22 @@ class Rebalancer:
         interval: float = 2.0,
         max_moves: int = 4,
         tolerance: int = 1,
+        join_memory: float = 60.0,
     ) -> None:
         self.node = node
         self.interval = interval
         self.max_moves = max_moves
         self.tolerance = tolerance
-        self._joined: dict[str, float] = {}
+        self.join_memory = join_memory
+        # This node joined just now, too: should it come to lead soon, it fills itself.
+        self._joined: dict[str, float] = {node.id: time.monotonic()}
         self._last_run = 0.0
+        self._term: int | None = None
         self.moves: list[Move] = []
 
     def on_join(self, node_id: str) -> None:
         """Note that ``node_id`` joined: it is a rebalancing target from now on."""
-        if node_id != self.node.id:
-            self._joined[node_id] = time.monotonic()
+        self._joined[node_id] = time.monotonic()
 
     @property
     def pending(self) -> bool:
@@ -174,6 +232,17 @@ class Rebalancer:
             not record.type or f"type:{record.type}" in member.capabilities
         )
 
+    @staticmethod
+    def _hosts(members: Mapping[str, Any], counts: Mapping[str, int]) -> set[str]:
+        """Members that take part in the balance: accepting agents and hosting at least one
+        agent type (or holding agents)."""
+        return {
+            node_id
+            for node_id, m in members.items()
+            if m.accepting
+            and (counts.get(node_id, 0) > 0 or any(c.startswith("type:") for c in m.capabilities))
+        }
+
     async def _ready(self, node_id: str) -> bool:
         try:
             await self.node.client.request(node_id, "ping", b"{}", timeout=1.0)
@@ -183,22 +252,27 @@ class Rebalancer:
 
     async def step(self, term: int, held: Any) -> list[Move]:
         """One bounded step: move up to ``max_moves`` agents towards the joined nodes."""
-        self._last_run = time.monotonic()
+        now = time.monotonic()
+        self._last_run = now
+        if term != self._term:  # a new tenure: joins noted long before it are not ours to fill
+            self._term = term
+            for node_id, seen in list(self._joined.items()):
+                if now - seen > self.join_memory:
+                    self._joined.pop(node_id)
         members = {m.id: m for m in self.node.membership.members()}
+        registry = self.node.registry
+        by_node = registry.counts_by_node()
+        hosts = self._hosts(members, by_node)
         for node_id in list(self._joined):
-            if node_id not in members:
-                self._joined.pop(node_id)
+            if node_id not in hosts:
+                self._joined.pop(node_id)  # gone, draining, or hosting nothing (a client)
         if not self._joined:
             return []
-        registry = self.node.registry
-        counts = {n: 0 for n in members}
-        for n, c in registry.counts_by_node().items():
-            if n in counts:
-                counts[n] = c
-        average = sum(counts.values()) / max(1, len(counts))
+        counts = {n: by_node.get(n, 0) for n in hosts}
+        average = sum(counts.values()) / len(counts)
         moves: list[Move] = []
         for _ in range(self.max_moves):
-            targets = [n for n in self._joined if n in members and members[n].accepting]
+            targets = [n for n in self._joined if n in counts]
             if not targets:
                 break
             target = min(targets, key=lambda n: (counts[n], n))

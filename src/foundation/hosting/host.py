@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import msgspec
 
 from foundation._errors import (
+    InvalidRequestError,
     NodeDrainingError,
     NodeUnavailableError,
     NotOwnerError,
@@ -118,6 +119,8 @@ class AgentHost:
         self._unfenced.set()
         self.draining = False
         self.reconcile_wake = asyncio.Event()
+        self.fence_listeners: list[Callable[[], None]] = []
+        """Called (synchronously) when the node fences, before its agents stop."""
 
     def bind(
         self,
@@ -238,6 +241,15 @@ class AgentHost:
     async def handle_start(self, agent_id: str, extra: Mapping[str, Any]) -> dict[str, Any]:
         """Serve a ``start`` request: activate ``agent_id`` here if the registry says so."""
         epoch = extra.get("epoch")
+        for name, ok in (
+            ("epoch", epoch is None or (isinstance(epoch, int) and not isinstance(epoch, bool))),
+            ("state", extra.get("state") is None or isinstance(extra.get("state"), dict)),
+            ("fresh", isinstance(extra.get("fresh", False), bool)),
+        ):
+            if not ok:
+                raise InvalidRequestError(
+                    f"start request field {name!r} has the wrong type", details={"field": name}
+                )
         record = self.registry.cached(agent_id)
         if isinstance(epoch, int) and (record is None or record.epoch < epoch):
             # The claim or move is not in our watched cache yet: wait for the watch to deliver
@@ -250,9 +262,13 @@ class AgentHost:
         if record is None or record.node != self.node_id:
             raise self.not_here(agent_id)
         if self.fenced:
-            # Placed here by a node that already sees this node's new record: let the rejoin
-            # finish rather than refuse (``activate`` still refuses while fenced).
-            await self.wait_rejoined(asyncio.get_running_loop().time() + self.call_timeout)
+            # Placed here (by a node that already sees this node's new record, or one that has
+            # not seen the old one expire yet): the record assigning the agent here is what
+            # counts, so let the fence end and the rejoin finish rather than refuse; a spawn
+            # refused now would leave its record here anyway. ``activate`` still refuses while
+            # fenced, and a node that never rejoins answers when the wait ends.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._unfenced.wait(), self.call_timeout * 0.9)
         state = extra.get("state")
         await self.activate(
             record,
@@ -420,6 +436,8 @@ class AgentHost:
         self.state_store.fence()
         ids = [a for a in self.local if a not in self.unclustered]
         log.warning("node %s: lease lost, fencing %d agents", self.node_id, len(ids))
+        for listener in self.fence_listeners:
+            listener()  # e.g. the failover: a fenced node gives the leader lease up
         self.counters["fenced_stops"] += len(ids)
         await asyncio.gather(*(self.stop_local(a) for a in ids), return_exceptions=True)
         if self.fenced:
@@ -441,8 +459,11 @@ class AgentHost:
         """Run ``reconcile`` when woken (:attr:`reconcile_wake`) and every ``interval`` seconds."""
         wake = self.reconcile_wake
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives in
+            # the turn the wake-up completes, and this loop (so Node.stop) would go on forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await wake.wait()
             wake.clear()
             try:
                 await reconcile()

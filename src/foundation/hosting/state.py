@@ -61,6 +61,17 @@ def _unavailable(key: str, action: str, exc: BaseException) -> StoreError:
     )
 
 
+def _too_large(key: str, size: int, limit: int) -> StoreError:
+    return StoreError(
+        f"state of {key!r} is {size} bytes encoded, over the limit of {limit} bytes (the NATS "
+        "server's max_payload); the write was not applied. Keep large data out of the agent's "
+        "state (e.g. in a JetStream object store, with its name in the state) or raise "
+        "max_payload on the server",
+        details={"key": key, "size": size, "limit": limit},
+        retryable=False,
+    )
+
+
 class KVStateStore(StateStore):
     """A fenced ``jido.StateStore`` on one JetStream KV bucket (one key per agent).
 
@@ -233,7 +244,7 @@ class KVStateStore(StateStore):
             return
         if checkpoint.epoch != held.epoch:
             checkpoint = msgspec.structs.replace(checkpoint, epoch=held.epoch)
-        data = checkpoint.to_bytes()
+        data = self._sized(key, checkpoint.to_bytes())
         kv_key = self._kv_key(key)
         try:
             held.revision = await self._kv.update(kv_key, data, last=held.revision)
@@ -253,9 +264,16 @@ class KVStateStore(StateStore):
             return -1
         return current.epoch if current is not None else 0
 
+    def _sized(self, key: str, data: bytes) -> bytes:
+        limit = self._kv.nc.max_payload
+        # The KV write adds its headers (CAS revision, TTL) to the message: keep room for them.
+        if limit > 0 and len(data) > limit - 256:
+            raise _too_large(key, len(data), limit - 256)
+        return data
+
     async def _save_unheld(self, key: str, checkpoint: Checkpoint) -> None:
         kv_key = self._kv_key(key)
-        data = checkpoint.to_bytes()
+        data = self._sized(key, checkpoint.to_bytes())
         for _ in range(8):
             current, revision = await self._read(kv_key)
             if current is not None and current.epoch > checkpoint.epoch:

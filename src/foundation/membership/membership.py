@@ -128,6 +128,7 @@ class Membership(MembershipView):
         replicas: int | None = None,
         renew_connect: Callable[[], Awaitable[NatsClient]] | None = None,
         loop_stall_limit: float | timedelta = DEFAULT_LOOP_STALL_LIMIT,
+        link_down: Callable[[float], str | None] | None = None,
     ) -> None:
         self.nc = nc
         self.node_id = check_token("node id", node_id, key=True) if node_id is not None else None
@@ -185,6 +186,8 @@ class Membership(MembershipView):
         self._lease_done: concurrent.futures.Future[None] | None = None
         self._lease_nc: NatsClient | None = None
         self._stall_logged = False
+        self._link_down = link_down
+        self._link_logged = False
         # Set (from whichever thread saw it) when a renewal found the lease gone; cleared once
         # the node's own loop has fenced. While set, the lease is not held and no rejoin starts.
         self._lost = False
@@ -462,6 +465,8 @@ class Membership(MembershipView):
                     )
                 continue
             self._stall_logged = False
+            if threaded and await self._give_up_if_link_down(kv):
+                continue
             sent = time.monotonic()
             try:
                 if self._joined and self._rev:
@@ -498,6 +503,33 @@ class Membership(MembershipView):
                 log.debug("node %s: renewal failed: %r", self.node_id, exc)
             finally:
                 self._rejoining = False  # the write's outcome is known (held, or not)
+
+    async def _give_up_if_link_down(self, kv: KV) -> bool:
+        """On the renewal thread: True (skip this renewal) while the data link is down.
+
+        The lease connection works but the node's data connection does not (a gray failure):
+        its agents can be neither reached nor saved. The node fences (its loop stops them) and
+        gives its record up at once, so the cluster fails them over without waiting for the
+        TTL; once the link answers again, the next beat joins anew.
+        """
+        reason = self._link_down(self._tick) if self._link_down is not None else None
+        if reason is None:
+            if self._link_logged:
+                self._link_logged = False
+                log.info("node %s: its data connection answers again", self.node_id)
+            return False
+        if not self._link_logged:
+            self._link_logged = True
+            log.warning("node %s: %s; giving its lease up", self.node_id, reason)
+        if self._joined and self._rev:
+            assert self.node_id is not None
+            self._lost = True  # holds_lease is false from now on, on every thread
+            self._on_main(self._fence, reason)
+            rev, self._rev = self._rev, 0
+            self._joined = False
+            with contextlib.suppress(Exception):  # if this fails too, the TTL ends the lease
+                await kv.delete(self.node_id, last=rev)
+        return True
 
     def _notify_rejoined(self) -> None:
         self._tasks.append(asyncio.create_task(_call(self.on_rejoined, self.record)))
@@ -575,7 +607,7 @@ class Membership(MembershipView):
         if entry is not None and not entry.deleted:
             try:
                 record = NodeRecord.decode(entry.value, entry.revision)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 log.warning("ignoring undecodable node record %r", node_id)
                 return
             old = members.get(node_id)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from nats.aio.msg import Msg
 
-from foundation._errors import ClusterError
+from foundation._errors import InvalidRequestError
+from foundation.hosting.backlog import CastBacklog
 from foundation.hosting.host import AgentHost, released
+from foundation.messaging.client import NodeLocator
 from foundation.messaging.endpoint import Endpoint, with_request
 from foundation.messaging.envelope import (
     Request,
@@ -27,14 +28,12 @@ from foundation.messaging.envelope import (
     public_meta,
     public_timeout,
 )
-from foundation.messaging.ref import ClusterRef, Locator
+from foundation.messaging.ref import ClusterRef
 from jido import (
     AgentNotFoundError,
     AgentStoppedError,
-    DefinitionError,
     JidoError,
     MailboxFullError,
-    Signal,
 )
 
 log = logging.getLogger("foundation.node")
@@ -48,13 +47,21 @@ class AgentOps:
     def __init__(
         self,
         host: AgentHost,
-        locator: Locator,
+        locator: NodeLocator,
         *,
         tenant: str,
         subjects: Subjects,
     ) -> None:
         self.host = host
         self.locator = locator
+        self.backlog = CastBacklog(
+            host.wait_local,
+            timeout=lambda: host.call_timeout,
+            spawn=host.tasks.spawn,
+            owner=host.node_id,
+            not_here=host.not_here,
+        )
+        """Casts (and calls behind them) waiting for a busy or starting agent."""
         self.node_id = host.node_id
         self.tenant = tenant
         self.subjects = subjects
@@ -69,7 +76,6 @@ class AgentOps:
         endpoint.add("state", with_request(self.state))
         endpoint.add("start", with_request(self.start))
         endpoint.add("stop", with_request(self.stop))
-        endpoint.add("handoff", with_request(self.handoff))
         endpoint.add("ping", self.ping)
 
     def _deadline(self, timeout: float) -> float:
@@ -89,8 +95,14 @@ class AgentOps:
             if local is None:
                 raise host.not_here(req.agent_id)
         if req.signal is None:
-            raise DefinitionError("call request without a signal")
+            raise InvalidRequestError("a call request needs a signal ('s')", details={"field": "s"})
         try:
+            if req.agent_id in self.backlog:
+                # casts wait for this agent: the call goes behind them, in order
+                timeout = req.timeout if req.timeout is not None else self.call_timeout
+                return await self.backlog.call(
+                    req.agent_id, req.signal, req.meta, self._deadline(timeout)
+                )
             return await local.call(req.signal, timeout=req.timeout, meta=req.meta)
         except AgentStoppedError as exc:
             if not released(exc):
@@ -116,17 +128,6 @@ class AgentOps:
     async def stop(self, req: Request) -> Any:
         """``stop``: stop the local copy of the agent (its state stays)."""
         return {"stopped": await self.host.stop_local(req.agent_id)}
-
-    async def handoff(self, req: Request) -> Any:
-        """``handoff``: hand the agent over to node ``to`` (its state goes along)."""
-        extra = req.extra
-        to = extra.get("to")
-        if not isinstance(to, str) or not to:
-            raise ClusterError("handoff needs a target node ('to')", details={"extra": extra})
-        meta = extra.get("stamp")
-        return await self.host.hand_over(
-            req.agent_id, to=to, metadata=meta if isinstance(meta, Mapping) else None
-        )
 
     async def ping(self, msg: Msg) -> Any:
         """``ping``: this node's id and agent count."""
@@ -159,52 +160,38 @@ class AgentOps:
         await self._apply_cast(req)
 
     async def _apply_cast(self, req: Request) -> None:
+        """Apply one cast received on this node's subject without ever waiting for its agent.
+
+        Called in the subscription callback, so it must not block: a cast whose agent cannot
+        take it now (mailbox full, still starting) waits in that agent's backlog, and so does
+        every later cast (and call) to it (see :mod:`foundation.hosting.backlog`).
+        """
         c = self.counters
         c["casts_in"] += 1
         if not c["casts_in"] & _YIELD_MASK:
             await asyncio.sleep(0)  # a flood of casts must not starve the lease heartbeats
-        try:
-            local = self.host.local_ref(req.agent_id)
-            if local is None or req.signal is None:
-                if req.signal is not None:
-                    local = await self.host.wait_local(
-                        req.agent_id, self._deadline(self.call_timeout)
-                    )
-                if local is None or req.signal is None:
-                    log.warning(
-                        "node %s: cast to unknown agent %s dropped", self.node_id, req.agent_id
-                    )
-                    return
-            await self._cast_with_backpressure(local, req.signal, req.meta)
-        except JidoError as exc:
-            log.warning("node %s: cast failed: %s", self.node_id, exc)
-
-    async def _cast_with_backpressure(
-        self, local: Any, signal: Signal, meta: Mapping[str, Any] | None
-    ) -> None:
-        """Cast into a local mailbox; when it is full, wait for room (up to ``call_timeout``).
-
-        Waiting here holds up this node's subscription, so a fast sender is slowed down by
-        the NATS client's buffers instead of its signals being dropped.
-        """
-        try:
-            await local.cast(signal, meta=meta)
+        signal = req.signal
+        agent_id = req.agent_id
+        if signal is None:
+            log.warning("node %s: cast to %s without a signal dropped", self.node_id, agent_id)
             return
-        except MailboxFullError:
-            pass
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.call_timeout
-        tries = 0
-        while True:
-            # the first waits only let the agent's task run; then poll every half millisecond
-            await asyncio.sleep(0 if tries < 16 else 0.0005)
-            tries += 1
-            try:
-                await local.cast(signal, meta=meta)
+        try:
+            if agent_id in self.host.durable:
+                # A direct cast to an inbox agent (an old or a raw sender) joins its inbox, so
+                # it is ordered and applied exactly once like every other signal to it.
+                await self.locator.send_to_inbox(agent_id, signal)
                 return
-            except MailboxFullError:
-                if loop.time() >= give_up:
-                    raise
+            if agent_id not in self.backlog:
+                local = self.host.local_ref(agent_id)
+                if local is not None:
+                    try:
+                        await local.cast(signal, meta=req.meta)
+                        return
+                    except MailboxFullError:
+                        pass
+            self.backlog.add(agent_id, signal, req.meta)
+        except JidoError as exc:
+            log.warning("node %s: cast to %s failed: %s", self.node_id, agent_id, exc)
 
     # -- public agent subjects -----------------------------------------------------------------
 

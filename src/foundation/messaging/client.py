@@ -36,6 +36,7 @@ from foundation.membership.membership import Membership
 from foundation.messaging.envelope import (
     CAST_BATCH_BYTES,
     Subjects,
+    check_size,
     decode_reply,
     encode_cast,
     encode_cast_batch,
@@ -68,6 +69,8 @@ async def request(
     """
     subject = (subjects or Subjects()).node(node_id, op)
     about = {"agent_id": agent_id} if agent_id is not None else {}
+    what = f"{op} to agent {agent_id!r}" if agent_id is not None else f"{op} to node {node_id!r}"
+    check_size(payload, nc.max_payload, what)
     try:
         msg = await nc.request(subject, payload, timeout=timeout)
     except NoRespondersError as exc:
@@ -78,9 +81,8 @@ async def request(
             cause=exc,
         ) from exc
     except NatsTimeoutError as exc:
-        what = f"agent {agent_id!r}" if agent_id is not None else f"node {node_id!r}"
         raise TimeoutError(
-            f"{op} to {what} got no reply in time; retry or raise the timeout",
+            f"{what} got no reply in time; retry or raise the timeout",
             details={**about, "node": node_id, "op": op},
         ) from exc
     except ConnectionClosedError as exc:
@@ -255,7 +257,6 @@ class NodeLocator:
         self._membership: Membership = None  # type: ignore[assignment]
         self._client: NodeClient = None  # type: ignore[assignment]
         self._nc: NatsClient = None  # type: ignore[assignment]
-        self.inbox_sends = False  # casts to at-least-once agents go to their inbox (transport up)
 
     def bind(
         self,
@@ -311,6 +312,24 @@ class NodeLocator:
         self._counters["calls_out"] += 1
         return await self._client.request(node_id, op, payload, timeout=timeout, agent_id=agent_id)
 
+    def delivery_of(self, record: RegistryRecord) -> str:
+        """The agent's delivery mode: from its record (a record written before the field
+        existed falls back to the class, when this node knows it)."""
+        if record.delivery:
+            return record.delivery
+        spec = self.host.spec_of(record.type)
+        return spec.delivery if spec is not None else "at_most_once"
+
+    async def send_to_inbox(self, agent_id: str, signal: Signal) -> None:
+        """Publish ``signal`` to the agent's inbox; returns once JetStream stored it."""
+        await send_to_inbox(
+            self._nc.jetstream(),
+            agent_id,
+            signal,
+            tenant=self.tenant,
+            max_payload=self._nc.max_payload,
+        )
+
     async def cast_remote(
         self, agent_id: str, signal: Signal, meta: Mapping[str, Any] | None
     ) -> None:
@@ -323,9 +342,10 @@ class NodeLocator:
                 f"no agent {agent_id!r} is registered in the cluster; spawn it first",
                 details={"agent_id": agent_id},
             )
-        spec = self.host.spec_of(record.type)
-        if spec is not None and spec.delivery == "at_least_once" and self.inbox_sends:
-            await send_to_inbox(self._nc.jetstream(), agent_id, signal, tenant=self.tenant)
+        if self.delivery_of(record) == "at_least_once":
+            # The agent's record decides, never what this node happens to know: the cast
+            # returns once JetStream holds it in the agent's inbox.
+            await self.send_to_inbox(agent_id, signal)
             return
         if record.node == self.node_id:
             local = self.host.local_ref(agent_id)
@@ -343,7 +363,9 @@ class NodeLocator:
             )
         c = self._counters
         c["calls_out"] += 1
-        await self._client.cast(record.node, encode_cast(agent_id, signal, meta))
+        item = encode_cast(agent_id, signal, meta)
+        check_size(item, self._nc.max_payload, f"cast to agent {agent_id!r}")
+        await self._client.cast(record.node, item)
         if not c["calls_out"] & _YIELD_MASK:
             # A burst of casts never suspends by itself: let heartbeats (the lease) run.
             await asyncio.sleep(0)

@@ -25,9 +25,16 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from foundation._errors import InvalidRequestError
 from foundation._hooks import TaskSet
-from foundation.messaging.envelope import Request, Subjects, decode_request, encode_error, encode_ok
-from jido import DefinitionError
+from foundation.messaging.envelope import (
+    Request,
+    Subjects,
+    decode_request,
+    encode_error,
+    encode_ok,
+    encode_reply_within,
+)
 
 Handler = Callable[[Msg], Awaitable[Any]]
 """An op: gets the message, returns the result to reply with (one-way ops: ``None``)."""
@@ -152,15 +159,20 @@ class Endpoint:
         await self.respond(msg, data)
 
     async def respond(self, msg: Msg, data: bytes) -> None:
-        """Send ``data`` as the reply to ``msg`` (if it asked for one)."""
+        """Send ``data`` as the reply to ``msg`` (if it asked for one).
+
+        A reply larger than the server accepts becomes a typed ``payload_too_large`` error
+        reply saying the command was applied (never a timeout of an applied call).
+        """
         if msg.reply:
+            data = encode_reply_within(data, self.nc.max_payload, "this request")
             with contextlib.suppress(Exception):
                 await self.nc.publish(msg.reply, data)
 
 
 def _unknown(name: str) -> Handler:
     async def handler(msg: Msg) -> Any:
-        raise DefinitionError(f"unknown node op {name!r}", details={"op": name})
+        raise InvalidRequestError(f"unknown node op {name[:40]!r}", details={"field": "op"})
 
     return handler
 

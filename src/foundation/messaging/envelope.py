@@ -27,13 +27,37 @@ from typing import Any
 import msgspec
 import orjson
 
+from foundation._errors import InvalidRequestError
 from foundation._ids import check_agent_id, check_token
-from foundation._wire import DEFAULT_TENANT, HDR_META, HDR_TIMEOUT, SUBJECT_ROOT, Subjects
-from jido import JidoError, Signal, SignalError, ValidationError
+from foundation._wire import (
+    DEFAULT_TENANT,
+    HDR_META,
+    HDR_TIMEOUT,
+    MAX_REQUEST_TIMEOUT,
+    RESERVED_META_KEYS,
+    RESERVED_META_PREFIX,
+    SUBJECT_ROOT,
+    Subjects,
+)
+from jido import JidoError, PayloadTooLargeError, Signal, SignalError, ValidationError
 from jido._codec import dumps_json
 
 _loads = msgspec.json.Decoder().decode
 """JSON decoding for the wire: integers beyond 64 bits stay exact (orjson would make floats)."""
+
+
+def _load_json(data: bytes, what: str) -> Any:
+    """Decode ``data`` from another process; any failure is a typed :class:`SignalError`."""
+    try:
+        return _loads(data)
+    except (msgspec.DecodeError, RecursionError, ValueError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
+        raise SignalError(
+            f"{what} is {reason}; send one JSON object as documented in docs/cluster-wire.md",
+            details={"what": what, "reason": reason},
+            cause=exc,
+        ) from exc
+
 
 OPS: tuple[str, ...] = ("call", "cast", "casts", "state", "start", "stop", "ping", "stats")
 """Operations served on a node's private subject."""
@@ -113,11 +137,7 @@ class Request:
 
 def decode_request(data: bytes) -> Request:
     """Decode :func:`encode_request` output; raises :class:`jido.SignalError` on bad input."""
-    try:
-        body = _loads(data)
-    except msgspec.DecodeError as exc:
-        raise SignalError("request body is not JSON", cause=exc) from exc
-    return _request_of(body)
+    return _request_of(_load_json(data, "request body"))
 
 
 CAST_BATCH_BYTES = 64 * 1024
@@ -143,10 +163,7 @@ def decode_cast_batch(data: bytes) -> list[Request | SignalError]:
     A malformed item becomes a :class:`jido.SignalError` in its place (the others are kept);
     a body that is not a JSON array raises ``SignalError``.
     """
-    try:
-        body = _loads(data)
-    except msgspec.DecodeError as exc:
-        raise SignalError("casts body is not JSON", cause=exc) from exc
+    body = _load_json(data, "casts body")
     if not isinstance(body, list):
         raise SignalError("casts body is not a JSON array of cast requests")
     out: list[Request | SignalError] = []
@@ -159,19 +176,122 @@ def decode_cast_batch(data: bytes) -> list[Request | SignalError]:
 
 
 def _request_of(body: Any) -> Request:
-    if not isinstance(body, dict) or not isinstance(body.get("a"), str):
-        raise SignalError("request lacks the agent id field 'a'", details={"attribute": "a"})
+    """Validate one decoded request; every defect is a typed error naming the field."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError(
+            "a request is one JSON object {'a': agent_id, 's': signal, ...}",
+            details={"field": "", "got": type(body).__name__},
+        )
+    agent_id = body.pop("a", None)
+    if not isinstance(agent_id, str):
+        raise InvalidRequestError(
+            "request lacks the agent id field 'a' (a string)", details={"field": "a"}
+        )
+    check_agent_id(agent_id)
     raw = body.pop("s", None)
-    signal = Signal.from_dict(raw) if raw is not None else None
-    timeout = body.pop("t", None)
-    meta = body.pop("m", None)
-    agent_id = body.pop("a")
+    signal: Signal | None = None
+    if raw is not None:
+        if not isinstance(raw, dict):
+            raise InvalidRequestError(
+                "field 's' must be a CloudEvent object", details={"field": "s"}
+            )
+        try:
+            signal = Signal.from_dict(raw)
+        except JidoError:
+            raise
+        except (Exception, RecursionError) as exc:
+            raise SignalError(
+                f"field 's' is not a valid CloudEvent: {type(exc).__name__}",
+                details={"field": "s"},
+                cause=exc,
+            ) from exc
     return Request(
         agent_id=agent_id,
         signal=signal,
-        timeout=float(timeout) if timeout is not None else None,
-        meta=meta if isinstance(meta, dict) else None,
+        timeout=check_timeout(body.pop("t", None), "t"),
+        meta=check_meta(body.pop("m", None), "m"),
         extra=body,
+    )
+
+
+def check_timeout(value: Any, field: str) -> float | None:
+    """A timeout from another process: ``None`` or a number of seconds in (0, 3600]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequestError(
+            f"field {field!r} must be a number of seconds", details={"field": field}
+        )
+    seconds = float(value)
+    if not 0 < seconds <= MAX_REQUEST_TIMEOUT:  # also refuses NaN
+        raise InvalidRequestError(
+            f"field {field!r} must be between 0 and {MAX_REQUEST_TIMEOUT:g} seconds",
+            details={"field": field, "value": repr(value)},
+        )
+    return seconds
+
+
+def check_meta(value: Any, field: str = "meta") -> dict[str, Any] | None:
+    """Command meta from a caller: a JSON object without node-only keys.
+
+    ``stream_seq`` (an inbox agent's committed position) and ``fdn.*`` keys are written by
+    nodes only; a request setting one is refused with :class:`InvalidRequestError` rather
+    than allowed to move what the node believes.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(
+            f"field {field!r} must be a JSON object", details={"field": field}
+        )
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidRequestError(
+                f"field {field!r} has a non-string key", details={"field": field}
+            )
+        if key in RESERVED_META_KEYS or key.startswith(RESERVED_META_PREFIX):
+            raise InvalidRequestError(
+                f"meta key {key!r} is reserved for the cluster's nodes; use another key",
+                details={"field": field, "key": key},
+            )
+    return dict(value)
+
+
+def payload_too_large(size: int, limit: int, what: str) -> PayloadTooLargeError:
+    """The typed error for ``what`` of ``size`` bytes over the server's ``limit``."""
+    return PayloadTooLargeError(
+        f"{what} is {size} bytes, over the NATS server's max_payload of {limit} bytes; send "
+        "a reference instead (e.g. store the data in a JetStream object store and put its "
+        "name in the signal) or raise max_payload on the server",
+        details={"size": size, "limit": limit, "what": what},
+    )
+
+
+def check_size(payload: bytes, limit: int, what: str) -> bytes:
+    """Return ``payload`` if the server accepts it (``limit``: its ``max_payload``), else raise.
+
+    Raises :class:`PayloadTooLargeError` naming the size and the limit, before anything is
+    sent (NATS would otherwise refuse it with an untyped error, or drop a reply unseen).
+    """
+    if limit > 0 and len(payload) > limit:
+        raise payload_too_large(len(payload), limit, what)
+    return payload
+
+
+def encode_reply_within(data: bytes, limit: int, what: str) -> bytes:
+    """``data`` (an encoded reply) if it fits ``limit``, else an encoded typed error reply.
+
+    The command already ran: the error says so, so the caller does not retry blindly.
+    """
+    if limit <= 0 or len(data) <= limit:
+        return data
+    return encode_error(
+        PayloadTooLargeError(
+            f"the reply to {what} is {len(data)} bytes, over the NATS server's max_payload of "
+            f"{limit} bytes; the command was applied, but its result cannot be sent: return "
+            "less (e.g. a reference to data kept in a JetStream object store)",
+            details={"size": len(data), "limit": limit, "what": what, "applied": True},
+        )
     )
 
 
@@ -224,23 +344,21 @@ def public_timeout(headers: Mapping[str, str] | None, default: float) -> float:
                 value = float(raw)
             except ValueError as exc:
                 raise ValidationError(
-                    f"header {TIMEOUT_HEADER}={raw!r} is not a number of seconds", cause=exc
+                    f"header {TIMEOUT_HEADER}={raw[:40]!r} is not a number of seconds",
+                    cause=exc,
                 ) from exc
-            if value > 0:
-                return value
+            if not value <= 0:  # positive, or NaN (which the check refuses)
+                checked = check_timeout(value, TIMEOUT_HEADER)
+                if checked is not None:
+                    return checked
     return default
 
 
 def public_meta(headers: Mapping[str, str] | None) -> dict[str, Any] | None:
     """The optional ``fdn-meta`` header as a dict."""
     if headers and META_HEADER in headers:
-        try:
-            meta = _loads(headers[META_HEADER])
-        except msgspec.DecodeError as exc:
-            raise ValidationError(f"header {META_HEADER} is not a JSON object", cause=exc) from exc
-        if isinstance(meta, dict):
-            return meta
-        raise ValidationError(f"header {META_HEADER} is not a JSON object")
+        meta = _load_json(headers[META_HEADER].encode(), f"header {META_HEADER}")
+        return check_meta(meta, META_HEADER)
     return None
 
 
@@ -254,6 +372,9 @@ __all__ = [
     "Request",
     "Subjects",
     "check_agent_id",
+    "check_meta",
+    "check_size",
+    "check_timeout",
     "check_token",
     "decode_cast_batch",
     "decode_public_signal",
@@ -264,7 +385,9 @@ __all__ = [
     "encode_cast_batch",
     "encode_error",
     "encode_ok",
+    "encode_reply_within",
     "encode_request",
+    "payload_too_large",
     "public_meta",
     "public_timeout",
 ]

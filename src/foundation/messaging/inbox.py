@@ -63,6 +63,7 @@ from foundation._wire import (
 )
 from foundation.messaging.codec import WireMode, decode_signal, encode_signal
 from foundation.messaging.dead_letters import DeadLetter, dead_letter, list_dead_letters
+from foundation.messaging.envelope import payload_too_large
 from foundation.nats.streams import (
     ensure_dead_letter_stream,
     ensure_stream,
@@ -189,18 +190,25 @@ async def send_to_inbox(
     tenant: str = DEFAULT_TENANT,
     wire: WireMode = "structured",
     ack_timeout: float = 5.0,
+    max_payload: int = 0,
 ) -> list[int]:
     """Publish ``signals`` to an agent's inbox; returns their stream sequences once stored.
 
     ``Nats-Msg-Id`` is the signal id, so sending the same signal again (e.g. after a timeout)
     within the duplicate window stores it once and returns the first sequence. Raises
-    :class:`ClusterBusError` (retryable) when JetStream did not acknowledge.
+    :class:`ClusterBusError` (retryable) when JetStream did not acknowledge, and
+    :class:`jido.PayloadTooLargeError` (nothing sent) for a signal over ``max_payload``
+    bytes (the server's limit; ``0``: not checked).
     """
     subject = inbox_subject(agent_id, tenant)
     items = []
     for sig in signals:
         headers, body = encode_signal(sig, wire)
         headers[HDR_MSG_ID] = sig.id
+        if max_payload:
+            size = len(body) + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 12
+            if size > max_payload:
+                raise payload_too_large(size, max_payload, f"signal to agent {agent_id!r}")
         items.append((subject, headers, body))
     return await js_publish_many(js, items, ack_timeout)
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from foundation._errors import NodeUnavailableError, NotOwnerError
 from foundation.hosting.host import released
-from foundation.messaging.envelope import encode_request
+from foundation.messaging.envelope import check_meta, encode_request
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
 from jido import AgentNotFoundError, AgentStoppedError, JidoError, Signal, TimeoutError
 
@@ -180,11 +180,16 @@ class ClusterRef:
     ) -> dict[str, Any]:
         """Send ``signal`` and wait for the result of the command it triggers.
 
+        ``meta`` keys ``stream_seq`` and ``fdn.*`` are reserved for the cluster's nodes
+        (``InvalidRequestError``); a request larger than the server's ``max_payload`` raises
+        ``PayloadTooLargeError`` before anything is sent.
+
         Raises the typed ``JidoError`` the agent (or the cluster) produced: ``TimeoutError``
         after ``timeout`` seconds (default: the node's ``call_timeout``), ``NotOwnerError`` if the
         agent moved twice during the call, ``NodeUnavailableError`` if its node is gone, and
         ``AgentNotFoundError`` if no agent has this id.
         """
+        meta = check_meta(meta)
         loc = self._locator
         local = loc.local(self.id)
         budget = loc.call_timeout if timeout is None else timeout
@@ -202,11 +207,16 @@ class ClusterRef:
         return reply if isinstance(reply, dict) else {"result": reply}
 
     async def cast(self, signal: Signal, *, meta: Mapping[str, Any] | None = None) -> None:
-        """Send ``signal`` without waiting for its outcome (at-most-once unless configured).
+        """Send ``signal`` without waiting for its outcome.
+
+        The agent's registry record decides the delivery mode, whichever node sends: to an
+        ``at_least_once`` agent the cast returns only once JetStream stored it in the agent's
+        inbox; otherwise it is at-most-once.
 
         Raises ``AgentNotFoundError`` when the id is not registered and
         ``NodeUnavailableError`` when its owner is not a live member.
         """
+        meta = check_meta(meta)
         loc = self._locator
         local = loc.local(self.id)
         if local is not None and not loc.durable(self.id):

@@ -42,8 +42,13 @@ import msgspec
 from nats.aio.client import Client as NatsClient
 
 from foundation import _wire as wire
-from foundation._errors import AlreadyRegisteredError, ClusterError, KeyExistsError
-from foundation._ids import check_token
+from foundation._errors import (
+    AlreadyRegisteredError,
+    ClusterError,
+    CorruptRecordError,
+    KeyExistsError,
+)
+from foundation._ids import KEY_TOKEN_RE, check_token
 from foundation.nats.kv import KV, BucketSpec, KVEntry, Watch
 
 log = logging.getLogger("foundation.registry")
@@ -72,6 +77,9 @@ class RegistryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     """``active``, ``moving``, ``stopping``... (free-form, set by the cluster core)."""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     """User metadata (JSON-safe)."""
+    delivery: Literal["", "at_most_once", "at_least_once"] = ""
+    """Delivery mode of the agent's signals, fixed when it was claimed (``""``: written by a
+    node that predates the field; senders then fall back to the class, if they know it)."""
     updated_at: float = 0.0
     """Unix time of the write."""
     revision: int = 0
@@ -87,10 +95,28 @@ class RegistryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
         return _ENCODER.encode(msgspec.structs.replace(self, revision=0))
 
     @classmethod
-    def decode(cls, data: bytes, revision: int) -> RegistryRecord:
-        """Parse stored JSON read at ``revision`` (a stored epoch of 0 means "this revision")."""
-        rec = _DECODER.decode(data)
+    def decode(cls, data: bytes, revision: int, key: str | None = None) -> RegistryRecord:
+        """Parse stored JSON read at ``revision`` (a stored epoch of 0 means "this revision").
+
+        Raises :class:`CorruptRecordError` when the value is not a record a node wrote (bad
+        JSON, wrong shape, an invalid node id, or a record filed under another key).
+        """
+        try:
+            rec = _DECODER.decode(data)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise _corrupt(key, f"not a registry record ({exc})") from exc
+        if not KEY_TOKEN_RE.match(rec.node) or rec.epoch < 0:
+            raise _corrupt(key, f"invalid owner {rec.node[:40]!r} or epoch {rec.epoch}")
+        if key is not None and rec.key != key:
+            raise _corrupt(key, f"it describes {rec.key[:80]!r}")
         return msgspec.structs.replace(rec, revision=revision, epoch=rec.epoch or revision)
+
+
+def _corrupt(key: str | None, reason: str) -> CorruptRecordError:
+    return CorruptRecordError(
+        f"registry record {key!r} is corrupt: {reason}; remove the key or spawn the agent again",
+        details={"bucket": wire.REGISTRY_BUCKET, "key": key, "reason": reason[:200]},
+    )
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -243,9 +269,11 @@ class ClusterRegistry:
             await self._apply(entry.key, None, entry.revision)
             return
         try:
-            record = RegistryRecord.decode(entry.value, entry.revision)
-        except msgspec.DecodeError:
-            log.warning("ignoring undecodable registry record %r", entry.key)
+            record = RegistryRecord.decode(entry.value, entry.revision, entry.key)
+        except CorruptRecordError as exc:
+            # The last valid record (if any) stays in the cache: garbage written over a key
+            # must not stop or move the agent it names.
+            log.warning("ignoring a registry write: %s", exc)
             return
         await self._apply(entry.key, record, entry.revision)
 
@@ -295,6 +323,7 @@ class ClusterRegistry:
         metadata: Mapping[str, Any] | None = None,
         status: str = "active",
         tenant: str | None = None,
+        delivery: Literal["", "at_most_once", "at_least_once"] = "",
     ) -> RegistryRecord:
         """Register ``agent_id`` on ``node`` if no one holds it (create-if-absent).
 
@@ -313,6 +342,7 @@ class ClusterRegistry:
             placement=placement,
             status=status,
             metadata=dict(metadata or {}),
+            delivery=delivery,
             updated_at=time.time(),
         )
         kv = self._kv()
@@ -414,7 +444,7 @@ class ClusterRegistry:
         entry = await self._kv().get(key)
         if entry is None:
             return None
-        record = RegistryRecord.decode(entry.value, entry.revision)
+        record = RegistryRecord.decode(entry.value, entry.revision, key)
         await self._apply(key, record, entry.revision)
         return record
 
@@ -461,7 +491,13 @@ class ClusterRegistry:
         """Every record read from the server now (consistent, slower than :meth:`records`)."""
         pattern = f"{check_token('tenant', tenant, key=True)}.>" if tenant else ">"
         items = await self._kv().items(pattern)
-        return [RegistryRecord.decode(e.value, e.revision) for _, e in sorted(items.items())]
+        out: list[RegistryRecord] = []
+        for key, entry in sorted(items.items()):
+            try:
+                out.append(RegistryRecord.decode(entry.value, entry.revision, key))
+            except CorruptRecordError as exc:
+                log.warning("scan skips a record: %s", exc)
+        return out
 
 
 __all__ = ["ClusterRegistry", "RegistryChange", "RegistryRecord"]

@@ -14,9 +14,23 @@ from pydantic import BaseModel, Field
 from jido._action import Action, ActionContext
 from jido._errors import ExecutionError, TimeoutError, ValidationError
 
-__all__ = ["HttpHeader", "HttpRequest"]
+__all__ = ["HostNotAllowedError", "HttpHeader", "HttpRequest"]
 
 _H = TypeVar("_H", bound="HttpRequest")
+
+
+#: In ``allowed_hosts``, lets the action call any host (an explicit opt-in).
+ANY_HOST = "*"
+
+
+class HostNotAllowedError(ValidationError):
+    """The URL's host is not on the action's allow-list (empty unless given).
+
+    Bind the hosts it may call: ``HttpRequest.for_hosts("api.example.com")`` (or
+    ``for_hosts("*")`` to allow any host, knowingly).
+    """
+
+    type = "host_not_allowed"
 
 
 class HttpHeader(BaseModel):
@@ -30,14 +44,17 @@ class HttpRequest(Action):
     """Make an HTTP request and return status, headers and (bounded) body text.
 
     Transport errors and timeouts are retryable; any HTTP status is a result, not an error.
-    ``allowed_hosts`` (set with ``for_hosts(...)``) restricts which hosts may be called.
+    It calls only the hosts on its allow-list, which is empty: bind them with
+    ``HttpRequest.for_hosts("api.example.com", ...)`` (``"*"`` allows any host). An agent
+    that lets a model choose URLs would otherwise reach anything its machine can, internal
+    services included. Redirects are not followed.
     """
 
     name = "http_request"
     category = "network"
     tags = ("network", "http")
     timeout = 330.0
-    allowed_hosts: ClassVar[tuple[str, ...] | None] = None
+    allowed_hosts: ClassVar[tuple[str, ...]] = ()
     max_response_bytes: ClassVar[int] = 1_048_576
 
     class Params(BaseModel):
@@ -54,7 +71,7 @@ class HttpRequest(Action):
 
     @classmethod
     def for_hosts(cls: type[_H], *hosts: str) -> type[_H]:
-        """A subclass (same tool name) that may only call the given host names."""
+        """A subclass (same tool name) that may only call the given host names (``"*"``: any)."""
         namespace: dict[str, Any] = {
             "name": cls.name,
             "__doc__": cls.__doc__,
@@ -67,11 +84,15 @@ class HttpRequest(Action):
     async def run(self, params: Params, ctx: ActionContext) -> dict[str, Any]:
         """Send the request (allowed hosts only) and return status, headers and body."""
         host = (urlsplit(params.url).hostname or "").lower()
-        if self.allowed_hosts is not None and host not in self.allowed_hosts:
-            raise ValidationError(
-                f"host {host!r} is not allowed; allowed hosts: {', '.join(self.allowed_hosts)}",
+        if ANY_HOST not in self.allowed_hosts and host not in self.allowed_hosts:
+            allowed = ", ".join(self.allowed_hosts) or "none"
+            raise HostNotAllowedError(
+                f"host {host!r} is not allowed (allowed hosts: {allowed}); bind the hosts this "
+                f"action may call with {type(self).__name__}.for_hosts(...)",
                 details={
                     "action": self.name,
+                    "host": host,
+                    "allowed_hosts": list(self.allowed_hosts),
                     "errors": [{"loc": ["url"], "msg": "host not allowed", "type": "host"}],
                 },
             )

@@ -33,11 +33,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import msgspec
 import nats.js.errors
 import orjson
 
 from foundation import _wire as wire
+from foundation._errors import CorruptRecordError
 from foundation._node import Node
 from foundation.coordination.coordination import COORD_MARKER_TTL
 from foundation.failover.failover import LEADER_KEY, TERM_KEY
@@ -45,8 +45,8 @@ from foundation.hosting.state import ACTIVATION_MARK
 from foundation.messaging.inbox import send_to_inbox
 from foundation.messaging.policies import AwaitFailover
 from foundation.nats.kv import KV, BucketSpec, connect
-from foundation.nats.server import NatsCluster, NatsServer
 from foundation.registry.registry import RegistryRecord
+from foundation.testing import LocalCluster, NatsCluster, NatsProxy, NatsServer
 from jido import JidoError, Signal
 from jido._store import Checkpoint
 from tests.foundation.chaos.history import (
@@ -59,7 +59,7 @@ from tests.foundation.chaos.history import (
     Term,
     applied_ids,
 )
-from tests.foundation.procs import NodeProcesses
+from tests.foundation.conftest import node_cluster
 
 APP = "tests.foundation.chaos.app:AGENTS"
 
@@ -82,6 +82,7 @@ class ChaosCluster:
         app: str = APP,
         budget: float = DEFAULT_BUDGET,
         call_timeout: float = 8.0,
+        proxy: bool = False,
     ) -> None:
         self.tmp_path = tmp_path
         self.node_names = [f"n{i + 1}" for i in range(nodes)]
@@ -91,13 +92,15 @@ class ChaosCluster:
         self.call_timeout = call_timeout
         self.history = History()
         self.nats: NatsServer | NatsCluster | None = None
-        self.procs: NodeProcesses | None = None
+        self.procs: LocalCluster | None = None
         self.driver: Node | None = None
         self.pids: dict[int, str] = {}
         self._counter = itertools.count()
         self.killed: set[str] = set()
         self._terms_watch: Any = None
         self._terms_task: asyncio.Task[None] | None = None
+        self._want_proxy = proxy
+        self.proxy: NatsProxy | None = None  # node processes connect through it when set
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -146,9 +149,13 @@ class ChaosCluster:
         self._terms_watch = coord.watch("lease.>")
         await self._terms_watch.start()
         self._terms_task = asyncio.create_task(self._record_terms(self._terms_watch))
-        self.procs = NodeProcesses(self.url, app=self.app, log_dir=self.tmp_path / "logs")
-        (self.tmp_path / "logs").mkdir(exist_ok=True)
-        await self.procs.start(*self.node_names)
+        nodes_url = self.url
+        if self._want_proxy:
+            assert isinstance(self.nats, NatsServer), "the proxy fronts a single server"
+            self.proxy = await NatsProxy(self.nats.port).start()
+            nodes_url = self.proxy.url
+        self.procs = node_cluster(nodes_url, app=self.app, log_dir=self.tmp_path / "logs")
+        await self.procs.start_nodes(*self.node_names)
         await self.wait_ready(*self.node_names)
         self._note_pids()
         return self
@@ -171,7 +178,7 @@ class ChaosCluster:
 
     def _note_pids(self) -> None:
         assert self.procs is not None
-        for name, proc in self.procs.procs.items():
+        for name, proc in self.procs.nodes.items():
             self.pids[proc.pid] = name
 
     async def _record_terms(self, watch: Any) -> None:
@@ -197,7 +204,9 @@ class ChaosCluster:
             with contextlib.suppress(BaseException):
                 await self._terms_task
         if self.procs is not None:
-            await self.procs.aclose()
+            await self.procs.stop()
+        if self.proxy is not None:
+            await self.proxy.stop()
         if self.driver is not None:
             with contextlib.suppress(Exception):
                 await self.driver.stop()
@@ -311,16 +320,63 @@ class ChaosCluster:
         self.history.kills.append(kill)
         return kill
 
+    def cut_data_link(self, name: str) -> Kill:
+        """Cut only node ``name``'s data connection (its lease and control links keep working);
+        recorded like a kill (its agents must come back elsewhere)."""
+        assert self.proxy is not None, "start the cluster with proxy=True"
+        kill = Kill(name, time.monotonic(), self.owned_by(name))
+        self.proxy.cut(f"foundation-node-{name}")
+        self.history.kills.append(kill)
+        return kill
+
+    def heal_data_link(self, name: str) -> None:
+        """Let node ``name``'s data connection flow again."""
+        assert self.proxy is not None
+        self.proxy.heal(f"foundation-node-{name}")
+
     def resume_node(self, name: str) -> None:
         """SIGCONT node ``name``."""
         assert self.procs is not None
         self.procs.resume(name)
 
+    async def drain_node(self, name: str, *, within: float = 60.0) -> None:
+        """SIGTERM node ``name`` — it drains: hands every agent over with its state, leaves the
+        membership and exits — and wait until it has exited and left."""
+        assert self.procs is not None
+        await self.procs.stop_node(name, within=within)
+        await self.procs.wait_left(name)
+
+    def leader(self) -> str | None:
+        """Holder of the highest leadership term seen so far (the leader as last observed)."""
+        terms = self.history.terms
+        return max(terms, key=lambda t: t.term).holder if terms else None
+
+    async def wait_owning(self, name: str, at_least: int, *, within: float) -> float:
+        """Wait until the registry assigns at least ``at_least`` agents to node ``name``;
+        returns the seconds it took. Raises ``AssertionError`` (with the assignment of every
+        node) when it has not happened within ``within`` seconds."""
+        node = self._node()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        registry = node.registry
+        while len(registry.assigned_to(name)) < at_least:
+            seen = registry.version
+            remaining = started + within - loop.time()
+            if remaining <= 0:
+                counts = registry.counts_by_node()
+                raise AssertionError(
+                    f"node {name} still holds {counts.get(name, 0)} agents after {within:.0f} s, "
+                    f"expected at least {at_least} (by node: {counts})"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(registry.wait_change(after=seen), remaining)
+        return loop.time() - started
+
     async def restart_node(self, name: str) -> None:
         """Start node ``name`` again (after a kill) and wait until it has joined."""
         assert self.procs is not None
         await self.procs.wait_left(name)
-        await self.procs.start(name)
+        await self.procs.start_nodes(name)
         await self.wait_ready(name)
         self.killed.discard(name)
         self._note_pids()
@@ -495,8 +551,8 @@ class ChaosCluster:
                 continue
             try:
                 rec = RegistryRecord.decode(data, seq)
-            except msgspec.DecodeError:
-                continue
+            except CorruptRecordError:
+                continue  # a value no node wrote (the chaos tests may forge some)
             term = rec.metadata.get(TERM_KEY)
             leader = rec.metadata.get(LEADER_KEY)
             stamped = isinstance(term, int) and seq == rec.epoch

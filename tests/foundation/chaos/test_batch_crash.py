@@ -10,6 +10,7 @@ dead owner never committed anything of the batch it died in.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ async def test_process_killed_mid_batch_reapplies_it_exactly_once(tmp_path: Path
         agent = "batchy"
         assert cc.procs is not None and cc.driver is not None
         victim = "n1"
-        victim_pid = cc.procs.procs[victim].pid
+        victim_pid = cc.procs.node(victim).pid
         await ensure_inbox_stream(cc.driver.nc.jetstream())
         for i in range(SIGNALS):
             data = {"die_pid": victim_pid} if i == DIE_AT else {}
@@ -44,7 +45,7 @@ async def test_process_killed_mid_batch_reapplies_it_exactly_once(tmp_path: Path
         cc.killed.add(victim)
         await cc.driver.spawn(DurableCounter, id=agent, node=victim)
         await cc.wait_recovered(kill)  # the victim died mid-batch; another node serves it
-        assert cc.procs.procs[victim].popen.poll() is not None
+        await asyncio.wait_for(cc.procs.wait_exit(victim), 10)  # it is dead, not hung
         await cc.wait_applied([agent])
 
         history = await cc.collect([agent])

@@ -1,0 +1,188 @@
+"""Security: what TLS + authentication, the audit trail and its verification cost.
+
+- a cross-node-style request (a responder on one connection, the caller on another) over
+  TLS with operator/JWT authentication and server-enforced permissions, the caller using
+  its attested subject, p50 vs the same request on a plain server in the same run;
+- an audit append (hash chain, compare-and-set on the last sequence) p50 vs a raw
+  JetStream publish to a plain stream on the same secure server;
+- ``verify`` of a chain held in memory, records/s, vs hashing the same bytes alone.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js.api import StreamConfig
+
+from bench._harness import Row, Stats, sample_async_latency
+from foundation.security import (
+    AuditLog,
+    NatsAuth,
+    Principal,
+    SecureNatsServer,
+    principal_subject,
+    secure_connect,
+    verify_records,
+    write_secure_setup,
+)
+from foundation.security._audit import GENESIS, canonical, record_hash
+from foundation.testing import NatsServer
+
+
+async def _echo_rounds(
+    responder_url: str, caller_url: str, subject: str, sub_subject: str, n: int, **auth: Any
+) -> list[float]:
+    node = await secure_connect(responder_url, auth.get("node"))
+    caller = await secure_connect(caller_url, auth.get("client"))
+    try:
+
+        async def echo(msg: Msg) -> None:
+            await msg.respond(msg.data)
+
+        await node.subscribe(sub_subject, cb=echo)
+        await node.flush()
+        payload = b"x" * 256
+
+        async def call() -> Any:
+            return await caller.request(subject, payload, timeout=5)
+
+        return await sample_async_latency(call, n=n, warmup=200)
+    finally:
+        await caller.close()
+        await node.close()
+
+
+def _chain(n: int) -> list[bytes]:
+    out: list[bytes] = []
+    prev = GENESIS
+    for i in range(1, n + 1):
+        data = canonical(
+            {
+                "v": 1,
+                "seq": i,
+                "prev": prev,
+                "event": "agent.call",
+                "tenant": "default",
+                "principal": "client/alice",
+                "subject": f"acc-{i % 1000}",
+                "details": {"digest": "0" * 16},
+                "node": "n1",
+                "time": "2026-01-01T00:00:00.000000+00:00",
+            }
+        )
+        out.append(data)
+        prev = record_hash(data)
+    return out
+
+
+async def run(quick: bool) -> list[Row]:
+    """Measure the security figures (``quick``: a few seconds)."""
+    n = 500 if quick else 5000
+    n_audit = 200 if quick else 2000
+    n_verify = 20_000 if quick else 1_000_000
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-security-") as tmp:
+        setup = write_secure_setup(tmp)
+        plain = NatsServer()
+        secure = SecureNatsServer(setup)
+        await plain.astart()
+        await secure.astart()
+        try:
+            node_auth = NatsAuth.of(creds=setup.creds_for("node"), tls_ca=setup.ca)
+            client_auth = NatsAuth.of(creds=setup.creds_for("client"), tls_ca=setup.ca)
+            me = Principal("client", "client")
+            ours: list[float] = []
+            base: list[float] = []
+            # interleaved rounds so drift on a noisy machine hits both alike
+            for _ in range(4):
+                ours += await _echo_rounds(
+                    secure.url,
+                    secure.url,
+                    principal_subject(me, "agent.default.acc-1"),
+                    "foundation.from.*.*.agent.>",
+                    n // 4,
+                    node=node_auth,
+                    client=client_auth,
+                )
+                base += await _echo_rounds(
+                    plain.url,
+                    plain.url,
+                    "foundation.agent.default.acc-1",
+                    "foundation.agent.>",
+                    n // 4,
+                )
+            rows.append(
+                Row.from_stats(
+                    "security",
+                    "request over TLS + JWT auth + permissions p50",
+                    "s",
+                    Stats.of(ours),
+                    "same request, plain server",
+                    Stats.of(base),
+                    target="≤ 1.15× plain (a whole call: see docs/security.md)",
+                    note="transport only; action authorization adds a dict lookup",
+                )
+            )
+
+            nc = await secure_connect(secure.url, node_auth)
+            try:
+                js = nc.jetstream()
+                log = AuditLog(js, node="n1", checkpoint_every=0)
+                await log.ensure()
+                await js.add_stream(
+                    StreamConfig(name="FOUNDATION_SIGNALS", subjects=["foundation.durable.>"])
+                )
+
+                async def append() -> Any:
+                    return await log.append("agent.call", subject="acc-1")
+
+                async def raw() -> Any:
+                    return await js.publish("foundation.durable.x", b"x" * 200)
+
+                a: list[float] = []
+                b: list[float] = []
+                for _ in range(4):
+                    a += await sample_async_latency(append, n=n_audit // 4, warmup=20)
+                    b += await sample_async_latency(raw, n=n_audit // 4, warmup=20)
+                rows.append(
+                    Row.from_stats(
+                        "security",
+                        "audit append p50",
+                        "s",
+                        Stats.of(a),
+                        "raw JetStream publish",
+                        Stats.of(b),
+                        note="one writer; several writers retry on a lost compare-and-set",
+                    )
+                )
+            finally:
+                await nc.close()
+        finally:
+            await secure.astop()
+            await plain.astop()
+
+    chain = _chain(n_verify)
+    t0 = time.perf_counter()
+    result = verify_records(chain)
+    verify_s = time.perf_counter() - t0
+    assert result.ok, result.problems
+    t0 = time.perf_counter()
+    for data in chain:
+        record_hash(data)
+    hash_s = time.perf_counter() - t0
+    rows.append(
+        Row.from_stats(
+            "security",
+            f"audit verify ({n_verify:,} records)",
+            "records/s",
+            Stats.of([n_verify / verify_s]),
+            "SHA-256 of the same bytes alone",
+            Stats.of([n_verify / hash_s]),
+            better="higher",
+            note="parse + canonical re-encode + hash + chain checks, one core",
+        )
+    )
+    return rows

@@ -1,0 +1,69 @@
+"""The node-level ops of a node's endpoint: ``handoff``, ``drain`` and ``stats``.
+
+The agent ops (``call``, ``cast``, ...) are :class:`~foundation.messaging.agent_ops.AgentOps`;
+these three need the node itself: a hand-over is taken only from the cluster leader (its stamp
+checked against the leader lease, see :func:`~foundation.failover.rebalance.checked_handoff`),
+a drain runs the node's own drain, and ``stats`` is its statistics snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from nats.aio.msg import Msg
+
+from foundation.failover.rebalance import ClusterNode, checked_handoff
+from foundation.messaging.endpoint import Endpoint, with_request
+from foundation.messaging.envelope import Request
+
+__all__ = ["ControlOps", "ControlledNode"]
+
+
+class ControlledNode(ClusterNode, Protocol):
+    """What the node-level ops need from the node (a ``Node`` is one)."""
+
+    def statistics(self) -> Any:
+        """The node's statistics snapshot (with ``to_dict()``)."""
+        ...
+
+    def local_agents(self) -> list[str]:
+        """Ids of the agents running on the node now."""
+        ...
+
+    async def drain(self) -> None:
+        """Hand every agent over, leave the membership and stop."""
+        ...
+
+
+class ControlOps:
+    """Serves ``handoff``, ``drain`` and ``stats`` for one node."""
+
+    def __init__(self, node: ControlledNode) -> None:
+        self.node = node
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def install(self, endpoint: Endpoint) -> None:
+        """Enter the ops in ``endpoint``'s table."""
+        endpoint.add("handoff", with_request(self.handoff))
+        endpoint.add("drain", self.drain)
+        endpoint.add("stats", self.stats)
+
+    async def handoff(self, req: Request) -> Any:
+        """Hand the agent over to ``to``: only for the leader, its stamp checked on the lease."""
+        to, stamp = await checked_handoff(self.node, req.extra)
+        return await self.node.host.hand_over(req.agent_id, to=to, metadata=stamp)
+
+    async def drain(self, msg: Msg) -> Any:
+        """Begin draining in the background; answers at once with what will be moved."""
+        node = self.node
+        agents = len(node.local_agents())
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(
+                node.drain(), name=f"drain-{node.id}"
+            )
+        return {"node": node.id, "draining": True, "agents": agents}
+
+    async def stats(self, msg: Msg) -> Any:
+        """The node's statistics snapshot."""
+        return self.node.statistics().to_dict()

@@ -1,0 +1,233 @@
+"""One directory with everything a secure cluster needs: PKI, operator, accounts, creds.
+
+:func:`write_secure_setup` writes
+
+- ``ca.pem``, ``server-cert.pem``, ``server-key.pem`` (TLS for loopback; see :mod:`._pki`),
+- ``server.conf``: the include for ``nats-server`` (operator JWT, system account, the
+  ``MEMORY`` resolver with every account JWT preloaded, TLS),
+- ``{admin,node,client,observer}.creds``: one user per role in the ``APP`` account,
+- ``<tenant>/{node,client,admin}.creds`` for each tenant, one NATS account per tenant,
+- ``keys/``: the operator's and accounts' seeds (``0600``), so more users can be issued with
+  :meth:`SecureSetup.issue_user` (keep this folder off the nodes).
+
+:meth:`SecureSetup.load` reads such a directory back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from foundation.security._jwt import account_jwt, creds_text, operator_jwt, user_jwt
+from foundation.security._keys import KeyPair
+from foundation.security._pki import LOOPBACK_NAMES, write_pki, write_secret
+from foundation.security._roles import (
+    ROLES,
+    TENANT_ROLES,
+    Principal,
+    Role,
+    check_token,
+    role_permissions,
+)
+
+#: Name of the account that holds the main (non-tenant) cluster.
+APP_ACCOUNT = "APP"
+#: Name of the NATS system account.
+SYS_ACCOUNT = "SYS"
+_MANIFEST = "setup.json"
+
+
+@dataclass(frozen=True)
+class SecureSetup:
+    """The files of a secure setup directory (see :func:`write_secure_setup`)."""
+
+    dir: Path
+    """The directory everything was written to."""
+    ca: Path
+    """CA certificate clients trust (``tls_ca``)."""
+    server_cert: Path
+    """Server TLS certificate."""
+    server_key: Path
+    """Server TLS private key."""
+    server_config: Path
+    """``nats-server`` config include: operator, resolver, TLS."""
+    operator: str
+    """The operator's public key."""
+    accounts: dict[str, str]
+    """Account name (``SYS``, ``APP``, each tenant) to public key."""
+    tenants: tuple[str, ...] = ()
+    """Tenants with an account of their own."""
+    creds: dict[str, Path] = field(default_factory=dict)
+    """``"<role>"`` or ``"<tenant>/<role>"`` to its creds file."""
+
+    def creds_for(self, role: Role, tenant: str | None = None) -> Path:
+        """The creds file of ``role`` (in ``tenant``'s account when given)."""
+        key = f"{tenant}/{role}" if tenant else role
+        try:
+            return self.creds[key]
+        except KeyError:
+            raise KeyError(
+                f"no creds for {key!r}; written: {', '.join(sorted(self.creds))}"
+            ) from None
+
+    def account_of(self, tenant: str | None) -> str:
+        """Public key of the main account (``None``) or of ``tenant``'s account."""
+        return self.accounts[tenant or APP_ACCOUNT]
+
+    def issue_user(
+        self, role: Role, name: str, *, tenant: str | None = None, path: Path | None = None
+    ) -> Path:
+        """Write creds for a new principal ``role/name`` (signed by the account's key)."""
+        account = _account_key(self.dir, tenant or APP_ACCOUNT)
+        target = path or (self.dir / (tenant or "") / f"{name}.{role}.creds")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_user(target, account, Principal(role, name, tenant))
+        return target
+
+
+def _account_key(root: Path, account: str) -> KeyPair:
+    path = root / "keys" / f"{account}.nk"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: issue users where the setup was written")
+    return KeyPair.from_seed(path.read_bytes())
+
+
+def _write_user(path: Path, account: KeyPair, principal: Principal) -> None:
+    user = KeyPair.create("user")
+    perms = role_permissions(principal)
+    token = user_jwt(
+        account,
+        user.public_key,
+        principal.name,
+        pub_allow=perms.pub_allow,
+        pub_deny=perms.pub_deny,
+        sub_allow=perms.sub_allow,
+        sub_deny=perms.sub_deny,
+        tags=[f"role:{principal.role}", f"principal:{principal.name}"]
+        + ([f"tenant:{principal.tenant}"] if principal.tenant else []),
+    )
+    write_secret(path, creds_text(token, user).encode())
+
+
+def _server_config(
+    setup_dir: Path, operator: Path, sys_account: str, preload: dict[str, str]
+) -> str:
+    entries = "\n".join(f'  {key}: "{jwt}"' for key, jwt in preload.items())
+    return (
+        f'operator: "{operator}"\n'
+        f'system_account: "{sys_account}"\n'
+        "resolver: MEMORY\n"
+        # a node's user JWT lists its JetStream permissions per stream: longer than the
+        # default 4 KiB CONNECT line
+        "max_control_line: 32KB\n"
+        f"resolver_preload: {{\n{entries}\n}}\n"
+        "tls {\n"
+        f'  cert_file: "{setup_dir / "server-cert.pem"}"\n'
+        f'  key_file: "{setup_dir / "server-key.pem"}"\n'
+        "  timeout: 5\n"
+        "}\n"
+    )
+
+
+def write_secure_setup(
+    dir: str | os.PathLike[str],
+    tenants: Iterable[str] = (),
+    *,
+    names: Sequence[str] = LOOPBACK_NAMES,
+    operator_name: str = "foundation",
+) -> SecureSetup:
+    """Write a complete secure setup to ``dir`` (created if missing) and describe it."""
+    root = Path(dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    tenant_list = tuple(check_token("tenant", t) for t in tenants)
+    if len(set(tenant_list)) != len(tenant_list):
+        raise ValueError(f"tenants must be distinct: {tenant_list}")
+    for reserved in (APP_ACCOUNT, SYS_ACCOUNT, "keys"):
+        if reserved in tenant_list:
+            raise ValueError(f"{reserved!r} is reserved and cannot name a tenant")
+    pki = write_pki(root, names=names)
+    keys_dir = root / "keys"
+    keys_dir.mkdir(mode=0o700, exist_ok=True)
+
+    op = KeyPair.create("operator")
+    write_secret(keys_dir / "operator.nk", op.seed)
+    account_keys: dict[str, KeyPair] = {}
+    for acc in (SYS_ACCOUNT, APP_ACCOUNT, *tenant_list):
+        account_keys[acc] = KeyPair.create("account")
+        write_secret(keys_dir / f"{acc}.nk", account_keys[acc].seed)
+
+    sys_pub = account_keys[SYS_ACCOUNT].public_key
+    op_path = root / "operator.jwt"
+    op_path.write_text(operator_jwt(op, operator_name, system_account=sys_pub))
+    preload = {
+        kp.public_key: account_jwt(op, kp.public_key, acc, jetstream=acc != SYS_ACCOUNT)
+        for acc, kp in account_keys.items()
+    }
+    conf = root / "server.conf"
+    conf.write_text(_server_config(root, op_path, sys_pub, preload))
+
+    creds: dict[str, Path] = {}
+    for role in ROLES:
+        creds[role] = root / f"{role}.creds"
+        _write_user(creds[role], account_keys[APP_ACCOUNT], Principal(role, role))
+    for tenant in tenant_list:
+        (root / tenant).mkdir(exist_ok=True)
+        for role in TENANT_ROLES:
+            key = f"{tenant}/{role}"
+            creds[key] = root / tenant / f"{role}.creds"
+            _write_user(creds[key], account_keys[tenant], Principal(role, role, tenant))
+
+    setup = SecureSetup(
+        dir=root,
+        ca=pki.ca,
+        server_cert=pki.server_cert,
+        server_key=pki.server_key,
+        server_config=conf,
+        operator=op.public_key,
+        accounts={acc: kp.public_key for acc, kp in account_keys.items()},
+        tenants=tenant_list,
+        creds=creds,
+    )
+    manifest = {
+        "operator": setup.operator,
+        "accounts": setup.accounts,
+        "tenants": list(tenant_list),
+        "creds": {k: str(v.relative_to(root)) for k, v in creds.items()},
+    }
+    (root / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return setup
+
+
+def load_secure_setup(dir: str | os.PathLike[str]) -> SecureSetup:
+    """Read back a directory written by :func:`write_secure_setup`."""
+    root = Path(dir).resolve()
+    try:
+        manifest = json.loads((root / _MANIFEST).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{root} holds no secure setup ({_MANIFEST} missing); write one with "
+            "write_secure_setup() or `foundation up --secure --dir DIR`"
+        ) from None
+    return SecureSetup(
+        dir=root,
+        ca=root / "ca.pem",
+        server_cert=root / "server-cert.pem",
+        server_key=root / "server-key.pem",
+        server_config=root / "server.conf",
+        operator=str(manifest["operator"]),
+        accounts={str(k): str(v) for k, v in manifest["accounts"].items()},
+        tenants=tuple(manifest.get("tenants", ())),
+        creds={str(k): root / str(v) for k, v in manifest["creds"].items()},
+    )
+
+
+__all__ = [
+    "APP_ACCOUNT",
+    "SYS_ACCOUNT",
+    "SecureSetup",
+    "load_secure_setup",
+    "write_secure_setup",
+]

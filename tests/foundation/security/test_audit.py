@@ -1,0 +1,178 @@
+"""The audit trail: append-only stream, hash chain, concurrent writers, signed checkpoints,
+tamper detection on an export, and the ``foundation audit`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from foundation._errors import PermissionDeniedError
+from foundation.security import (
+    AuditLog,
+    KeyPair,
+    Principal,
+    SecureNatsServer,
+    SecureSetup,
+    checked_publish,
+    checked_request,
+    run_audit_async,
+    verify_records,
+)
+from foundation.security._audit import canonical, record_hash
+from tests.foundation.security.conftest import ConnectAs
+
+pytestmark = pytest.mark.nats
+
+
+async def _filled(connect_as: ConnectAs, key: KeyPair, n: int = 12) -> AuditLog:
+    node = await connect_as("node")
+    log = AuditLog(node.jetstream(), node="n1", key=key, checkpoint_every=5)
+    await log.ensure()
+    for i in range(n):
+        await log.append(
+            "agent.spawn",
+            tenant="default",
+            principal=Principal("client", "alice"),
+            subject=f"acc-{i}",
+            details={"type": "Account"},
+        )
+    await log.checkpoint()
+    return log
+
+
+async def test_records_chain_and_checkpoints_verify(connect_as: ConnectAs) -> None:
+    key = KeyPair.create("server")
+    log = await _filled(connect_as, key)
+    result = await log.verify(trusted_keys=[key.public_key])
+    assert result.ok, result.problems
+    # 12 records, a checkpoint after every 5, and the final one
+    assert result.records == 15 and result.checkpoints == 3
+    assert result.last_checkpoint_seq == result.head_seq == 15
+    info = await log.js.stream_info(log.stream)
+    assert info.config.deny_delete and info.config.deny_purge
+    tail = await log.tail(3)
+    assert [r["seq"] for r in tail] == [13, 14, 15]
+    assert tail[0]["principal"] == "client/alice" and tail[-1]["event"] == "audit.checkpoint"
+    other = KeyPair.create("server")
+    assert not (await log.verify(trusted_keys=[other.public_key])).ok
+
+
+async def test_concurrent_writers_keep_one_chain(connect_as: ConnectAs) -> None:
+    writers = []
+    for i in range(3):
+        nc = await connect_as("node")
+        writers.append(AuditLog(nc.jetstream(), node=f"n{i}", checkpoint_every=0))
+    await writers[0].ensure()
+
+    async def write(log: AuditLog) -> None:
+        for j in range(20):
+            await log.append("agent.call", subject=f"{log.node}-{j}")
+
+    await asyncio.gather(*(write(w) for w in writers))
+    result = await writers[0].verify()
+    assert result.ok, result.problems
+    assert result.records == 60
+    nodes = {r["node"] for r in await writers[1].tail(60)}
+    assert nodes == {"n0", "n1", "n2"}
+
+
+async def test_the_trail_is_append_only_for_every_role(connect_as: ConnectAs) -> None:
+    log = await _filled(connect_as, KeyPair.create("server"), n=2)
+    node = await connect_as("node")
+    for subject in (
+        "$JS.API.STREAM.PURGE.FOUNDATION_AUDIT",
+        "$JS.API.STREAM.MSG.DELETE.FOUNDATION_AUDIT",
+        "$JS.API.STREAM.DELETE.FOUNDATION_AUDIT",
+        "$JS.API.STREAM.UPDATE.FOUNDATION_AUDIT",
+    ):
+        with pytest.raises(PermissionDeniedError):
+            await checked_request(node, subject, b"{}")
+    admin = await connect_as("admin")
+    with pytest.raises(PermissionDeniedError):
+        await checked_publish(admin, "foundation.audit.default", b"{}")
+    reader = AuditLog(admin.jetstream())
+    assert (await reader.verify()).ok
+    assert (await log.verify()).records == 3
+
+
+def _lines(records: list[dict[str, object]]) -> list[str]:
+    return [canonical(r).decode() for r in records]
+
+
+async def test_verify_detects_each_kind_of_tampering_on_an_export(
+    connect_as: ConnectAs, tmp_path: Path
+) -> None:
+    key = KeyPair.create("server")
+    log = await _filled(connect_as, key)
+    buf = io.StringIO()
+    assert await log.export(buf) == 15
+    lines = buf.getvalue().splitlines()
+    records = [json.loads(ln) for ln in lines]
+    assert verify_records(lines, trusted_keys=[key.public_key]).ok
+
+    modified = [dict(r) for r in records]
+    modified[3] = {**modified[3], "subject": "acc-999"}
+    removed = records[:3] + records[4:]
+    reordered = [*records[:3], records[4], records[3], *records[5:]]
+    inserted = [*records[:3], {**records[3], "event": "agent.stop"}, *records[3:]]
+    for name, bad in (
+        ("modified", modified),
+        ("removed", removed),
+        ("reordered", reordered),
+        ("inserted", inserted),
+    ):
+        result = verify_records(_lines(bad))
+        assert not result.ok, name
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(_lines(bad)) + "\n")
+        assert await run_audit_async(["verify", "--file", str(path)], out=io.StringIO()) == 1
+
+    # rewriting a record and recomputing every later hash still breaks the signed checkpoint
+    rewritten = [dict(r) for r in records]
+    rewritten[1]["subject"] = "acc-999"
+    prev = record_hash(canonical(rewritten[1]))
+    for rec in rewritten[2:]:
+        rec["prev"] = prev
+        prev = record_hash(canonical(rec))
+    result = verify_records(_lines(rewritten))
+    assert not result.ok
+    assert any("signature" in p for p in result.problems)
+
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(lines) + "\n")
+    out = io.StringIO()
+    assert await run_audit_async(["verify", "--file", str(good)], out=out) == 0
+    assert json.loads(out.getvalue())["records"] == 15
+
+
+async def test_the_audit_command_against_the_cluster(
+    connect_as: ConnectAs, secure_server: SecureNatsServer, secure_setup: SecureSetup
+) -> None:
+    await _filled(connect_as, KeyPair.create("server"), n=3)
+    common = [
+        "--nats",
+        secure_server.url,
+        "--creds",
+        str(secure_setup.creds_for("admin")),
+        "--tls-ca",
+        str(secure_setup.ca),
+    ]
+    out = io.StringIO()
+    assert await run_audit_async(["verify", *common], out=out) == 0
+    assert json.loads(out.getvalue())["ok"] is True
+    out = io.StringIO()
+    assert await run_audit_async(["tail", "-n", "2", *common], out=out) == 0
+    assert len(out.getvalue().splitlines()) == 2
+    out = io.StringIO()
+    assert await run_audit_async(["export", *common], out=out) == 0
+    assert len(out.getvalue().splitlines()) == 4
+    # no credentials: a refused login is a usage/connection error (2), never a crash
+    out = io.StringIO()
+    code = await run_audit_async(
+        ["verify", "--nats", secure_server.url, "--tls-ca", str(secure_setup.ca)], out=out
+    )
+    assert code == 2 and "refused the login" in out.getvalue()
