@@ -530,6 +530,7 @@ class NatsProxy:
         self._server: asyncio.Server | None = None
         self._conns: list[_Conn] = []
         self._cut: set[str] = set()
+        self._all_cut = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -555,11 +556,24 @@ class NatsProxy:
             if conn.name == name:
                 conn.flowing.clear()
 
+    def pause(self) -> None:
+        """Hold every connection, current and future (a partition of everyone behind it)."""
+        self._all_cut = True
+        for conn in self._conns:
+            conn.flowing.clear()
+
+    def resume(self) -> None:
+        """Undo :meth:`pause` (connections cut by name stay cut)."""
+        self._all_cut = False
+        for conn in self._conns:
+            if conn.name not in self._cut:
+                conn.flowing.set()
+
     def heal(self, name: str) -> None:
         """Let the connections named ``name`` flow again."""
         self._cut.discard(name)
         for conn in self._conns:
-            if conn.name == name:
+            if conn.name == name and not self._all_cut:
                 conn.flowing.set()
 
     async def _pump(
@@ -576,7 +590,7 @@ class NatsProxy:
                     found = _NAME.search(data)
                     if found:
                         conn.name = found.group(1).decode(errors="replace")
-                        if conn.name in self._cut:
+                        if conn.name in self._cut or self._all_cut:
                             conn.flowing.clear()
                 await conn.flowing.wait()
                 writer.write(data)
@@ -591,7 +605,8 @@ class NatsProxy:
             writer.close()
             return
         conn = _Conn()
-        conn.flowing.set()
+        if not self._all_cut:
+            conn.flowing.set()
         self._conns.append(conn)
         self._writers += [writer, up_writer]
         for src, dst, from_client in ((reader, up_writer, True), (up_reader, writer, False)):

@@ -13,7 +13,6 @@ Every fixture stops what it started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from foundation.nats.kv import connect
-from foundation.testing import LocalCluster, NatsCluster, NatsServer
+from foundation.testing import LocalCluster, NatsCluster, NatsProxy, NatsServer
 
 Connect = Callable[..., Awaitable[NatsClient]]
 
@@ -130,72 +129,9 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-class TcpProxy:
-    """A loopback TCP proxy that can be paused to cut one client off (a partition).
-
-    While paused, bytes are held in both directions; nothing is dropped or closed.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._open = asyncio.Event()
-        self._open.set()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-
-    @property
-    def url(self) -> str:
-        """Client URL of the proxy."""
-        return f"nats://127.0.0.1:{self.port}"
-
-    async def start(self) -> TcpProxy:
-        """Listen on a free loopback port."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    def pause(self) -> None:
-        """Hold all traffic."""
-        self._open.clear()
-
-    def resume(self) -> None:
-        """Let traffic flow again."""
-        self._open.set()
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-            while data := await reader.read(65536):
-                await self._open.wait()
-                writer.write(data)
-                await writer.drain()
-        with contextlib.suppress(Exception):
-            writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [writer, up_writer]
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def stop(self) -> None:
-        """Close the listener and every connection."""
-        self._open.set()
-        if self._server is not None:
-            self._server.close()
-        for w in self._writers:
-            with contextlib.suppress(Exception):
-                w.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        if self._server is not None:
-            await self._server.wait_closed()
+TcpProxy = NatsProxy
+"""The pausable proxy of the tests: :class:`foundation.testing.NatsProxy` (``pause`` holds every
+connection, ``cut`` one client's by name)."""
 
 
 @pytest.fixture
