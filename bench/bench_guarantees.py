@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from foundation.testing import NatsProxy, NatsServer
 from jido import Action, ActionContext, Agent, JidoError, Signal
 
 GROUP = "guarantees"
+log = logging.getLogger("bench.guarantees")
 
 
 class SlowState(BaseModel):
@@ -88,6 +90,7 @@ async def _gray_vs_kill(tmp: Path, rounds: int, n: int) -> Row:
             proxy.cut(f"foundation-node-{victim}")
             back = await asyncio.gather(*(_back(driver, procs, a, victim, 60.0) for a in ids))
             gray.append(max(back) - t0)
+            log.info("round %d: %s data link cut, all back in %.2f s", i, victim, gray[-1])
             proxy.heal(f"foundation-node-{victim}")
             await _rejoined(driver, victim)
             ids = await _spawn(driver, n, victim)
@@ -95,6 +98,7 @@ async def _gray_vs_kill(tmp: Path, rounds: int, n: int) -> Row:
             await procs.kill(victim)
             back = await asyncio.gather(*(_back(driver, procs, a, victim, 60.0) for a in ids))
             dead.append(max(back) - t0)
+            log.info("round %d: %s killed, all back in %.2f s", i, victim, dead[-1])
             await procs.start(victim)
             await _rejoined(driver, victim)
         return Row.from_stats(

@@ -186,6 +186,8 @@ class Failover:
         )
         self._last_failover: float | None = None
         self._leading = asyncio.Event()
+        self._lead_task: asyncio.Future[None] | None = None
+        self._rebalancing: asyncio.Future[None] | None = None
         self._stopped = False
         self.rebalancer: Rebalancer | None = (
             Rebalancer(
@@ -279,6 +281,10 @@ class Failover:
         if event.kind in ("expire", "leave") and event.node_id != self.node.id:
             self._dead.setdefault(event.node_id, time.monotonic())
             self._wake.set()
+            rebalancing = self._rebalancing
+            if rebalancing is not None and not rebalancing.done():
+                # its hand-overs may wait on the lost node; the next step starts afresh
+                rebalancing.cancel()
 
     def _on_registry(self, change: Any) -> None:
         record = change.record
@@ -313,8 +319,16 @@ class Failover:
         return bool(getattr(self.node.membership, "holds_lease", True))
 
     def wake(self) -> None:
-        """Re-check now: the node's lease changed (it fenced or rejoined)."""
+        """Re-check now: the node's lease changed (it fenced or rejoined).
+
+        A leader that fenced stops leading at once, even in the middle of a sweep (whose
+        registry writes may be stuck on a cut data connection): the sweep is cancelled and the
+        leader lease given up, so another node takes over without waiting for timeouts.
+        """
         self._wake.set()
+        task = self._lead_task
+        if task is not None and not task.done() and not self._eligible():
+            task.cancel()
 
     async def _campaign(self) -> None:
         while not self._stopped:
@@ -337,8 +351,14 @@ class Failover:
             self._leading.set()
             log.info("node %s leads the cluster (term %d)", self.node.id, lead.term)
             self._emit(FailoverEvent("leader", "", self.node.id, None, 0, lead.term))
+            self._lead_task = asyncio.ensure_future(self._lead(lead))
             try:
-                await self._lead(lead)
+                try:
+                    await self._lead_task
+                except asyncio.CancelledError:
+                    if self._eligible() or self._stopped:
+                        raise  # cancelled from outside (stop), not by a fence
+                    raise LeaseLostError(f"node {self.node.id} fenced while leading") from None
             except DeposedError as exc:
                 log.warning("node %s: %s", self.node.id, exc.message)
                 self._emit(FailoverEvent("deposed", "", self.node.id, None, 0, lead.term))
@@ -353,9 +373,28 @@ class Failover:
                         await lead.resign()
                     self._handle = None
             finally:
+                self._lead_task = None
                 self._leading.clear()
                 if self._leadership is lead:
                     self._leadership = None
+
+    async def _rebalance(self, rebalancer: Rebalancer, lead: Tenure) -> None:
+        try:
+            moves = await rebalancer.step(lead.term, lambda: lead.held)
+        except Exception as exc:
+            log.warning("node %s: rebalancing step failed: %r", self.node.id, exc)
+            return
+        for move in moves:
+            self._emit(
+                FailoverEvent(
+                    "rebalanced",
+                    move.agent_id,
+                    move.from_node,
+                    move.to_node,
+                    move.epoch,
+                    move.term,
+                )
+            )
 
     async def _lead(self, lead: Tenure) -> None:
         lost = asyncio.ensure_future(lead.wait_lost())
@@ -376,22 +415,20 @@ class Failover:
                 self._wake.clear()
                 await self.sweep(lead)
                 rebalancer = self.rebalancer
-                if rebalancer is not None and rebalancer.due() and lead.held:
-                    for move in await rebalancer.step(lead.term, lambda: lead.held):
-                        self._emit(
-                            FailoverEvent(
-                                "rebalanced",
-                                move.agent_id,
-                                move.from_node,
-                                move.to_node,
-                                move.epoch,
-                                move.term,
-                            )
-                        )
+                busy = self._rebalancing is not None and not self._rebalancing.done()
+                if rebalancer is not None and not busy and rebalancer.due() and lead.held:
+                    # Beside the sweeps, never in front of them: a hand-over waits on its
+                    # owner's answer, and a node lost meanwhile must fail over at once.
+                    self._rebalancing = asyncio.ensure_future(self._rebalance(rebalancer, lead))
         finally:
             lost.cancel()
             with contextlib.suppress(BaseException):
                 await lost
+            rebalancing, self._rebalancing = self._rebalancing, None
+            if rebalancing is not None:
+                rebalancing.cancel()
+                with contextlib.suppress(BaseException):
+                    await rebalancing
         raise LeaseLostError(f"node {self.node.id} is no longer the leader")
 
     # -- decisions ---------------------------------------------------------------------------
