@@ -29,11 +29,11 @@ from jido import JidoError, MailboxFullError, Signal
 
 log = logging.getLogger("foundation.node")
 
-DEFAULT_BACKLOG_LIMIT = 10_000
+DEFAULT_BACKLOG_LIMIT = 100_000
 """Casts one agent's backlog holds before newer ones are refused."""
 
 _FIRST_SPINS = 16  # first waits for room only yield to the agent's task
-_MAX_POLL = 0.002  # then poll for room at most this far apart (seconds)
+_POLL = 0.0005  # then poll for room this far apart (seconds): the agent frees a slot per command
 
 
 class CastTarget(Protocol):
@@ -234,8 +234,8 @@ async def _cast_when_room(
 
 
 def _poll_delay(tries: int) -> float:
-    """The first waits for room only yield to the agent's task; then poll, backing off."""
-    return 0.0 if tries < _FIRST_SPINS else min(_MAX_POLL, 0.0001 * (tries - _FIRST_SPINS + 1))
+    """The first waits for room only yield to the agent's task; then poll every half ms."""
+    return 0.0 if tries < _FIRST_SPINS else _POLL
 
 
 __all__ = ["DEFAULT_BACKLOG_LIMIT", "CastBacklog", "CastTarget"]
