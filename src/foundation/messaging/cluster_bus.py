@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import secrets
@@ -80,7 +81,7 @@ from foundation.messaging.pull import PullWorker
 from foundation.nats.streams import (
     create_or_update_consumer,
     ensure_dead_letter_stream,
-    ensure_stream,
+    ensure_file_stream,
     js_publish_many,
     parse_ack_reply,
     purge_dead,
@@ -152,27 +153,18 @@ class BusStatistics:
     subscriptions: int
 
 
+@dataclass(slots=True)
 class _Counters:
-    __slots__ = (
-        "dead_lettered",
-        "decode_errors",
-        "filtered",
-        "handled",
-        "handler_errors",
-        "published",
-        "received",
-        "redelivered",
-    )
+    """The live counters behind :class:`BusStatistics` (every field but ``subscriptions``)."""
 
-    def __init__(self) -> None:
-        self.published = 0
-        self.received = 0
-        self.handled = 0
-        self.handler_errors = 0
-        self.decode_errors = 0
-        self.filtered = 0
-        self.redelivered = 0
-        self.dead_lettered = 0
+    published: int = 0
+    received: int = 0
+    handled: int = 0
+    handler_errors: int = 0
+    decode_errors: int = 0
+    filtered: int = 0
+    redelivered: int = 0
+    dead_lettered: int = 0
 
 
 # --------------------------------------------------------------------------------- subscriptions
@@ -396,16 +388,13 @@ class ClusterBus:
 
     async def start(self) -> None:
         """Create (or update) the signal stream and the dead-letter stream."""
-        await ensure_stream(
+        await ensure_file_stream(
             self.js,
-            api.StreamConfig(
-                name=SIGNALS_STREAM,
-                subjects=[f"{DURABLE_SIGNAL_SUBJECT_PREFIX}.>", f"{REDRIVE_SUBJECT_PREFIX}.>"],
-                retention=api.RetentionPolicy.INTEREST,
-                storage=api.StorageType.FILE,
-                num_replicas=self.replicas,
-                duplicate_window=self.duplicate_window,
-            ),
+            SIGNALS_STREAM,
+            [f"{DURABLE_SIGNAL_SUBJECT_PREFIX}.>", f"{REDRIVE_SUBJECT_PREFIX}.>"],
+            api.RetentionPolicy.INTEREST,
+            replicas=self.replicas,
+            duplicate_window=self.duplicate_window,
         )
         await ensure_dead_letter_stream(
             self.js, replicas=self.replicas, max_age=self.dead_letter_max_age
@@ -659,15 +648,4 @@ class ClusterBus:
 
     def statistics(self) -> BusStatistics:
         """An immutable snapshot of this bus's counters."""
-        c = self._counters
-        return BusStatistics(
-            published=c.published,
-            received=c.received,
-            handled=c.handled,
-            handler_errors=c.handler_errors,
-            decode_errors=c.decode_errors,
-            filtered=c.filtered,
-            redelivered=c.redelivered,
-            dead_lettered=c.dead_lettered,
-            subscriptions=len(self._subs),
-        )
+        return BusStatistics(**dataclasses.asdict(self._counters), subscriptions=len(self._subs))

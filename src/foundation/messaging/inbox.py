@@ -67,7 +67,7 @@ from foundation.messaging.envelope import payload_too_large
 from foundation.messaging.pull import PullWorker
 from foundation.nats.streams import (
     ensure_dead_letter_stream,
-    ensure_stream,
+    ensure_file_stream,
     js_publish_many,
     parse_ack_reply,
     purge_dead,
@@ -169,17 +169,14 @@ async def ensure_inbox_stream(
     ``max_age`` (seconds) bounds how long an unconsumed message waits; ``None`` keeps it until
     its agent consumes it or is removed.
     """
-    await ensure_stream(
+    await ensure_file_stream(
         js,
-        api.StreamConfig(
-            name=INBOX_STREAM,
-            subjects=[f"{INBOX_SUBJECT_PREFIX}.>"],
-            retention=api.RetentionPolicy.WORK_QUEUE,
-            storage=api.StorageType.FILE,
-            num_replicas=replicas,
-            duplicate_window=duplicate_window,
-            max_age=max_age,
-        ),
+        INBOX_STREAM,
+        [f"{INBOX_SUBJECT_PREFIX}.>"],
+        api.RetentionPolicy.WORK_QUEUE,
+        replicas=replicas,
+        duplicate_window=duplicate_window,
+        max_age=max_age,
     )
     await ensure_dead_letter_stream(js, replicas=replicas, max_age=7 * 24 * 3600.0)
 
