@@ -347,10 +347,10 @@ async def test_a_busy_event_loop_keeps_its_lease_when_renewing_from_a_thread(
         # limit (2 s). The renewal thread keeps the lease meanwhile.
         time.sleep(1.5)  # noqa: ASYNC251 - blocking the loop is the point of this test
         assert node.holds_lease
-        rev = node._rev
+        rev = node._node_lease().revision
 
         async def renewed_since() -> bool:
-            return node._rev > rev
+            return node._node_lease().revision > rev
 
         await eventually(renewed_since)
         assert not node.fenced and node.fence_count == 0

@@ -60,6 +60,7 @@ from foundation._errors import (
 from foundation._hooks import call_hook, seconds
 from foundation._ids import check_token
 from foundation.nats.kv import KV, BucketSpec, KVEntry, Watch
+from foundation.nats.lease import KVLease
 
 log = logging.getLogger("foundation.coordination")
 
@@ -71,16 +72,9 @@ DEFAULT_LOCK_TTL = timedelta(seconds=5)
 COORD_MARKER_TTL = timedelta(seconds=30)
 
 
-def _seconds(value: float | timedelta) -> float:
-    return seconds(value)
-
-
-async def _call(fn: Callable[..., Any] | None, *args: Any) -> None:
-    await call_hook(fn, *args, log=log)
-
-
 class _Lease:
-    """A TTL key held by CAS and renewed in the background (shared by elections and locks)."""
+    """A :class:`KVLease` held by a renewal task in the background and reported once lost
+    (shared by elections and locks)."""
 
     def __init__(
         self, kv: KV, key: str, holder: str, ttl: float, on_lost: Callable[[], None]
@@ -89,60 +83,46 @@ class _Lease:
         self.key = key
         self.holder = holder
         self.ttl = ttl
-        self.margin = min(0.25 * ttl, 1.0)
         self.interval = ttl / 4
         self.on_lost = on_lost
-        self.token = 0
-        self.revision = 0
-        self.valid_until = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self.lease = KVLease(kv, key, ttl, min(0.25 * ttl, 1.0))
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.held = False
+
+    @property
+    def token(self) -> int:
+        """Fencing token of the current (or last) tenure."""
+        return self.lease.token
 
     def _payload(self) -> bytes:
         return orjson.dumps(
             {"holder": self.holder, "term": self.token, "renewed_at": time.time(), "ttl": self.ttl}
         )
 
-    def _granted(self, sent: float, rev: int) -> None:
-        self.revision = rev
-        self.valid_until = sent + self.ttl - self.margin
-        if self._timer is not None:
-            self._timer.cancel()
-        delay = max(0.0, self.valid_until - time.monotonic())
-        self._timer = asyncio.get_running_loop().call_later(delay, self._expire_check)
-
     def _expire_check(self) -> None:
-        self._timer = None
-        if self.held and time.monotonic() >= self.valid_until:
+        if self.held:
             self._lose()
 
     def _lose(self) -> None:
         if not self.held:
             return
         self.held = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.lease.disarm_expiry()
         self.on_lost()
 
     @property
     def valid(self) -> bool:
-        return self.held and time.monotonic() < self.valid_until
+        return self.held and self.lease.unexpired
 
     async def try_acquire(self) -> bool:
         """One create attempt; True if we now hold the key."""
-        sent = time.monotonic()
         try:
-            rev = await self.kv.create(
-                self.key, self._payload(), ttl=timedelta(seconds=int(self.ttl))
-            )
+            await self.lease.create(self._payload())
         except KeyExistsError:
             return False
-        self.token = rev
         self.held = True
-        self._granted(sent, rev)
+        self.lease.arm_expiry(self._expire_check)
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._renew_loop())
         return True
@@ -154,23 +134,17 @@ class _Lease:
                 await asyncio.wait_for(stop.wait(), self.interval)
             if stop.is_set() or not self.held:
                 return
-            sent = time.monotonic()
             try:
-                rev = await self.kv.update(
-                    self.key,
-                    self._payload(),
-                    last=self.revision,
-                    ttl=timedelta(seconds=int(self.ttl)),
-                )
+                # The revision is recorded even if lost meanwhile, for a correct release.
+                await self.lease.renew(self._payload())
             except CASConflictError:
                 self._lose()  # expired (or deleted) under us
                 return
             except ClusterError as exc:
                 log.debug("lease %s: renewal failed: %r", self.key, exc)
                 continue
-            self.revision = rev  # recorded even if lost meanwhile, for a correct release
             if self.held:
-                self._granted(sent, rev)
+                self.lease.arm_expiry(self._expire_check)
 
     async def release(self) -> bool:
         """Delete the key by CAS if still held; False if it had been lost."""
@@ -180,18 +154,12 @@ class _Lease:
             with contextlib.suppress(Exception):
                 await self._task
             self._task = None
-        was_held = self.held and self.revision > 0
+        was_held = self.held and self.lease.revision > 0
         self.held = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.lease.disarm_expiry()
         if not was_held:
             return False
-        try:
-            await self.kv.delete(self.key, last=self.revision)
-        except CASConflictError:
-            return False
-        return True
+        return await self.lease.release()
 
 
 async def _wait_absent(kv: KV, key: str, within: float) -> None:
@@ -256,7 +224,7 @@ class Leadership:
         self._lost.set()
         self.leader = None
         log.warning("%s lost leadership of %s (term %d)", self._coord.holder, self.name, term)
-        task = asyncio.get_running_loop().create_task(_call(self._on_lost, term))
+        task = asyncio.get_running_loop().create_task(call_hook(self._on_lost, term, log=log))
         self._callbacks.add(task)
         task.add_done_callback(self._callbacks.discard)
 
@@ -290,7 +258,7 @@ class Leadership:
                     self.leader = self._coord.holder
                     self._lost.clear()
                     self._elected.set()
-                    await _call(self._on_elected, lease.token)
+                    await call_hook(self._on_elected, lease.token, log=log)
                     continue
                 with contextlib.suppress(ClusterError):
                     current = await kv.get(self._key)
@@ -316,7 +284,7 @@ class Leadership:
         if was:
             self._elected.clear()
             self._lost.set()
-            await _call(self._on_lost, self._term)
+            await call_hook(self._on_lost, self._term, log=log)
 
 
 class Lock:
@@ -527,13 +495,13 @@ class Coordination:
         ``ttl`` (whole seconds) bounds how long the group is leaderless after the leader dies:
         a new leader takes over within ``ttl`` of the last renewal.
         """
-        seconds = _seconds(ttl)
-        if seconds < 1 or seconds != int(seconds):
+        ttl_s = seconds(ttl)
+        if ttl_s < 1 or ttl_s != int(ttl_s):
             raise ClusterError(
                 "an election ttl must be a whole number of seconds >= 1",
-                details={"ttl": seconds},
+                details={"ttl": ttl_s},
             )
-        lead = Leadership(self, name, ttl=seconds, on_elected=on_elected, on_lost=on_lost)
+        lead = Leadership(self, name, ttl=ttl_s, on_elected=on_elected, on_lost=on_lost)
         self._leaderships.append(lead)
         lead.start()
         return lead
@@ -568,12 +536,12 @@ class Coordination:
         ``timeout`` bounds the wait (:class:`jido.TimeoutError`). ``token`` grows with every
         acquisition of the lock: use it as a fencing token.
         """
-        seconds = _seconds(ttl)
-        if seconds < 1 or seconds != int(seconds):
+        ttl_s = seconds(ttl)
+        if ttl_s < 1 or ttl_s != int(ttl_s):
             raise ClusterError(
-                "a lock ttl must be a whole number of seconds >= 1", details={"ttl": seconds}
+                "a lock ttl must be a whole number of seconds >= 1", details={"ttl": ttl_s}
             )
-        return Lock(self, name, seconds, timeout)
+        return Lock(self, name, ttl_s, timeout)
 
     async def barrier(
         self,
@@ -595,13 +563,13 @@ class Coordination:
         kv = self._coord_kv()
         prefix = wire.barrier_prefix(check_token("barrier name", name, key=True))
         me = check_token("member", member or f"{self.holder}-{uuid.uuid4().hex[:8]}", key=True)
-        seconds = int(_seconds(ttl))
+        ttl_s = int(seconds(ttl))
         async with kv.watch(f"{prefix}.*") as watch:
             try:
                 await kv.create(
                     f"{prefix}.{me}",
                     orjson.dumps({"holder": self.holder}),
-                    ttl=timedelta(seconds=max(1, seconds)),
+                    ttl=timedelta(seconds=max(1, ttl_s)),
                 )
             except KeyExistsError as exc:
                 raise BarrierError(

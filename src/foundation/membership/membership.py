@@ -78,6 +78,7 @@ from foundation.membership.view import (
     NodeRecord,
 )
 from foundation.nats.kv import KV, BucketSpec, KVEntry, Op
+from foundation.nats.lease import KVLease
 
 log = logging.getLogger("foundation.membership")
 
@@ -92,14 +93,6 @@ DEFAULT_FENCE_MARGIN = timedelta(milliseconds=250)
 DEFAULT_LOOP_STALL_LIMIT = timedelta(seconds=2)
 #: How long the server keeps the delete marker of an expired record.
 NODE_MARKER_TTL = timedelta(seconds=30)
-
-
-def _seconds(value: float | timedelta) -> float:
-    return seconds(value)
-
-
-async def _call(fn: Callable[..., Any] | None, *args: Any) -> None:
-    await call_hook(fn, *args, log=log)
 
 
 class Membership(MembershipView):
@@ -132,9 +125,9 @@ class Membership(MembershipView):
     ) -> None:
         self.nc = nc
         self.node_id = check_token("node id", node_id, key=True) if node_id is not None else None
-        self.lease_ttl = _seconds(lease_ttl)
-        self.heartbeat_interval = _seconds(heartbeat_interval)
-        self.fence_margin = _seconds(fence_margin)
+        self.lease_ttl = seconds(lease_ttl)
+        self.heartbeat_interval = seconds(heartbeat_interval)
+        self.fence_margin = seconds(fence_margin)
         if self.lease_ttl < 1 or self.lease_ttl != int(self.lease_ttl):
             raise ClusterError(
                 f"lease_ttl must be a whole number of seconds >= 1 (got {self.lease_ttl}); the "
@@ -167,9 +160,7 @@ class Membership(MembershipView):
         MembershipView.__init__(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._last_seen: dict[str, float] = {}
-        self._rev = 0
-        self._valid_until = 0.0  # monotonic time until which our lease is certainly held
-        self._fence_timer: asyncio.TimerHandle | None = None
+        self._lease: KVLease | None = None  # this node's record (opened by start)
         self._fenced = False
         self._joined = False
         self._left = False
@@ -228,7 +219,8 @@ class Membership(MembershipView):
             and not self._fenced
             and not self._lost
             and not self._left
-            and time.monotonic() < self._valid_until
+            and self._lease is not None
+            and self._lease.unexpired
         )
 
     @property
@@ -268,6 +260,8 @@ class Membership(MembershipView):
         self.kv = await KV.open(
             self.nc, self._bucket(), replicas=self._replicas, timeout=self._request_timeout()
         )
+        if self.node_id is not None:
+            self._lease = KVLease(self.kv, self.node_id, self.lease_ttl, self.fence_margin)
         self._running = True
         watch = self.kv.watch()
         await watch.start()
@@ -324,18 +318,22 @@ class Membership(MembershipView):
             # Let an in-flight renewal finish so the delete below uses the latest revision.
             self._renew_now.set()
             await asyncio.wait({hb}, timeout=self.lease_ttl)
-        if self.kv is not None and self.node_id is not None and self._rev:
-            try:
-                await self.kv.delete(self.node_id, last=self._rev)
-            except CASConflictError:
-                # Our revision moved (a renewal we did not see land): delete what is there if it
-                # is still this process's record.
-                current = await self.kv.get(self.node_id)
-                if current is not None:
-                    rec = NodeRecord.decode(current.value, current.revision)
-                    if rec.pid == os.getpid() and rec.started_at == self._started_at:
-                        with contextlib.suppress(CASConflictError):
-                            await self.kv.delete(self.node_id, last=current.revision)
+        lease = self._lease
+        if (
+            self.kv is not None
+            and self.node_id is not None
+            and lease is not None
+            and lease.revision
+            and not await lease.release(via=self.kv)
+        ):
+            # Our revision moved (a renewal we did not see land): delete what is there if it
+            # is still this process's record.
+            current = await self.kv.get(self.node_id)
+            if current is not None:
+                rec = NodeRecord.decode(current.value, current.revision)
+                if rec.pid == os.getpid() and rec.started_at == self._started_at:
+                    with contextlib.suppress(CASConflictError):
+                        await self.kv.delete(self.node_id, last=current.revision)
         self._joined = False
 
     async def set_status(self, status: str) -> None:
@@ -358,9 +356,6 @@ class Membership(MembershipView):
 
     # -- lease -----------------------------------------------------------------------------
 
-    def _ttl(self) -> timedelta:
-        return timedelta(seconds=self.lease_ttl)
-
     def _on_main(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on the node's own loop (now, when already there)."""
         loop = self._main_loop
@@ -370,27 +365,18 @@ class Membership(MembershipView):
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(fn, *args)
 
-    def _lease_acquired(self, sent_at: float, rev: int) -> None:
-        self._rev = rev
-        self._valid_until = sent_at + self.lease_ttl - self.fence_margin
-        self._on_main(self._arm_fence_timer)
-
     def _arm_fence_timer(self) -> None:
         self._cancel_fence_timer()
-        if self._left or not self._running:
+        if self._left or not self._running or self._lease is None:
             return
-        loop = asyncio.get_running_loop()
-        delay = self._valid_until - time.monotonic()
-        self._fence_timer = loop.call_later(max(0.0, delay), self._fence_due)
+        self._lease.arm_expiry(self._fence_due)
 
     def _cancel_fence_timer(self) -> None:
-        if self._fence_timer is not None:
-            self._fence_timer.cancel()
-            self._fence_timer = None
+        if self._lease is not None:
+            self._lease.disarm_expiry()
 
     def _fence_due(self) -> None:
-        self._fence_timer = None
-        if time.monotonic() >= self._valid_until and not self._fenced and not self._left:
+        if not self._fenced and not self._left:
             self._fence("lease not renewed within lease_ttl - fence_margin")
 
     def _fence(self, why: str) -> None:
@@ -412,17 +398,21 @@ class Membership(MembershipView):
 
     async def _run_on_fenced(self, err: LeaseLostError) -> None:
         try:
-            await _call(self.on_fenced, err)
+            await call_hook(self.on_fenced, err, log=log)
         finally:
             self._fence_pending = False
 
+    def _node_lease(self) -> KVLease:
+        assert self._lease is not None, "the lease is opened by start() of a member"
+        return self._lease
+
     async def _join(self, kv: KV, *, wait: bool) -> None:
         assert self.node_id is not None
+        lease = self._node_lease()
         deadline = time.monotonic() + 2 * self.lease_ttl + 1
         while True:
-            sent = time.monotonic()
             try:
-                rev = await kv.create(self.node_id, self.record.encode(), ttl=self._ttl())
+                await lease.create(self.record.encode(), via=kv)
             except KeyExistsError:
                 # A previous incarnation's record is still there: it expires within the TTL.
                 if not wait or time.monotonic() > deadline:
@@ -433,7 +423,7 @@ class Membership(MembershipView):
                     ) from None
                 await self._wait_key_gone(self.node_id, self.lease_ttl)
                 continue
-            self._lease_acquired(sent, rev)
+            self._on_main(self._arm_fence_timer)
             self._joined = True
             return
 
@@ -446,6 +436,7 @@ class Membership(MembershipView):
 
     async def _heartbeat_loop(self, kv: KV, wake: asyncio.Event, *, threaded: bool = False) -> None:
         assert self.node_id is not None
+        lease = self._node_lease()
         while self._running and not self._left:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self.heartbeat_interval)
@@ -467,15 +458,12 @@ class Membership(MembershipView):
             self._stall_logged = False
             if threaded and await self._give_up_if_link_down(kv):
                 continue
-            sent = time.monotonic()
             try:
-                if self._joined and self._rev:
+                if self._joined and lease.revision:
                     # After a completed fence, this renewal may end it (the record was kept).
                     self._rejoining = self._fenced and not self._fence_pending
-                    rev = await kv.update(
-                        self.node_id, self.record.encode(), last=self._rev, ttl=self._ttl()
-                    )
-                    self._lease_acquired(sent, rev)
+                    await lease.renew(self.record.encode(), via=kv)
+                    self._on_main(self._arm_fence_timer)
                 else:
                     if self._lost or self._fence_pending:
                         # The node's loop has not fenced yet (its agents may still run):
@@ -497,7 +485,7 @@ class Membership(MembershipView):
                 # and create a fresh record on the next beat.
                 self._lost = True
                 self._joined = False
-                self._rev = 0
+                lease.forget()
                 self._on_main(self._fence, "the lease expired or was taken")
             except (NatsUnavailableError, ClusterError, TimeoutError) as exc:
                 log.debug("node %s: renewal failed: %r", self.node_id, exc)
@@ -521,18 +509,17 @@ class Membership(MembershipView):
         if not self._link_logged:
             self._link_logged = True
             log.warning("node %s: %s; giving its lease up", self.node_id, reason)
-        if self._joined and self._rev:
-            assert self.node_id is not None
+        lease = self._node_lease()
+        if self._joined and lease.revision:
             self._lost = True  # holds_lease is false from now on, on every thread
             self._on_main(self._fence, reason)
-            rev, self._rev = self._rev, 0
             self._joined = False
             with contextlib.suppress(Exception):  # if this fails too, the TTL ends the lease
-                await kv.delete(self.node_id, last=rev)
+                await lease.release(via=kv)
         return True
 
     def _notify_rejoined(self) -> None:
-        self._tasks.append(asyncio.create_task(_call(self.on_rejoined, self.record)))
+        self._tasks.append(asyncio.create_task(call_hook(self.on_rejoined, self.record, log=log)))
 
     # -- renewing from a thread ------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import secrets
@@ -73,14 +74,14 @@ from foundation.messaging.codec import (
 )
 from foundation.messaging.dead_letters import (
     DeadLetter,
-    dead_letter,
     list_dead_letters,
     read_dead_letter,
 )
+from foundation.messaging.pull import PullWorker
 from foundation.nats.streams import (
     create_or_update_consumer,
     ensure_dead_letter_stream,
-    ensure_stream,
+    ensure_file_stream,
     js_publish_many,
     parse_ack_reply,
     purge_dead,
@@ -152,34 +153,27 @@ class BusStatistics:
     subscriptions: int
 
 
+@dataclass(slots=True)
 class _Counters:
-    __slots__ = (
-        "dead_lettered",
-        "decode_errors",
-        "filtered",
-        "handled",
-        "handler_errors",
-        "published",
-        "received",
-        "redelivered",
-    )
+    """The live counters behind :class:`BusStatistics` (every field but ``subscriptions``)."""
 
-    def __init__(self) -> None:
-        self.published = 0
-        self.received = 0
-        self.handled = 0
-        self.handler_errors = 0
-        self.decode_errors = 0
-        self.filtered = 0
-        self.redelivered = 0
-        self.dead_lettered = 0
+    published: int = 0
+    received: int = 0
+    handled: int = 0
+    handler_errors: int = 0
+    decode_errors: int = 0
+    filtered: int = 0
+    redelivered: int = 0
+    dead_lettered: int = 0
 
 
 # --------------------------------------------------------------------------------- subscriptions
 
 
-class ClusterSubscription:
+class ClusterSubscription(PullWorker):
     """A live subscription of a :class:`ClusterBus`; ``await sub.unsubscribe()`` ends it."""
+
+    connection_gone = (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError)
 
     def __init__(
         self,
@@ -194,13 +188,14 @@ class ClusterSubscription:
         max_deliver: int = 5,
         backoff: tuple[float, ...] = (0.1,),
     ) -> None:
+        PullWorker.__init__(self, bus.js, bus.stream, consumer, "sub")
         self.bus = bus
         self.plan = plan
         self.handler = handler
         self._invoke = _invoker(handler)
         self.delivery = delivery
         self.queue = queue
-        self.consumer = consumer
+        self.consumer: str | None = consumer
         """Durable consumer name (``at_least_once`` only)."""
         self._ephemeral = ephemeral
         self._max_deliver = max_deliver
@@ -210,10 +205,6 @@ class ClusterSubscription:
             self._filter = Router()
             self._filter.add(plan.pattern, True)
         self._core: list[NatsSubscription] = []
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._fetching = False
-        self._closed = asyncio.Event()
 
     @property
     def pattern(self) -> str:
@@ -249,34 +240,26 @@ class ClusterSubscription:
 
     # -- at least once --------------------------------------------------------------------------
 
-    async def _pull_loop(self, psub: JetStreamContext.PullSubscription, batch: int) -> None:
-        try:
-            while not self._closing:
-                self._fetching = True
-                try:
-                    msgs = await psub.fetch(batch, timeout=self.bus.fetch_timeout)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-                    return
-                except nats.js.errors.APIError as exc:
-                    log.warning("fetch on consumer %s failed: %s; retrying", self.consumer, exc)
-                    await asyncio.sleep(self.bus.fetch_retry_delay)  # back off a failing server
-                    continue
-                finally:
-                    self._fetching = False
-                for i, msg in enumerate(msgs):
-                    if self._closing:
-                        for rest in msgs[i:]:
-                            with contextlib.suppress(Exception):
-                                await rest.nak()
-                        return
-                    try:
-                        await self._on_durable(msg)
-                    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
-                        return  # unacked: redelivered to another member after ack_wait
-        finally:
-            self._closed.set()
+    def _poll_timeout(self) -> float:
+        return self.bus.fetch_timeout
+
+    async def _on_fetch_error(self, exc: nats.js.errors.APIError) -> bool:
+        log.warning("fetch on consumer %s failed: %s; retrying", self.consumer, exc)
+        await asyncio.sleep(self.bus.fetch_retry_delay)  # back off a failing server
+        return True
+
+    async def _on_batch(self, msgs: Sequence[Msg]) -> bool:
+        for i, msg in enumerate(msgs):
+            if self._stopping:
+                for rest in msgs[i:]:
+                    with contextlib.suppress(Exception):
+                        await rest.nak()
+                return False
+            try:
+                await self._on_durable(msg)
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                return False  # unacked: redelivered to another member after ack_wait
+        return True
 
     async def _on_durable(self, msg: Msg) -> None:
         bus = self.bus
@@ -323,26 +306,15 @@ class ClusterSubscription:
         await msg.ack()
 
     async def _dead(self, msg: Msg, reason: str, attempts: int, sseq: int) -> None:
-        bus = self.bus
-        assert self.consumer is not None
         try:
-            await dead_letter(
-                bus.js,
-                msg,
-                kind="sub",
-                consumer=self.consumer,
-                reason=reason,
-                attempts=attempts,
-                stream_seq=sseq,
-                stream=bus.stream,
-            )
+            await self._store_dead(msg, reason, attempts, sseq)
         except Exception as exc:
             # Keep the message: it is redelivered and dead-lettered on a later attempt.
             log.warning("could not dead-letter seq %d of %s: %s", sseq, self.consumer, exc)
             with contextlib.suppress(Exception):
                 await msg.nak(delay=self._backoff[-1])
             return
-        bus._counters.dead_lettered += 1
+        self.bus._counters.dead_lettered += 1
         await msg.ack()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -350,19 +322,14 @@ class ClusterSubscription:
     async def unsubscribe(self) -> None:
         """Stop receiving. A non-durable ``at_least_once`` consumer is deleted; a named durable
         keeps its position (and its unacked signals) for the next subscriber."""
-        if self._closing:
+        if self._stopping:
             return
-        self._closing = True
+        self._stopping = True
         for sub in self._core:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._core.clear()
-        task = self._task
-        if task is not None and task is not asyncio.current_task():
-            if self._fetching:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._halt()
         if self._ephemeral and self.consumer is not None:
             with contextlib.suppress(Exception):
                 await self.bus.js.delete_consumer(self.bus.stream, self.consumer)
@@ -421,16 +388,13 @@ class ClusterBus:
 
     async def start(self) -> None:
         """Create (or update) the signal stream and the dead-letter stream."""
-        await ensure_stream(
+        await ensure_file_stream(
             self.js,
-            api.StreamConfig(
-                name=SIGNALS_STREAM,
-                subjects=[f"{DURABLE_SIGNAL_SUBJECT_PREFIX}.>", f"{REDRIVE_SUBJECT_PREFIX}.>"],
-                retention=api.RetentionPolicy.INTEREST,
-                storage=api.StorageType.FILE,
-                num_replicas=self.replicas,
-                duplicate_window=self.duplicate_window,
-            ),
+            SIGNALS_STREAM,
+            [f"{DURABLE_SIGNAL_SUBJECT_PREFIX}.>", f"{REDRIVE_SUBJECT_PREFIX}.>"],
+            api.RetentionPolicy.INTEREST,
+            replicas=self.replicas,
+            duplicate_window=self.duplicate_window,
         )
         await ensure_dead_letter_stream(
             self.js, replicas=self.replicas, max_age=self.dead_letter_max_age
@@ -577,9 +541,7 @@ class ClusterBus:
                 )
                 await create_or_update_consumer(self.js, self.stream, config)
                 psub = await self.js.pull_subscribe_bind(consumer, self.stream)
-                sub._task = asyncio.create_task(
-                    sub._pull_loop(psub, batch), name=f"cluster-bus:{consumer}"
-                )
+                sub._spawn(sub._pull(psub, batch), f"cluster-bus:{consumer}")
         except Exception:
             await sub.unsubscribe()
             raise
@@ -686,15 +648,4 @@ class ClusterBus:
 
     def statistics(self) -> BusStatistics:
         """An immutable snapshot of this bus's counters."""
-        c = self._counters
-        return BusStatistics(
-            published=c.published,
-            received=c.received,
-            handled=c.handled,
-            handler_errors=c.handler_errors,
-            decode_errors=c.decode_errors,
-            filtered=c.filtered,
-            redelivered=c.redelivered,
-            dead_lettered=c.dead_lettered,
-            subscriptions=len(self._subs),
-        )
+        return BusStatistics(**dataclasses.asdict(self._counters), subscriptions=len(self._subs))

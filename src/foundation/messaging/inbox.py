@@ -62,11 +62,12 @@ from foundation._wire import (
     INBOX_SUBJECT_PREFIX,
 )
 from foundation.messaging.codec import WireMode, decode_signal, encode_signal
-from foundation.messaging.dead_letters import DeadLetter, dead_letter, list_dead_letters
+from foundation.messaging.dead_letters import DeadLetter, list_dead_letters
 from foundation.messaging.envelope import payload_too_large
+from foundation.messaging.pull import PullWorker
 from foundation.nats.streams import (
     ensure_dead_letter_stream,
-    ensure_stream,
+    ensure_file_stream,
     js_publish_many,
     parse_ack_reply,
     purge_dead,
@@ -168,17 +169,14 @@ async def ensure_inbox_stream(
     ``max_age`` (seconds) bounds how long an unconsumed message waits; ``None`` keeps it until
     its agent consumes it or is removed.
     """
-    await ensure_stream(
+    await ensure_file_stream(
         js,
-        api.StreamConfig(
-            name=INBOX_STREAM,
-            subjects=[f"{INBOX_SUBJECT_PREFIX}.>"],
-            retention=api.RetentionPolicy.WORK_QUEUE,
-            storage=api.StorageType.FILE,
-            num_replicas=replicas,
-            duplicate_window=duplicate_window,
-            max_age=max_age,
-        ),
+        INBOX_STREAM,
+        [f"{INBOX_SUBJECT_PREFIX}.>"],
+        api.RetentionPolicy.WORK_QUEUE,
+        replicas=replicas,
+        duplicate_window=duplicate_window,
+        max_age=max_age,
     )
     await ensure_dead_letter_stream(js, replicas=replicas, max_age=7 * 24 * 3600.0)
 
@@ -232,7 +230,7 @@ class InboxStatistics:
     """Deliveries that committed at least one message (``delivered / batches``: mean batch)."""
 
 
-class AgentInbox:
+class AgentInbox(PullWorker):
     """Drains one agent's inbox in stream order, in batches, acking only what was committed.
 
     Give either ``deliver(signal, stream_seq)`` (one message at a time) or ``deliver_batch``
@@ -248,6 +246,9 @@ class AgentInbox:
     ``NotOwnerError``) stops the inbox without acking: the messages stay for the next owner.
     ``on_stopped`` is called with that error.
     """
+
+    connection_gone = (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError)
+    stop_when_gone = True  # nothing more can be acked
 
     def __init__(
         self,
@@ -275,11 +276,12 @@ class AgentInbox:
             )
         if batch < 1:
             raise ClusterBusError("batch must be >= 1", details={"value": batch})
-        self.js = js
+        consumer = inbox_consumer_name(agent_id, tenant)
+        PullWorker.__init__(self, js, INBOX_STREAM, consumer, "inbox")
+        self.consumer: str = consumer
         self.agent_id = agent_id
         self.tenant = tenant
         self.subject = inbox_subject(agent_id, tenant)
-        self.consumer = inbox_consumer_name(agent_id, tenant)
         self._deliver: DeliverBatch = (
             deliver_batch if deliver_batch is not None else _one_by_one(deliver)  # type: ignore[arg-type]
         )
@@ -291,9 +293,7 @@ class AgentInbox:
         self._backoff = tuple(retry_backoff) or (0.0,)
         self._stop_on = stop_on
         self._on_stopped = on_stopped
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._fetching = False
+        self._expected_dseq = 1  # the next consumer sequence of an in-order delivery
         self._delivered = 0
         self._batches = 0
         self._skipped = 0
@@ -319,18 +319,13 @@ class AgentInbox:
         if self._task is not None:
             return
         await self._recreate_consumer()
-        self._task = asyncio.create_task(self._run(), name=f"inbox:{self.tenant}.{self.agent_id}")
+        self._spawn(self._run(), f"inbox:{self.tenant}.{self.agent_id}")
 
     async def stop(self) -> None:
-        """Stop draining (the consumer and undelivered messages stay for the next owner)."""
-        self._stopping = True
-        task = self._task
-        if task is None or task is asyncio.current_task():
-            return  # called from deliver: the loop ends after it returns
-        if self._fetching:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        """Stop draining (the consumer and undelivered messages stay for the next owner).
+
+        Called from ``deliver``, it returns at once and the loop ends after ``deliver`` does."""
+        await self._halt()
 
     async def remove(self, *, purge: bool = True) -> None:
         """Stop, delete the consumer and (``purge``) the agent's undelivered messages.
@@ -447,62 +442,57 @@ class AgentInbox:
 
     async def _drain(self, psub: JetStreamContext.PullSubscription) -> None:
         """Deliver messages until stopped; returns when the consumer must be recreated."""
-        expected_dseq = 1
-        while not self._stopping:
-            self._fetching = True
-            try:
-                msgs = await psub.fetch(self._batch, timeout=self._idle_poll)
-            except (TimeoutError, nats.errors.TimeoutError):
+        self._expected_dseq = 1
+        await self._pull(psub, self._batch)
+
+    def _poll_timeout(self) -> float:
+        return self._idle_poll
+
+    async def _on_fetch_error(self, exc: nats.js.errors.APIError) -> bool:
+        log.warning("inbox fetch of %s failed (%s); recreating consumer", self.agent_id, exc)
+        return False
+
+    async def _on_batch(self, msgs: Sequence[Msg]) -> bool:
+        run: list[tuple[Msg, int, Signal]] = []  # consecutive messages to deliver
+        for msg in msgs:
+            if self._stopping:
+                return False
+            _, sseq, dseq = parse_ack_reply(msg.reply)
+            if dseq != self._expected_dseq:
+                if dseq > self._expected_dseq or sseq > self._applied:
+                    # A delivery went missing (lost in transit): deliver what came before it,
+                    # then start over in order.
+                    log.info(
+                        "inbox of %s: delivery gap (consumer seq %d, expected %d); restart",
+                        self.agent_id,
+                        dseq,
+                        self._expected_dseq,
+                    )
+                    await self._apply(run)
+                    return False
+            else:
+                self._expected_dseq += 1
+            if sseq <= self._applied:
+                self._skipped += 1
+                await msg.ack()
                 continue
-            except nats.js.errors.APIError as exc:
-                log.warning(
-                    "inbox fetch of %s failed (%s); recreating consumer", self.agent_id, exc
-                )
-                return
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
-                self._stopping = True  # the connection is gone: nothing more can be acked
-                return
-            finally:
-                self._fetching = False
-            run: list[tuple[Msg, int, Signal]] = []  # consecutive messages to deliver
-            for msg in msgs:
-                if self._stopping:
-                    return
-                _, sseq, dseq = parse_ack_reply(msg.reply)
-                if dseq != expected_dseq:
-                    if dseq > expected_dseq or sseq > self._applied:
-                        # A delivery went missing (lost in transit): deliver what came before
-                        # it, then start over in order.
-                        log.info(
-                            "inbox of %s: delivery gap (consumer seq %d, expected %d); restart",
-                            self.agent_id,
-                            dseq,
-                            expected_dseq,
-                        )
-                        await self._apply(run)
-                        return
-                else:
-                    expected_dseq += 1
-                if sseq <= self._applied:
-                    self._skipped += 1
-                    await msg.ack()
-                    continue
-                try:
-                    sig = decode_signal(msg.headers, msg.data)
-                except JidoError as exc:
-                    if not await self._apply(run):  # keep the order of what came before it
-                        return
-                    run = []
-                    await self._dead_letter(msg, f"undecodable: {exc.message}", 1, sseq)
-                    continue
-                run.append((msg, sseq, sig))
-                if len(run) >= self._batch:
-                    if not await self._apply(run):
-                        return
-                    run = []
-            if not await self._apply(run):
-                return
-            await self._notify()
+            try:
+                sig = decode_signal(msg.headers, msg.data)
+            except JidoError as exc:
+                if not await self._apply(run):  # keep the order of what came before it
+                    return False
+                run = []
+                await self._dead_letter(msg, f"undecodable: {exc.message}", 1, sseq)
+                continue
+            run.append((msg, sseq, sig))
+            if len(run) >= self._batch:
+                if not await self._apply(run):
+                    return False
+                run = []
+        if not await self._apply(run):
+            return False
+        await self._notify()
+        return True
 
     async def _apply(self, run: list[tuple[Msg, int, Signal]]) -> bool:
         """Deliver consecutive messages in batches, retrying a failing one in place (with the
@@ -569,16 +559,7 @@ class AgentInbox:
         return True
 
     async def _dead_letter(self, msg: Msg, reason: str, attempts: int, sseq: int) -> None:
-        await dead_letter(
-            self.js,
-            msg,
-            kind="inbox",
-            consumer=self.consumer,
-            reason=reason,
-            attempts=attempts,
-            stream_seq=sseq,
-            stream=INBOX_STREAM,
-        )
+        await self._store_dead(msg, reason, attempts, sseq)
         self._dead += 1
         self._applied = sseq
         await msg.ack()

@@ -45,19 +45,43 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
         ) from exc
 
 
-async def ensure_dead_letter_stream(js: JetStreamContext, *, replicas: int, max_age: float) -> None:
-    """Create the dead-letter stream (limits retention; entries live ``max_age`` seconds)."""
+async def ensure_file_stream(
+    js: JetStreamContext,
+    name: str,
+    subjects: list[str],
+    retention: api.RetentionPolicy,
+    *,
+    replicas: int,
+    duplicate_window: float,
+    max_age: float | None = None,
+) -> None:
+    """Create (or update) file-stored stream ``name`` on ``subjects``: ``replicas`` copies,
+    de-duplication by ``Nats-Msg-Id`` within ``duplicate_window`` seconds, messages kept at most
+    ``max_age`` seconds (``None``: as ``retention`` decides)."""
     await ensure_stream(
         js,
         api.StreamConfig(
-            name=DEAD_LETTER_STREAM,
-            subjects=[f"{DEAD_LETTER_SUBJECT_PREFIX}.>"],
-            retention=api.RetentionPolicy.LIMITS,
+            name=name,
+            subjects=subjects,
+            retention=retention,
             storage=api.StorageType.FILE,
             num_replicas=replicas,
+            duplicate_window=duplicate_window,
             max_age=max_age,
-            duplicate_window=120.0,
         ),
+    )
+
+
+async def ensure_dead_letter_stream(js: JetStreamContext, *, replicas: int, max_age: float) -> None:
+    """Create the dead-letter stream (limits retention; entries live ``max_age`` seconds)."""
+    await ensure_file_stream(
+        js,
+        DEAD_LETTER_STREAM,
+        [f"{DEAD_LETTER_SUBJECT_PREFIX}.>"],
+        api.RetentionPolicy.LIMITS,
+        replicas=replicas,
+        duplicate_window=120.0,
+        max_age=max_age,
     )
 
 
@@ -145,6 +169,7 @@ async def server_barrier(nc: NatsClient) -> None:
 __all__ = [
     "create_or_update_consumer",
     "ensure_dead_letter_stream",
+    "ensure_file_stream",
     "ensure_stream",
     "js_publish_many",
     "parse_ack_reply",
