@@ -93,6 +93,7 @@ from jido._runtime import (
     BatchOutcome,
     Runtime,
 )
+from jido._services import Services
 from jido._skill import Skill
 from jido._sensor import (
     BusSensor,
@@ -195,6 +196,7 @@ __all__ = [
     "Replace",
     "Runtime",
     "Schedule",
+    "Services",
     "SetPath",
     "Skill",
     "Spawn",
