@@ -30,12 +30,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
-
-from contextvars import ContextVar
 
 from croniter import croniter
 from pydantic import BaseModel
@@ -99,6 +98,8 @@ _current: ContextVar[_Server | None] = ContextVar("jido_current_agent", default=
 def current_server() -> _Server | None:
     """The server of the agent whose code runs in the current task, or ``None``."""
     return _current.get()
+
+
 _FAIRNESS = 64  # messages drained before yielding to other tasks
 
 

@@ -11,37 +11,39 @@ never imports those layers::
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, cast
+from typing import Any
 
 __all__ = ["Services"]
 
-_T = TypeVar("_T")
-
 
 class Services:
-    """Objects registered by kind; several per kind, kept in registration order."""
+    """Objects registered by kind; several per kind, kept in registration order.
+
+    A kind is usually a protocol class (which type checkers do not accept as ``type[T]``),
+    so lookups are typed ``Any``: annotate the variable you assign them to.
+    """
 
     __slots__ = ("_by_kind",)
 
     def __init__(self) -> None:
         self._by_kind: dict[Any, list[Any]] = {}
 
-    def add(self, kind: type[_T], service: _T) -> None:
+    def add(self, kind: Any, service: Any) -> None:
         """Register ``service`` under ``kind`` (after those already registered)."""
         self._by_kind.setdefault(kind, []).append(service)
 
-    def remove(self, kind: type[_T], service: _T) -> None:
+    def remove(self, kind: Any, service: Any) -> None:
         """Unregister ``service`` from ``kind`` (no error when it is not registered)."""
         items = self._by_kind.get(kind)
         if items is not None and service in items:
             items.remove(service)
 
-    def get(self, kind: type[_T]) -> _T | None:
+    def get(self, kind: Any) -> Any:
         """The first service registered under ``kind``, or ``None``."""
         items = self._by_kind.get(kind)
-        return cast(_T, items[0]) if items else None
+        return items[0] if items else None
 
-    def all(self, kind: type[_T]) -> list[_T]:
+    def all(self, kind: Any) -> list[Any]:
         """Every service registered under ``kind``, in registration order."""
         return list(self._by_kind.get(kind, ()))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from jido._errors import JidoError
 
 __all__ = [
+    "ApprovalDeniedError",
     "ApprovalError",
     "ApprovalExpiredError",
     "ApprovalMismatchError",
@@ -45,6 +46,12 @@ class ApprovalError(JidoError):
     """
 
     type = "approval_error"
+
+
+class ApprovalDeniedError(ApprovalError):
+    """A person denied the tool call (what the model reads as the call's result)."""
+
+    type = "approval_denied"
 
 
 class ApprovalMismatchError(ApprovalError):
