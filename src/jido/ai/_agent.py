@@ -408,7 +408,8 @@ class _Turn:
                 )
             await self._advance()  # finish the interrupted turn first
         turn = max(self.ai.turn, self.log.current()[0]) + 1
-        self.set_ai(turn=turn)
+        # the last reply leaves the state: the turn's checkpoints stay small
+        self.set_ai(turn=turn, last=None)
         await self.commit({"k": "user", "turn": turn, "content": text})
         return await self._advance()
 
@@ -576,7 +577,7 @@ class _Turn:
             reply["error"] = error.to_dict()
         approvals = {k: v for k, v in self.ai.approvals.items() if v.get("turn") != turn}
         self.set_ai(usage=totals, last=reply, approvals=approvals)
-        end: dict[str, Any] = {"k": "end", "turn": turn, "reason": reason, "text": text}
+        end: dict[str, Any] = {"k": "end", "turn": turn, "reason": reason}
         await self.commit(end)
         return self._finish(reply)
 
