@@ -679,7 +679,7 @@ class _Turn:
                         Signal(
                             type=APPROVAL_REQUESTED,
                             source=f"/agents/{self.agent.id}",
-                            data={"agent_id": self.agent.id, **rec},
+                            data={"agent_id": self.agent.id, "tool_call_id": rec["id"], **rec},
                         )
                     )
                 )

@@ -274,6 +274,7 @@ class OpenAITestServer:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def url(self) -> str:
@@ -302,6 +303,8 @@ class OpenAITestServer:
         server.close()
         for w in list(self._conns):
             w.close()
+        if self._tasks:  # let the handlers see their closed connections and return
+            await asyncio.wait(list(self._tasks))
         with contextlib.suppress(Exception):
             await server.wait_closed()
 
@@ -319,6 +322,10 @@ class OpenAITestServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._conns.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             while True:
                 line = await reader.readline()
