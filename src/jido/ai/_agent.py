@@ -502,10 +502,7 @@ class _Turn:
             _, entries = self.log.current()
 
     async def _tool_specs(self) -> list[ToolSpec]:
-        specs = [
-            ToolSpec(a.name, a.description, a.params_schema(), True)
-            for a in self.cls._ai_tools.values()
-        ]
+        specs = list(_own_specs(self.cls))
         sources = list(self.cls.tool_sources)
         sources += self.srv.rt.services.all(ToolSource)
         self.sources = {}
@@ -791,6 +788,20 @@ class _Turn:
             await self._result(turn, p, tool_error_json(err), error=True)
             return
         await self._result(turn, p, content, error=_is_error(content))
+
+
+_SPECS: dict[type[Any], tuple[ToolSpec, ...]] = {}
+
+
+def _own_specs(cls: type[LLMAgent]) -> tuple[ToolSpec, ...]:
+    specs = _SPECS.get(cls)
+    if specs is None:
+        specs = tuple(
+            ToolSpec(a.name, a.description, a.to_tool()["function"]["parameters"], True)
+            for a in cls._ai_tools.values()
+        )
+        _SPECS[cls] = specs
+    return specs
 
 
 def _is_error(content: str) -> bool:
