@@ -38,6 +38,7 @@ from jido.ai._errors import (
 )
 from jido.ai._http import HTTPModel
 from jido.ai._openai import OpenAIModel
+from jido.ai._routes import AgentRouteTools, route_tool_name
 from jido.ai._sources import SourceTool, TokenBudget, ToolSource
 from jido.ai._types import (
     Message,
@@ -72,6 +73,8 @@ __all__ = [
     "ToolSpec",
     "Usage",
     # tools and budgets
+    "AgentRouteTools",
+    "route_tool_name",
     "SourceTool",
     "TokenBudget",
     "ToolSource",

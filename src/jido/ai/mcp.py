@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -39,35 +38,11 @@ from jido._errors import JidoError, ValidationError
 from jido._runtime import Runtime
 from jido._signal import Signal
 from jido._tool import _dumps, execute_tool_call, tool_error_json
+from jido.ai._routes import route_tools
 from jido.ai._sources import SourceTool
 from jido.ai._types import ToolSpec
 
 __all__ = ["MCPHTTPServer", "MCPToolSource", "mcp_server", "serve_stdio"]
-
-_BAD = re.compile(r"[^a-zA-Z0-9_-]")
-
-
-def _route_tool_name(agent_id: str, signal_type: str) -> str:
-    return _BAD.sub("_", f"{agent_id}__{signal_type.replace('.', '_')}")[:64]
-
-
-def _routes(rt: Runtime, agents: Sequence[str] | None) -> dict[str, tuple[str, str, type[Action]]]:
-    """Tool name → (agent id, signal type, action) for the concrete routes of running agents."""
-    out: dict[str, tuple[str, str, type[Action]]] = {}
-    for agent_id in rt.ids() if agents is None else agents:
-        ref = rt.get(agent_id)
-        if ref is None:
-            continue
-        cls = ref.agent_class
-        for route in cls.routes:
-            pattern, target = route[0], route[1]
-            if not isinstance(pattern, str) or "*" in pattern:
-                continue
-            act = cls._resolve_action(target)
-            if act.name.startswith("ai_") and pattern.startswith("ai."):
-                continue  # the LLM loop's own signals are not tools
-            out[_route_tool_name(agent_id, pattern)] = (agent_id, pattern, act)
-    return out
 
 
 def _text(content: str, *, error: bool) -> mt.CallToolResult:
@@ -97,7 +72,7 @@ def mcp_server(
             mt.Tool(name=a.name, description=a.description, input_schema=a.params_schema())
             for a in actions
         ]
-        for tool_name, (agent_id, pattern, act) in _routes(rt, agents).items():
+        for tool_name, (agent_id, pattern, act) in route_tools(rt, agents).items():
             tools.append(
                 mt.Tool(
                     name=tool_name,
@@ -114,7 +89,7 @@ def mcp_server(
         if params.name in by_name:
             out = await execute_tool_call(params.name, args, actions)
             return _text(out, error=out.startswith('{"error"'))
-        route = _routes(rt, agents).get(params.name)
+        route = route_tools(rt, agents).get(params.name)
         if route is None:
             err = ValidationError(
                 f"there is no tool named {params.name!r}", details={"tool": params.name}
