@@ -317,6 +317,9 @@ class _Server:
             if isinstance(err, RoutingError) or fut is None:
                 rt._dead(self.id, signal, err)
             _fail(fut, err)
+            if isinstance(err, FencedError) and err.details.get("key") == self.id:
+                # a command that commits on its own (an LLM turn) found a newer owner
+                await self.shutdown("fenced", fenced=True)
             return
         except asyncio.CancelledError:
             _fail(fut, AgentStoppedError(f"agent {self.id!r} was cancelled"))

@@ -19,7 +19,16 @@ import orjson
 import pytest
 from pydantic import BaseModel, Field
 
-from jido import Action, ActionContext, Checkpoint, MemoryStore, Runtime, Signal, SQLiteStore
+from jido import (
+    Action,
+    ActionContext,
+    Checkpoint,
+    FencedError,
+    MemoryStore,
+    Runtime,
+    Signal,
+    SQLiteStore,
+)
 from jido.ai import LLMAgent, OpenAIModel
 from jido.ai.testing import OpenAITestServer, ScriptedModel, call, text_reply, tool_reply
 
@@ -166,12 +175,14 @@ async def test_a_tool_interrupted_after_its_effect_is_settled_on_restart(
 async def test_committed_tool_results_are_not_run_again(
     server: OpenAITestServer, tmp_path: Path
 ) -> None:
-    """Two tools in one step: the first finished (committed), the second is interrupted."""
+    """Three tools in one step: the first finished, the second is interrupted after its
+    effect, the third had not started: it runs after the restart (its outcome is not unknown)."""
     agent = bank(server)
     server.script(
         tool_reply(
             call("idempotent_transfer", {"amount": 1}, id="x"),
             call("transfer", {"amount": 2}, id="y"),
+            call("transfer", {"amount": 4}, id="z"),
         ),
         text_reply("ok"),
     )
@@ -185,8 +196,11 @@ async def test_committed_tool_results_are_not_run_again(
         await pending
     reply, st = await _resumed_reply(store, agent)
     assert reply["text"] == "ok"
-    assert SINK == {"b1:1:x": 1, "b1:1:y": 1}
-    assert st.balance == 99  # x committed with its state; y's outcome is unknown
+    assert SINK == {"b1:1:x": 1, "b1:1:y": 1, "b1:1:z": 1}
+    assert st.balance == 95  # x committed with its state; y's outcome is unknown; z ran
+    msgs = server.requests[1].body["messages"]
+    tools = {m["tool_call_id"]: m["content"] for m in msgs if m["role"] == "tool"}
+    assert "outcome_unknown" in tools["y"] and "error" not in tools["z"]
     assert len(server.requests) == 2
 
 
@@ -282,3 +296,25 @@ async def test_journal_grows_linearly_100_tool_calls_over_200k_tokens() -> None:
     assert sum(len(str(m.get("content") or "")) for m in model.requests[-1].messages) > 800_000
     assert store.bytes <= 5_000_000, store.bytes
     assert turn_bytes <= 500_000, turn_bytes  # the turn itself: its own messages only
+
+
+async def test_a_newer_owner_fences_the_turn_and_stops_the_agent(
+    server: OpenAITestServer,
+) -> None:
+    """Another owner took the agent over mid-turn: the next commit is refused, the agent stops."""
+    agent = bank(server)
+    store = MemoryStore()
+    server.script(tool_reply(call("transfer", {"amount": 1}, id="f1")), text_reply("never"))
+    GATE["b1:1:f1"] = asyncio.Event()
+    async with Runtime(store) as rt:
+        ref = await rt.start(agent, id="b1", state={"balance": 10})
+        pending = asyncio.ensure_future(ref.call(prompt("go")))
+        await _wait_effects(1)
+        await store.save("b1", Checkpoint(state={"balance": 0}, agent_type="other", epoch=5))
+        GATE["b1:1:f1"].set()
+        with pytest.raises(FencedError):
+            await pending
+        await rt.wait_idle()
+        assert not ref.running
+    assert len(server.requests) == 1
+    assert await store.journal("b1") and (await store.load("b1")).epoch == 5  # type: ignore[union-attr]

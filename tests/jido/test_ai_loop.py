@@ -208,3 +208,35 @@ def test_execute_tool_call_with_an_agent_uses_its_state() -> None:
         assert agent.state.balance == 8  # type: ignore[attr-defined]
 
     asyncio.run(go())
+
+
+async def test_other_agents_routes_as_tools(server: OpenAITestServer) -> None:
+    from jido.ai import AgentRouteTools, ToolSource
+
+    class Account(Agent):
+        state_model = AccountState
+        actions = [Deposit]
+        routes = [("account.deposit", Deposit), ("account.**", Deposit, -1)]
+
+    server.script(
+        tool_reply(call("acc__account_deposit", {"amount": 4}, id="r1")),
+        tool_reply(call("acc__account_deposit", {"amount": 0}, id="r2")),
+        text_reply("ok"),
+    )
+    async with Runtime() as rt:
+        source = AgentRouteTools(rt)
+        assert isinstance(source, ToolSource)
+        rt.services.add(ToolSource, source)
+        assert rt.services.all(ToolSource) == [source]
+        acc = await rt.start(Account, id="acc")
+        ref = await rt.start(teller(server), id="t1")
+        out = await ref.call(prompt("pay acc 4"))
+        assert out["text"] == "ok"
+        assert (await acc.state()).balance == 4  # type: ignore[attr-defined]
+        rt.services.remove(ToolSource, source)
+        assert rt.services.get(ToolSource) is None
+    names = [t["function"]["name"] for t in server.requests[0].body["tools"]]
+    assert names == ["deposit", "balance", "acc__account_deposit"]  # wildcard route left out
+    msgs = server.requests[2].body["messages"]
+    assert orjson.loads(msgs[3]["content"]) == {"balance": 4}
+    assert orjson.loads(msgs[5]["content"])["error"]["type"] == "validation_error"

@@ -287,15 +287,19 @@ class _Logs:
         self.by_agent: dict[str, _Log] = {}
 
 
-async def _log_of(srv: _Server, agent_id: str) -> _Log:
+async def _log_of(srv: _Server, agent_id: str, *, reload: bool = False) -> _Log:
     logs: _Logs | None = srv.rt.services.get(_Logs)
     if logs is None:
         logs = _Logs()
         srv.rt.services.add(_Logs, logs)
     log = logs.by_agent.get(agent_id)
+    store = srv.rt.store
+    if reload and store is not None and store.supports_journal:
+        log = (
+            None  # the store is the truth when an agent (re)starts: another owner may have moved it
+        )
     if log is None:
         log = _Log()
-        store = srv.rt.store
         if store is not None and store.supports_journal:
             for raw in await store.journal(agent_id):
                 log.add(orjson.loads(raw))
@@ -307,7 +311,7 @@ async def _resume_on_mount(agent: Agent) -> None:
     srv = current_server()
     if srv is None:
         return
-    log = await _log_of(srv, agent.id)
+    log = await _log_of(srv, agent.id, reload=True)
     if not log.open_turn():
         return
     _, entries = log.current()
@@ -654,20 +658,19 @@ class _Turn:
                     continue
             runnable.append(p)
         if runnable:
-            fresh = [p for p in runnable if not p.started]
-            for p in fresh:
-                if p.id in self.ai.approvals:
-                    self._set_approval(p.id, status="used")
-            if fresh:
-                await self.commit({"k": "start", "turn": turn, "ids": [p.id for p in fresh]})
             own = [p for p in runnable if p.name in self.cls._ai_tools]
             other = [p for p in runnable if p.name not in self.cls._ai_tools]
 
             async def run_own() -> None:
                 for p in own:  # they share the agent's state: one after another
+                    await self._start(turn, [p])  # each marked started only when it starts
                     await self._run_own(turn, p)
 
-            await asyncio.gather(run_own(), *(self._run_other(turn, p) for p in other))
+            async def run_other() -> None:
+                await self._start(turn, other)  # they start together
+                await asyncio.gather(*(self._run_other(turn, p) for p in other))
+
+            await asyncio.gather(run_own(), run_other())
         if waiting:
             await self.commit({"k": "park", "turn": turn, "ids": [r["id"] for r in waiting]})
             for rec in new_requests:
@@ -682,6 +685,16 @@ class _Turn:
                 )
             return waiting
         return None
+
+    async def _start(self, turn: int, calls: list[_Pending]) -> None:
+        """Record that ``calls`` start (an approval they carry is used up in the same write)."""
+        fresh = [p for p in calls if not p.started]
+        if not fresh:
+            return
+        for p in fresh:
+            if p.id in self.ai.approvals:
+                self._set_approval(p.id, status="used")
+        await self.commit({"k": "start", "turn": turn, "ids": [p.id for p in fresh]})
 
     def _request_approval(self, turn: int, p: _Pending) -> dict[str, Any]:
         timeout = self.cls.approval_timeout
