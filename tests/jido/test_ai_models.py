@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -144,3 +145,30 @@ async def test_scripted_model_records_requests() -> None:
     r1 = await model.complete(ModelRequest([{"role": "user", "content": "a"}]))
     r2 = await model.complete(ModelRequest([{"role": "user", "content": "a"}] * 3))
     assert (r1.text, r2.text) == ("hi", "3 msgs") and len(model.requests) == 2
+
+
+async def test_a_model_that_does_not_answer_times_out_typed(server: OpenAITestServer) -> None:
+    from jido.ai import ModelError
+
+    release = asyncio.Event()
+
+    async def hang(body: Any) -> Any:
+        await release.wait()
+        return text_reply("late")
+
+    server.script(hang)
+    model = OpenAIModel(base_url=server.url, model="m", timeout=0.2, max_retries=0)
+    with pytest.raises(ModelError) as info:
+        await model.complete(ModelRequest([{"role": "user", "content": "x"}]))
+    release.set()
+    assert info.value.retryable and "did not answer" in info.value.message
+    await model.aclose()
+
+
+def test_tools_must_be_the_agents_actions() -> None:
+    from jido import DefinitionError
+
+    with pytest.raises(DefinitionError):
+
+        class Bad(LLMAgent):
+            tools = [AddNote]

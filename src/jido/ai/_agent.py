@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jido._action import Action, ActionContext
 from jido._agent import Agent, Instruction, _merge
 from jido._directive import Directive, Emit, Replace
-from jido._errors import JidoError, ValidationError
+from jido._errors import DefinitionError, JidoError, ValidationError
 from jido._runtime import _Server, current_server
 from jido._signal import Signal
 from jido._skill import Skill
@@ -229,7 +229,12 @@ class LLMAgent(Agent):
         chosen = own if cls.tools is None else list(cls.tools)
         tools: dict[str, type[Action]] = {}
         for act in chosen:
-            cls._binding(act)  # a tool must be one of the agent's actions
+            if act not in cls._bindings:
+                raise DefinitionError(
+                    f"LLM agent {cls.__qualname__}: tool {act!r} is not one of its actions; add "
+                    "it to `actions` (tools run as the agent's commands, with its state)",
+                    details={"agent": cls.__qualname__},
+                )
             tools[act.name] = act
         cls._ai_tools = tools
 
