@@ -240,3 +240,28 @@ async def test_other_agents_routes_as_tools(server: OpenAITestServer) -> None:
     msgs = server.requests[2].body["messages"]
     assert orjson.loads(msgs[3]["content"]) == {"balance": 4}
     assert orjson.loads(msgs[5]["content"])["error"]["type"] == "validation_error"
+
+
+class Broken:
+    """A tool source whose calls fail with a plain exception."""
+
+    async def list_tools(self, agent_id: str) -> list[Any]:
+        from jido.ai import SourceTool, ToolSpec
+
+        schema = {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
+        return [SourceTool(ToolSpec("flaky", "Fails.", schema))]
+
+    async def call_tool(
+        self, name: str, arguments: Any, *, idempotency_key: str, agent_id: str
+    ) -> str:
+        raise ConnectionError("remote down")
+
+
+async def test_a_failing_tool_source_is_reported_to_the_model(server: OpenAITestServer) -> None:
+    server.script(tool_reply(call("flaky", {}, id="f")), text_reply("it failed"))
+    async with Runtime() as rt:
+        ref = await rt.start(teller(server, tool_sources=[Broken()]), id="t1")
+        out = await ref.call(prompt("try"))
+        assert out["text"] == "it failed"
+    err = orjson.loads(server.requests[1].body["messages"][-1]["content"])["error"]
+    assert err["type"] == "execution_error" and "remote down" in err["message"]

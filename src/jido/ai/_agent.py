@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jido._action import Action, ActionContext
 from jido._agent import Agent, Instruction, _merge
 from jido._directive import Directive, Emit, Replace
-from jido._errors import DefinitionError, JidoError, ValidationError
+from jido._errors import DefinitionError, ExecutionError, JidoError, ValidationError
 from jido._runtime import _Server, current_server
 from jido._signal import Signal
 from jido._skill import Skill
@@ -408,14 +408,14 @@ class _Turn:
 
     async def start(self, text: str) -> Any:
         if self.log.open_turn():
-            _, entries = self.log.current()
-            if entries[-1]["k"] == "park":
+            if self.log.current()[1][-1]["k"] != "park":
+                await self._advance()  # finish the interrupted turn first
+            if self.log.open_turn():  # it waits for approvals
                 raise ApprovalPendingError(
                     f"agent {self.agent.id!r} waits for approvals; decide them (ai.approval) "
                     "before sending a new prompt",
                     details={"pending": self._waiting_ids()},
                 )
-            await self._advance()  # finish the interrupted turn first
         turn = max(self.ai.turn, self.log.current()[0]) + 1
         # the last reply leaves the state: the turn's checkpoints stay small
         self.set_ai(turn=turn, last=None)
@@ -673,9 +673,9 @@ class _Turn:
 
             async def run_other() -> None:
                 await self._start(turn, other)  # they start together
-                await asyncio.gather(*(self._run_other(turn, p) for p in other))
+                await _all(*(self._run_other(turn, p) for p in other))
 
-            await asyncio.gather(run_own(), run_other())
+            await _all(run_own(), run_other())
         if waiting:
             await self.commit({"k": "park", "turn": turn, "ids": [r["id"] for r in waiting]})
             for rec in new_requests:
@@ -805,6 +805,12 @@ class _Turn:
             err.details.setdefault("tool", p.name)
             await self._result(turn, p, tool_error_json(err), error=True)
             return
+        except Exception as exc:  # a source's own failure is the model's to read, not a crash
+            failed = ExecutionError(
+                f"tool {p.name!r} failed: {exc!r}", details={"tool": p.name}, retryable=True
+            )
+            await self._result(turn, p, tool_error_json(failed), error=True)
+            return
         await self._result(turn, p, content, error=_is_error(content))
 
 
@@ -820,6 +826,17 @@ def _own_specs(cls: type[LLMAgent]) -> tuple[ToolSpec, ...]:
         )
         _SPECS[cls] = specs
     return specs
+
+
+async def _all(*aws: Coroutine[Any, Any, None]) -> None:
+    """Run ``aws`` concurrently; once all are done, raise the first failure (if any).
+
+    Every tool that started finishes (and records its result) even when another one fails.
+    """
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
 
 
 def _is_error(content: str) -> bool:
