@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["jido", "foundation"]
+PACKAGES = ["jido", "jido.ai", "jido.ai.testing", "jido.ai.mcp", "foundation"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -94,6 +94,7 @@ from jido._runtime import (
     BatchOutcome,
     Runtime,
 )
+from jido._services import Services
 from jido._skill import Skill
 from jido._sensor import (
     BusSensor,
@@ -196,6 +197,7 @@ __all__ = [
     "Replace",
     "Runtime",
     "Schedule",
+    "Services",
     "SetPath",
     "Skill",
     "Spawn",

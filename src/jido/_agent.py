@@ -208,13 +208,18 @@ class Agent:
         ``(action, params, context)`` tuples, or a list of those. Raises
         :class:`~jido.ValidationError` for an action this agent does not declare.
         """
+        return self._instructions(work, params)
+
+    # cmd() goes through this name, so a subclass may use ``instructions`` for something else
+    # (an LLM agent's system prompt)
+    def _instructions(self, work: Any, params: Any = None) -> list[Instruction]:
         cls = type(self)
         if isinstance(work, list):
             if params is not None:
                 raise ValidationError("give params inside each item when passing a list")
             out: list[Instruction] = []
             for item in work:
-                out.extend(self.instructions(item))
+                out.extend(self._instructions(item))
             return out
         if isinstance(work, Instruction):
             cls._binding(work.action)
@@ -245,7 +250,7 @@ class Agent:
         too. On any error nothing changes: the error is raised (after ``on_error``) and this
         agent keeps its state. ``new_agent.result`` is the last instruction's result.
         """
-        items = self.instructions(work, params)
+        items = self._instructions(work, params)
         if context:
             items = [Instruction(i.action, i.params, {**i.context, **context}) for i in items]
         state = self.state

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -64,6 +65,7 @@ from jido._errors import (
     TimeoutError,
     ValidationError,
 )
+from jido._services import Services
 from jido._signal import Signal
 from jido._store import Checkpoint, StateStore
 
@@ -87,6 +89,17 @@ _STOPPING = 1
 _STOPPED = 2
 
 _R = TypeVar("_R")
+
+#: The agent server whose command (or mount) is running in this task; set once per mailbox
+#: drain, so code that runs inside an agent (the LLM loop) can reach its runtime and store.
+_current: ContextVar[_Server | None] = ContextVar("jido_current_agent", default=None)
+
+
+def current_server() -> _Server | None:
+    """The server of the agent whose code runs in the current task, or ``None``."""
+    return _current.get()
+
+
 _FAIRNESS = 64  # messages drained before yielding to other tasks
 
 
@@ -268,6 +281,7 @@ class _Server:
         mb = self.mailbox
         assert mb is not None
         n = 0
+        _current.set(self)  # this task's own context: no reset needed
         try:
             while mb and not self.status and self.stop_reason is None:
                 item = mb.popleft()
@@ -303,6 +317,9 @@ class _Server:
             if isinstance(err, RoutingError) or fut is None:
                 rt._dead(self.id, signal, err)
             _fail(fut, err)
+            if isinstance(err, FencedError) and err.details.get("key") == self.id:
+                # a command that commits on its own (an LLM turn) found a newer owner
+                await self.shutdown("fenced", fenced=True)
             return
         except asyncio.CancelledError:
             _fail(fut, AgentStoppedError(f"agent {self.id!r} was cancelled"))
@@ -656,7 +673,7 @@ class _Server:
                 self.meta = dict(cp.meta)
         agent = cls(self.id, cls.validate_state(state))
         self.agent = agent
-        await _mount(agent)
+        await _mount(agent, self)
 
     async def _thaw(self) -> None:
         store = self.rt.store
@@ -767,16 +784,20 @@ class _Server:
             self.stopped.set_result(None)
 
 
-async def _mount(agent: Agent) -> None:
-    cls = type(agent)
-    if cls._h_mount:
-        r = agent.mount()
-        if cls._h_mount == 2:
-            await r
-    for skill in cls._skills:
-        r = skill.mount(agent)
-        if isinstance(r, Awaitable):
-            await r
+async def _mount(agent: Agent, srv: _Server) -> None:
+    token = _current.set(srv)
+    try:
+        cls = type(agent)
+        if cls._h_mount:
+            r = agent.mount()
+            if cls._h_mount == 2:
+                await r
+        for skill in cls._skills:
+            r = skill.mount(agent)
+            if isinstance(r, Awaitable):
+                await r
+    finally:
+        _current.reset(token)
 
 
 class AgentRef:
@@ -973,6 +994,9 @@ class Runtime:
         stop_timeout: how long stopping an agent waits for its in-flight command before
             cancelling it (``None``: wait as long as it takes).
         dead_letter_limit: how many dead letters are kept (oldest dropped first).
+        services: extension points for the code the runtime runs (tool sources, token
+            budgets, ...); default: an empty :class:`~jido.Services`, reachable as
+            ``rt.services``.
     """
 
     def __init__(
@@ -988,6 +1012,7 @@ class Runtime:
         call_timeout: float | None = None,
         stop_timeout: float | None = 10.0,
         dead_letter_limit: int = 10_000,
+        services: Services | None = None,
     ) -> None:
         _policy(checkpoint)
         if not isinstance(mailbox_size, int) or mailbox_size < 1:
@@ -1007,6 +1032,7 @@ class Runtime:
         self.dead_letters: collections.deque[AgentDeadLetter] = collections.deque(
             maxlen=dead_letter_limit
         )
+        self.services: Services = services if services is not None else Services()
         self._servers: dict[str, _Server] = {}
         self._listeners: list[Listener] = []
         self._bg: set[asyncio.Task[Any]] = set()
@@ -1106,7 +1132,7 @@ class Runtime:
         self._servers[id] = srv
         try:
             if agent._h_mount or agent._skills:
-                await _mount(instance)
+                await _mount(instance, srv)
         except BaseException:
             del self._servers[id]
             srv.status = _STOPPED

@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from types import TracebackType
 from typing import Any, Final, Literal, Self
@@ -159,6 +159,22 @@ def _fenced(key: str, epoch: int, stored_epoch: int) -> FencedError:
     )
 
 
+def _no_journal(store: StateStore) -> StoreError:
+    return StoreError(
+        f"{type(store).__name__} keeps no journals; use a MemoryStore or a SQLiteStore",
+        retryable=False,
+    )
+
+
+def _check_entries(entries: object) -> list[bytes]:
+    if isinstance(entries, bytes | str) or not isinstance(entries, Sequence):
+        raise ValidationError("append() takes a sequence of bytes entries")
+    out = [bytes(e) for e in entries if isinstance(e, bytes | bytearray | memoryview)]
+    if len(out) != len(entries):
+        raise ValidationError("every journal entry must be bytes")
+    return out
+
+
 def _closed(store: StateStore) -> StoreError:
     return StoreError(
         f"{type(store).__name__} is closed. Call `await store.open()` again or use "
@@ -211,6 +227,35 @@ class StateStore(ABC):
     async def delete(self, key: str) -> None:
         """Remove the checkpoint under ``key``; deleting a missing key is not an error."""
 
+    # -- the journal: an append-only list of entries kept next to each key's checkpoint --------
+
+    supports_journal: bool = False
+    """True when the store keeps journals (:meth:`append` / :meth:`journal`)."""
+
+    async def append(
+        self,
+        key: str,
+        entries: Sequence[bytes],
+        *,
+        checkpoint: Checkpoint | None = None,
+        epoch: int = 0,
+    ) -> int:
+        """Append ``entries`` to the journal of ``key``, with ``checkpoint`` in the same write.
+
+        The entries and the checkpoint (when given) are committed together or not at all, so
+        a writer that records a step in the journal and the state that step produced never
+        leaves one without the other. The journal grows by exactly the given bytes: each entry
+        is stored once. Fenced like :meth:`save` (with ``checkpoint.epoch``, or ``epoch`` when
+        no checkpoint is given). Returns the journal's new length (number of entries).
+
+        Stores without journals raise :class:`~jido.StoreError` (``supports_journal`` False).
+        """
+        raise _no_journal(self)
+
+    async def journal(self, key: str, start: int = 0) -> list[bytes]:
+        """The journal entries of ``key`` from position ``start`` on (empty when none)."""
+        raise _no_journal(self)
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self
@@ -233,8 +278,11 @@ class MemoryStore(StateStore):
     ``close()`` keeps the data: reopening the same instance finds it again.
     """
 
+    supports_journal = True
+
     def __init__(self) -> None:
         self._data: dict[str, tuple[int, bytes]] = {}
+        self._journals: dict[str, list[bytes]] = {}
         self._closed = False
 
     async def open(self) -> None:
@@ -271,6 +319,39 @@ class MemoryStore(StateStore):
         if self._closed:
             raise _closed(self)
         self._data.pop(_check_key(key), None)
+        self._journals.pop(key, None)
+
+    async def append(
+        self,
+        key: str,
+        entries: Sequence[bytes],
+        *,
+        checkpoint: Checkpoint | None = None,
+        epoch: int = 0,
+    ) -> int:
+        """Append ``entries`` (and save ``checkpoint``) in one step; returns the new length."""
+        if self._closed:
+            raise _closed(self)
+        _check_key(key)
+        items = _check_entries(entries)
+        blob = None
+        if checkpoint is not None:
+            epoch = _check_checkpoint(checkpoint).epoch
+            blob = checkpoint.to_bytes()
+        current = self._data.get(key)
+        if current is not None and current[0] > epoch:
+            raise _fenced(key, epoch, current[0])
+        if blob is not None:
+            self._data[key] = (epoch, blob)
+        journal = self._journals.setdefault(key, [])
+        journal.extend(items)
+        return len(journal)
+
+    async def journal(self, key: str, start: int = 0) -> list[bytes]:
+        """The journal entries of ``key`` from ``start`` on."""
+        if self._closed:
+            raise _closed(self)
+        return list(self._journals.get(_check_key(key), ())[max(start, 0) :])
 
     async def keys(self, prefix: str = "") -> list[str]:
         """Return the stored keys starting with ``prefix``, sorted."""
@@ -294,6 +375,9 @@ _OP_LOAD: Final = 2
 _OP_KEYS: Final = 3
 _OP_PING: Final = 4
 _OP_CLOSE: Final = 5
+_OP_APPEND: Final = 6
+_OP_JOURNAL: Final = 7
+_WRITES: Final = frozenset({_OP_SAVE, _OP_DELETE, _OP_APPEND})
 
 _Landed = Callable[[], None] | None
 """Called on the event loop once a write has been applied or refused (even if its caller left)."""
@@ -360,6 +444,12 @@ class _SQLiteWorker(threading.Thread):
         self._sql_delete = f"DELETE FROM {t} WHERE key = ?"
         self._sql_load = f"SELECT data FROM {t} WHERE key = ?"
         self._sql_keys = f"SELECT key FROM {t} WHERE substr(key, 1, ?) = ? ORDER BY key"
+        j = f"{t}_journal"
+        self._journal_table = j
+        self._sql_jlen = f"SELECT COALESCE(MAX(pos) + 1, 0) FROM {j} WHERE key = ?"
+        self._sql_jadd = f"INSERT INTO {j} (key, pos, data) VALUES (?, ?, ?)"
+        self._sql_jread = f"SELECT data FROM {j} WHERE key = ? AND pos >= ? ORDER BY pos"
+        self._sql_jdelete = f"DELETE FROM {j} WHERE key = ?"
 
     # -- connection ------------------------------------------------------------------------
 
@@ -374,6 +464,11 @@ class _SQLiteWorker(threading.Thread):
                 f"CREATE TABLE IF NOT EXISTS {self._table} ("
                 "key TEXT PRIMARY KEY NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL, "
                 "agent_type TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID"
+            )
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._journal_table} ("
+                "key TEXT NOT NULL, pos INTEGER NOT NULL, data BLOB NOT NULL, "
+                "PRIMARY KEY (key, pos)) WITHOUT ROWID"
             )
             cols = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({self._table})"))
             if cols != _COLUMNS:
@@ -446,7 +541,7 @@ class _SQLiteWorker(threading.Thread):
             return True
         pending: list[_Result] = []  # writes in the open transaction, resolved at commit
         for op, key, arg, fut, landed in batch:
-            if op <= _OP_DELETE:
+            if op in _WRITES:
                 assert fut is not None
                 if not pending:
                     try:
@@ -455,7 +550,11 @@ class _SQLiteWorker(threading.Thread):
                         err = _sql_error("begin a write", self._path, exc)
                         results.append((fut, err, None, landed))
                         continue
-                pending.append((fut, self._write(conn, op, key, arg), None, landed))
+                out = self._write(conn, op, key, arg)
+                if isinstance(out, JidoError):
+                    pending.append((fut, out, None, landed))
+                else:
+                    pending.append((fut, None, out, landed))
                 continue
             if pending:
                 self._commit(conn, pending, results)
@@ -465,26 +564,61 @@ class _SQLiteWorker(threading.Thread):
                     results.append((fut, None, None, None))
                 return False
             assert fut is not None
-            results.append(self._read(conn, op, key, fut))
+            results.append(self._read(conn, op, key, arg, fut))
         if pending:
             self._commit(conn, pending, results)
         return True
 
-    def _write(self, conn: sqlite3.Connection, op: int, key: str, arg: Any) -> JidoError | None:
-        """Apply one write inside the open transaction; returns its error, if any."""
+    def _write(self, conn: sqlite3.Connection, op: int, key: str, arg: Any) -> Any:
+        """Apply one write inside the open transaction; returns its error or its value.
+
+        A write that fails is undone alone (a savepoint), so the others of its commit group
+        stand.
+        """
+        if op != _OP_APPEND:
+            try:
+                return self._apply(conn, op, key, arg)
+            except sqlite3.Error as exc:
+                action = "save" if op == _OP_SAVE else "delete"
+                return _sql_error(f"{action} key {key!r}", self._path, exc)
         try:
-            if op == _OP_SAVE:
-                epoch, seq, agent_type, blob = arg
-                cur = conn.execute(self._sql_save, (key, epoch, seq, agent_type, blob))
-                if cur.rowcount == 0:
-                    row = conn.execute(self._sql_epoch, (key,)).fetchone()
-                    return _fenced(key, epoch, row[0] if row else -1)
-            else:
-                conn.execute(self._sql_delete, (key,))
+            conn.execute("SAVEPOINT w")
+            try:
+                value = self._apply(conn, op, key, arg)
+            except BaseException:
+                conn.execute("ROLLBACK TO w")
+                raise
+            if isinstance(value, JidoError):
+                conn.execute("ROLLBACK TO w")
+            conn.execute("RELEASE w")
         except sqlite3.Error as exc:
-            action = "save" if op == _OP_SAVE else "delete"
-            return _sql_error(f"{action} key {key!r}", self._path, exc)
-        return None
+            return _sql_error(f"append to the journal of key {key!r}", self._path, exc)
+        return value
+
+    def _apply(self, conn: sqlite3.Connection, op: int, key: str, arg: Any) -> Any:
+        if op == _OP_SAVE:
+            epoch, seq, agent_type, blob = arg
+            cur = conn.execute(self._sql_save, (key, epoch, seq, agent_type, blob))
+            if cur.rowcount == 0:
+                row = conn.execute(self._sql_epoch, (key,)).fetchone()
+                return _fenced(key, epoch, row[0] if row else -1)
+            return None
+        if op == _OP_DELETE:
+            conn.execute(self._sql_delete, (key,))
+            conn.execute(self._sql_jdelete, (key,))
+            return None
+        epoch, cp, entries = arg
+        if cp is not None:
+            fenced = self._apply(conn, _OP_SAVE, key, cp)
+            if fenced is not None:
+                return fenced
+        else:
+            row = conn.execute(self._sql_epoch, (key,)).fetchone()
+            if row is not None and row[0] > epoch:
+                return _fenced(key, epoch, row[0])
+        start = conn.execute(self._sql_jlen, (key,)).fetchone()[0]
+        conn.executemany(self._sql_jadd, [(key, start + i, e) for i, e in enumerate(entries)])
+        return start + len(entries)
 
     def _commit(
         self, conn: sqlite3.Connection, pending: list[_Result], results: list[_Result]
@@ -500,7 +634,7 @@ class _SQLiteWorker(threading.Thread):
         results.extend(pending)
 
     def _read(
-        self, conn: sqlite3.Connection, op: int, key: str, fut: asyncio.Future[Any]
+        self, conn: sqlite3.Connection, op: int, key: str, arg: Any, fut: asyncio.Future[Any]
     ) -> _Result:
         try:
             if op == _OP_LOAD:
@@ -511,6 +645,9 @@ class _SQLiteWorker(threading.Thread):
             if op == _OP_KEYS:
                 rows = conn.execute(self._sql_keys, (len(key), key)).fetchall()
                 return (fut, None, [r[0] for r in rows], None)
+            if op == _OP_JOURNAL:
+                rows = conn.execute(self._sql_jread, (key, arg)).fetchall()
+                return (fut, None, [bytes(r[0]) for r in rows], None)
             return (fut, None, None, None)  # ping: the connection is open
         except CorruptCheckpointError as exc:
             return (fut, exc, None, None)
@@ -706,6 +843,36 @@ class SQLiteStore(StateStore):
     async def keys(self, prefix: str = "") -> list[str]:
         """Return the stored keys starting with ``prefix``, sorted."""
         result: list[str] = await self._submit(_OP_KEYS, prefix, None)
+        return result
+
+    supports_journal = True
+
+    async def append(
+        self,
+        key: str,
+        entries: Sequence[bytes],
+        *,
+        checkpoint: Checkpoint | None = None,
+        epoch: int = 0,
+    ) -> int:
+        """Append ``entries`` (and save ``checkpoint``) in one transaction; the new length.
+
+        The journal is a second table (``<table>_journal``), one row per entry; the epoch
+        check for fencing runs in the same transaction as the rows.
+        """
+        _check_key(key)
+        items = _check_entries(entries)
+        cp = None
+        if checkpoint is not None:
+            c = _check_checkpoint(checkpoint)
+            epoch = c.epoch
+            cp = (c.epoch, c.seq, c.agent_type, c.to_bytes())
+        length: int = await self._write(_OP_APPEND, key, (epoch, cp, items))
+        return length
+
+    async def journal(self, key: str, start: int = 0) -> list[bytes]:
+        """The journal entries of ``key`` from ``start`` on (read on the store thread)."""
+        result: list[bytes] = await self._submit(_OP_JOURNAL, _check_key(key), max(start, 0))
         return result
 
     def __repr__(self) -> str:

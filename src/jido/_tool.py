@@ -11,7 +11,7 @@ import types
 import typing
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import orjson
 from pydantic import BaseModel
@@ -20,6 +20,9 @@ from jido._action import Action, ActionContext
 from jido._errors import DefinitionError, JidoError, ValidationError
 from jido._exec import execute
 from jido._schema import SUPPORTED_FORMATS, ToolFormat, build_tool, strict_schema
+
+if TYPE_CHECKING:
+    from jido._agent import Agent
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -301,8 +304,15 @@ async def execute_tool_call(
     ctx: ActionContext | None = None,
     *,
     timeout: float | None = None,  # noqa: ASYNC109 - per-attempt timeout handed to execute()
+    agent: Agent | None = None,
 ) -> str:
     """Run an LLM tool call and return a JSON string for the model.
+
+    With ``agent``, the tool runs as that agent's command: ``ctx.state`` is the agent's state
+    (its skill slice for a skill's action), the result is merged into the state as
+    :meth:`~jido.Agent.cmd` would, and ``agent.state`` is updated in place on success. The
+    action must be one the agent declares. ``ctx.metadata`` (when ``ctx`` is given) is passed
+    on as the instruction's context.
 
     ``actions`` is the tool set (Action classes/instances, a name mapping or a catalog); duplicate
     tool names raise ``DefinitionError`` (a programming error). The arguments are parsed
@@ -335,6 +345,16 @@ async def execute_tool_call(
     try:
         args = parse_tool_arguments(arguments_json)
         args = _normalize_args(cls.Params, args)
+        if agent is not None:
+            from jido._agent import Instruction
+
+            meta = dict(ctx.metadata) if ctx is not None else {}
+            signal = ctx.signal if ctx is not None else None
+            state, result, _effects = await agent._step(
+                Instruction(cls, args, meta), agent.state, signal
+            )
+            agent.state = state
+            return _dumps(result)
         outcome = await execute(act, args, ctx, timeout=timeout)
     except JidoError as err:
         err.details.setdefault("tool", tool_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -59,3 +60,17 @@ async def test_warehouse_example_in_process(tmp_path: Path) -> None:
     # more orders than initial stock: some were back-ordered, retried and restocked
     assert summary["backorders"] >= warehouse.ORDERS - warehouse.INITIAL_STOCK
     assert summary["restored_fulfilled"] == warehouse.ORDERS
+
+
+def test_ai_assistant_example_runs_as_a_script_against_the_test_server() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "ai_assistant.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "I reserved 2 apples for you; 8 are left." in out.stdout
+    assert "steps=3 tool_calls=3 apples_left=8 notes=['reserved 2 apples']" in out.stdout

@@ -370,6 +370,81 @@ class StoreContract:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    # -- journals (backends with supports_journal) ---------------------------------------------
+
+    async def test_journal_appends_in_order_and_reads_from_a_position(
+        self, backend: Backend
+    ) -> None:
+        store = backend.store
+        if not store.supports_journal:
+            pytest.skip("this backend keeps no journals")
+        assert await store.journal("j") == []
+        assert await store.append("j", [b"a", b"b"]) == 2
+        assert await store.append("j", [b"c"]) == 3
+        assert await store.append("other", [b"x"]) == 1
+        assert await store.journal("j") == [b"a", b"b", b"c"]
+        assert await store.journal("j", 2) == [b"c"]
+        assert await store.journal("j", 9) == []
+        again = backend.reopen()
+        await again.open()
+        try:
+            assert await again.journal("j") == [b"a", b"b", b"c"]
+        finally:
+            if again is not store:
+                await again.close()
+
+    async def test_journal_append_commits_its_checkpoint_in_the_same_write(
+        self, backend: Backend
+    ) -> None:
+        store = backend.store
+        if not store.supports_journal:
+            pytest.skip("this backend keeps no journals")
+        assert await store.append("k", [b"step"], checkpoint=_cp(4, n=4)) == 1
+        loaded = await store.load("k")
+        assert loaded is not None and loaded.seq == 4 and loaded.state == {"n": 4}
+        assert await store.journal("k") == [b"step"]
+
+    async def test_journal_append_is_fenced_and_changes_nothing(self, backend: Backend) -> None:
+        store = backend.store
+        if not store.supports_journal:
+            pytest.skip("this backend keeps no journals")
+        await store.save("f", _cp(1, epoch=3))
+        await store.append("f", [b"ok"], epoch=3)
+        with pytest.raises(FencedError):
+            await store.append("f", [b"stale"], epoch=2)
+        with pytest.raises(FencedError):
+            await store.append("f", [b"stale"], checkpoint=_cp(9, epoch=1))
+        assert await store.journal("f") == [b"ok"]
+        loaded = await store.load("f")
+        assert loaded is not None and loaded.seq == 1
+        # a fenced append in the same burst as good writes leaves those writes standing
+        results = await asyncio.gather(
+            store.append("f", [b"late"], epoch=0),
+            store.append("f", [b"good"], epoch=3),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], FencedError) and results[1] == 2
+        assert await store.journal("f") == [b"ok", b"good"]
+
+    async def test_delete_removes_the_journal_too(self, backend: Backend) -> None:
+        store = backend.store
+        if not store.supports_journal:
+            pytest.skip("this backend keeps no journals")
+        await store.append("d", [b"1"], checkpoint=_cp(1))
+        await store.delete("d")
+        assert await store.load("d") is None
+        assert await store.journal("d") == []
+
+    async def test_journal_entries_must_be_bytes(self, backend: Backend) -> None:
+        store = backend.store
+        if not store.supports_journal:
+            pytest.skip("this backend keeps no journals")
+        with pytest.raises(ValidationError):
+            await store.append("b", ["text"])  # type: ignore[list-item]
+        with pytest.raises(ValidationError):
+            await store.append("b", b"raw")
+        assert await store.journal("b") == []
+
     async def test_closed_store_refuses_until_reopened(self, backend: Backend) -> None:
         store = backend.store
         await store.save("k", _cp(1))
