@@ -53,7 +53,12 @@ from typing import Any, Self
 from nats.aio.client import Client as NatsClient
 
 from foundation import _wire as wire
-from foundation._errors import ClusterError, NodeDrainingError
+from foundation._errors import (
+    ClusterError,
+    NodeDrainingError,
+    NodeUnavailableError,
+    NotOwnerError,
+)
 from foundation._hooks import TaskSet
 from foundation._node_ops import ControlOps
 from foundation._node_types import NodeStatistics, Stage
@@ -81,7 +86,7 @@ from foundation.messaging.ref import ClusterRef, FailFast, UnreachablePolicy
 from foundation.nats.kv import KV, BucketSpec, connect
 from foundation.placement.placement import PlacementDirector
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
-from jido import AgentNotFoundError, JidoError, Runtime
+from jido import AgentNotFoundError, FencedError, JidoError, Runtime
 
 log = logging.getLogger("foundation.node")
 
@@ -208,7 +213,6 @@ class Node:
             tasks=self._tasks,
         )
         self.agent_ops: AgentOps | None = None
-        self.host.fence_listeners.append(self._wake_failover)
         self._link_probe: LinkProbe | None = None
         self.locator = NodeLocator(
             self.id,
@@ -277,6 +281,7 @@ class Node:
             self._enter(Stage.RECONCILE)
             if self._failover_options is not None:
                 self.failover = Failover(self, options=self._failover_options)
+                self.host.fence_listeners.append(self.failover.wake)  # a fenced node stops leading
                 await self.failover.start()
         except BaseException:
             await self._teardown()
@@ -436,11 +441,6 @@ class Node:
         self.bus = ClusterBus(self.nc, replicas=replicas)
         await self.bus.start()
 
-    def _wake_failover(self) -> None:
-        """The node fenced: its failover re-checks at once (a fenced node does not lead)."""
-        if self.failover is not None:
-            self.failover.wake()
-
     # -- connection events -------------------------------------------------------------------------
 
     async def _on_disconnect(self) -> None:
@@ -509,6 +509,11 @@ class Node:
                 f"node {self.id} is draining; spawn from another node",
                 details={"node": self.id},
             )
+        if node is not None and not self.locator.is_live(node):
+            raise NodeUnavailableError(
+                f"node {node!r} is not a live member: wait for it to join, or let placement choose",
+                details={"node": node},
+            )
         type_name = type_name_of(agent_cls)
         target = node or await self.host.place(agent_cls, spec, agent_id)
         record = await self.registry.claim(
@@ -525,7 +530,13 @@ class Node:
         if target == self.id:
             await self.host.activate(record, state=initial, fresh=True)
         else:
-            await self.client.start_remote(record, initial, fresh=True)
+            try:
+                await self.client.start_remote(record, initial, fresh=True)
+            except (FencedError, NotOwnerError):
+                # its target was lost meanwhile and failover re-placed it: it runs elsewhere
+                current = await self.registry.lookup(agent_id, consistent=True)
+                if current is None or current.epoch <= record.epoch:
+                    raise
         return ClusterRef(self.locator, agent_id, tenant=self.tenant, agent_cls=agent_cls)
 
     async def stop_agent(self, agent_id: str) -> None:

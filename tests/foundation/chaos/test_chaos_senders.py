@@ -67,6 +67,7 @@ async def test_casts_from_a_client_only_node_survive_a_frozen_owner(
             await cc.wait_recovered(kill)
             cc.resume_node(victim)
             await cc.wait_applied(agents)
+            await cc.driver.membership.wait_members([victim])  # it rejoined (a spawn target again)
         history = await cc.collect(agents)
         assert cc.summary()["acks"] >= 5
         history.assert_ok(budget=cc.budget)
