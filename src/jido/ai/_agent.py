@@ -52,6 +52,7 @@ from jido.ai._errors import (
     OutcomeUnknownError,
 )
 from jido.ai._sources import SourceTool, TokenBudget, ToolSource
+from jido.ai._tracing import chat_span, invoke_agent_span, record_usage, tool_span
 from jido.ai._types import Message, Model, ModelRequest, ModelResponse, ToolSpec, Usage
 
 __all__ = ["AIState", "LLMAgent", "arguments_sha256"]
@@ -89,6 +90,9 @@ class AIState(BaseModel):
     (``pending``, ``approved``, ``denied``, ``used``, ``expired``), ``expires_at``, ``turn``."""
     last: dict[str, Any] | None = None
     """The reply of the last finished (or parked) turn."""
+    trace: str | None = None
+    """Trace context (``traceparent``) of the running turn's span, so a turn resumed after a
+    crash continues its trace (only set while tracing is on)."""
 
 
 class _AISkill(Skill):
@@ -409,7 +413,7 @@ class _Turn:
     async def start(self, text: str) -> Any:
         if self.log.open_turn():
             if self.log.current()[1][-1]["k"] != "park":
-                await self._advance()  # finish the interrupted turn first
+                await self.resume()  # finish the interrupted turn first
             if self.log.open_turn():  # it waits for approvals
                 raise ApprovalPendingError(
                     f"agent {self.agent.id!r} waits for approvals; decide them (ai.approval) "
@@ -417,15 +421,22 @@ class _Turn:
                     details={"pending": self._waiting_ids()},
                 )
         turn = max(self.ai.turn, self.log.current()[0]) + 1
-        # the last reply leaves the state: the turn's checkpoints stay small
-        self.set_ai(turn=turn, last=None)
-        await self.commit({"k": "user", "turn": turn, "content": text})
-        return await self._advance()
+        parent = getattr(self.signal, "traceparent", None)
+        with invoke_agent_span(self.cls.name, self.agent.id, turn, parent=parent) as trace:
+            # the last reply leaves the state: the turn's checkpoints stay small
+            self.set_ai(turn=turn, last=None, trace=trace)
+            await self.commit({"k": "user", "turn": turn, "content": text})
+            return await self._advance()
 
     async def resume(self) -> Any:
         if not self.log.open_turn():
             return self._finish(self.ai.last or {})
-        return await self._advance()
+        turn = self.log.current()[0]
+        ai = self.ai
+        with invoke_agent_span(
+            self.cls.name, self.agent.id, turn, parent=None, resumed_from=ai.trace
+        ):
+            return await self._advance()
 
     async def decide(self, p: _DecideParams) -> Any:
         rec = self.ai.approvals.get(p.tool_call_id)
@@ -553,13 +564,13 @@ class _Turn:
         )
         budget: TokenBudget | None = self.srv.rt.services.get(TokenBudget)
         if budget is None:
-            return await model.complete(request)
+            return await _traced_complete(model, request)
         size = sum(len(str(m.get("content") or "")) for m in request.messages)
         estimate = size // 4 + (cls.max_tokens or 1024)
         reservation = await budget.reserve(self.agent.id, estimate)
         used = 0
         try:
-            resp = await model.complete(request)
+            resp = await _traced_complete(model, request)
             used = resp.usage.total_tokens
             return resp
         finally:
@@ -770,6 +781,10 @@ class _Turn:
         return ActionContext(view, self.agent.id, self.signal, None, meta)
 
     async def _run_own(self, turn: int, p: _Pending) -> None:
+        with tool_span(p.name, p.id, own=True):
+            await self._run_own_traced(turn, p)
+
+    async def _run_own_traced(self, turn: int, p: _Pending) -> None:
         act = self.cls._ai_tools[p.name]
         meta = {"idempotency_key": self.key(turn, p.id), "tool_call_id": p.id, "turn": turn}
         try:
@@ -786,6 +801,10 @@ class _Turn:
         await self._result(turn, p, _dumps(result), error=False)
 
     async def _run_other(self, turn: int, p: _Pending) -> None:
+        with tool_span(p.name, p.id, own=False):
+            await self._run_other_traced(turn, p)
+
+    async def _run_other_traced(self, turn: int, p: _Pending) -> None:
         found = self.sources.get(p.name)
         if found is None:
             err = ValidationError(
@@ -812,6 +831,16 @@ class _Turn:
             await self._result(turn, p, tool_error_json(failed), error=True)
             return
         await self._result(turn, p, content, error=_is_error(content))
+
+
+async def _traced_complete(model: Any, request: ModelRequest) -> ModelResponse:
+    """``model.complete(request)`` inside its GenAI ``chat`` span."""
+    provider = str(getattr(model, "provider", "") or type(model).__name__)
+    name = str(getattr(model, "model", "") or "model")
+    with chat_span(provider, name, request.max_tokens) as span:
+        resp: ModelResponse = await model.complete(request)
+        record_usage(span, model=resp.model or name, stop_reason=resp.stop_reason, usage=resp.usage)
+        return resp
 
 
 _SPECS: dict[type[Any], tuple[ToolSpec, ...]] = {}
