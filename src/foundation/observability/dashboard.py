@@ -45,6 +45,7 @@ from foundation import _wire as wire
 from foundation._errors import ClusterError
 from foundation.failover.failover import LEADER_LEASE
 from foundation.nats.kv import KV
+from foundation.nats.redact import redact_url
 from foundation.observability import http
 from foundation.observability.metrics import COUNTERS, QUANTILES, exposition
 
@@ -452,7 +453,7 @@ class Dashboard:
             "time": now,
             "node": node.id,
             "url": self.url,
-            "nats_url": getattr(node, "url", ""),
+            "nats_url": redact_url(getattr(node, "url", "")),
             "healthy": health["status"] == "ok"
             and not orphaned
             and all(n["responsive"] for n in nodes),

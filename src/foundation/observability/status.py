@@ -23,6 +23,7 @@ from foundation import _wire as wire
 from foundation.failover.failover import LEADER_LEASE
 from foundation.messaging.client import request
 from foundation.nats.kv import KV, connect
+from foundation.nats.redact import redact_url
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _json(value: bytes) -> dict[str, Any]:
 
 async def collect_status(url: str, *, ping_timeout: float = 1.0) -> StatusReport:
     """Read nodes, agents and the leader from the cluster at ``url``."""
-    report = StatusReport(url=url)
+    report = StatusReport(url=redact_url(url))
     nc = await connect(url, name="foundation-status", max_reconnect_attempts=0)
     try:
         nodes_kv = await _bucket(nc, wire.NODES_BUCKET)
