@@ -5,8 +5,9 @@ Four roles (least privilege, enforced by the server through the user JWT):
 - ``node``: what hosting agents needs: the cluster's subjects, its KV buckets and streams
   (JetStream API per stream, never deleting a stream), replies to any requester.
 - ``client``: calls and casts agents (``foundation.agent.>``; the serving node authorizes
-  and puts casts to at-least-once agents in their inbox) and the cluster bus (``foundation.signal.>``,
-  ``foundation.durable.>``); no node ops, no KV or stream API, no state bucket.
+  and puts casts to at-least-once agents in their inbox) and the cluster bus
+  (``foundation.signal.>``, ``foundation.durable.>``); no node ops, no KV or stream API, no
+  state bucket.
 - ``admin``: node ops for drain, stop and status, read-only KV (not the state bucket) and
   the audit stream (read).
 - ``observer``: ``ping`` and ``stats`` of nodes and reading the membership and registry.
