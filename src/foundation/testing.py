@@ -48,9 +48,9 @@ from typing import IO, Self
 from nats.aio.client import Client as NatsClient
 
 from foundation.membership.membership import Membership
-from foundation.nats.connect import connect
 from foundation.nats.proc import die_with_parent
 from foundation.nats.server import NatsCluster, NatsServer, find_nats_server, free_port
+from foundation.security import NatsAuth, open_connection
 
 __all__ = [
     "LocalCluster",
@@ -170,6 +170,7 @@ class LocalCluster:
         log_dir: str | os.PathLike[str] | None = None,
         ready_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        auth: NatsAuth | None = None,
     ) -> None:
         if isinstance(nodes, int):
             if nodes < 0:
@@ -212,6 +213,7 @@ class LocalCluster:
         self._nc: NatsClient | None = None
         self._membership: Membership | None = None
         self._membership_lock = asyncio.Lock()
+        self._auth = auth  # of this process's own connection (nodes read theirs from env)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -453,7 +455,9 @@ class LocalCluster:
         # Several waits may start at once: only the first creates the observer.
         async with self._membership_lock:
             if self._membership is None:
-                self._nc = await connect(self.url, name="foundation-local-cluster")
+                self._nc = await open_connection(
+                    self.url, self._auth, name="foundation-local-cluster"
+                )
                 self._membership = Membership(self._nc, None)
                 await self._membership.start()
         return self._membership
