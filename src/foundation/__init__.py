@@ -6,7 +6,7 @@ an agent is written: mix ``Clustered`` into a ``jido.Agent`` and run it on a ``N
 
 The public names are grouped by subsystem, as the package is (see ``docs/architecture.md``):
 errors, nats, membership, registry, placement, coordination, hosting, messaging, failover,
-node, observability.
+security, node, observability.
 """
 
 # --- errors (begin) ---
@@ -108,6 +108,20 @@ from foundation.failover.failover import (
 from foundation.failover.rebalance import Rebalancer
 # --- failover (end) ---
 
+# --- security (begin) ---
+from foundation._errors import AuthenticationError, PermissionDeniedError
+from foundation.security import (
+    AuditLog,
+    NatsAuth,
+    Policy,
+    RolePolicy,
+    SecureNatsCluster,
+    SecureNatsServer,
+    write_secure_setup,
+)
+from foundation.security._client import Client
+# --- security (end) ---
+
 # --- node (begin) ---
 from foundation._node import Node, NodeStatistics, Stage
 # --- node (end) ---
@@ -207,6 +221,18 @@ __all__: list[str] = [
     "FailoverStatistics",
     "Rebalancer",
     # --- failover __all__ (end) ---
+    # --- security __all__ (begin) ---
+    "AuditLog",
+    "AuthenticationError",
+    "Client",
+    "NatsAuth",
+    "PermissionDeniedError",
+    "Policy",
+    "RolePolicy",
+    "SecureNatsCluster",
+    "SecureNatsServer",
+    "write_secure_setup",
+    # --- security __all__ (end) ---
     # --- node __all__ (begin) ---
     "Node",
     "NodeStatistics",

@@ -56,11 +56,10 @@ from foundation import _wire as wire
 from foundation._errors import (
     ClusterError,
     NodeDrainingError,
-    NodeUnavailableError,
     NotOwnerError,
 )
 from foundation._hooks import TaskSet
-from foundation._node_ops import ControlOps
+from foundation._node_ops import ControlOps, open_connections
 from foundation._node_types import NodeStatistics, Stage
 from foundation.coordination.coordination import Coordination
 from foundation.failover.failover import Failover, FailoverOptions
@@ -83,9 +82,11 @@ from foundation.messaging.envelope import (
 )
 from foundation.messaging.policies import AwaitFailover
 from foundation.messaging.ref import ClusterRef, FailFast, UnreachablePolicy
-from foundation.nats.kv import KV, BucketSpec, connect
+from foundation.nats.kv import KV, BucketSpec
+from foundation.nats.redact import redact_url
 from foundation.placement.placement import PlacementDirector
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
+from foundation.security import FROM_PREFIX, NatsAuth, NodeSecurity, Policy, auth_of
 from jido import AgentNotFoundError, FencedError, JidoError, Runtime
 
 log = logging.getLogger("foundation.node")
@@ -142,6 +143,9 @@ class Node:
         failover: run the failover component (campaign for the cluster leader lease; while
             leading, re-place the agents of dead nodes): ``True`` (default), ``False``, or
             :class:`~foundation.failover.failover.FailoverOptions`.
+        creds, tls_ca, nkey_seed, token, auth: credentials and TLS of every connection the node
+            opens (:class:`~foundation.security.NatsAuth`); policy: who may send what to which
+            agent; audit: the audit trail (default: on with credentials). See docs/security.md.
     """
 
     def __init__(
@@ -160,10 +164,22 @@ class Node:
         reconcile_interval: float = 1.0,
         metadata: Mapping[str, Any] | None = None,
         failover: bool | FailoverOptions = True,
+        creds: str | os.PathLike[str] | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        nkey_seed: str | os.PathLike[str] | None = None,
+        token: str | None = None,
+        auth: NatsAuth | None = None,
+        policy: Policy | None = None,
+        audit: bool | None = None,
     ) -> None:
         self.id: str = check_token("node name", name) if name is not None else _default_name()
         self.tenant = check_token("tenant", tenant)
         self._nats = nats
+        self.security = NodeSecurity(
+            auth_of(auth, creds=creds, tls_ca=tls_ca, nkey_seed=nkey_seed, token=token),
+            policy=policy,
+            audit=audit,
+        )
         self.call_timeout = float(call_timeout)
         self._failover_options: FailoverOptions | None = (
             failover
@@ -283,6 +299,7 @@ class Node:
                 self.failover = Failover(self, options=self._failover_options)
                 self.host.fence_listeners.append(self.failover.wake)  # a fenced node stops leading
                 await self.failover.start()
+                self.security.watch_failover(self.failover)
         except BaseException:
             await self._teardown()
             raise
@@ -317,6 +334,7 @@ class Node:
             await step("pending casts", self.client.flush_casts())
         if len(self._tasks):
             await step("request tasks", self._tasks.cancel())
+        await step("audit trail", self.security.close())
         if self.runtime is not None:
             await step("agents", self.runtime.__aexit__(None, None, None), _AGENTS_STOP_LIMIT)
         self.host.local.clear()
@@ -341,28 +359,7 @@ class Node:
     # -- stages ------------------------------------------------------------------------------------
 
     async def _start_connect(self) -> None:
-        if self._nats is None:
-            from foundation.nats.server import NatsServer
-
-            self._server = NatsServer(store_dir=self._store_dir)
-            await self._server.astart()
-            self.url = self._server.url
-        elif isinstance(self._nats, str):
-            self.url = self._nats
-        else:
-            self.url = ",".join(self._nats)
-        self.nc = await connect(
-            self.url,
-            name=f"foundation-node-{self.id}",
-            on_disconnect=self._on_disconnect,
-            on_reconnect=self._on_reconnect,
-        )
-        # The lease gets its own connection, so heartbeat acks never queue behind a flood of
-        # agent traffic on the data connection (that would fence a healthy, busy node).
-        self._control_nc = await connect(self.url, name=f"foundation-node-{self.id}-control")
-        # ... and is given up when the data connection stops answering (a gray failure).
-        self._link_probe = LinkProbe(self.nc)
-        await self._link_probe.start()
+        await open_connections(self)
 
     async def _start_buckets(self) -> None:
         self._kv["state"] = await KV.open(
@@ -371,6 +368,7 @@ class Node:
 
     async def _start_membership(self) -> None:
         assert self._control_nc is not None
+        lease = f"foundation-node-{self.id}-lease"
         self.membership = Membership(
             self._control_nc,
             self.id,
@@ -382,7 +380,7 @@ class Node:
             lease_ttl=DEFAULT_LEASE_TTL if self._lease_ttl is None else self._lease_ttl,
             version=_version(),
             wire_features=WIRE_FEATURES,
-            renew_connect=lambda: connect(self.url, name=f"foundation-node-{self.id}-lease"),
+            renew_connect=functools.partial(self.security.connect, self.url, name=lease),
             link_down=self._link_probe.down if self._link_probe is not None else None,
         )
         await self.membership.start()
@@ -436,7 +434,9 @@ class Node:
         ops.install(endpoint)
         ControlOps(self).install(endpoint)
         self.endpoint = endpoint
-        await endpoint.start(public=ops.public)
+        await self.security.start(self, endpoint)
+        public = self.security.public(ops.public, self.subjects)
+        await endpoint.start(public=public, attested=FROM_PREFIX if self.security.on else None)
         replicas = self._kv["state"].replicas
         self.bus = ClusterBus(self.nc, replicas=replicas)
         await self.bus.start()
@@ -509,13 +509,8 @@ class Node:
                 f"node {self.id} is draining; spawn from another node",
                 details={"node": self.id},
             )
-        if node is not None and not self.locator.is_live(node):
-            raise NodeUnavailableError(
-                f"node {node!r} is not a live member: wait for it to join, or let placement choose",
-                details={"node": node},
-            )
         type_name = type_name_of(agent_cls)
-        target = node or await self.host.place(agent_cls, spec, agent_id)
+        target = await self.host.place(agent_cls, spec, agent_id, on=node)
         record = await self.registry.claim(
             agent_id,
             node=target,
@@ -527,6 +522,7 @@ class Node:
             delivery=spec.delivery,
         )
         self._counters["spawns"] += 1
+        self.security.record("agent.spawn", subject=agent_id, details={"node": target})
         if target == self.id:
             await self.host.activate(record, state=initial, fresh=True)
         else:
@@ -550,6 +546,7 @@ class Node:
                 f"no agent {agent_id!r} is registered", details={"agent_id": agent_id}
             )
         await self.registry.remove(agent_id, expected=record)
+        self.security.record("agent.stop", subject=agent_id, details={"node": record.node})
         if record.node == self.id:
             await self.host.stop_local(agent_id)
         elif self.locator.is_live(record.node):
@@ -576,6 +573,7 @@ class Node:
             return
         self.host.draining = True
         self.stage = Stage.DRAINING
+        self.security.record("node.drain", subject=self.id)
         with contextlib.suppress(Exception):
             await self.membership.set_status("draining")
         if self._reconcile_task is not None:
@@ -603,7 +601,7 @@ class Node:
             fenced=self.host.fenced,
             draining=self.host.draining,
             uptime=time.monotonic() - self._started_at if self._started_at else 0.0,
-            nats_url=self.url,
+            nats_url=redact_url(self.url),
             agent_ids=tuple(sorted(self.host.local)),
             casts_backlogged=len(ops.backlog) if ops is not None else 0,
             casts_refused=ops.backlog.refused if ops is not None else 0,

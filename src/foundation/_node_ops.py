@@ -1,4 +1,5 @@
-"""The node-level ops of a node's endpoint: ``handoff``, ``drain`` and ``stats``.
+"""The node-level ops of a node's endpoint: ``handoff``, ``drain`` and ``stats``; and the
+node's connection stage (:func:`open_connections`).
 
 The agent ops (``call``, ``cast``, ...) are :class:`~foundation.messaging.agent_ops.AgentOps`;
 these three need the node itself: a hand-over is taken only from the cluster leader (its stamp
@@ -14,10 +15,11 @@ from typing import Any, Protocol
 from nats.aio.msg import Msg
 
 from foundation.failover.rebalance import ClusterNode, checked_handoff
+from foundation.membership.link_probe import LinkProbe
 from foundation.messaging.endpoint import Endpoint, with_request
 from foundation.messaging.envelope import Request
 
-__all__ = ["ControlOps", "ControlledNode"]
+__all__ = ["ControlOps", "ControlledNode", "open_connections"]
 
 
 class ControlledNode(ClusterNode, Protocol):
@@ -67,3 +69,33 @@ class ControlOps:
     async def stats(self, msg: Msg) -> Any:
         """The node's statistics snapshot."""
         return self.node.statistics().to_dict()
+
+
+async def open_connections(node: Any) -> None:
+    """The ``connect`` stage of a :class:`foundation.Node`: its NATS (an embedded server when no
+    URL is given), the data and control connections (with the node's credentials) and the
+    link probe."""
+    if node._nats is None:
+        from foundation.nats.server import NatsServer
+
+        node._server = NatsServer(store_dir=node._store_dir)
+        await node._server.astart()
+        node.url = node._server.url
+    elif isinstance(node._nats, str):
+        node.url = node._nats
+    else:
+        node.url = ",".join(node._nats)
+    node.nc = await node.security.connect(
+        node.url,
+        name=f"foundation-node-{node.id}",
+        on_disconnect=node._on_disconnect,
+        on_reconnect=node._on_reconnect,
+    )
+    # The lease gets its own connection, so heartbeat acks never queue behind a flood of
+    # agent traffic on the data connection (that would fence a healthy, busy node).
+    node._control_nc = await node.security.connect(
+        node.url, name=f"foundation-node-{node.id}-control"
+    )
+    # ... and is given up when the data connection stops answering (a gray failure).
+    node._link_probe = LinkProbe(node.nc)
+    await node._link_probe.start()

@@ -48,9 +48,18 @@ from typing import IO, Self
 from nats.aio.client import Client as NatsClient
 
 from foundation.membership.membership import Membership
-from foundation.nats.connect import connect
 from foundation.nats.proc import die_with_parent
 from foundation.nats.server import NatsCluster, NatsServer, find_nats_server, free_port
+from foundation.security import (
+    NatsAuth,
+    Role,
+    SecureNatsCluster,
+    SecureNatsServer,
+    SecureSetup,
+    open_connection,
+    write_secure_setup,
+)
+from foundation.security._server import setup_dir_env
 
 __all__ = [
     "LocalCluster",
@@ -170,6 +179,8 @@ class LocalCluster:
         log_dir: str | os.PathLike[str] | None = None,
         ready_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        auth: NatsAuth | None = None,
+        secure: bool = False,
     ) -> None:
         if isinstance(nodes, int):
             if nodes < 0:
@@ -212,6 +223,13 @@ class LocalCluster:
         self._nc: NatsClient | None = None
         self._membership: Membership | None = None
         self._membership_lock = asyncio.Lock()
+        self.auth = auth or NatsAuth()
+        """Credentials of this process's connections to the cluster (node role when secure)."""
+        self._auth = auth  # of this process's own connection (nodes read theirs from env)
+        self.secure = secure
+        """Start the embedded NATS with TLS and authentication (nodes get the node role)."""
+        self.setup: SecureSetup | None = None
+        """The secure setup (``ca.pem``, ``<role>.creds``) of a ``secure`` cluster."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -248,7 +266,9 @@ class LocalCluster:
             self._url = given.url
         elif given is None and self.server is None:
             root = Path(self._store_dir) if self._store_dir is not None else self._workdir()
-            if self.nats_servers == 1:
+            if self.secure:
+                self.server = await self._start_secure(root)
+            elif self.nats_servers == 1:
                 server = NatsServer(store_dir=root / "nats")
                 await server.astart()
                 self.server = server
@@ -260,6 +280,26 @@ class LocalCluster:
         if self.initial_nodes:
             await self.start_nodes(*self.initial_nodes)
         return self
+
+    async def _start_secure(self, root: Path) -> NatsServer | NatsCluster:
+        setup = self.setup = write_secure_setup(self._workdir() / "secure")
+        server: SecureNatsServer | SecureNatsCluster
+        if self.nats_servers == 1:
+            server = SecureNatsServer(setup, store_dir=root / "nats")
+            await server.astart()
+        else:
+            server = SecureNatsCluster(self.nats_servers, setup=setup, store_root=root / "nats")
+            await asyncio.to_thread(server.start)
+        self._env.update(setup_dir_env(setup, "node"))
+        self._auth = self.auth = self.auth_for("node")
+        return server
+
+    def auth_for(self, role: Role) -> NatsAuth:
+        """Credentials of ``role`` (``admin``, ``node``, ``client``, ``observer``) of a secure
+        cluster (none otherwise)."""
+        if self.setup is None:
+            return NatsAuth()
+        return NatsAuth.of(creds=self.setup.creds_for(role), tls_ca=self.setup.ca)
 
     async def stop(self) -> None:
         """Kill every node process (SIGCONT, SIGKILL) and reap it, then stop our NATS."""
@@ -453,7 +493,9 @@ class LocalCluster:
         # Several waits may start at once: only the first creates the observer.
         async with self._membership_lock:
             if self._membership is None:
-                self._nc = await connect(self.url, name="foundation-local-cluster")
+                self._nc = await open_connection(
+                    self.url, self._auth, name="foundation-local-cluster"
+                )
                 self._membership = Membership(self._nc, None)
                 await self._membership.start()
         return self._membership

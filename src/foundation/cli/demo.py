@@ -30,7 +30,8 @@ from jido import JidoError, Signal
 
 
 class StartClusterAct:
-    """Start an embedded NATS and the node processes, then connect the demo's driver node."""
+    """Start an embedded NATS (TLS, one identity per role) and the node processes, then
+    connect the demo's driver node."""
 
     name = "cluster"
     title = "Start NATS and the nodes"
@@ -41,9 +42,10 @@ class StartClusterAct:
 
         t0 = time.perf_counter()
         with ctx.console.status(f"starting embedded NATS and {ctx.options.nodes} nodes..."):
-            ctx.cluster = LocalCluster(nodes=ctx.options.nodes)
+            ctx.cluster = LocalCluster(nodes=ctx.options.nodes, secure=True)
             await ctx.cluster.start()
-            ctx.node = Node(nats=ctx.cluster.url, name="demo-driver", agents=[])
+            auth = ctx.cluster.auth
+            ctx.node = Node(nats=ctx.cluster.url, name="demo-driver", agents=[], auth=auth)
             await ctx.node.start()
             await ctx.node.membership.wait_members(ctx.cluster.names)
         nodes = ", ".join(f"{n} (pid {p})" for n, p in ctx.cluster.pids().items())

@@ -12,6 +12,8 @@
 * ``foundation status [--nats URL]`` — nodes, agents per node, leader and health.
 * ``foundation drain NODE [--nats URL]`` — hand NODE's agents over to other nodes with their
   state, then NODE leaves and its process exits; prints where each agent went.
+* ``foundation up --secure --dir DIR``, ``--creds`` / ``--tls-ca`` on ``node``, ``status`` and
+  ``drain``, and ``foundation audit tail|verify|export``: see ``foundation.cli.secure``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from typing import Any
 
 from rich.console import Console
 
+from foundation.cli.secure import (
+    add_auth_arguments,
+    add_up_arguments,
+    audit_command,
+    auth_from_args,
+)
 from jido import DefinitionError
 
 console = Console()
@@ -103,25 +111,32 @@ def _build_parser() -> argparse.ArgumentParser:
     up.add_argument("--app", default=DEFAULT_APP, help="module:attr listing the agent classes")
     up.add_argument("--store-dir", default=None, help="JetStream data directory (default: temp)")
     up.add_argument("--dashboard-port", type=int, default=0, help="dashboard port (default: free)")
+    add_up_arguments(up)
 
     node = sub.add_parser("node", help="run one node joining a cluster")
     node.add_argument("--nats", default=os.environ.get(ENV_NATS), help="NATS URL(s), comma sep.")
     node.add_argument("--app", default=DEFAULT_APP, help="module:attr listing the agent classes")
     node.add_argument("--name", default=None, help="node id (default: a unique id)")
     node.add_argument("--capability", action="append", default=[], help="node capability")
+    add_auth_arguments(node)
 
     drain = sub.add_parser("drain", help="move a node's agents (with state) away, then stop it")
     drain.add_argument("node", help="id of the node to drain")
     drain.add_argument("--nats", default=os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
     drain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    add_auth_arguments(drain)
 
     status = sub.add_parser("status", help="show nodes, agents per node, leader and health")
     status.add_argument("--nats", default=os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_auth_arguments(status)
+    sub.add_parser("audit", help="the audit trail: tail, verify, export (see audit --help)")
     return parser
 
 
-async def _run_node(url: str, app: str, name: str | None, capabilities: list[str]) -> int:
+async def _run_node(
+    url: str, app: str, name: str | None, capabilities: list[str], auth: Any = None
+) -> int:
     from foundation._node import Node
 
     agents = load_app(app)
@@ -129,7 +144,9 @@ async def _run_node(url: str, app: str, name: str | None, capabilities: list[str
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Node(nats=url, name=name, agents=agents, capabilities=capabilities) as node:
+    async with Node(
+        nats=url, name=name, agents=agents, capabilities=capabilities, auth=auth
+    ) as node:
         # One line on stdout so a parent process can tell the node is up without polling.
         print(f"node {node.id} ready", flush=True)
         stopped = asyncio.ensure_future(node.wait_stopped())  # e.g. `foundation drain` did it
@@ -166,10 +183,10 @@ async def _run_up(
     return 0
 
 
-async def _run_status(url: str, as_json: bool) -> int:
+async def _run_status(url: str, as_json: bool, auth: Any = None) -> int:
     from foundation.observability.status import collect_status, render_status
 
-    report = await collect_status(url)
+    report = await collect_status(url, auth=auth)
     if as_json:
         import orjson
 
@@ -182,6 +199,9 @@ async def _run_status(url: str, as_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``foundation`` console script; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["audit"]:
+        return audit_command(argv[1:])
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "demo":
@@ -194,6 +214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 concurrency=args.concurrency,
             )
             return asyncio.run(run_demo(opts, console=console))
+        if args.command == "up" and args.secure:
+            from foundation.cli.secure import run_up_secure
+
+            return asyncio.run(
+                run_up_secure(
+                    args.nodes,
+                    args.nats_servers,
+                    args.app,
+                    args.store_dir,
+                    args.dashboard_port,
+                    args.dir,
+                    console,
+                )
+            )
         if args.command == "up":
             return asyncio.run(
                 _run_up(
@@ -204,13 +238,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.nats:
                 console.print(f"[red]give --nats URL (or set {ENV_NATS})[/red]")
                 return 2
-            return asyncio.run(_run_node(args.nats, args.app, args.name, args.capability))
+            auth = auth_from_args(args)
+            return asyncio.run(_run_node(args.nats, args.app, args.name, args.capability, auth))
         if args.command == "status":
-            return asyncio.run(_run_status(args.nats, args.json))
+            return asyncio.run(_run_status(args.nats, args.json, auth_from_args(args)))
         if args.command == "drain":
             from foundation.failover.rebalance import run_drain_command
 
-            return asyncio.run(run_drain_command(args.nats, args.node, args.timeout, console))
+            options = auth_from_args(args).connect_options()
+            return asyncio.run(
+                run_drain_command(args.nats, args.node, args.timeout, console, options)
+            )
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

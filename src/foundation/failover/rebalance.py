@@ -319,13 +319,20 @@ class Rebalancer:
         return moves
 
 
-async def run_drain_command(url: str, node_id: str, timeout: float, console: Any) -> int:  # noqa: ASYNC109
-    """``foundation drain NODE``: drain it, wait until it left, show where its agents went."""
+async def run_drain_command(
+    url: str,
+    node_id: str,
+    timeout: float,  # noqa: ASYNC109
+    console: Any,
+    options: dict[str, Any] | None = None,
+) -> int:
+    """``foundation drain NODE``: drain it, wait until it left, show where its agents went
+    (``options``: more ``nats.connect`` options, e.g. credentials)."""
     from rich.table import Table
 
     from foundation.nats.kv import connect
 
-    nc = await connect(url, name="foundation-drain")
+    nc = await connect(url, name="foundation-drain", **(options or {}))
     members = Membership(nc, None)
     registry = ClusterRegistry(nc)
     try:

@@ -503,9 +503,28 @@ class AgentHost:
     # -- placement and hand-over ---------------------------------------------------------------
 
     async def place(
-        self, agent_cls: type, spec: ClusterSpec, agent_id: str, *, away: bool = False
+        self,
+        agent_cls: type,
+        spec: ClusterSpec,
+        agent_id: str,
+        *,
+        away: bool = False,
+        on: str | None = None,
     ) -> str:
-        """A node for ``agent_id`` (``away``: any node but this one, for a hand-over)."""
+        """A node for ``agent_id`` (``away``: any node but this one, for a hand-over).
+
+        ``on``: that node, which must be a live member (``NodeUnavailableError`` otherwise: a
+        record claimed for a node that is not there would only be moved by the failover).
+        """
+        if on is not None:
+            live = not self.fenced if on == self.node_id else self.membership.is_live(on)
+            if not live:
+                raise NodeUnavailableError(
+                    f"node {on!r} is not a live member: wait for it to join, or let placement "
+                    "choose",
+                    details={"node": on},
+                )
+            return on
         local = away and spec.placement == "local"
         return str(
             await self.placement.place(

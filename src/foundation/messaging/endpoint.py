@@ -98,29 +98,38 @@ class Endpoint:
 
     # -- subscriptions -------------------------------------------------------------------------
 
-    async def start(self, *, public: Handler | None = None) -> None:
-        """Subscribe to this node's private subjects (and the public agent subjects)."""
-        self._subs.append(
-            await self.nc.subscribe(
-                self.subjects.node_wildcard(self.node_id),
-                cb=self._on_node_msg,
-                pending_msgs_limit=-1,
+    async def start(self, *, public: Handler | None = None, attested: str | None = None) -> None:
+        """Subscribe to this node's private subjects (and the public agent subjects).
+
+        ``attested`` (a secure cluster's ``foundation.from``) also serves each subject under
+        ``<attested>.<role>.<name>.``: the server lets a principal publish only under its own
+        prefix there, so the ops (through a :meth:`wrap` step) know who sent them.
+        """
+        wildcards = [self.subjects.node_wildcard(self.node_id)]
+        if attested is not None:
+            wildcards.append(f"{attested}.*.*.{wildcards[0]}")
+        for wildcard in wildcards:
+            self._subs.append(
+                await self.nc.subscribe(wildcard, cb=self._on_node_msg, pending_msgs_limit=-1)
             )
-        )
         if public is not None:
             handler = public
 
             async def on_public(msg: Msg) -> None:
                 self._tasks.spawn(self._serve(handler, msg, one_way=not msg.reply))
 
-            self._subs.append(
-                await self.nc.subscribe(
-                    self.subjects.agent_wildcard,
-                    queue=self.subjects.agent_queue,
-                    cb=on_public,
-                    pending_msgs_limit=-1,
+            publics = [self.subjects.agent_wildcard]
+            if attested is not None:
+                publics.append(f"{attested}.*.*.{publics[0]}")
+            for wildcard in publics:
+                self._subs.append(
+                    await self.nc.subscribe(
+                        wildcard,
+                        queue=self.subjects.agent_queue,
+                        cb=on_public,
+                        pending_msgs_limit=-1,
+                    )
                 )
-            )
         await self.nc.flush()
 
     @property

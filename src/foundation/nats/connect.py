@@ -18,6 +18,7 @@ from nats.aio.client import Client as NatsClient
 
 from foundation import _wire as wire
 from foundation._errors import NatsUnavailableError
+from foundation.nats.redact import redact_text, redact_url
 
 log = logging.getLogger("foundation.kv")
 
@@ -104,9 +105,10 @@ async def connect(
         )
     except Exception as exc:
         raise NatsUnavailableError(
-            f"could not connect to NATS at {', '.join(urls)}: {exc!r}; check the server is "
-            "running (or let foundation start an embedded one)",
-            details={"servers": urls},
+            f"could not connect to NATS at {redact_url(','.join(urls))}: "
+            f"{redact_text(repr(exc))}; check the server is running (or let foundation start "
+            "an embedded one)",
+            details={"servers": [redact_url(u) for u in urls]},
             cause=exc,
         ) from exc
     # From now on, reconnect as asked (forever by default): the options are read at runtime.

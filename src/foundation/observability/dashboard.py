@@ -45,7 +45,9 @@ from foundation import _wire as wire
 from foundation._errors import ClusterError
 from foundation.failover.failover import LEADER_LEASE
 from foundation.nats.kv import KV
+from foundation.nats.redact import redact_url
 from foundation.observability import http
+from foundation.observability.access import AccessGuard
 from foundation.observability.metrics import COUNTERS, QUANTILES, exposition
 
 __all__ = ["Dashboard", "DashboardError"]
@@ -110,6 +112,8 @@ class Dashboard:
         errors: optional mapping of error type → count kept by the application.
         stats_timeout: how long to wait for another node's statistics, in seconds.
         history: how many recent events are kept.
+        token, allowed_hosts: access (see :mod:`~foundation.observability.access`): a token is
+            required beyond loopback; ``Host`` must name this dashboard.
 
     Use as ``async with Dashboard(node) as dash:`` or call :meth:`start` / :meth:`stop`.
     """
@@ -125,7 +129,10 @@ class Dashboard:
         errors: Mapping[str, int] | None = None,
         stats_timeout: float = 0.5,
         history: int = 100,
+        token: str | None = None,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
+        self._access = AccessGuard(host, token, allowed_hosts)
         if refresh <= 0:
             raise DashboardError("refresh must be > 0 seconds", details={"refresh": refresh})
         self.node = node
@@ -175,7 +182,8 @@ class Dashboard:
         """
         from foundation._node import Node
 
-        node = Node(nats=nats, name=name or f"dashboard-{uuid.uuid4().hex[:6]}", agents=[])
+        name = name or f"dashboard-{uuid.uuid4().hex[:6]}"
+        node = Node(nats=nats, name=name, agents=[], auth=options.pop("auth", None))
         dash = cls(node, host, port, **options)
         dash._own_node = node
         return dash
@@ -452,7 +460,7 @@ class Dashboard:
             "time": now,
             "node": node.id,
             "url": self.url,
-            "nats_url": getattr(node, "url", ""),
+            "nats_url": redact_url(getattr(node, "url", "")),
             "healthy": health["status"] == "ok"
             and not orphaned
             and all(n["responsive"] for n in nodes),
@@ -586,6 +594,10 @@ class Dashboard:
             return
         method, target = parts[0], parts[1]
         path = urlsplit(target).path or "/"
+        if (refused := self._access.refusal(head, path)) is not None:
+            return await http.respond(
+                writer, refused[0], refused[1], "text/plain", extra=refused[2]
+            )
         if method not in ("GET", "HEAD"):
             await http.respond(
                 writer, 405, b"only GET and HEAD\n", "text/plain", extra={"Allow": "GET, HEAD"}

@@ -22,7 +22,9 @@ from rich.table import Table
 from foundation import _wire as wire
 from foundation.failover.failover import LEADER_LEASE
 from foundation.messaging.client import request
-from foundation.nats.kv import KV, connect
+from foundation.nats.kv import KV
+from foundation.nats.redact import redact_url
+from foundation.security import NatsAuth, open_connection
 
 
 @dataclass
@@ -97,10 +99,12 @@ def _json(value: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-async def collect_status(url: str, *, ping_timeout: float = 1.0) -> StatusReport:
-    """Read nodes, agents and the leader from the cluster at ``url``."""
-    report = StatusReport(url=url)
-    nc = await connect(url, name="foundation-status", max_reconnect_attempts=0)
+async def collect_status(
+    url: str, *, ping_timeout: float = 1.0, auth: NatsAuth | None = None
+) -> StatusReport:
+    """Read nodes, agents and the leader from the cluster at ``url`` (as ``auth``)."""
+    report = StatusReport(url=redact_url(url))
+    nc = await open_connection(url, auth, name="foundation-status", max_reconnect_attempts=0)
     try:
         nodes_kv = await _bucket(nc, wire.NODES_BUCKET)
         if nodes_kv is not None:

@@ -34,11 +34,22 @@ from foundation.security._auth import (
     redact_url,
     secure_connect,
 )
+from foundation.security._connect import is_secure, open_connection
+from foundation.security._guard import (
+    AuditWriter,
+    NodeSecurity,
+    action_of,
+    auth_of,
+    default_policy,
+    op_allowed,
+    params_digest,
+)
 from foundation.security._keys import KeyPair
 from foundation.security._policy import ANY, AllowAll, Decision, Grants, Policy, RolePolicy, require
 from foundation.security._pki import PkiFiles, write_pki
 from foundation.security._roles import (
     AUDIT_STREAM,
+    FROM_PREFIX,
     ROLES,
     Permissions,
     Principal,
@@ -53,6 +64,16 @@ from foundation.security._signing import SignalSigner, SignalVerifier
 from foundation.security._setup import SecureSetup, load_secure_setup, write_secure_setup
 
 __all__ = [
+    "FROM_PREFIX",
+    "AuditWriter",
+    "NodeSecurity",
+    "action_of",
+    "auth_of",
+    "default_policy",
+    "is_secure",
+    "op_allowed",
+    "open_connection",
+    "params_digest",
     "SignalSigner",
     "SignalVerifier",
     "AuditLog",

@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -31,6 +30,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from foundation._errors import AuthenticationError, NatsUnavailableError, PermissionDeniedError
+from foundation.nats.redact import REDACTED as _REDACTED
+from foundation.nats.redact import redact_text, redact_url
 from foundation.security._jwt import creds_jwt, decode
 from foundation.security._roles import ROLES, Principal, inbox_prefix
 
@@ -44,7 +45,6 @@ ENV_TLS_CA = "FOUNDATION_TLS_CA"
 ENV_TLS_CERT = "FOUNDATION_TLS_CERT"
 ENV_TLS_KEY = "FOUNDATION_TLS_KEY"
 
-_REDACTED = "<redacted>"
 _SECRET_FIELDS = frozenset({"token", "password"})
 
 PathLike = str | os.PathLike[str]
@@ -233,34 +233,7 @@ class NatsAuth:
     __str__ = __repr__
 
 
-# --- URLs -----------------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """``url`` (or a comma-separated list of URLs) with any user, password or token removed.
-
-    ``nats://alice:s3cret@host:4222`` becomes ``nats://<redacted>@host:4222``.
-    """
-    return ",".join(_redact_one(part) for part in url.split(","))
-
-
-def _redact_one(url: str) -> str:
-    text = url.strip()
-    try:
-        parts = urlsplit(text if "://" in text else f"nats://{text}")
-    except ValueError:
-        return re.sub(r"[^/@]*@", f"{_REDACTED}@", text)
-    if "@" not in parts.netloc:
-        return text
-    host = parts.netloc.rsplit("@", 1)[1]
-    cleaned = urlunsplit(parts._replace(netloc=f"{_REDACTED}@{host}"))
-    return cleaned if "://" in text else cleaned.split("://", 1)[1]
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the credentials of every URL in it removed (for logs and errors)."""
-    return re.sub(r"([a-z][a-z0-9+.-]*://)[^/\s@,]+@", rf"\1{_REDACTED}@", text)
-
+# --- URLs: see foundation.nats.redact ----------------------------------------------------
 
 # --- permission violations ------------------------------------------------------------------
 

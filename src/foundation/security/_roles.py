@@ -4,9 +4,10 @@ Four roles (least privilege, enforced by the server through the user JWT):
 
 - ``node``: what hosting agents needs: the cluster's subjects, its KV buckets and streams
   (JetStream API per stream, never deleting a stream), replies to any requester.
-- ``client``: calls and casts agents (``foundation.agent.>``, ``foundation.inbox.>`` with
-  JetStream publish acks) and the cluster bus (``foundation.signal.>``,
-  ``foundation.durable.>``); no node ops, no KV or stream API, no state bucket.
+- ``client``: calls and casts agents (``foundation.agent.>``; the serving node authorizes
+  and puts casts to at-least-once agents in their inbox) and the cluster bus
+  (``foundation.signal.>``, ``foundation.durable.>``); no node ops, no KV or stream API, no
+  state bucket.
 - ``admin``: node ops for drain, stop and status, read-only KV (not the state bucket) and
   the audit stream (read).
 - ``observer``: ``ping`` and ``stats`` of nodes and reading the membership and registry.
@@ -224,7 +225,8 @@ def role_permissions(principal: Principal) -> Permissions:
         pub.append(f"{INBOX_ROOT}.>")
         sub += [f"{root}.>"]
     elif principal.role == "client":
-        pub += [f"{root}.{fam}.>" for fam in ("agent", "signal", "durable", "inbox")]
+        # no inbox: a cast to an at-least-once agent goes through a node, which authorizes it
+        pub += [f"{root}.{fam}.>" for fam in ("agent", "signal", "durable")]
         sub += [f"{root}.signal.>"]
         pub_deny += ["$JS.API.>", f"{KV_SUBJECT_PREFIX}>"]
     elif principal.role == "admin":

@@ -163,9 +163,16 @@ async def test_what_a_client_may_do_still_works(
     await node.flush()
     await checked_publish(client, "foundation.agent.default.acc-1", b"cast")
     assert (await sub.next_msg(timeout=5)).data == b"cast"
-    # an at-least-once inbox: the stream's publish ack comes back to the client's inbox
-    ack = await client.jetstream().publish("foundation.inbox.default.acc-1", b"signal")
-    assert ack.stream == "FOUNDATION_INBOX"
+
+
+async def test_injecting_into_an_inbox_is_refused(
+    attacked: tuple[NatsClient, NatsClient, dict[str, bytes]],
+) -> None:
+    # a cast to an at-least-once agent reaches its inbox through a node, which authorizes it
+    node, client, before = attacked
+    with pytest.raises(PermissionDeniedError):
+        await checked_publish(client, "foundation.inbox.default.acc-1", b"signal")
+    await _unchanged(node, before)
 
 
 async def test_no_credentials_no_connection(

@@ -1,0 +1,231 @@
+"""Nodes and clients on a secure cluster: TLS, node and client credentials, the endpoint's
+authorization step, the public subjects' policy, the audit trail, nothing secret in output."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from foundation import AuthenticationError, Client, Node, PermissionDeniedError, RolePolicy
+from foundation.hosting.clustered import Clustered
+from foundation.messaging.envelope import decode_reply
+from foundation.security import (
+    AuditLog,
+    NatsAuth,
+    SecureNatsServer,
+    SecureSetup,
+    checked_request,
+    run_audit_async,
+    secure_connect,
+    write_secure_setup,
+)
+from jido import Action, ActionContext, Signal
+from tests.foundation.apps import ClusteredCounter, Counter
+from tests.foundation.conftest import eventually
+
+pytestmark = pytest.mark.nats
+
+
+class Withdraw(Action):
+    """Take ``amount`` from the counter (audited: each call is in the trail)."""
+
+    name = "withdraw"
+    audit = True
+
+    class Params(BaseModel):
+        amount: int = 0
+
+    async def run(self, params: Any, ctx: ActionContext) -> dict[str, Any]:
+        return {"count": ctx.state.count - params.amount}
+
+
+class Vault(Counter):
+    """A counter with an audited action."""
+
+    actions = [*Counter.actions, Withdraw]
+    routes = [*Counter.routes, ("vault.withdraw", Withdraw)]
+
+
+class ClusteredVault(Clustered, Vault, critical=True, placement="local"):
+    """A vault placed where it is spawned."""
+
+
+AGENTS = [ClusteredCounter, ClusteredVault]
+
+
+def _add(n: int = 1) -> Signal:
+    return Signal(type="counter.add", source="/test", data={"n": n})
+
+
+@pytest.fixture
+async def nodes(
+    secure_server: SecureNatsServer, secure_setup: SecureSetup
+) -> AsyncIterator[tuple[Node, Node]]:
+    """Two nodes with the node role's creds; ``counter.add`` is denied to clients."""
+    policy = RolePolicy(
+        {"node": {"*": ["*"]}, "client": {"*": ["counter.echo", "vault.*"]}}, admins_all=True
+    )
+    common: dict[str, Any] = {
+        "nats": secure_server.url,
+        "creds": secure_setup.creds_for("node"),
+        "tls_ca": secure_setup.ca,
+        "agents": AGENTS,
+        "policy": policy,
+        "failover": False,
+    }
+    a = Node(name="na", **common)
+    b = Node(name="nb", **common)
+    await a.start()
+    await b.start()
+    try:
+        yield a, b
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+@pytest.fixture
+async def client(
+    secure_server: SecureNatsServer, secure_setup: SecureSetup
+) -> AsyncIterator[Client]:
+    async with Client(
+        nats=secure_server.url, creds=secure_setup.creds_for("client"), tls_ca=secure_setup.ca
+    ) as c:
+        yield c
+
+
+async def test_nodes_call_across_the_secure_cluster(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    ref = await a.spawn(ClusteredCounter, id="c-1", node="nb")
+    assert (await a.ref("c-1").call(_add(2)))["count"] == 2
+    assert (await b.ref("c-1").call(_add(3)))["count"] == 5
+    assert (await ref.state()).count == 5  # type: ignore[attr-defined]
+
+
+async def test_client_calls_what_the_policy_allows_and_is_refused_the_rest(
+    nodes: tuple[Node, Node], client: Client
+) -> None:
+    a, _ = nodes
+    await a.spawn(ClusteredCounter, id="c-2", node="nb")
+    echo = Signal(type="counter.echo", source="/web", data={"x": 1})
+    assert (await client.ref("c-2").call(echo))["data"] == {"x": 1}
+    with pytest.raises(PermissionDeniedError) as info:
+        await client.ref("c-2").call(_add())
+    assert info.value.details["principal"] == "client/client"
+    await a.ref("c-2").call(_add(0))
+    assert (await a.ref("c-2").state()).count == 0  # type: ignore[attr-defined]
+    # a denied cast is dropped before it reaches the agent
+    await client.ref("c-2").cast(_add(7))
+    await client.ref("c-2").call(echo)
+    assert (await a.ref("c-2").state()).count == 0  # type: ignore[attr-defined]
+
+
+async def test_an_unattested_caller_is_not_authenticated(
+    nodes: tuple[Node, Node], secure_server: SecureNatsServer, secure_setup: SecureSetup
+) -> None:
+    a, _ = nodes
+    await a.spawn(ClusteredCounter, id="c-3")
+    auth = NatsAuth.of(creds=secure_setup.creds_for("client"), tls_ca=secure_setup.ca)
+    nc = await secure_connect(secure_server.url, auth)
+    try:
+        echo = Signal(type="counter.echo", source="/raw", data={})
+        msg = await checked_request(nc, "foundation.agent.default.c-3", echo.to_json().encode())
+        with pytest.raises(AuthenticationError):
+            decode_reply(msg.data)
+        # a principal subject of its own does not reach node ops either (role client)
+        reply = await checked_request(
+            nc, "foundation.from.client.client.foundation.node.na.drain", b"{}"
+        )
+        with pytest.raises(PermissionDeniedError):
+            decode_reply(reply.data)
+        assert a.stage.name == "RUNNING"
+    finally:
+        await nc.close()
+
+
+async def test_audit_trail_records_spawns_stops_denials_and_audited_actions(
+    nodes: tuple[Node, Node],
+    client: Client,
+    secure_server: SecureNatsServer,
+    secure_setup: SecureSetup,
+    tmp_path: Path,
+) -> None:
+    a, b = nodes
+    await a.spawn(ClusteredVault, id="v-1")
+    withdraw = Signal(type="vault.withdraw", source="/web", data={"amount": 3})
+    assert (await client.ref("v-1").call(withdraw))["count"] == -3
+    with pytest.raises(PermissionDeniedError):
+        await client.ref("v-1").call(_add())
+    await a.stop_agent("v-1")
+    for node in (a, b):
+        assert node.security.audit is not None
+        await node.security.audit.flush()
+    admin = await secure_connect(
+        secure_server.url,
+        NatsAuth.of(creds=secure_setup.creds_for("admin"), tls_ca=secure_setup.ca),
+    )
+    try:
+        records = await AuditLog(admin.jetstream()).tail(100)
+    finally:
+        await admin.close()
+    events = {r["event"]: r for r in records}
+    assert events["agent.spawn"]["subject"] == "v-1"
+    assert events["agent.stop"]["subject"] == "v-1"
+    call = events["action.call"]
+    assert call["principal"] == "client/client"
+    assert call["details"]["action"] == "withdraw"
+    assert len(call["details"]["params_sha256"]) == 64
+    assert "amount" not in json.dumps(call)
+    assert events["auth.denied"]["principal"] == "client/client"
+    args = ["--nats", secure_server.url, "--creds", str(secure_setup.creds_for("admin"))]
+    args += ["--tls-ca", str(secure_setup.ca)]
+    out = io.StringIO()
+    assert await run_audit_async(["verify", *args], out=out) == 0, out.getvalue()
+
+
+async def test_credentials_never_appear_in_output(
+    nodes: tuple[Node, Node], secure_server: SecureNatsServer, secure_setup: SecureSetup
+) -> None:
+    a, b = nodes
+    stats = json.dumps(await b.client.request("na", "stats", b"{}"))
+    seed = next(
+        line
+        for line in secure_setup.creds_for("node").read_text().splitlines()
+        if line.startswith("SU")
+    )
+    assert seed not in stats and seed not in repr(a.security.auth)
+    # credentials in a URL are redacted wherever the URL is shown
+    node = Node(nats="nats://alice:s3cret@127.0.0.1:1", name="leaky", failover=False)
+    with pytest.raises(Exception) as info:
+        await node.start()
+    assert "s3cret" not in str(info.value) and "s3cret" not in repr(info.value.args)
+    assert "s3cret" not in json.dumps(node.statistics().to_dict())
+
+
+async def test_a_refused_login_says_why(
+    secure_server: SecureNatsServer, secure_setup: SecureSetup, tmp_path: Path
+) -> None:
+    with pytest.raises(AuthenticationError, match="refused the login"):
+        await Node(nats=secure_server.url, tls_ca=secure_setup.ca, failover=False).start()
+    other = write_secure_setup(tmp_path / "other").creds_for("client")
+    with pytest.raises(AuthenticationError, match="does not trust"):
+        async with Client(nats=secure_server.url, creds=other, tls_ca=secure_setup.ca):
+            pass
+
+
+async def test_client_never_joins_the_membership(nodes: tuple[Node, Node], client: Client) -> None:
+    a, _ = nodes
+    await a.spawn(ClusteredCounter, id="c-4")
+    await client.ref("c-4").call(Signal(type="counter.echo", source="/web", data={}))
+
+    async def members() -> bool:
+        return set(a.membership.snapshot.ids()) == {"na", "nb"}
+
+    await eventually(members)
+    assert client.name not in a.membership.snapshot

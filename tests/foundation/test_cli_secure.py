@@ -1,0 +1,94 @@
+"""``foundation up --secure --dir DIR``, ``status`` and ``audit`` with credentials, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from foundation import AuthenticationError, Client, Node
+from jido import Signal
+from tests.foundation.apps import AGENTS, ClusteredCounter
+from tests.foundation.conftest import REPO_ROOT, eventually, repo_env
+from tests.foundation.test_dashboard import catches
+
+pytestmark = pytest.mark.nats
+
+
+async def _cli(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "foundation.cli.main", *args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=repo_env(COLUMNS="200"),
+        cwd=str(REPO_ROOT),
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_up_secure_runs_an_authenticated_cluster(tmp_path: Path) -> None:
+    d = tmp_path / "sec"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "foundation.cli.main", "up", "--secure", "--dir", str(d), "--nodes", "1"),
+        *("--app", "tests.foundation.apps:AGENTS"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+        env=repo_env(COLUMNS="200", PYTHONUNBUFFERED="1"),
+        cwd=str(REPO_ROOT),
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+
+        async def nats_url() -> str:
+            assert proc.stdout is not None
+            while True:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "foundation up exited:\n" + "".join(lines)
+                lines.append(line)
+                found = re.search(r"cluster up: NATS at (tls://\S+)", line)
+                if found:
+                    return found.group(1)
+
+        url = await asyncio.wait_for(nats_url(), 60)
+        for name in ("ca.pem", "admin.creds", "node.creds", "client.creds"):
+            assert (d / name).is_file(), name
+        ca = str(d / "ca.pem")
+        with pytest.raises(AuthenticationError):  # no credentials, no cluster
+            await Node(nats=url, tls_ca=ca, failover=False).start()
+        async with Node(
+            nats=url, creds=d / "node.creds", tls_ca=ca, agents=AGENTS, failover=False
+        ) as node:
+            await node.spawn(ClusteredCounter, id="cli-1", node="node-1")
+        async with Client(nats=url, creds=d / "client.creds", tls_ca=ca) as c:
+            out = await c.ref("cli-1").call(Signal(type="counter.add", source="/t", data={"n": 2}))
+            assert out["count"] == 2
+        admin = ["--nats", url, "--creds", str(d / "admin.creds"), "--tls-ca", ca]
+        code, text = await _cli("status", *admin)
+        assert code == 0, text
+        code, text = await _cli("audit", "verify", *admin)
+        assert code == 0, text
+        code, text = await _cli("audit", "tail", *admin)
+        assert code == 0 and '"agent.spawn"' in text, text
+        seed = next(ln for ln in (d / "node.creds").read_text().splitlines() if ln[:2] == "SU")
+        assert seed not in "".join(lines) + text
+
+        async def handles_sigterm() -> bool:
+            return catches(proc.pid, signal.SIGTERM)
+
+        await eventually(handles_sigterm, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
