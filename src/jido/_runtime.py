@@ -31,11 +31,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from croniter import croniter
 from pydantic import BaseModel
 
 from jido._agent import CHILD_EXITED, Agent, Instruction, _params_of
@@ -66,6 +64,7 @@ from jido._errors import (
 )
 from jido._signal import Signal
 from jido._store import Checkpoint, StateStore
+from jido._timers import TimerBook, has_timer_effects
 
 __all__ = [
     "AgentDeadLetter",
@@ -228,7 +227,7 @@ class _Server:
         self.parent: str | None = None
         self.children: list[str] | None = None
         self.spawned = 0  # Spawn directives carried out: numbers default child ids
-        self.timers: dict[str, tuple[asyncio.TimerHandle, Schedule]] | None = None
+        self.timers: TimerBook | None = None
         self.sensors: dict[str, Any] | None = None
         self.restarts: collections.deque[float] | None = None
         self.stop_reason: str | None = None
@@ -290,6 +289,9 @@ class _Server:
     async def _process(self, item: tuple[Signal, asyncio.Future[Any] | None, Any]) -> None:
         signal, fut, meta = item
         rt = self.rt
+        book = self.timers
+        if book is not None and book.firing:
+            book.settle(signal.id)  # this command's commit is the firing's commit
         try:
             if self.agent is None:
                 await self._thaw()
@@ -320,7 +322,7 @@ class _Server:
         every = self.ckpt_every
         if every and (every == 1 or seq - self.saved_seq >= every):
             try:
-                await self._save(new_state, seq, merged)
+                await self._save(new_state, seq, merged, effects)
             except FencedError as err:
                 if fut is None:
                     rt._dead(self.id, signal, err)
@@ -419,7 +421,9 @@ class _Server:
                 every = self.ckpt_every
                 if every and (every == 1 or seq - self.saved_seq >= every):
                     try:
-                        await self._save(state, seq, merged)
+                        await self._save(
+                            state, seq, merged, [e for _s, _r, fx, _b, _a in done for e in fx]
+                        )
                     except FencedError as err:
                         _fail(fut, err)
                         await self.shutdown("fenced", fenced=True)
@@ -465,15 +469,25 @@ class _Server:
         if not fut.done():
             fut.set_result(BatchOutcome(len(done), tuple(results), error))
 
-    async def _save(self, state: BaseModel, seq: int, meta: dict[str, Any] | None) -> None:
+    async def _save(
+        self,
+        state: BaseModel,
+        seq: int,
+        meta: dict[str, Any] | None,
+        effects: list[Directive] | None = None,
+    ) -> None:
         store = self.rt.store
         assert store is not None
+        book = self.timers
+        if book is None and effects and has_timer_effects(effects):
+            book = self.timers = TimerBook(self.rt._loop(), self.fire)
         cp = Checkpoint(
             state=state.model_dump(),
             agent_type=self.cls._type_name,
             seq=seq,
             meta=meta if meta is not None else {},
             epoch=self.epoch,
+            timers=book.table(effects or ()) if book is not None else {},
         )
         try:
             await store.save(self.id, cp)
@@ -529,47 +543,26 @@ class _Server:
                 )
 
     def schedule(self, d: Schedule) -> None:
-        key = d.schedule_key
-        self.cancel_timer(key)
-        if self.timers is None:
-            self.timers = {}
-        if d.cron is not None:
-            nxt = croniter(d.cron, datetime.now(UTC)).get_next(float)
-            delay = max(0.0, nxt - time.time())
-        else:
-            delay = float(d.delay or 0.0)
-        handle = self.rt._loop().call_later(delay, self.fire, key)
-        self.timers[key] = (handle, d)
+        book = self.timers
+        if book is None:
+            book = self.timers = TimerBook(self.rt._loop(), self.fire)
+        book.arm(d)
 
     def cancel_timer(self, key: str) -> bool:
-        entry = self.timers.pop(key, None) if self.timers else None
-        if entry is None:
-            return False
-        entry[0].cancel()
-        return True
+        return self.timers.cancel(key) if self.timers is not None else False
 
     def fire(self, key: str) -> None:
         """Deliver the signal of schedule ``key`` now (and re-arm a cron schedule)."""
-        entry = self.timers.pop(key, None) if self.timers else None
-        if entry is None or self.status:
+        book = self.timers
+        if book is None or self.status:
             return
-        handle, d = entry
-        handle.cancel()
-        sig = d.signal
-        if d.cron is not None:
-            self.schedule(d)
-            sig = Signal(  # a fresh id and time per firing, every other attribute kept
-                sig.type,
-                sig.source,
-                sig.data,
-                subject=sig.subject,
-                dataschema=sig.dataschema,
-                datacontenttype=sig.datacontenttype,
-                **sig.extensions,
-            )
+        sig = book.take(key)
+        if sig is None:
+            return
         try:
             self.enqueue(sig, None, None)
         except JidoError as err:
+            book.settle(sig.id)
             self.rt._dead(self.id, sig, err)
 
     async def start_sensor(self, d: StartSensor) -> None:
@@ -723,10 +716,8 @@ class _Server:
                         rt._dead(self.id, sig, gone)
                     else:
                         _fail(fut, gone)
-            if self.timers:
-                for handle, _d in self.timers.values():
-                    handle.cancel()
-                self.timers = None
+            if self.timers is not None:
+                self.timers.disarm()  # still committed by the final save below
             if self.sensors:
                 for sensor in list(self.sensors.values()):
                     try:
@@ -1111,6 +1102,9 @@ class Runtime:
             del self._servers[id]
             srv.status = _STOPPED
             raise
+        if cp is not None and cp.timers:
+            srv.timers = TimerBook(self._loop(), srv.fire)
+            srv.timers.restore(cp.timers)
         if parent_srv is not None:
             if parent_srv.children is None:
                 parent_srv.children = []
@@ -1177,12 +1171,12 @@ class Runtime:
     def schedules(self, id: str) -> dict[str, Schedule]:
         """Pending schedules of agent ``id`` by key."""
         srv = self._server(id)
-        return {k: d for k, (_h, d) in (srv.timers or {}).items()}
+        return srv.timers.schedules() if srv.timers is not None else {}
 
     def fire(self, id: str, key: str) -> bool:
         """Deliver schedule ``key`` of agent ``id`` now instead of at its time (tests)."""
         srv = self._server(id)
-        if not srv.timers or key not in srv.timers:
+        if srv.timers is None or key not in srv.timers.armed:
             return False
         srv.fire(key)
         return True
