@@ -95,6 +95,7 @@ from jido._runtime import (
     Runtime,
 )
 from jido._skill import Skill
+from jido._virtual import VirtualRef
 from jido._sensor import (
     BusSensor,
     CronSensor,
@@ -204,6 +205,7 @@ __all__ = [
     "Stop",
     "StopChild",
     "StopSensor",
+    "VirtualRef",
     "Checkpoint",
     "CorruptCheckpointError",
     "MemoryStore",

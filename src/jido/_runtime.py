@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -65,6 +65,7 @@ from jido._errors import (
 from jido._signal import Signal
 from jido._store import Checkpoint, StateStore
 from jido._timers import TimerBook, has_timer_effects
+from jido._virtual import Activator, VirtualRef
 
 __all__ = [
     "AgentDeadLetter",
@@ -101,7 +102,7 @@ class AgentEvent:
 
     ``kind`` is one of ``started``, ``stopped``, ``crashed``, ``restarted``, ``hibernated``,
     ``thawed``. ``reason`` says why an agent stopped (``normal``, ``fenced``, ``failed``,
-    ``parent``, ...); ``error`` is set for ``crashed`` and for failures.
+    ``parent``, ``passivated``, ...); ``error`` is set for ``crashed`` and for failures.
     """
 
     kind: str
@@ -1008,6 +1009,7 @@ class Runtime:
         self._tracer = None
         self._emit_tracer: Callable[[str, Emit], None] | None = None
         self._closed = False
+        self._activator = Activator(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -1028,6 +1030,7 @@ class Runtime:
     async def close(self) -> None:
         """Stop every agent (children with their parents) and the runtime's own bus."""
         self._closed = True
+        self._activator.close()
         await self.stop_all()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -1072,6 +1075,12 @@ class Runtime:
                 f"an agent with id {id!r} is already running; stop it first or use another id",
                 details={"agent_id": id},
             )
+        if agent.idle_timeout is not None and self.store is None:
+            raise ValidationError(
+                f"{agent.__name__} has idle_timeout but this runtime has no state store to "
+                "passivate it to; give the Runtime a store (MemoryStore or SQLiteStore)",
+                details={"agent_id": id},
+            )
         parent_srv = None
         if parent is not None:
             parent_srv = self._servers.get(parent)
@@ -1109,7 +1118,7 @@ class Runtime:
             if parent_srv.children is None:
                 parent_srv.children = []
             parent_srv.children.append(id)
-        if srv.hibernate_after is not None and self._sweeper is None:
+        if (srv.hibernate_after is not None or agent.idle_timeout) and self._sweeper is None:
             self._sweeper = self._loop().create_task(self._sweep())
         if self._listeners:
             self._event("started", srv)
@@ -1122,9 +1131,34 @@ class Runtime:
             return None
         return AgentRef(self, srv)
 
-    def ref(self, id: str) -> AgentRef:
-        """Like :meth:`get` but raises :class:`~jido.AgentNotFoundError` when not running."""
+    @overload
+    def ref(self, id: str) -> AgentRef: ...
+
+    @overload
+    def ref(self, id: str, cls: type[Agent]) -> VirtualRef: ...
+
+    def ref(self, id: str, cls: type[Agent] | None = None) -> AgentRef | VirtualRef:
+        """Like :meth:`get` but raises :class:`~jido.AgentNotFoundError` when not running.
+
+        With ``cls``: a :class:`~jido.VirtualRef`, which starts the agent as ``cls`` (from the
+        store) on its first use and again after it was passivated (see :meth:`activate`).
+        """
+        if cls is not None:
+            return VirtualRef(self, id, cls)
         return AgentRef(self, self._server(id))
+
+    async def activate(self, cls: type[Agent], id: str) -> AgentRef:
+        """Get-or-start: the running agent ``id``, else start it as ``cls`` from its last
+        checkpoint (or the state model's defaults). Concurrent calls start it once."""
+        return await self._activator.activate(cls, id)
+
+    async def passivate(self, id: str) -> bool:
+        """Commit agent ``id`` (state and schedules) to the store and stop it now; its next
+        message through :meth:`activate` or a :class:`~jido.VirtualRef` starts it again, and a
+        pending schedule starts it when due. ``False`` if it is busy."""
+        if self.store is None:
+            raise ValidationError("passivation needs a state store", details={"agent_id": id})
+        return await self._activator.passivate(self._server(id))
 
     def ids(self) -> list[str]:
         """Ids of the running agents, in start order."""
@@ -1350,13 +1384,26 @@ class Runtime:
             self._dead(parent.id, sig, err)
 
     async def _sweep(self) -> None:
-        """Hibernate agents idle for longer than their ``hibernate_after``."""
+        """Hibernate (or passivate) agents idle for longer than their ``hibernate_after`` (or
+        ``idle_timeout``)."""
         while True:
-            periods = [s.hibernate_after for s in self._servers.values() if s.hibernate_after]
+            periods = [
+                p
+                for s in self._servers.values()
+                for p in (s.hibernate_after, s.cls.idle_timeout)
+                if p
+            ]
             period = min(periods) / 2 if periods else 1.0
             await asyncio.sleep(max(period, 0.01))
             now = time.monotonic()
             for srv in list(self._servers.values()):
+                idle = srv.cls.idle_timeout
+                if idle is not None and not srv.active and now - srv.last_active >= idle:
+                    try:
+                        await self._activator.passivate(srv)
+                    except Exception:  # keep sweeping the others; the agent stays
+                        _log.exception("passivating agent %r failed", srv.id)
+                    continue
                 after = srv.hibernate_after
                 if (
                     after is not None
