@@ -385,7 +385,7 @@ class Node:
     async def _start_registry(self) -> None:
         self.registry = ClusterRegistry(self.nc, tenant=self.tenant)
         await self.registry.start()
-        self.registry.add_listener(lambda *_: self.host.reconcile_wake.set())
+        self.registry.add_listener(self.host.on_registry_change)
         self.placement = PlacementDirector(self.membership, self.registry)
 
     async def _start_coordination(self) -> None:
@@ -448,7 +448,7 @@ class Node:
 
     async def _on_reconnect(self) -> None:
         log.info("node %s: NATS connection restored", self.id)
-        self.host.reconcile_wake.set()
+        self.host.wake_full()
 
     # -- fencing -----------------------------------------------------------------------------------
 

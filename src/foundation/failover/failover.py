@@ -415,15 +415,9 @@ class Failover:
         """Handle every record whose owner is gone; returns how many were handled."""
         registry = self.node.registry
         orphans: dict[str, list[Any]] = {}
-        owners = getattr(registry, "owners", None)
-        if owners is not None:  # per owner node, not per record: O(dead node's agents)
-            for owner in owners():
-                if not self._live(owner):
-                    orphans[owner] = registry.assigned_to(owner)
-        else:
-            for record in registry.records():
-                if not self._live(record.node):
-                    orphans.setdefault(record.node, []).append(record)
+        for owner in registry.owners():  # per owner node, not per record: O(dead's agents)
+            if not self._live(owner):
+                orphans[owner] = registry.assigned_to(owner)
         handled = 0
         for dead, records in sorted(orphans.items()):
             if not await self._confirmed_gone(dead):
@@ -627,14 +621,7 @@ class _BatchDirector:
         return self._registry.cached(agent_id)
 
     def group_counts(self, group: str) -> dict[str, int]:
-        indexed = getattr(self._registry, "group_counts", None)
-        if indexed is None:
-            counts: dict[str, int] = {}
-            for rec in self.records():
-                if rec.type == group or rec.metadata.get("group") == group:
-                    counts[rec.node] = counts.get(rec.node, 0) + 1
-            return counts
-        return dict(indexed(group))
+        return dict(self._registry.group_counts(group))
 
     def records(self) -> list[Any]:
         # One snapshot per batch: the director scans every record per placement (spread
