@@ -1189,6 +1189,14 @@ class Runtime:
         """
         return await self._server(id).hibernate()
 
+    def idle_for(self, id: str) -> float | None:
+        """Seconds since agent ``id`` last finished a command (``None``: busy now, or not
+        running)."""
+        srv = self._servers.get(id)
+        if srv is None or srv.status or srv.active:
+            return None
+        return time.monotonic() - srv.last_active
+
     def hibernated(self, id: str) -> bool:
         """True while agent ``id`` is hibernated."""
         return self._server(id).agent is None
