@@ -24,6 +24,7 @@ EXPECTED_STDOUT: dict[str, str] = {
     "Quick start": "5",
     "Cluster quick start": "{'balance': 5} n1 True",
     "Actions as LLM tools": "deposit ['amount']\n{\"deposited\":5}\nvalidation_error False",
+    "Time and activation": "hits=1 rung=1",
 }
 
 
