@@ -91,6 +91,29 @@ async def test_pending_schedule_keeps_it_active_until_fired(nodes: list[Node]) -
     assert cp is not None and cp.state["fired"] == 1 and cp.timers == {}
 
 
+async def _count(node: Node, agent_id: str, n: int) -> TallyState:
+    """Wait until the agent's count reaches ``n`` (casts are applied asynchronously)."""
+    while True:
+        state = await node.ref(agent_id).state()
+        assert isinstance(state, TallyState)
+        if state.count >= n:
+            return state
+        await asyncio.sleep(0.02)
+
+
+async def test_inbox_agent_passivates_and_resumes_after_its_position(nodes: list[Node]) -> None:
+    for _ in range(3):
+        await nodes[0].ref("ledger-1").cast(bump())  # acked once stored in the inbox
+    assert (await _count(nodes[0], "ledger-1", 3)).count == 3
+    await _gone(nodes[0], "ledger-1")
+    cp = await nodes[0].state_store.load("ledger-1")
+    assert cp is not None and cp.state["count"] == 3 and cp.meta.get("stream_seq")
+    for _ in range(2):
+        await nodes[1].ref("ledger-1").cast(bump())  # activates it again first
+    state = await _count(nodes[2], "ledger-1", 5)
+    assert state.count == 5  # nothing of the first three applied twice
+
+
 async def test_unknown_id_of_a_spawned_type_is_still_not_found(nodes: list[Node]) -> None:
     with pytest.raises(AgentNotFoundError):
         await nodes[0].ref("nobody").call(Signal(type="counter.add", source="/t"))

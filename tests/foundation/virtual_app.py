@@ -62,4 +62,8 @@ class Visit(Clustered, _Tally, virtual=True, idle_timeout=0.3):
     """A virtual agent passivated after 0.3 s idle (ids ``visit-...``)."""
 
 
-AGENTS: list[type[Agent]] = [Session, Visit]
+class Ledger(Clustered, _Tally, virtual=True, idle_timeout=0.3, delivery="at_least_once"):
+    """A virtual agent fed through its JetStream inbox, passivated after 0.3 s idle."""
+
+
+AGENTS: list[type[Agent]] = [Session, Visit, Ledger]

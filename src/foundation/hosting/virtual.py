@@ -68,8 +68,8 @@ def is_virtual(cls: type | None) -> bool:
 async def activate(host: AgentHost, agent_id: str, cls: type) -> RegistryRecord:
     """Place, claim and start virtual agent ``agent_id`` of class ``cls``; its record.
 
-    When another node claimed it first, that node's record is returned (the owner starts it;
-    a request that reaches it first waits for the activation).
+    When another node claimed it first, that node's record is returned once its owner has
+    started it.
     """
     spec = cluster_spec(cls)
     if spec is None or not spec.virtual:
@@ -92,20 +92,27 @@ async def activate(host: AgentHost, agent_id: str, cls: type) -> RegistryRecord:
             )
         except AlreadyRegisteredError:
             won = await host.registry.lookup(agent_id, consistent=True)
-            if won is not None:
-                return won
-            continue  # removed between the claim and the read: claim again
+            if won is None:
+                continue  # removed between the claim and the read: claim again
+            # Another node claimed it: ask its owner to start it too (a start is idempotent
+            # and waits for the owner to see the claim), so this message finds it running.
+            await _start(host, won)
+            return won
         host.counters["activations"] = host.counters.get("activations", 0) + 1
-        if target == host.node_id:
-            await host.activate(record)
-        else:
-            assert host._start_remote is not None
-            await host._start_remote(record, None)
+        await _start(host, record)
         return record
     raise ClusterError(
         f"could not activate virtual agent {agent_id!r}: its record kept changing",
         details={"agent_id": agent_id},
     )
+
+
+async def _start(host: AgentHost, record: RegistryRecord) -> None:
+    if record.node == host.node_id:
+        await host.activate(record)
+    else:
+        assert host._start_remote is not None
+        await host._start_remote(record, None)
 
 
 async def passivate_idle(host: AgentHost) -> int:
