@@ -25,6 +25,7 @@ EXPECTED_STDOUT: dict[str, str] = {
     "Cluster quick start": "{'balance': 5} n1 True",
     "Actions as LLM tools": "deposit ['amount']\n{\"deposited\":5}\nvalidation_error False",
     "LLM agents": "Deposited 5. 2 5",
+    "Time and activation": "hits=1 rung=1",
 }
 
 

@@ -66,6 +66,7 @@ from foundation.failover.failover import Failover, FailoverOptions
 from foundation.hosting.clustered import cluster_spec, type_name_of
 from foundation.hosting.host import AgentHost, state_dict
 from foundation.hosting.state import KVStateStore
+from foundation.hosting.virtual import passivate_idle
 from foundation.membership.link_probe import LinkProbe
 from foundation.membership.membership import DEFAULT_LEASE_TTL, Membership
 from foundation.messaging.agent_ops import AgentOps
@@ -388,7 +389,7 @@ class Node:
     async def _start_registry(self) -> None:
         self.registry = ClusterRegistry(self.nc, tenant=self.tenant)
         await self.registry.start()
-        self.registry.add_listener(lambda *_: self.host.reconcile_wake.set())
+        self.registry.add_listener(self.host.on_registry_change)
         self.placement = PlacementDirector(self.membership, self.registry)
 
     async def _start_coordination(self) -> None:
@@ -448,7 +449,7 @@ class Node:
 
     async def _on_reconnect(self) -> None:
         log.info("node %s: NATS connection restored", self.id)
-        self.host.reconcile_wake.set()
+        self.host.wake_full()
 
     # -- fencing -----------------------------------------------------------------------------------
 
@@ -468,13 +469,16 @@ class Node:
         if self.host.fenced or self.stage >= Stage.DRAINING:
             return
         await self.host.reconcile()
+        await passivate_idle(self.host)
 
     # -- public API --------------------------------------------------------------------------------
 
-    def ref(self, agent_id: str, *, tenant: str | None = None) -> ClusterRef:
-        """A location-transparent reference to agent ``agent_id`` (no lookup happens yet)."""
-        cls = None
-        if self.registry is not None:
+    def ref(
+        self, agent_id: str, *, cls: type | None = None, tenant: str | None = None
+    ) -> ClusterRef:
+        """A location-transparent reference to agent ``agent_id`` (no lookup happens yet);
+        ``cls``: its class (a virtual type's agent is activated by the ref when needed)."""
+        if cls is None and self.registry is not None:
             record = self.registry.cached(agent_id)
             cls = self._types.get(record.type) if record is not None else None
         return ClusterRef(self.locator, agent_id, tenant=tenant or self.tenant, agent_cls=cls)

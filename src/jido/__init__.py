@@ -96,6 +96,7 @@ from jido._runtime import (
 )
 from jido._services import Services
 from jido._skill import Skill
+from jido._virtual import VirtualRef
 from jido._sensor import (
     BusSensor,
     CronSensor,
@@ -206,6 +207,7 @@ __all__ = [
     "Stop",
     "StopChild",
     "StopSensor",
+    "VirtualRef",
     "Checkpoint",
     "CorruptCheckpointError",
     "MemoryStore",

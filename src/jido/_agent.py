@@ -114,7 +114,9 @@ class Agent:
       ``vsn``;
     * runtime options (``None``: the runtime's default): ``mailbox_size``, ``checkpoint``
       (``"every"``, ``"on_stop"``, ``"never"`` or an int N = every N commands),
-      ``hibernate_after`` (idle seconds), ``max_restarts`` / ``restart_window``.
+      ``hibernate_after`` (idle seconds), ``max_restarts`` / ``restart_window``, and
+      ``idle_timeout`` (idle seconds after which the agent is passivated: committed to the
+      store and stopped, started again by its next message through ``runtime.ref(id, cls=...)``).
 
     Hooks (override any; sync or async): ``mount()`` when started by a runtime,
     ``before_run(instruction)`` (may return a replacement instruction), ``after_run(instruction,
@@ -137,6 +139,7 @@ class Agent:
     mailbox_size: ClassVar[int | None] = None
     checkpoint: ClassVar[str | int | None] = None
     hibernate_after: ClassVar[float | None] = None
+    idle_timeout: ClassVar[float | None] = None
     max_restarts: ClassVar[int | None] = None
     restart_window: ClassVar[float | None] = None
 
@@ -499,7 +502,7 @@ def _prepare(cls: type[Agent]) -> None:
             not isinstance(value, int) or isinstance(value, bool) or value < low
         ):
             raise _fail(cls, f"{attr} must be an int >= {low} or None, got {value!r}")
-    for attr in ("hibernate_after", "restart_window"):
+    for attr in ("hibernate_after", "restart_window", "idle_timeout"):
         value = getattr(cls, attr)
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int | float) or value < 0

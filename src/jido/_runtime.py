@@ -32,11 +32,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 
-from croniter import croniter
 from pydantic import BaseModel
 
 from jido._agent import CHILD_EXITED, Agent, Instruction, _params_of
@@ -68,6 +66,8 @@ from jido._errors import (
 from jido._services import Services
 from jido._signal import Signal
 from jido._store import Checkpoint, StateStore
+from jido._timers import TimerBook, has_timer_effects
+from jido._virtual import Activator, VirtualRef
 
 __all__ = [
     "AgentDeadLetter",
@@ -115,7 +115,7 @@ class AgentEvent:
 
     ``kind`` is one of ``started``, ``stopped``, ``crashed``, ``restarted``, ``hibernated``,
     ``thawed``. ``reason`` says why an agent stopped (``normal``, ``fenced``, ``failed``,
-    ``parent``, ...); ``error`` is set for ``crashed`` and for failures.
+    ``parent``, ``passivated``, ...); ``error`` is set for ``crashed`` and for failures.
     """
 
     kind: str
@@ -241,7 +241,7 @@ class _Server:
         self.parent: str | None = None
         self.children: list[str] | None = None
         self.spawned = 0  # Spawn directives carried out: numbers default child ids
-        self.timers: dict[str, tuple[asyncio.TimerHandle, Schedule]] | None = None
+        self.timers: TimerBook | None = None
         self.sensors: dict[str, Any] | None = None
         self.restarts: collections.deque[float] | None = None
         self.stop_reason: str | None = None
@@ -304,6 +304,9 @@ class _Server:
     async def _process(self, item: tuple[Signal, asyncio.Future[Any] | None, Any]) -> None:
         signal, fut, meta = item
         rt = self.rt
+        book = self.timers
+        if book is not None and book.firing:
+            book.settle(signal.id)  # this command's commit is the firing's commit
         try:
             if self.agent is None:
                 await self._thaw()
@@ -337,7 +340,7 @@ class _Server:
         every = self.ckpt_every
         if every and (every == 1 or seq - self.saved_seq >= every):
             try:
-                await self._save(new_state, seq, merged)
+                await self._save(new_state, seq, merged, effects)
             except FencedError as err:
                 if fut is None:
                     rt._dead(self.id, signal, err)
@@ -436,7 +439,9 @@ class _Server:
                 every = self.ckpt_every
                 if every and (every == 1 or seq - self.saved_seq >= every):
                     try:
-                        await self._save(state, seq, merged)
+                        await self._save(
+                            state, seq, merged, [e for _s, _r, fx, _b, _a in done for e in fx]
+                        )
                     except FencedError as err:
                         _fail(fut, err)
                         await self.shutdown("fenced", fenced=True)
@@ -482,15 +487,25 @@ class _Server:
         if not fut.done():
             fut.set_result(BatchOutcome(len(done), tuple(results), error))
 
-    async def _save(self, state: BaseModel, seq: int, meta: dict[str, Any] | None) -> None:
+    async def _save(
+        self,
+        state: BaseModel,
+        seq: int,
+        meta: dict[str, Any] | None,
+        effects: list[Directive] | None = None,
+    ) -> None:
         store = self.rt.store
         assert store is not None
+        book = self.timers
+        if book is None and effects and has_timer_effects(effects):
+            book = self.timers = TimerBook(self.rt._loop(), self.fire)
         cp = Checkpoint(
             state=state.model_dump(),
             agent_type=self.cls._type_name,
             seq=seq,
             meta=meta if meta is not None else {},
             epoch=self.epoch,
+            timers=book.table(effects or ()) if book is not None else {},
         )
         try:
             await store.save(self.id, cp)
@@ -546,47 +561,26 @@ class _Server:
                 )
 
     def schedule(self, d: Schedule) -> None:
-        key = d.schedule_key
-        self.cancel_timer(key)
-        if self.timers is None:
-            self.timers = {}
-        if d.cron is not None:
-            nxt = croniter(d.cron, datetime.now(UTC)).get_next(float)
-            delay = max(0.0, nxt - time.time())
-        else:
-            delay = float(d.delay or 0.0)
-        handle = self.rt._loop().call_later(delay, self.fire, key)
-        self.timers[key] = (handle, d)
+        book = self.timers
+        if book is None:
+            book = self.timers = TimerBook(self.rt._loop(), self.fire)
+        book.arm(d)
 
     def cancel_timer(self, key: str) -> bool:
-        entry = self.timers.pop(key, None) if self.timers else None
-        if entry is None:
-            return False
-        entry[0].cancel()
-        return True
+        return self.timers.cancel(key) if self.timers is not None else False
 
     def fire(self, key: str) -> None:
         """Deliver the signal of schedule ``key`` now (and re-arm a cron schedule)."""
-        entry = self.timers.pop(key, None) if self.timers else None
-        if entry is None or self.status:
+        book = self.timers
+        if book is None or self.status:
             return
-        handle, d = entry
-        handle.cancel()
-        sig = d.signal
-        if d.cron is not None:
-            self.schedule(d)
-            sig = Signal(  # a fresh id and time per firing, every other attribute kept
-                sig.type,
-                sig.source,
-                sig.data,
-                subject=sig.subject,
-                dataschema=sig.dataschema,
-                datacontenttype=sig.datacontenttype,
-                **sig.extensions,
-            )
+        sig = book.take(key)
+        if sig is None:
+            return
         try:
             self.enqueue(sig, None, None)
         except JidoError as err:
+            book.settle(sig.id)
             self.rt._dead(self.id, sig, err)
 
     async def start_sensor(self, d: StartSensor) -> None:
@@ -740,10 +734,8 @@ class _Server:
                         rt._dead(self.id, sig, gone)
                     else:
                         _fail(fut, gone)
-            if self.timers:
-                for handle, _d in self.timers.values():
-                    handle.cancel()
-                self.timers = None
+            if self.timers is not None:
+                self.timers.disarm()  # still committed by the final save below
             if self.sensors:
                 for sensor in list(self.sensors.values()):
                     try:
@@ -1043,6 +1035,7 @@ class Runtime:
         self._tracer = None
         self._emit_tracer: Callable[[str, Emit], None] | None = None
         self._closed = False
+        self._activator = Activator(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -1063,6 +1056,7 @@ class Runtime:
     async def close(self) -> None:
         """Stop every agent (children with their parents) and the runtime's own bus."""
         self._closed = True
+        self._activator.close()
         await self.stop_all()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -1107,6 +1101,12 @@ class Runtime:
                 f"an agent with id {id!r} is already running; stop it first or use another id",
                 details={"agent_id": id},
             )
+        if agent.idle_timeout is not None and self.store is None:
+            raise ValidationError(
+                f"{agent.__name__} has idle_timeout but this runtime has no state store to "
+                "passivate it to; give the Runtime a store (MemoryStore or SQLiteStore)",
+                details={"agent_id": id},
+            )
         parent_srv = None
         if parent is not None:
             parent_srv = self._servers.get(parent)
@@ -1137,11 +1137,14 @@ class Runtime:
             del self._servers[id]
             srv.status = _STOPPED
             raise
+        if cp is not None and cp.timers:
+            srv.timers = TimerBook(self._loop(), srv.fire)
+            srv.timers.restore(cp.timers)
         if parent_srv is not None:
             if parent_srv.children is None:
                 parent_srv.children = []
             parent_srv.children.append(id)
-        if srv.hibernate_after is not None and self._sweeper is None:
+        if (srv.hibernate_after is not None or agent.idle_timeout) and self._sweeper is None:
             self._sweeper = self._loop().create_task(self._sweep())
         if self._listeners:
             self._event("started", srv)
@@ -1154,9 +1157,34 @@ class Runtime:
             return None
         return AgentRef(self, srv)
 
-    def ref(self, id: str) -> AgentRef:
-        """Like :meth:`get` but raises :class:`~jido.AgentNotFoundError` when not running."""
+    @overload
+    def ref(self, id: str) -> AgentRef: ...
+
+    @overload
+    def ref(self, id: str, cls: type[Agent]) -> VirtualRef: ...
+
+    def ref(self, id: str, cls: type[Agent] | None = None) -> AgentRef | VirtualRef:
+        """Like :meth:`get` but raises :class:`~jido.AgentNotFoundError` when not running.
+
+        With ``cls``: a :class:`~jido.VirtualRef`, which starts the agent as ``cls`` (from the
+        store) on its first use and again after it was passivated (see :meth:`activate`).
+        """
+        if cls is not None:
+            return VirtualRef(self, id, cls)
         return AgentRef(self, self._server(id))
+
+    async def activate(self, cls: type[Agent], id: str) -> AgentRef:
+        """Get-or-start: the running agent ``id``, else start it as ``cls`` from its last
+        checkpoint (or the state model's defaults). Concurrent calls start it once."""
+        return await self._activator.activate(cls, id)
+
+    async def passivate(self, id: str) -> bool:
+        """Commit agent ``id`` (state and schedules) to the store and stop it now; its next
+        message through :meth:`activate` or a :class:`~jido.VirtualRef` starts it again, and a
+        pending schedule starts it when due. ``False`` if it is busy."""
+        if self.store is None:
+            raise ValidationError("passivation needs a state store", details={"agent_id": id})
+        return await self._activator.passivate(self._server(id))
 
     def ids(self) -> list[str]:
         """Ids of the running agents, in start order."""
@@ -1187,6 +1215,14 @@ class Runtime:
         """
         return await self._server(id).hibernate()
 
+    def idle_for(self, id: str) -> float | None:
+        """Seconds since agent ``id`` last finished a command (``None``: busy now, or not
+        running)."""
+        srv = self._servers.get(id)
+        if srv is None or srv.status or srv.active:
+            return None
+        return time.monotonic() - srv.last_active
+
     def hibernated(self, id: str) -> bool:
         """True while agent ``id`` is hibernated."""
         return self._server(id).agent is None
@@ -1203,12 +1239,12 @@ class Runtime:
     def schedules(self, id: str) -> dict[str, Schedule]:
         """Pending schedules of agent ``id`` by key."""
         srv = self._server(id)
-        return {k: d for k, (_h, d) in (srv.timers or {}).items()}
+        return srv.timers.schedules() if srv.timers is not None else {}
 
     def fire(self, id: str, key: str) -> bool:
         """Deliver schedule ``key`` of agent ``id`` now instead of at its time (tests)."""
         srv = self._server(id)
-        if not srv.timers or key not in srv.timers:
+        if srv.timers is None or key not in srv.timers.armed:
             return False
         srv.fire(key)
         return True
@@ -1382,13 +1418,26 @@ class Runtime:
             self._dead(parent.id, sig, err)
 
     async def _sweep(self) -> None:
-        """Hibernate agents idle for longer than their ``hibernate_after``."""
+        """Hibernate (or passivate) agents idle for longer than their ``hibernate_after`` (or
+        ``idle_timeout``)."""
         while True:
-            periods = [s.hibernate_after for s in self._servers.values() if s.hibernate_after]
+            periods = [
+                p
+                for s in self._servers.values()
+                for p in (s.hibernate_after, s.cls.idle_timeout)
+                if p
+            ]
             period = min(periods) / 2 if periods else 1.0
             await asyncio.sleep(max(period, 0.01))
             now = time.monotonic()
             for srv in list(self._servers.values()):
+                idle = srv.cls.idle_timeout
+                if idle is not None and not srv.active and now - srv.last_active >= idle:
+                    try:
+                        await self._activator.passivate(srv)
+                    except Exception:  # keep sweeping the others; the agent stays
+                        _log.exception("passivating agent %r failed", srv.id)
+                    continue
                 after = srv.hibernate_after
                 if (
                     after is not None

@@ -71,6 +71,8 @@ class Checkpoint(msgspec.Struct, omit_defaults=True):
     * ``epoch`` — the owner's generation, used for fencing: a store refuses to overwrite a
       checkpoint with one of a lower epoch (see :class:`StateStore`). ``0`` when unused.
     * ``saved_at`` — wall-clock time (seconds since the Unix epoch) the checkpoint was taken.
+    * ``timers`` — the agent's pending schedules, committed with the state that made them
+      (see ``jido._timers``): ``{key: {"signal": ..., "due": ..., "cron": ...}}``.
 
     Values inside ``state`` and ``meta`` must be plain data: ``dict``, ``list``, ``tuple``,
     ``str``, ``int`` (64-bit), ``float``, ``bool``, ``None``, ``bytes``, ``datetime``/``date``/
@@ -86,6 +88,7 @@ class Checkpoint(msgspec.Struct, omit_defaults=True):
     meta: dict[str, Any] = msgspec.field(default_factory=dict)
     epoch: int = 0
     saved_at: float = msgspec.field(default_factory=time.time)
+    timers: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         """Encode to the compact binary form stored by the backends.

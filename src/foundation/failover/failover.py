@@ -369,9 +369,9 @@ class Failover:
         """Handle every record whose owner is gone; returns how many were handled."""
         registry = self.node.registry
         orphans: dict[str, list[Any]] = {}
-        for record in registry.records():
-            if not self._live(record.node):
-                orphans.setdefault(record.node, []).append(record)
+        for owner in registry.owners():  # per owner node, not per record: O(dead's agents)
+            if not self._live(owner):
+                orphans[owner] = registry.assigned_to(owner)
         handled = 0
         for dead, records in sorted(orphans.items()):
             if not await self._confirmed_gone(dead):
@@ -573,6 +573,9 @@ class _BatchDirector:
 
     def cached(self, agent_id: str) -> Any:
         return self._registry.cached(agent_id)
+
+    def group_counts(self, group: str) -> dict[str, int]:
+        return dict(self._registry.group_counts(group))
 
     def records(self) -> list[Any]:
         # One snapshot per batch: the director scans every record per placement (spread

@@ -43,6 +43,13 @@ class ClusterSpec:
         delivery: default delivery mode of signals cast to the agent.
         type_name: the stable name of the agent type in the registry (``module:qualname``);
             every node hosting the type must know a class under this name.
+        virtual: a message to an id of this type that no node owns activates it (placed,
+            claimed, state from the store or the defaults) instead of failing; see
+            ``foundation.hosting.virtual``.
+        idle_timeout: seconds without a command after which a virtual agent is passivated
+            (state committed, registry record removed, out of memory); ``None``: never.
+        id_prefix: ids starting with it are of this virtual type, for refs made without the
+            class (default ``<class name in lower case>-``, e.g. ``session-42``).
     """
 
     critical: bool = False
@@ -51,6 +58,9 @@ class ClusterSpec:
     resources: Mapping[str, float] = field(default_factory=dict)
     delivery: DeliveryMode = "at_most_once"
     type_name: str = ""
+    virtual: bool = False
+    idle_timeout: float | None = None
+    id_prefix: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (the placement is given by name when it is an object)."""
@@ -64,6 +74,9 @@ class ClusterSpec:
             "resources": dict(self.resources),
             "delivery": self.delivery,
             "type_name": self.type_name,
+            "virtual": self.virtual,
+            "idle_timeout": self.idle_timeout,
+            "id_prefix": self.id_prefix,
         }
 
 
@@ -100,10 +113,20 @@ class Clustered:
         resources: Mapping[str, float] | None = None,
         delivery: str | None = None,
         type_name: str | None = None,
+        virtual: bool | None = None,
+        idle_timeout: float | None = None,
+        id_prefix: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
         inherited = _inherited_spec(cls)
+        is_virtual = inherited.virtual if virtual is None else _check_bool(cls, virtual, "virtual")
+        if idle_timeout is not None and (
+            isinstance(idle_timeout, bool)
+            or not isinstance(idle_timeout, int | float)
+            or idle_timeout <= 0
+        ):
+            raise _fail(cls, "idle_timeout", "use a number of seconds > 0", idle_timeout)
         spec = ClusterSpec(
             critical=inherited.critical if critical is None else _check_bool(cls, critical),
             placement=(
@@ -119,6 +142,9 @@ class Clustered:
             ),
             delivery=inherited.delivery if delivery is None else _check_delivery(cls, delivery),
             type_name=type_name or f"{cls.__module__}:{cls.__qualname__}",
+            virtual=is_virtual,
+            idle_timeout=inherited.idle_timeout if idle_timeout is None else float(idle_timeout),
+            id_prefix=id_prefix or (f"{cls.__name__.lower()}-" if is_virtual else ""),
         )
         cls.__cluster__ = spec
 
@@ -150,9 +176,9 @@ def _fail(cls: type, option: str, message: str, value: Any) -> DefinitionError:
     )
 
 
-def _check_bool(cls: type, value: Any) -> bool:
+def _check_bool(cls: type, value: Any, option: str = "critical") -> bool:
     if not isinstance(value, bool):
-        raise _fail(cls, "critical", "use True or False", value)
+        raise _fail(cls, option, "use True or False", value)
     return value
 
 

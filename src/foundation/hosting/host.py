@@ -119,6 +119,10 @@ class AgentHost:
         self._unfenced.set()
         self.draining = False
         self.reconcile_wake = asyncio.Event()
+        # Registry changes about this node's agents: reconciled alone, not by a full sweep (a
+        # sweep per change is O(agents) per spawn); anything else wakes a full sweep.
+        self._dirty: set[str] = set()
+        self._full = True
         self.fence_listeners: list[Callable[[], None]] = []
         """Called (synchronously) when the node fences, before its agents stop."""
 
@@ -197,7 +201,7 @@ class AgentHost:
                 ref = self.local_ref(agent_id)  # the rejoin may have started it already
                 if ref is not None:
                     return ref
-            self.reconcile_wake.set()
+            self.wake_full()
             pending = self._start_future(agent_id)
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
@@ -360,7 +364,7 @@ class AgentHost:
 
     async def _restart_durable(self, agent_id: str) -> None:
         await self.stop_local(agent_id)
-        self.reconcile_wake.set()
+        self.wake_full()
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -449,56 +453,86 @@ class AgentHost:
         self.fenced = False
         self.fenced_event.clear()
         self._unfenced.set()
-        self.reconcile_wake.set()
+        self.wake_full()
 
     # -- reconciliation ------------------------------------------------------------------------
 
     async def run_reconciler(
         self, interval: float, reconcile: Callable[[], Awaitable[None]]
     ) -> None:
-        """Run ``reconcile`` when woken (:attr:`reconcile_wake`) and every ``interval`` seconds."""
+        """Run ``reconcile`` when woken (:meth:`wake_full`) and every ``interval`` seconds;
+        a wake-up by registry changes of this node's agents reconciles just those."""
         wake = self.reconcile_wake
         while True:
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives in
             # the turn the wake-up completes, and this loop (so Node.stop) would go on forever
+            cm = asyncio.timeout(interval)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
+                async with cm:
                     await wake.wait()
             wake.clear()
+            full = self._full or cm.expired()
+            self._full = False
+            dirty, self._dirty = self._dirty, set()
             try:
-                await reconcile()
+                if full:
+                    await reconcile()
+                elif dirty and not (self.fenced or self.draining):
+                    for agent_id in dirty:
+                        await self._settle(agent_id, self.registry.cached(agent_id))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("node %s: reconciliation failed", self.node_id)
 
+    def wake_full(self) -> None:
+        """Run a full reconciliation soon."""
+        self._full = True
+        self.reconcile_wake.set()
+
+    def on_registry_change(self, change: Any) -> None:
+        """Registry listener: note a change that concerns an agent of this node."""
+        record, previous = change.record, change.previous
+        for rec in (record, previous):
+            if rec is not None and rec.node == self.node_id:
+                self._dirty.add(rec.agent_id)
+                self.reconcile_wake.set()
+                return
+
     async def reconcile(self) -> None:
         """Make the agents running here match the registry once (start assigned, stop moved)."""
         assigned = {r.agent_id: r for r in self.registry.assigned_to(self.node_id)}
         for agent_id in list(self.local):
-            if agent_id in self.unclustered:
-                continue  # runs here only, outside the registry
-            record = assigned.get(agent_id)
-            if record is None:
-                await self.stop_local(agent_id)
-            elif self.state_store.epoch_of(agent_id) not in (None, int(record.epoch)):
-                await self.stop_local(agent_id)  # re-assigned with a new epoch: restart
+            await self._settle(agent_id, assigned.get(agent_id))
         for agent_id, record in assigned.items():
-            starting = self.starting.get(agent_id)
-            if agent_id in self.local or agent_id in self.parked:
-                continue
-            if starting is not None and getattr(starting, "_fdn_running", False):
-                continue  # an activation is under way (a bare waiter does not count)
-            if record.type not in self.types:
-                continue
-            try:
-                await self.activate(record)
-            except FencedError:
-                log.info(
-                    "node %s: %s is owned by a newer epoch; not starting", self.node_id, agent_id
-                )
-            except JidoError as exc:
-                log.warning("node %s: could not start %s: %s", self.node_id, agent_id, exc)
+            await self._settle(agent_id, record)
+
+    async def _settle(self, agent_id: str, record: RegistryRecord | None) -> None:
+        """Make agent ``agent_id`` run here exactly when ``record`` assigns it here."""
+        if agent_id in self.unclustered:
+            return  # runs here only, outside the registry
+        mine = record is not None and record.node == self.node_id
+        if agent_id in self.local:
+            if (
+                mine
+                and record is not None
+                and self.state_store.epoch_of(agent_id) in (None, int(record.epoch))
+            ):
+                return
+            await self.stop_local(agent_id)  # moved, removed, or re-assigned at a new epoch
+        if record is None or not mine or agent_id in self.local or agent_id in self.parked:
+            return
+        starting = self.starting.get(agent_id)
+        if starting is not None and getattr(starting, "_fdn_running", False):
+            return  # an activation is under way (a bare waiter does not count)
+        if record.type not in self.types:
+            return
+        try:
+            await self.activate(record)
+        except FencedError:
+            log.info("node %s: %s is owned by a newer epoch; not starting", self.node_id, agent_id)
+        except JidoError as exc:
+            log.warning("node %s: could not start %s: %s", self.node_id, agent_id, exc)
 
     # -- placement and hand-over ---------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from foundation._errors import NodeUnavailableError, NotOwnerError
 from foundation._hooks import TaskSet
+from foundation.hosting import virtual
 from foundation.hosting.host import AgentHost
 from foundation.membership.membership import Membership
 from foundation.messaging.envelope import (
@@ -257,6 +258,7 @@ class NodeLocator:
         self._membership: Membership = None  # type: ignore[assignment]
         self._client: NodeClient = None  # type: ignore[assignment]
         self._nc: NatsClient = None  # type: ignore[assignment]
+        self._virtual = virtual.VirtualTypes(host.types)
 
     def bind(
         self,
@@ -298,6 +300,16 @@ class NodeLocator:
         """The agent's class when this node hosts its type."""
         record = self.registry.cached(agent_id)
         return self.host.types.get(record.type) if record is not None else None
+
+    def virtual_class(self, agent_id: str, cls: type | None) -> type | None:
+        """The virtual class of ``agent_id``: ``cls`` if virtual, else by its id prefix."""
+        if virtual.is_virtual(cls):
+            return cls
+        return self._virtual.class_for(agent_id) if self._virtual else None
+
+    async def activate(self, agent_id: str, cls: type) -> RegistryRecord:
+        """Activate virtual agent ``agent_id`` (see ``foundation.hosting.virtual``)."""
+        return await virtual.activate(self.host, agent_id, cls)
 
     async def request(
         self,

@@ -107,6 +107,14 @@ class Locator(Protocol):
         """True when ``node_id`` is a live member (this node: not fenced)."""
         ...
 
+    def virtual_class(self, agent_id: str, cls: type | None) -> type | None:
+        """The virtual class ``agent_id`` is activated as (``None``: not a virtual agent)."""
+        ...
+
+    async def activate(self, agent_id: str, cls: type) -> RegistryRecord:
+        """Activate virtual agent ``agent_id``; its registry record."""
+        ...
+
     def agent_class(self, agent_id: str) -> type | None:
         """The agent's class when this node hosts its type."""
         ...
@@ -222,6 +230,8 @@ class ClusterRef:
         if local is not None and not loc.durable(self.id):
             await local.cast(signal, meta=meta)
             return
+        if local is None:
+            await self._activated(known=False)
         # remote, or an at_least_once agent (its casts always go through its inbox)
         await loc.cast_remote(self.id, signal, meta)
 
@@ -248,6 +258,20 @@ class ClusterRef:
 
     # -- remote path ----------------------------------------------------------------------------
 
+    async def _activated(self, *, known: bool) -> RegistryRecord | None:
+        """Activate a virtual agent with no record; its record (``None``: not virtual, or
+        ``known`` false and a record exists). ``known``: the caller already found none."""
+        loc = self._locator
+        cls = loc.virtual_class(self.id, self._cls)
+        if cls is None:
+            return None
+        if not known and (
+            await loc.record(self.id, consistent=False) is not None
+            or await loc.record(self.id, consistent=True) is not None
+        ):
+            return None
+        return await loc.activate(self.id, cls)
+
     async def _remote(
         self,
         op: str,
@@ -261,6 +285,8 @@ class ClusterRef:
             record = await loc.record(self.id, consistent=True)
         retried = False
         for _ in range(_MAX_HOPS):
+            if record is None:
+                record = await self._activated(known=True)
             if record is None:
                 raise AgentNotFoundError(
                     f"no agent {self.id!r} is registered in the cluster; spawn it first",

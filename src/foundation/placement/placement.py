@@ -377,9 +377,13 @@ class PlacementDirector:
         counts = self._registry.counts_by_node() if self._registry is not None else {}
         group_counts: dict[str, int] = {}
         if self._registry is not None and request.group is not None:
-            for rec in self._registry.records():
-                if rec.type == request.group or rec.metadata.get("group") == request.group:
-                    group_counts[rec.node] = group_counts.get(rec.node, 0) + 1
+            indexed = getattr(self._registry, "group_counts", None)
+            if indexed is not None:  # kept per change by the registry: O(nodes)
+                group_counts = indexed(request.group)
+            else:
+                for rec in self._registry.records():
+                    if rec.type == request.group or rec.metadata.get("group") == request.group:
+                        group_counts[rec.node] = group_counts.get(rec.node, 0) + 1
         kept: list[Candidate] = []
         rejected: dict[str, str] = {}
         for record in sorted(self._records(), key=lambda r: r.id):

@@ -158,6 +158,8 @@ class ClusterRegistry:
         self.kv: KV | None = None
         self._cache: dict[str, RegistryRecord] = {}
         self._by_node: dict[str, set[str]] = {}
+        # spread group -> owner node -> agents: kept per change so placement is not O(agents)
+        self._groups: dict[str, dict[str, int]] = {}
         self._key_rev: dict[str, int] = {}
         self._synced = 0
         self._waiters = 0
@@ -228,9 +230,11 @@ class ClusterRegistry:
         previous = self._cache.get(key)
         if previous is not None:
             self._by_node.get(previous.node, set()).discard(key)
+            self._count_groups(previous, -1)
         if record is not None:
             self._cache[key] = record
             self._by_node.setdefault(record.node, set()).add(key)
+            self._count_groups(record, 1)
         else:
             self._cache.pop(key, None)
         self._version = max(self._version, revision)
@@ -253,6 +257,15 @@ class ClusterRegistry:
                     await result
             except Exception:
                 log.exception("registry listener %r failed", fn)
+
+    def _count_groups(self, record: RegistryRecord, delta: int) -> None:
+        for group in _groups_of(record):
+            per_node = self._groups.setdefault(group, {})
+            n = per_node.get(record.node, 0) + delta
+            if n > 0:
+                per_node[record.node] = n
+            else:
+                per_node.pop(record.node, None)
 
     async def _watch_loop(self, watch: Watch) -> None:
         async for entry in watch:
@@ -487,6 +500,15 @@ class ClusterRegistry:
         """Number of cached agents per owner node."""
         return {n: len(keys) for n, keys in self._by_node.items() if keys}
 
+    def group_counts(self, group: str) -> dict[str, int]:
+        """Agents per owner node of spread group ``group`` (records of that type, or whose
+        ``metadata['group']`` is ``group``); kept up to date per change, O(nodes)."""
+        return dict(self._groups.get(group, {}))
+
+    def owners(self) -> list[str]:
+        """Ids of the nodes that own at least one cached record, sorted."""
+        return sorted(n for n, keys in self._by_node.items() if keys)
+
     async def scan(self, *, tenant: str | None = None) -> list[RegistryRecord]:
         """Every record read from the server now (consistent, slower than :meth:`records`)."""
         pattern = f"{check_token('tenant', tenant, key=True)}.>" if tenant else ">"
@@ -498,6 +520,15 @@ class ClusterRegistry:
             except CorruptRecordError as exc:
                 log.warning("scan skips a record: %s", exc)
         return out
+
+
+def _groups_of(record: RegistryRecord) -> set[str]:
+    """The spread groups a record counts in: its type and its metadata group."""
+    out = {record.type}
+    group = record.metadata.get("group") if record.metadata else None
+    if isinstance(group, str):
+        out.add(group)
+    return out
 
 
 __all__ = ["ClusterRegistry", "RegistryChange", "RegistryRecord"]

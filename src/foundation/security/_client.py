@@ -73,6 +73,17 @@ class _ClientLocator:
     def agent_class(self, agent_id: str) -> type | None:
         return None
 
+    def virtual_class(self, agent_id: str, cls: type | None) -> type | None:
+        # A client hosts no agent type: a virtual agent is activated by the node its request
+        # reaches (the public subject), never here.
+        return None
+
+    async def activate(self, agent_id: str, cls: type) -> RegistryRecord:
+        raise NodeUnavailableError(
+            f"a client does not activate agents; send to {agent_id!r} through a node",
+            details={"agent_id": agent_id},
+        )
+
     async def cast_remote(
         self, agent_id: str, signal: Signal, meta: Mapping[str, Any] | None
     ) -> None:

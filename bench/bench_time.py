@@ -1,0 +1,313 @@
+"""Time and activation: spawn rate vs agents registered, a schedule whose owner is killed,
+reactivation of a passivated agent.
+
+* **spawn rate vs registered** — a driver node spawns agents into a 3-node cluster (the driver
+  and two ``foundation node`` processes, least-loaded placement) with 16 spawns in flight; the
+  rate is measured over a window of spawns once 1,000, 10,000 and 100,000 (smoke: 1,000 and
+  3,000) agents are registered. Baseline: the same run's rate at 1,000 registered (target: the
+  rate at 100,000 ≥ 0.8× the rate at 1,000).
+* **schedule fired after its owner is killed** — an agent on a node process arms a schedule
+  2.5 s ahead; 1 s before it is due the process is SIGKILLed. Figure: how late the schedule
+  fired (on the new owner) after its due time. Baseline: the same schedule with no kill.
+  Target: within lease + 1 s (the membership lease is 1 s by default).
+* **reactivation** — a call to a passivated agent of a ``jido.Runtime`` (state and schedules
+  committed to a ``MemoryStore``; the call starts it again) vs a call to a running agent.
+  Target: p99 ≤ 5 ms.
+
+``python -m bench --only time`` runs it; ``python -m bench.bench_time --max N`` runs only the
+spawn-rate figure up to N registered agents and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bench._harness import Row, Stats
+from foundation._node import Node
+from foundation.hosting.clustered import Clustered
+from foundation.testing import LocalCluster, NatsServer
+from jido import Action, ActionContext, Agent, MemoryStore, Runtime, Schedule, Signal
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = "bench.bench_time:AGENTS"
+WINDOW = 500  # spawns timed at each mark
+IN_FLIGHT = 16
+
+
+class Noop(Action):
+    """Do nothing (a spawned agent is only registered and started)."""
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        return {}
+
+
+# type names fixed so that ``python -m bench.bench_time`` (module ``__main__``) and the node
+# processes (module ``bench.bench_time``) name the types alike
+class Ticket(Clustered, Agent, placement="least_loaded", type_name="bench.bench_time:Ticket"):
+    """The smallest clustered agent."""
+
+    actions = [Noop]
+    routes = [("ticket.noop", Noop)]
+
+
+class AlarmState(BaseModel):
+    """When the alarm is due, and each firing: (pid of the process, wall time)."""
+
+    due: float = 0.0
+    fired: list[tuple[int, float]] = Field(default_factory=list)
+
+
+class ArmAt(Action):
+    """Schedule ``alarm.ring`` for the unix time ``at``."""
+
+    class Params(BaseModel):
+        at: float
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        ring = Signal(type="alarm.ring", source="/timer")
+        delay = max(0.0, params.at - time.time())
+        return {"due": params.at}, Schedule(ring, delay=delay, key="ring")
+
+
+class Ring(Action):
+    """Record when the alarm fired."""
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        return {"fired": [*ctx.state.fired, (os.getpid(), time.time())]}
+
+
+class Pid(Action):
+    """Answer with the pid of the process running the agent."""
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        return {"pid": os.getpid()}
+
+
+class Alarm(
+    Clustered, Agent, critical=True, placement="least_loaded", type_name="bench.bench_time:Alarm"
+):
+    """A critical agent with one durable schedule."""
+
+    state_model = AlarmState
+    actions = [ArmAt, Ring, Pid]
+    routes = [("alarm.arm", ArmAt), ("alarm.ring", Ring), ("alarm.pid", Pid)]
+
+
+class Session(Agent):
+    """A keyed agent passivated by hand in the reactivation figure."""
+
+    actions = [Noop]
+    routes = [("ticket.noop", Noop)]
+
+
+AGENTS: list[type[Agent]] = [Ticket, Alarm]
+NOOP = Signal(type="ticket.noop", source="/bench")
+
+
+# -- spawn rate ------------------------------------------------------------------------------------
+
+
+async def _spawn_upto(driver: Node, start: int, stop: int) -> float:
+    """Spawn agents ``start`` .. ``stop - 1``; return the seconds it took."""
+    ids = iter(range(start, stop))
+    t0 = time.perf_counter()
+
+    async def worker() -> None:
+        for i in ids:
+            await driver.spawn(Ticket, id=f"t{i}")
+
+    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    return time.perf_counter() - t0
+
+
+async def spawn_rates(url: str, marks: list[int], log_dir: Path) -> dict[int, float]:
+    """Spawns per second measured over :data:`WINDOW` spawns at each number registered."""
+    rates: dict[int, float] = {}
+    async with LocalCluster(
+        nats=url,
+        nodes=["s1", "s2"],
+        app=APP,
+        pythonpath=[ROOT],
+        cwd=ROOT,
+        log_dir=log_dir,
+        ready_timeout=60.0,
+    ):
+        driver = Node(nats=url, name="driver", agents=AGENTS)
+        async with driver:
+            await driver.membership.wait_members(["s1", "s2", "driver"])
+            done = 0
+            for mark in marks:
+                await _spawn_upto(driver, done, mark)
+                took = await _spawn_upto(driver, mark, mark + WINDOW)
+                done = mark + WINDOW
+                rates[mark] = WINDOW / took
+                spread = driver.registry.counts_by_node()
+                print(
+                    f"  spawn rate at {mark} registered: {rates[mark]:.0f}/s {spread}", flush=True
+                )
+    return rates
+
+
+# -- schedule after a kill -------------------------------------------------------------------------
+
+
+async def _late(driver: Node, procs: LocalCluster, n: int, *, kill: bool) -> float:
+    """Seconds between the due time and the firing of one schedule (owner killed or not)."""
+    agent_id = f"alarm-{'k' if kill else 'c'}{n}"
+    ref = await driver.spawn(Alarm, id=agent_id, node="s1")
+    pid = (await ref.call(Signal(type="alarm.pid", source="/bench")))["pid"]
+    due = time.time() + 2.5
+    await ref.call(Signal(type="alarm.arm", source="/bench", data={"at": due}))
+    if kill:
+        await asyncio.sleep(max(0.0, due - 1.0 - time.time()))
+        procs.kill("s1")
+    while True:
+        try:
+            state = await ref.state()
+        except Exception:  # the owner is gone: the ref looks for the next one
+            await asyncio.sleep(0.05)
+            continue
+        fired = getattr(state, "fired", [])
+        if fired:
+            if len(fired) != 1 or (kill and fired[0][0] == pid):
+                raise AssertionError(f"{agent_id} fired {fired} (owner pid {pid})")
+            return float(fired[0][1]) - due
+        await asyncio.sleep(0.05)
+
+
+async def kill_lateness(url: str, rounds: int, log_dir: Path) -> tuple[list[float], list[float]]:
+    """How late a schedule fires when its owner is SIGKILLed 1 s before due, and without."""
+    killed: list[float] = []
+    control: list[float] = []
+    async with LocalCluster(
+        nats=url,
+        nodes=[],
+        app=APP,
+        pythonpath=[ROOT],
+        cwd=ROOT,
+        log_dir=log_dir,
+        ready_timeout=60.0,
+    ) as procs:
+        await procs.start_nodes("s1", "s2")
+        driver = Node(nats=url, name="driver", agents=AGENTS)
+        async with driver:
+            await driver.membership.wait_members(["s1", "s2"])
+            for n in range(rounds):
+                control.append(await _late(driver, procs, n, kill=False))
+                killed.append(await _late(driver, procs, n, kill=True))
+                await driver.membership.wait_gone("s1")
+                await procs.restart_node("s1")
+                await driver.membership.wait_members(["s1"])
+    return killed, control
+
+
+# -- reactivation ------------------------------------------------------------------------------
+
+
+async def reactivation(n: int) -> tuple[list[float], list[float]]:
+    """Latency of a call that reactivates a passivated agent, and of a call to a running one."""
+    cold: list[float] = []
+    warm: list[float] = []
+    async with Runtime(MemoryStore()) as rt:
+        refs = [rt.ref(f"s{i}", cls=Session) for i in range(n)]
+        for ref in refs:
+            await ref.call(NOOP)
+        for ref in refs:
+            await rt.passivate(ref.id)
+            t0 = time.perf_counter()
+            await ref.call(NOOP)  # starts it again from the store
+            cold.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await ref.call(NOOP)
+            warm.append(time.perf_counter() - t0)
+    return cold, warm
+
+
+async def run(quick: bool) -> list[Row]:
+    """Measure the time-and-activation figures (``quick``: a few seconds for CI)."""
+    marks = [1000, 3000] if quick else [1000, 10_000, 100_000]
+    rows: list[Row] = []
+    cold, warm = await reactivation(200 if quick else 5000)
+    rows.append(
+        Row.from_stats(
+            "time",
+            "call to a passivated agent (reactivation)",
+            "s",
+            Stats.of(cold),
+            "call to a running agent",
+            Stats.of(warm),
+            target="p99 ≤ 5 ms",
+        )
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-time-") as tmp:
+        server = NatsServer(store_dir=Path(tmp) / "js")
+        await server.astart()
+        try:
+            killed, control = await kill_lateness(server.url, 1 if quick else 3, Path(tmp))
+            rows.append(
+                Row.from_stats(
+                    "time",
+                    "schedule fired after its owner was SIGKILLed 1 s before due (lateness)",
+                    "s",
+                    Stats.of(killed),
+                    "same schedule, no kill",
+                    Stats.of(control),
+                    target="≤ lease + 1 s (2 s)",
+                )
+            )
+        finally:
+            await server.astop()
+        server = NatsServer(store_dir=Path(tmp) / "js2")
+        await server.astart()
+        try:
+            rates = await spawn_rates(server.url, marks, Path(tmp))
+        finally:
+            await server.astop()
+    base = rates[marks[0]]
+    for mark in marks[1:]:
+        rows.append(
+            Row(
+                "time",
+                f"spawn rate into 3 nodes at {mark:,} registered",
+                "agents/s",
+                rates[mark],
+                f"rate at {marks[0]:,} registered",
+                base,
+                better="higher",
+                target="≥ 0.8× the rate at 1,000",
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    """``--max N``: only the spawn-rate curve up to N registered agents."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--max", type=int, default=100_000)
+    args = parser.parse_args()
+    marks = [m for m in (1000, 10_000, 100_000) if m <= args.max]
+
+    async def go() -> None:
+        with tempfile.TemporaryDirectory(prefix="bench-time-") as tmp:
+            server = NatsServer(store_dir=Path(tmp) / "js")
+            await server.astart()
+            try:
+                rates = await spawn_rates(server.url, marks, Path(tmp))
+            finally:
+                await server.astop()
+        for mark, rate in rates.items():
+            print(f"{mark:>7} registered: {rate:8.0f} spawns/s ({rate / rates[marks[0]]:.2f}×)")
+
+    asyncio.run(go())
+
+
+if __name__ == "__main__":
+    main()
