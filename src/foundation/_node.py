@@ -52,6 +52,7 @@ from typing import Any, Self
 
 from nats.aio.client import Client as NatsClient
 
+from foundation import _tracing
 from foundation import _wire as wire
 from foundation._errors import ClusterError, NodeDrainingError
 from foundation._hooks import TaskSet
@@ -430,6 +431,7 @@ class Node:
         )
         ops.install(endpoint)
         ControlOps(self).install(endpoint)
+        _tracing.install(self.runtime, endpoint, self.id, self.tenant)
         self.endpoint = endpoint
         await endpoint.start(public=ops.public)
         replicas = self._kv["state"].replicas
@@ -479,6 +481,7 @@ class Node:
             cls = self._types.get(record.type) if record is not None else None
         return ClusterRef(self.locator, agent_id, tenant=tenant or self.tenant, agent_cls=cls)
 
+    @_tracing.traced("spawn", agent=lambda self, cls, id=None, **_: id)
     async def spawn(
         self,
         agent_cls: type,

@@ -156,6 +156,8 @@ class _Batch:
 _Item = tuple[Signal | _Batch, asyncio.Future[Any] | None, Any]
 
 Listener = Callable[[AgentEvent], Any]
+CommandHook = Callable[[str, Any], contextlib.AbstractContextManager[Any]]
+"""``hook(agent_id, item)``: a context entered around one mailbox item (see ``command_hook``)."""
 
 
 def _policy(value: str | int) -> tuple[int, bool]:
@@ -271,7 +273,11 @@ class _Server:
         try:
             while mb and not self.status and self.stop_reason is None:
                 item = mb.popleft()
-                if item[0].__class__ is _Batch:
+                hook = self.rt.command_hook
+                if hook is not None:
+                    with hook(self.id, item[0]):
+                        await self._dispatch(item)
+                elif item[0].__class__ is _Batch:
                     await self._process_batch(item)
                 else:
                     await self._process(item)  # type: ignore[arg-type]
@@ -284,6 +290,12 @@ class _Server:
             self.active = False
             self.task = None
             self.last_active = time.monotonic()
+
+    async def _dispatch(self, item: Any) -> None:
+        if item[0].__class__ is _Batch:
+            await self._process_batch(item)
+        else:
+            await self._process(item)
 
     # -- one command -------------------------------------------------------------------------------
 
@@ -1016,6 +1028,9 @@ class Runtime:
         self._tracer: Callable[[str, Signal, BaseModel, BaseModel, dict[str, Any]], None] | None
         self._tracer = None
         self._emit_tracer: Callable[[str, Emit], None] | None = None
+        self.command_hook: CommandHook | None = None
+        """Observability hook: ``hook(agent_id, item)`` is entered around each mailbox item
+        (``item``: the signal, or a batch of them) while the agent handles it; ``None``: none."""
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------

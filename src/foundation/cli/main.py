@@ -122,9 +122,23 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 async def _run_node(url: str, app: str, name: str | None, capabilities: list[str]) -> int:
-    from foundation._node import Node
+
+    from foundation.observability.otel import setup_from_env
 
     agents = load_app(app)
+    provider = setup_from_env(name)
+    try:
+        return await _serve_node(url, agents, name, capabilities)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # send the last spans
+
+
+async def _serve_node(
+    url: str, agents: list[type], name: str | None, capabilities: list[str]
+) -> int:
+    from foundation._node import Node
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

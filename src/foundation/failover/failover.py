@@ -46,6 +46,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from foundation import _tracing
 from foundation._errors import (
     CASConflictError,
     ClusterError,
@@ -524,6 +525,7 @@ class Failover:
                 record = fresh
         return False
 
+    @_tracing.traced("failover", agent=lambda self, lead, record, *_: record.agent_id)
     async def _replace(
         self, lead: Tenure, record: Any, dead: str, director: _BatchDirector
     ) -> bool:
