@@ -52,7 +52,7 @@ from typing import Any, Self
 
 from nats.aio.client import Client as NatsClient
 
-from foundation import _tracing
+from foundation import _metrics, _tracing
 from foundation import _wire as wire
 from foundation._errors import ClusterError, NodeDrainingError
 from foundation._hooks import TaskSet
@@ -431,7 +431,7 @@ class Node:
         )
         ops.install(endpoint)
         ControlOps(self).install(endpoint)
-        _tracing.install(self.runtime, endpoint, self.id, self.tenant)
+        _metrics.install(self, endpoint)
         self.endpoint = endpoint
         await endpoint.start(public=ops.public)
         replicas = self._kv["state"].replicas

@@ -239,11 +239,10 @@ _ONE_WAY = frozenset({"cast", "casts"})
 _SIGNAL_OPS = frozenset({"call", "cast", "casts"})
 
 
-def install(runtime: Any, endpoint: Any, node_id: str, tenant: str) -> None:
-    """Trace a node's commands and endpoint when an SDK is configured now (else: nothing)."""
+def install(endpoint: Any, node_id: str, tenant: str) -> None:
+    """Trace a node's endpoint when an SDK is configured now (else: nothing is added)."""
     if refresh() is None:
         return
-    runtime.command_hook = command_hook(node_id)
     endpoint.wrap(endpoint_step(node_id, tenant))
 
 
@@ -275,7 +274,7 @@ def endpoint_step(node_id: str, tenant: str) -> Callable[[str, Handler], Handler
 
 
 def command_hook(node_id: str) -> Callable[[str, Any], contextlib.AbstractContextManager[Any]]:
-    """The runtime hook of a node (``Runtime.command_hook``): a span around each command.
+    """A span around each command (entered by the node's ``Runtime.command_hook``).
 
     Named ``process <signal type>``, parented by the signal's ``traceparent``; the action's run
     and the checkpoint commit (``kv commit``) happen inside it.
@@ -284,7 +283,8 @@ def command_hook(node_id: str) -> Callable[[str, Any], contextlib.AbstractContex
     def hook(agent_id: str, item: Any) -> contextlib.AbstractContextManager[Any]:
         if active is None:
             return contextlib.nullcontext()
-        signal = item if isinstance(item, Signal) else item.signals[0]
+        head = item[0]
+        signal = head if isinstance(head, Signal) else head.signals[0]
         return span(
             f"process {signal.type}",
             traceparent=signal.traceparent,

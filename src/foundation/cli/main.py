@@ -109,6 +109,12 @@ def _build_parser() -> argparse.ArgumentParser:
     node.add_argument("--app", default=DEFAULT_APP, help="module:attr listing the agent classes")
     node.add_argument("--name", default=None, help="node id (default: a unique id)")
     node.add_argument("--capability", action="append", default=[], help="node capability")
+    node.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (0: a free port; default: none)",
+    )
 
     drain = sub.add_parser("drain", help="move a node's agents (with state) away, then stop it")
     drain.add_argument("node", help="id of the node to drain")
@@ -218,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.nats:
                 console.print(f"[red]give --nats URL (or set {ENV_NATS})[/red]")
                 return 2
+            if args.metrics_port is not None:
+                from foundation.observability.node_metrics import serve_metrics
+
+                serve_metrics(args.metrics_port)
             return asyncio.run(_run_node(args.nats, args.app, args.name, args.capability))
         if args.command == "status":
             return asyncio.run(_run_status(args.nats, args.json))

@@ -57,6 +57,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NatsClient
 
+from foundation import _metrics
 from foundation import _wire as wire
 from foundation._errors import (
     CASConflictError,
@@ -476,6 +477,9 @@ class Membership(MembershipView):
                         self.node_id, self.record.encode(), last=self._rev, ttl=self._ttl()
                     )
                     self._lease_acquired(sent, rev)
+                    _metrics.LEASE_RENEWAL_DURATION.labels(self.node_id).observe(
+                        time.monotonic() - sent
+                    )
                 else:
                     if self._lost or self._fence_pending:
                         # The node's loop has not fenced yet (its agents may still run):
