@@ -446,7 +446,10 @@ class Node:
     # -- connection events -------------------------------------------------------------------------
 
     async def _on_disconnect(self) -> None:
-        log.info("node %s: NATS connection lost", self.id)
+        closing = self.nc is None or self.nc.is_closed or self.nc.is_draining  # our own stop
+        log.log(
+            logging.DEBUG if closing else logging.INFO, "node %s: NATS connection lost", self.id
+        )
 
     async def _on_reconnect(self) -> None:
         log.info("node %s: NATS connection restored", self.id)
