@@ -22,8 +22,9 @@ and ``foundation.tenant``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
@@ -128,17 +129,10 @@ def stamped(signal: Signal, span: Span) -> Signal:
     value = traceparent_of(span)
     if value is None or signal.extensions.get("traceparent") == value:
         return signal
-    return Signal(
-        signal.type,
-        signal.source,
-        signal.data,
-        subject=signal.subject,
-        id=signal.id,
-        time=signal.time,
-        dataschema=signal.dataschema,
-        datacontenttype=signal.datacontenttype,
-        **{**signal.extensions, "traceparent": value},
-    )
+    _ = signal.id, signal.time  # fix the lazily made id and time before they are shared
+    clone = copy.copy(signal)  # same id, time, data: one hop's view of the same event
+    clone.extensions = {**signal.extensions, "traceparent": value}
+    return clone
 
 
 def restamp(signal: Signal) -> Signal:
@@ -160,7 +154,31 @@ def headers() -> dict[str, str] | None:
 # -- spans -------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
+class _Current:
+    """A span made current for a block (lighter than the API's generator-based helper)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span | None) -> None:
+        self._span = span
+        self._token: Any = None
+
+    def __enter__(self) -> Span | None:
+        if self._span is not None:
+            self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        current = self._span
+        if current is None:
+            return
+        otel_context.detach(self._token)
+        if exc is not None and isinstance(exc, Exception):
+            current.record_exception(exc)
+            current.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        current.end()
+
+
 def span(
     name: str,
     *,
@@ -168,26 +186,24 @@ def span(
     traceparent: str | None = None,
     remote_first: bool = False,
     attributes: Mapping[str, Any] | None = None,
-) -> Iterator[Span | None]:
-    """A current span named ``name`` (``None`` is yielded when tracing is off).
+) -> contextlib.AbstractContextManager[Span | None]:
+    """A current span named ``name`` for a ``with`` block (``None`` when tracing is off).
 
     Its parent is the current span, else the span named by ``traceparent`` (``remote_first``:
-    that span, else none; see :func:`_parent`); an exception
-    leaving the block is recorded and sets the status to error.
+    that span, else none; see :func:`_parent`); an exception leaving the block is recorded
+    and sets the status to error.
     """
     tracer = active
     if tracer is None:
-        yield None
-        return
-    with tracer.start_as_current_span(
-        name,
-        context=_parent(traceparent, remote_first),
-        kind=kind,
-        attributes=attributes,
-        record_exception=True,
-        set_status_on_exception=True,
-    ) as current:
-        yield current
+        return _Current(None)
+    return _Current(
+        tracer.start_span(
+            name,
+            context=_parent(traceparent, remote_first),
+            kind=kind,
+            attributes=attributes,
+        )
+    )
 
 
 def mark_error(current: Span | None, error: BaseException) -> None:
