@@ -303,6 +303,48 @@ def install(node: Any, endpoint: Any) -> None:
     NODES.add(node)
 
 
+_INF = float("inf")
+
+
+def command_summary(node_id: str) -> dict[str, Any]:
+    """This process's command histogram for node ``node_id``, summed over its labels.
+
+    ``{"count", "sum", "errors", "buckets": [[le, cumulative count], ...], "by_type":
+    {agent_type: {"count", "sum", "errors"}}}`` — what a dashboard adds up across nodes.
+    """
+    buckets: dict[float, float] = {}
+    count = total = errors = 0.0
+    by_type: dict[str, dict[str, float]] = {}
+    for metric in COMMAND_DURATION.collect():
+        for sample in metric.samples:
+            labels = sample.labels
+            if labels.get("node") != node_id:
+                continue
+            name = sample.name
+            if name.endswith("_bucket"):
+                le = float(labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+                continue
+            kind = by_type.setdefault(labels["agent_type"], {"count": 0, "sum": 0, "errors": 0})
+            if name.endswith("_count"):
+                count += sample.value
+                kind["count"] += sample.value
+                if labels.get("outcome") != "ok":
+                    errors += sample.value
+                    kind["errors"] += sample.value
+            elif name.endswith("_sum"):
+                total += sample.value
+                kind["sum"] += sample.value
+    return {
+        "count": count,
+        "sum": total,
+        "errors": errors,
+        # JSON has no infinity: the last bound travels as "+Inf" (float() reads it back)
+        "buckets": [["+Inf" if le == _INF else le, n] for le, n in sorted(buckets.items())],
+        "by_type": by_type,
+    }
+
+
 def timed(histogram: Histogram, node: Callable[[Any], str]) -> Callable[[Any], Any]:
     """Decorate an async method: observe its duration in ``histogram`` labelled ``node(self)``."""
     import functools
@@ -329,6 +371,7 @@ __all__ = [
     "REGISTRY",
     "CommandObserver",
     "NodeCollector",
+    "command_summary",
     "install",
     "timed",
 ]

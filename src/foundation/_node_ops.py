@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 
+from foundation._metrics import command_summary
 from foundation.failover.rebalance import ClusterNode, checked_handoff
 from foundation.messaging.endpoint import Endpoint, with_request
 from foundation.messaging.envelope import Request
@@ -66,4 +67,4 @@ class ControlOps:
 
     async def stats(self, msg: Msg) -> Any:
         """The node's statistics snapshot."""
-        return self.node.statistics().to_dict()
+        return {**self.node.statistics().to_dict(), "commands": command_summary(self.node.id)}

@@ -43,9 +43,11 @@ import orjson
 
 from foundation import _wire as wire
 from foundation._errors import ClusterError
+from foundation._metrics import command_summary
 from foundation.failover.failover import LEADER_LEASE
 from foundation.nats.kv import KV
 from foundation.observability import http
+from foundation.observability.cluster_view import ClusterCommands
 from foundation.observability.metrics import COUNTERS, QUANTILES, exposition
 
 __all__ = ["Dashboard", "DashboardError"]
@@ -137,6 +139,7 @@ class Dashboard:
         self._ext_seen = 0
         self._ext_errors = errors
         self._latency = _Latency()
+        self._cluster = ClusterCommands()  # the nodes' own command histograms, added up
         self._errors: dict[str, int] = {}
         self._events: deque[dict[str, Any]] = deque(maxlen=history)
         self._event_counts: dict[tuple[str, str], int] = {}
@@ -339,7 +342,7 @@ class Dashboard:
         node = self.node
         if node_id == node.id:
             stats: dict[str, Any] = node.statistics().to_dict()
-            return stats, None
+            return {**stats, "commands": command_summary(node.id)}, None
         t0 = time.perf_counter()
         try:
             reply = await node.client.request(node_id, "stats", b"{}", timeout=self.stats_timeout)
@@ -477,6 +480,9 @@ class Dashboard:
                 **{f"p{round(q * 100)}": v for q, v in quantiles.items()},
             },
             "errors": errors,
+            "cluster": self._cluster.update(
+                ((n["stats"] or {}).get("commands") for n in nodes), mono
+            ),
             "events": list(reversed(self._events)),
             "collections": self._collections + 1,
         }
