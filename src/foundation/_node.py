@@ -52,14 +52,11 @@ from typing import Any, Self
 
 from nats.aio.client import Client as NatsClient
 
+from foundation import _metrics, _tracing
 from foundation import _wire as wire
-from foundation._errors import (
-    ClusterError,
-    NodeDrainingError,
-    NotOwnerError,
-)
+from foundation._errors import ClusterError, NodeDrainingError
 from foundation._hooks import TaskSet
-from foundation._node_ops import ControlOps, open_connections
+from foundation._node_ops import ControlOps, open_connections, start_spawned
 from foundation._node_types import NodeStatistics, Stage
 from foundation.coordination.coordination import Coordination
 from foundation.failover.failover import Failover, FailoverOptions
@@ -88,7 +85,7 @@ from foundation.nats.redact import redact_url
 from foundation.placement.placement import PlacementDirector
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
 from foundation.security import FROM_PREFIX, NatsAuth, NodeSecurity, Policy, auth_of
-from jido import AgentNotFoundError, FencedError, JidoError, Runtime
+from jido import AgentNotFoundError, JidoError, Runtime
 
 log = logging.getLogger("foundation.node")
 
@@ -434,6 +431,7 @@ class Node:
         )
         ops.install(endpoint)
         ControlOps(self).install(endpoint)
+        _metrics.install(self, endpoint)
         self.endpoint = endpoint
         await self.security.start(self, endpoint)
         public = self.security.public(ops.public, self.subjects)
@@ -445,7 +443,10 @@ class Node:
     # -- connection events -------------------------------------------------------------------------
 
     async def _on_disconnect(self) -> None:
-        log.info("node %s: NATS connection lost", self.id)
+        closing = self.nc is None or self.nc.is_closed or self.nc.is_draining  # our own stop
+        log.log(
+            logging.DEBUG if closing else logging.INFO, "node %s: NATS connection lost", self.id
+        )
 
     async def _on_reconnect(self) -> None:
         log.info("node %s: NATS connection restored", self.id)
@@ -483,6 +484,7 @@ class Node:
             cls = self._types.get(record.type) if record is not None else None
         return ClusterRef(self.locator, agent_id, tenant=tenant or self.tenant, agent_cls=cls)
 
+    @_tracing.traced("spawn", agent=lambda self, cls, id=None, **_: id)
     async def spawn(
         self,
         agent_cls: type,
@@ -527,16 +529,7 @@ class Node:
         )
         self._counters["spawns"] += 1
         self.security.record("agent.spawn", subject=agent_id, details={"node": target})
-        if target == self.id:
-            await self.host.activate(record, state=initial, fresh=True)
-        else:
-            try:
-                await self.client.start_remote(record, initial, fresh=True)
-            except (FencedError, NotOwnerError):
-                # its target was lost meanwhile and failover re-placed it: it runs elsewhere
-                current = await self.registry.lookup(agent_id, consistent=True)
-                if current is None or current.epoch <= record.epoch:
-                    raise
+        await start_spawned(self, record, initial)
         return ClusterRef(self.locator, agent_id, tenant=self.tenant, agent_cls=agent_cls)
 
     async def stop_agent(self, agent_id: str) -> None:

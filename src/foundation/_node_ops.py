@@ -14,10 +14,14 @@ from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 
+from foundation._errors import NotOwnerError
+from foundation._metrics import command_summary
 from foundation.failover.rebalance import ClusterNode, checked_handoff
 from foundation.membership.link_probe import LinkProbe
 from foundation.messaging.endpoint import Endpoint, with_request
 from foundation.messaging.envelope import Request
+from foundation.registry.registry import RegistryRecord
+from jido import FencedError
 
 __all__ = ["ControlOps", "ControlledNode", "open_connections"]
 
@@ -68,7 +72,7 @@ class ControlOps:
 
     async def stats(self, msg: Msg) -> Any:
         """The node's statistics snapshot."""
-        return self.node.statistics().to_dict()
+        return {**self.node.statistics().to_dict(), "commands": command_summary(self.node.id)}
 
 
 async def open_connections(node: Any) -> None:
@@ -99,3 +103,20 @@ async def open_connections(node: Any) -> None:
     # ... and is given up when the data connection stops answering (a gray failure).
     node._link_probe = LinkProbe(node.nc)
     await node._link_probe.start()
+
+
+async def start_spawned(node: Any, record: RegistryRecord, state: dict[str, Any] | None) -> None:
+    """Start a just-claimed agent where its record says: here, or by a start request.
+
+    When the target was lost meanwhile and the failover re-placed the agent (the target then
+    answers ``fenced`` or ``not_owner``), the agent runs elsewhere: that is not an error.
+    """
+    if record.node == node.id:
+        await node.host.activate(record, state=state, fresh=True)
+        return
+    try:
+        await node.client.start_remote(record, state, fresh=True)
+    except (FencedError, NotOwnerError):
+        current = await node.registry.lookup(record.agent_id, consistent=True)
+        if current is None or current.epoch <= record.epoch:
+            raise

@@ -169,6 +169,9 @@ class _Batch:
 _Item = tuple[Signal | _Batch, asyncio.Future[Any] | None, Any]
 
 Listener = Callable[[AgentEvent], Any]
+CommandHook = Callable[[str, type, Any], contextlib.AbstractContextManager[Any]]
+"""``hook(agent_id, agent_class, item)``: a context entered around one mailbox item (see
+``Runtime.command_hook``)."""
 
 
 def _policy(value: str | int) -> tuple[int, bool]:
@@ -285,7 +288,11 @@ class _Server:
         try:
             while mb and not self.status and self.stop_reason is None:
                 item = mb.popleft()
-                if item[0].__class__ is _Batch:
+                hook = self.rt.command_hook
+                if hook is not None:
+                    with hook(self.id, self.cls, item):
+                        await self._dispatch(item)
+                elif item[0].__class__ is _Batch:
                     await self._process_batch(item)
                 else:
                     await self._process(item)  # type: ignore[arg-type]
@@ -298,6 +305,12 @@ class _Server:
             self.active = False
             self.task = None
             self.last_active = time.monotonic()
+
+    async def _dispatch(self, item: Any) -> None:
+        if item[0].__class__ is _Batch:
+            await self._process_batch(item)
+        else:
+            await self._process(item)
 
     # -- one command -------------------------------------------------------------------------------
 
@@ -1034,6 +1047,12 @@ class Runtime:
         self._tracer: Callable[[str, Signal, BaseModel, BaseModel, dict[str, Any]], None] | None
         self._tracer = None
         self._emit_tracer: Callable[[str, Emit], None] | None = None
+        self.dead_letters_total = 0
+        """Dead letters recorded since start (``dead_letters`` keeps only the latest)."""
+        self.command_hook: CommandHook | None = None
+        """Observability hook: ``hook(agent_id, agent_class, item)`` is entered around each
+        mailbox item (``item``: ``(signal or batch, reply future or None, meta)``) while the
+        agent handles it; ``None``: none."""
         self._closed = False
         self._activator = Activator(self)
 
@@ -1348,6 +1367,7 @@ class Runtime:
 
     def _dead(self, agent_id: str, signal: Signal, err: JidoError) -> None:
         self.dead_letters.append(AgentDeadLetter(agent_id, signal, err))
+        self.dead_letters_total += 1
         _log.debug("dead letter for %r: %s", agent_id, err.message)
 
     async def _emit(self, srv: _Server, d: Emit) -> None:

@@ -28,8 +28,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
-
+from foundation.cli import options
 from foundation.cli.secure import (
     add_auth_arguments,
     add_up_arguments,
@@ -38,12 +37,13 @@ from foundation.cli.secure import (
 )
 from jido import DefinitionError
 
-console = Console()
+console = options.console()
+err_console = options.error_console()
 
 DEFAULT_APP = "foundation.demo_app:AGENTS"
 """The app hosted by ``foundation up`` and ``foundation demo`` unless ``--app`` is given."""
 
-ENV_NATS = "FOUNDATION_NATS_URL"
+ENV_NATS = options.ENV_NATS
 """Environment variable read by ``foundation status`` / ``node`` when ``--nats`` is not given."""
 
 
@@ -82,52 +82,83 @@ def load_app(spec: str) -> list[type]:
         obj = obj()
     if hasattr(obj, "agents") and not isinstance(obj, type):
         obj = obj.agents
-    items = [obj] if isinstance(obj, type) else list(obj)
+    from jido import Agent
+
+    try:
+        items = [obj] if isinstance(obj, type) else list(obj)
+    except TypeError:
+        items = [obj]
     for item in items:
-        if not isinstance(item, type):
+        if not isinstance(item, type) or not issubclass(item, Agent):
             raise DefinitionError(
-                f"--app {spec!r} lists {item!r}, which is not an agent class",
+                f"--app {spec!r} lists {item!r}, which is not an agent class (a jido.Agent "
+                "subclass)",
                 details={"app": spec},
             )
+    if not items:
+        raise DefinitionError(f"--app {spec!r} lists no agent class", details={"app": spec})
     return items
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    fmt = options.HelpFormatter
     parser = argparse.ArgumentParser(
         prog="foundation",
         description="Foundation: stateful agents on one machine or across a NATS cluster.",
+        epilog=f"environment: ${ENV_NATS} names the NATS URL(s) when --nats is not given; the "
+        "standard OTEL_* variables (e.g. OTEL_EXPORTER_OTLP_ENDPOINT) turn on trace export "
+        "of `foundation node` when the [otel] extra is installed.",
+        formatter_class=fmt,
     )
+    options.add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
+    num, secs, port = options.positive_int, options.positive_float, options.port
 
-    demo = sub.add_parser("demo", help="run the main job: 3 local nodes, load, summary")
-    demo.add_argument("--nodes", type=int, default=3, help="node processes (default 3)")
-    demo.add_argument("--duration", type=float, default=8.0, help="seconds of load (default 8)")
-    demo.add_argument("--orders", type=int, default=24, help="order agents to deploy")
-    demo.add_argument("--concurrency", type=int, default=32, help="callers driving load")
+    demo = sub.add_parser(
+        "demo", help="run the main job: 3 local nodes, load, summary", formatter_class=fmt
+    )
+    demo.add_argument("--nodes", type=num, default=3, help="node processes")
+    demo.add_argument("--duration", type=secs, default=8.0, help="seconds of load")
+    demo.add_argument("--orders", type=num, default=24, help="order agents to deploy")
+    demo.add_argument("--concurrency", type=num, default=32, help="callers driving load")
 
-    up = sub.add_parser("up", help="start a local dev cluster until Ctrl-C")
-    up.add_argument("--nodes", type=int, default=3, help="node processes (default 3)")
-    up.add_argument("--nats-servers", type=int, choices=(1, 3), default=1)
+    up = sub.add_parser("up", help="start a local dev cluster until Ctrl-C", formatter_class=fmt)
+    up.add_argument("--nodes", type=num, default=3, help="node processes")
+    up.add_argument("--nats-servers", type=int, choices=(1, 3), default=1, help="NATS servers")
     up.add_argument("--app", default=DEFAULT_APP, help="module:attr listing the agent classes")
-    up.add_argument("--store-dir", default=None, help="JetStream data directory (default: temp)")
-    up.add_argument("--dashboard-port", type=int, default=0, help="dashboard port (default: free)")
+    up.add_argument("--store-dir", default=None, help="JetStream data directory (None: temp)")
+    up.add_argument("--dashboard-port", type=port, default=0, help="dashboard port (0: free)")
+    up.add_argument(
+        "--log-dir", default=None, help="where each node's log file goes (None: a new temp dir)"
+    )
     add_up_arguments(up)
 
-    node = sub.add_parser("node", help="run one node joining a cluster")
-    node.add_argument("--nats", default=os.environ.get(ENV_NATS), help="NATS URL(s), comma sep.")
+    node = sub.add_parser("node", help="run one node joining a cluster", formatter_class=fmt)
+    node.add_argument("--nats", default=os.environ.get(ENV_NATS), help=options.nats_help())
     node.add_argument("--app", default=DEFAULT_APP, help="module:attr listing the agent classes")
-    node.add_argument("--name", default=None, help="node id (default: a unique id)")
+    node.add_argument("--name", default=None, help="node id (None: a unique id)")
     node.add_argument("--capability", action="append", default=[], help="node capability")
+    node.add_argument(
+        "--metrics-port",
+        type=port,
+        default=None,
+        help="serve Prometheus metrics on this port (0: a free port; None: no endpoint)",
+    )
     add_auth_arguments(node)
 
-    drain = sub.add_parser("drain", help="move a node's agents (with state) away, then stop it")
+    local = "nats://127.0.0.1:4222"
+    drain = sub.add_parser(
+        "drain", help="move a node's agents (with state) away, then stop it", formatter_class=fmt
+    )
     drain.add_argument("node", help="id of the node to drain")
-    drain.add_argument("--nats", default=os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
-    drain.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    drain.add_argument("--nats", default=os.environ.get(ENV_NATS, local), help=options.nats_help())
+    drain.add_argument("--timeout", type=secs, default=60.0, help="seconds to wait")
     add_auth_arguments(drain)
 
-    status = sub.add_parser("status", help="show nodes, agents per node, leader and health")
-    status.add_argument("--nats", default=os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
+    status = sub.add_parser(
+        "status", help="show nodes, agents per node, leader and health", formatter_class=fmt
+    )
+    status.add_argument("--nats", default=os.environ.get(ENV_NATS, local), help=options.nats_help())
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_auth_arguments(status)
     sub.add_parser("audit", help="the audit trail: tail, verify, export (see audit --help)")
@@ -137,9 +168,22 @@ def _build_parser() -> argparse.ArgumentParser:
 async def _run_node(
     url: str, app: str, name: str | None, capabilities: list[str], auth: Any = None
 ) -> int:
-    from foundation._node import Node
+    from foundation.observability.otel import setup_from_env
 
     agents = load_app(app)
+    provider = setup_from_env(name)
+    try:
+        return await _serve_node(url, agents, name, capabilities, auth)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # send the last spans
+
+
+async def _serve_node(
+    url: str, agents: list[type], name: str | None, capabilities: list[str], auth: Any = None
+) -> int:
+    from foundation._node import Node
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -161,16 +205,31 @@ async def _run_node(
 
 
 async def _run_up(
-    nodes: int, servers: int, app: str, store_dir: str | None, dashboard_port: int = 0
+    nodes: int,
+    servers: int,
+    app: str,
+    store_dir: str | None,
+    dashboard_port: int = 0,
+    log_dir: str | None = None,
 ) -> int:
+    import tempfile
+
     from foundation.observability.dashboard import Dashboard
     from foundation.observability.status import collect_status, render_status
     from foundation.testing import LocalCluster
 
     load_app(app)  # fail early on a bad --app
-    cluster = LocalCluster(nodes=nodes, nats_servers=servers, app=app, store_dir=store_dir)
+    logs = log_dir or tempfile.mkdtemp(prefix="foundation-logs-")  # kept after the cluster stops
+    cluster = LocalCluster(
+        nodes=nodes, nats_servers=servers, app=app, store_dir=store_dir, log_dir=logs
+    )
     async with cluster as lc, Dashboard.for_cluster(lc.url, port=dashboard_port) as dash:
-        console.print(f"[bold green]cluster up[/bold green]: NATS at [cyan]{lc.url}[/cyan]")
+        console.print(
+            f"[bold green]cluster up[/bold green]: {len(lc.nodes)} node(s), NATS at "
+            f"[cyan]{lc.url}[/cyan]"
+        )
+        for name, local in lc.nodes.items():
+            console.print(f"  node {name} log: {local.log_path}", highlight=False)
         console.print(f"  live dashboard: [cyan]{dash.url}[/cyan]", soft_wrap=True)
         console.print(f"  foundation status --nats {lc.url}")
         render_status(console, await collect_status(lc.url))
@@ -198,66 +257,86 @@ async def _run_status(url: str, as_json: bool, auth: Any = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``foundation`` console script; returns the process exit code."""
+    """Entry point of the ``foundation`` console script; returns the process exit code.
+
+    Errors go to standard error with a non-zero status and no traceback: 2 for usage errors
+    (argparse), 1 for everything else.
+    """
+    from foundation.observability import logs
+
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["audit"]:
         return audit_command(argv[1:])
+
     args = _build_parser().parse_args(argv)
+    handler = logs.configure(args.log_level, args.log_format, node=getattr(args, "name", None))
     try:
-        if args.command == "demo":
-            from foundation.cli.demo import DemoOptions, run_demo
-
-            opts = DemoOptions(
-                nodes=args.nodes,
-                duration=args.duration,
-                orders=args.orders,
-                concurrency=args.concurrency,
-            )
-            return asyncio.run(run_demo(opts, console=console))
-        if args.command == "up" and args.secure:
-            from foundation.cli.secure import run_up_secure
-
-            return asyncio.run(
-                run_up_secure(
-                    args.nodes,
-                    args.nats_servers,
-                    args.app,
-                    args.store_dir,
-                    args.dashboard_port,
-                    args.dir,
-                    console,
-                )
-            )
-        if args.command == "up":
-            return asyncio.run(
-                _run_up(
-                    args.nodes, args.nats_servers, args.app, args.store_dir, args.dashboard_port
-                )
-            )
-        if args.command == "node":
-            if not args.nats:
-                console.print(f"[red]give --nats URL (or set {ENV_NATS})[/red]")
-                return 2
-            auth = auth_from_args(args)
-            return asyncio.run(_run_node(args.nats, args.app, args.name, args.capability, auth))
-        if args.command == "status":
-            return asyncio.run(_run_status(args.nats, args.json, auth_from_args(args)))
-        if args.command == "drain":
-            from foundation.failover.rebalance import run_drain_command
-
-            options = auth_from_args(args).connect_options()
-            return asyncio.run(
-                run_drain_command(args.nats, args.node, args.timeout, console, options)
-            )
+        return _dispatch(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         from jido import JidoError
 
-        if isinstance(exc, JidoError):
-            console.print(f"[red]{type(exc).__name__}[/red]: {exc.message}", highlight=False)
-            return 1
-        raise
+        message = exc.message if isinstance(exc, JidoError) else str(exc) or repr(exc)
+        err_console.print(f"[red]{type(exc).__name__}[/red]: {message}", highlight=False)
+        return 1
+    finally:
+        logs.unconfigure(handler)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from foundation.cli.demo import DemoOptions, run_demo
+
+        opts = DemoOptions(
+            nodes=args.nodes,
+            duration=args.duration,
+            orders=args.orders,
+            concurrency=args.concurrency,
+        )
+        return asyncio.run(run_demo(opts, console=console))
+    if args.command == "up" and args.secure:
+        from foundation.cli.secure import run_up_secure
+
+        return asyncio.run(
+            run_up_secure(
+                args.nodes,
+                args.nats_servers,
+                args.app,
+                args.store_dir,
+                args.dashboard_port,
+                args.dir,
+                console,
+            )
+        )
+    if args.command == "up":
+        return asyncio.run(
+            _run_up(
+                args.nodes,
+                args.nats_servers,
+                args.app,
+                args.store_dir,
+                args.dashboard_port,
+                args.log_dir,
+            )
+        )
+    if args.command == "node":
+        if not args.nats:
+            err_console.print(f"[red]give --nats URL (or set {ENV_NATS})[/red]")
+            return 2
+        if args.metrics_port is not None:
+            from foundation.observability.node_metrics import serve_metrics
+
+            serve_metrics(args.metrics_port)
+        auth = auth_from_args(args)
+        return asyncio.run(_run_node(args.nats, args.app, args.name, args.capability, auth))
+    if args.command == "status":
+        return asyncio.run(_run_status(args.nats, args.json, auth_from_args(args)))
+    if args.command == "drain":
+        from foundation.failover.rebalance import run_drain_command
+
+        connect = auth_from_args(args).connect_options()
+        return asyncio.run(run_drain_command(args.nats, args.node, args.timeout, console, connect))
     return 2
 
 

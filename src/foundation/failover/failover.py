@@ -45,6 +45,7 @@ from typing import Any
 
 import msgspec
 
+from foundation import _tracing
 from foundation._errors import (
     CASConflictError,
     ClusterError,
@@ -478,6 +479,7 @@ class Failover:
                 record = fresh
         return False
 
+    @_tracing.traced("failover", agent=lambda self, lead, record, *_: record.agent_id)
     async def _replace(
         self, lead: Tenure, record: Any, dead: str, director: _BatchDirector
     ) -> bool:

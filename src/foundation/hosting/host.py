@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from foundation import _tracing
 from foundation._errors import (
     InvalidRequestError,
     NodeDrainingError,
@@ -281,6 +282,7 @@ class AgentHost:
         )
         return {"node": self.node_id, "epoch": record.epoch}
 
+    @_tracing.traced("activate", agent=lambda self, record, **_: record.agent_id)
     async def activate(
         self, record: RegistryRecord, *, state: dict[str, Any] | None = None, fresh: bool = False
     ) -> Any:
@@ -596,6 +598,7 @@ class AgentHost:
             return
         await self.hand_over(agent_id, to=target, record=record)
 
+    @_tracing.traced("hand_over", agent=lambda self, agent_id, **_: agent_id)
     async def hand_over(
         self,
         agent_id: str,

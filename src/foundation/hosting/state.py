@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from foundation import _metrics, _tracing
 from foundation import _wire as wire
 from foundation._errors import CASConflictError, ClusterError, InvalidKeyError
 from foundation._ids import check_key, check_token
@@ -230,6 +231,8 @@ class KVStateStore(StateStore):
             return None
         return current
 
+    @_tracing.traced("kv commit", agent=lambda self, key, *_: key)
+    @_metrics.timed(_metrics.KV_COMMIT_DURATION, lambda self: self.owner)
     async def save(self, key: str, checkpoint: Checkpoint) -> None:
         """Commit ``checkpoint`` (state and meta together) by CAS; ``FencedError`` if stale."""
         self._check_open()

@@ -57,6 +57,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NatsClient
 
+from foundation import _metrics
 from foundation import _wire as wire
 from foundation._errors import (
     CASConflictError,
@@ -462,8 +463,12 @@ class Membership(MembershipView):
                 if self._joined and lease.revision:
                     # After a completed fence, this renewal may end it (the record was kept).
                     self._rejoining = self._fenced and not self._fence_pending
+                    sent = time.monotonic()
                     await lease.renew(self.record.encode(), via=kv)
                     self._on_main(self._arm_fence_timer)
+                    _metrics.LEASE_RENEWAL_DURATION.labels(self.node_id).observe(
+                        time.monotonic() - sent
+                    )
                 else:
                     if self._lost or self._fence_pending:
                         # The node's loop has not fenced yet (its agents may still run):

@@ -14,6 +14,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from foundation import _tracing
 from foundation._errors import InvalidRequestError
 from foundation.hosting.backlog import CastBacklog
 from foundation.hosting.host import AgentHost, released
@@ -96,6 +97,7 @@ class AgentOps:
                 raise host.not_here(req.agent_id)
         if req.signal is None:
             raise InvalidRequestError("a call request needs a signal ('s')", details={"field": "s"})
+        req.signal = _tracing.restamp(req.signal)  # the command's span: a child of this hop's
         try:
             if req.agent_id in self.backlog:
                 # casts wait for this agent: the call goes behind them, in order

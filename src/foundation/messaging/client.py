@@ -29,6 +29,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from foundation import _tracing
 from foundation._errors import NodeUnavailableError, NotOwnerError
 from foundation._hooks import TaskSet
 from foundation.hosting import virtual
@@ -73,7 +74,7 @@ async def request(
     what = f"{op} to agent {agent_id!r}" if agent_id is not None else f"{op} to node {node_id!r}"
     check_size(payload, nc.max_payload, what)
     try:
-        msg = await nc.request(subject, payload, timeout=timeout)
+        msg = await nc.request(subject, payload, timeout=timeout, headers=_tracing.headers())
     except NoRespondersError as exc:
         raise NodeUnavailableError(
             f"node {node_id!r} does not answer (no responders); it may have stopped "

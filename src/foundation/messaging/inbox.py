@@ -230,6 +230,17 @@ class InboxStatistics:
     """Deliveries that committed at least one message (``delivered / batches``: mean batch)."""
 
 
+def _pending(reply: str | None) -> int:
+    """The ``pending`` count of a JetStream ack reply subject (messages left after this one)."""
+    tokens = (reply or "").split(".")
+    if len(tokens) < 9:
+        return 0
+    try:
+        return int(tokens[8 if len(tokens) == 9 else 10])
+    except ValueError:
+        return 0
+
+
 class AgentInbox(PullWorker):
     """Drains one agent's inbox in stream order, in batches, acking only what was committed.
 
@@ -295,6 +306,8 @@ class AgentInbox(PullWorker):
         self._on_stopped = on_stopped
         self._expected_dseq = 1  # the next consumer sequence of an in-order delivery
         self._delivered = 0
+        self.lag = 0
+        """Messages waiting in the inbox after the last fetch (the inbox lag)."""
         self._batches = 0
         self._skipped = 0
         self._retries = 0
@@ -453,6 +466,7 @@ class AgentInbox(PullWorker):
         return False
 
     async def _on_batch(self, msgs: Sequence[Msg]) -> bool:
+        self.lag = _pending(msgs[-1].reply) if msgs else 0  # messages still waiting after these
         run: list[tuple[Msg, int, Signal]] = []  # consecutive messages to deliver
         for msg in msgs:
             if self._stopping:

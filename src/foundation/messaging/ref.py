@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from foundation import _tracing
 from foundation._errors import NodeUnavailableError, NotOwnerError
 from foundation.hosting.host import released
 from foundation.messaging.envelope import check_meta, encode_request
@@ -198,6 +199,34 @@ class ClusterRef:
         ``AgentNotFoundError`` if no agent has this id.
         """
         meta = check_meta(meta)
+        if _tracing.active is None:
+            return await self._call(signal, timeout, meta)
+        with _tracing.span(
+            self._span_name("call"),
+            kind=_tracing.SpanKind.CLIENT,
+            traceparent=signal.traceparent,
+            attributes=self._span_attrs(),
+        ) as current:
+            assert current is not None
+            return await self._call(_tracing.stamped(signal, current), timeout, meta)
+
+    def _span_name(self, op: str) -> str:
+        cls = self._cls or self._locator.agent_class(self.id)
+        return f"{op} {cls.__name__ if cls is not None else 'agent'}"
+
+    def _span_attrs(self) -> dict[str, str]:
+        return {
+            _tracing.ATTR_NODE: self._locator.node_id,
+            _tracing.ATTR_AGENT: self.id,
+            _tracing.ATTR_TENANT: self.tenant,
+        }
+
+    async def _call(
+        self,
+        signal: Signal,
+        timeout: float | None,  # noqa: ASYNC109
+        meta: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         loc = self._locator
         local = loc.local(self.id)
         budget = loc.call_timeout if timeout is None else timeout
@@ -225,6 +254,18 @@ class ClusterRef:
         ``NodeUnavailableError`` when its owner is not a live member.
         """
         meta = check_meta(meta)
+        if _tracing.active is None:
+            return await self._cast(signal, meta)
+        with _tracing.span(
+            self._span_name("cast"),
+            kind=_tracing.SpanKind.PRODUCER,
+            traceparent=signal.traceparent,
+            attributes=self._span_attrs(),
+        ) as current:
+            assert current is not None
+            await self._cast(_tracing.stamped(signal, current), meta)
+
+    async def _cast(self, signal: Signal, meta: dict[str, Any] | None) -> None:
         loc = self._locator
         local = loc.local(self.id)
         if local is not None and not loc.durable(self.id):

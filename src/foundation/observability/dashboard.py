@@ -15,13 +15,10 @@ Routes (GET or HEAD):
 - ``/metrics`` — the Prometheus text exposition format (version 0.0.4).
 - ``/healthz`` — ``200`` while the node runs and holds its membership lease, else ``503``.
 
-What it reads, every ``refresh`` seconds: the node's membership snapshot (live nodes and their
-records), its registry cache (agents and owners), every live node's ``statistics()`` (its own
-directly, the others' over their private ``stats`` subject — the round trip of that request is
-the node's *ping* latency), and the leader lease in the coordination bucket. Signals/s is the
-rate of calls and casts that reached each node over NATS between two refreshes. Call latency
-comes from what the process observed: :meth:`Dashboard.observe`, or a list of latencies (in
-seconds) given as ``latencies=`` that the application appends to.
+Every ``refresh`` seconds it reads the membership snapshot, the registry cache, every live
+node's statistics (its own directly, the others' over their ``stats`` subject: that round trip
+is the node's *ping* latency, and each reply carries the node's command histogram, summed into
+cluster-wide latency) and the leader lease. See ``docs/dashboard.md``.
 """
 
 from __future__ import annotations
@@ -43,11 +40,13 @@ import orjson
 
 from foundation import _wire as wire
 from foundation._errors import ClusterError
+from foundation._metrics import command_summary
 from foundation.failover.failover import LEADER_LEASE
 from foundation.nats.kv import KV
 from foundation.nats.redact import redact_url
 from foundation.observability import http
 from foundation.observability.access import AccessGuard
+from foundation.observability.cluster_view import ClusterCommands
 from foundation.observability.metrics import COUNTERS, QUANTILES, exposition
 
 __all__ = ["Dashboard", "DashboardError"]
@@ -144,6 +143,7 @@ class Dashboard:
         self._ext_seen = 0
         self._ext_errors = errors
         self._latency = _Latency()
+        self._cluster = ClusterCommands()  # the nodes' own command histograms, added up
         self._errors: dict[str, int] = {}
         self._events: deque[dict[str, Any]] = deque(maxlen=history)
         self._event_counts: dict[tuple[str, str], int] = {}
@@ -347,7 +347,7 @@ class Dashboard:
         node = self.node
         if node_id == node.id:
             stats: dict[str, Any] = node.statistics().to_dict()
-            return stats, None
+            return {**stats, "commands": command_summary(node.id)}, None
         t0 = time.perf_counter()
         try:
             reply = await node.client.request(node_id, "stats", b"{}", timeout=self.stats_timeout)
@@ -485,6 +485,9 @@ class Dashboard:
                 **{f"p{round(q * 100)}": v for q, v in quantiles.items()},
             },
             "errors": errors,
+            "cluster": self._cluster.update(
+                ((n["stats"] or {}).get("commands") for n in nodes), mono
+            ),
             "events": list(reversed(self._events)),
             "collections": self._collections + 1,
         }

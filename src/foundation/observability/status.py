@@ -152,8 +152,15 @@ async def collect_status(
 def render_status(console: Console, report: StatusReport) -> None:
     """Print ``report`` as rich tables."""
     health = "[green]healthy[/green]" if report.healthy else "[red]degraded[/red]"
+    # a node hosting no agent type (a dashboard's observer) is not counted as a cluster node
+    observers = sum(
+        1
+        for n in report.nodes
+        if not any(str(c).startswith("type:") for c in n.record.get("capabilities", ()))
+    )
+    extra = f" (+{observers} observer)" if observers else ""
     console.print(
-        f"cluster at [cyan]{report.url}[/cyan]: {len(report.nodes)} node(s), "
+        f"cluster at [cyan]{report.url}[/cyan]: {len(report.nodes) - observers} node(s){extra}, "
         f"{sum(len(v) for v in report.agents.values())} agent(s), leader "
         f"[bold]{report.leader or '—'}[/bold], {health}"
     )
