@@ -2,14 +2,13 @@
 
 ```python
 async with Node(nats=url) as node, Dashboard(node) as dash:   # loopback, free port
-    print(dash.url)                                           # http://127.0.0.1:PORT/
+    print(dash.url)
 ```
 
 Routes (GET or HEAD):
 
-- ``/`` — an HTML page (inline CSS and JS, no external assets) that shows the nodes (id,
-  status, load, agents), the agents per node, the leader, signals/s and latency, and the recent
-  membership, registry and leader events. It updates live from ``/api/events``.
+- ``/`` — an HTML page (no external assets): nodes, agents, leader, throughput, latency and
+  recent events, updated live from ``/api/events``.
 - ``/api/status`` — the same data as JSON (see :meth:`Dashboard.status`).
 - ``/api/events`` — Server-Sent Events: one ``status`` event (that JSON) per refresh.
 - ``/metrics`` — the Prometheus text exposition format (version 0.0.4).
