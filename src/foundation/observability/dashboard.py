@@ -9,8 +9,7 @@ Routes (GET or HEAD):
 
 - ``/`` — an HTML page (no external assets): nodes, agents, leader, throughput, latency and
   recent events, updated live from ``/api/events``.
-- ``/api/status`` — the same data as JSON (see :meth:`Dashboard.status`).
-- ``/api/events`` — Server-Sent Events: one ``status`` event (that JSON) per refresh.
+- ``/api/status`` — that data as JSON; ``/api/events`` — one SSE ``status`` event per refresh.
 - ``/metrics`` — the Prometheus text exposition format (version 0.0.4).
 - ``/healthz`` — ``200`` while the node runs and holds its membership lease, else ``503``.
 
