@@ -86,7 +86,7 @@ from foundation.messaging.ref import ClusterRef, FailFast, UnreachablePolicy
 from foundation.nats.kv import KV, BucketSpec, connect
 from foundation.placement.placement import PlacementDirector
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
-from jido import AgentNotFoundError, FencedError, JidoError, Runtime
+from jido import AgentNotFoundError, FencedError, JidoError, Runtime, Services
 
 log = logging.getLogger("foundation.node")
 
@@ -116,6 +116,12 @@ def _version() -> str:
         return "0+unknown"
 
 
+def _failover_options(failover: bool | FailoverOptions) -> FailoverOptions | None:
+    if isinstance(failover, FailoverOptions):
+        return failover
+    return FailoverOptions() if failover else None
+
+
 def _default_name() -> str:
     host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:20]
     return f"{host or 'node'}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -142,6 +148,8 @@ class Node:
         failover: run the failover component (campaign for the cluster leader lease; while
             leading, re-place the agents of dead nodes): ``True`` (default), ``False``, or
             :class:`~foundation.failover.failover.FailoverOptions`.
+        services: extension points for the agents run here (``node.services``, the runtime's
+            ``jido.Services``): ``jido.ai`` tool sources and token budgets, for example.
     """
 
     def __init__(
@@ -160,16 +168,14 @@ class Node:
         reconcile_interval: float = 1.0,
         metadata: Mapping[str, Any] | None = None,
         failover: bool | FailoverOptions = True,
+        services: Services | None = None,
     ) -> None:
         self.id: str = check_token("node name", name) if name is not None else _default_name()
         self.tenant = check_token("tenant", tenant)
         self._nats = nats
         self.call_timeout = float(call_timeout)
-        self._failover_options: FailoverOptions | None = (
-            failover
-            if isinstance(failover, FailoverOptions)
-            else (FailoverOptions() if failover else None)
-        )
+        self._failover_options = _failover_options(failover)
+        self.services = services if services is not None else Services()
         self.failover: Failover | None = None
         self.ref_policy: UnreachablePolicy = ref_policy or (
             AwaitFailover() if self._failover_options is not None else FailFast()
@@ -403,7 +409,7 @@ class Node:
         self.state_store = KVStateStore(self._kv["state"], owner=self.id, tenant=self.tenant)
         membership = self.membership
         self.state_store.lease_check = lambda: membership.holds_lease
-        self.runtime = Runtime(store=self.state_store)
+        self.runtime = Runtime(store=self.state_store, services=self.services)
         await self.runtime.__aenter__()
         self.client = NodeClient(
             self.nc,
