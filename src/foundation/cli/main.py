@@ -12,6 +12,8 @@
 * ``foundation status [--nats URL]`` — nodes, agents per node, leader and health.
 * ``foundation drain NODE [--nats URL]`` — hand NODE's agents over to other nodes with their
   state, then NODE leaves and its process exits; prints where each agent went.
+* ``foundation mcp --nats URL --app module:attr [--http]`` — the routes of the cluster's agents
+  as MCP tools, over stdio or streamable HTTP (see ``foundation.cli.mcp``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 from rich.console import Console
 
+from foundation.cli.mcp import add_mcp_parser
 from jido import DefinitionError
 
 console = Console()
@@ -118,7 +121,16 @@ def _build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show nodes, agents per node, leader and health")
     status.add_argument("--nats", default=os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_mcp_parser(sub, os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
     return parser
+
+
+def _run_mcp(args: argparse.Namespace) -> int:
+    from foundation.cli.mcp import run_mcp
+
+    agents = load_app(args.app)
+    opts = {"http": args.http, "host": args.host, "port": args.port, "call_timeout": args.timeout}
+    return asyncio.run(run_mcp(args.nats, agents, only=args.agent, **opts))
 
 
 async def _run_node(url: str, app: str, name: str | None, capabilities: list[str]) -> int:
@@ -205,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.print(f"[red]give --nats URL (or set {ENV_NATS})[/red]")
                 return 2
             return asyncio.run(_run_node(args.nats, args.app, args.name, args.capability))
+        if args.command == "mcp":
+            return _run_mcp(args)
         if args.command == "status":
             return asyncio.run(_run_status(args.nats, args.json))
         if args.command == "drain":
