@@ -10,9 +10,10 @@ SIGKILLed at a chosen point:
 * ``effect`` — right after the tool's external effect, before its result is committed;
 * ``commit`` — a moment (0.5–10 ms) after the effect, while the result is being committed;
 
-and the other turns on that node are cut wherever they are. A round is one interrupted turn:
-``--chaos-rounds N`` (or ``FOUNDATION_CHAOS_ROUNDS``) sets how many, 60 by default (CI), in
-kill rounds of :data:`TURNS_PER_KILL`. Checked over every turn:
+and the other turns on that node are cut wherever they are. A round is one turn running on a
+node that gets killed: ``--chaos-rounds N`` (or ``FOUNDATION_CHAOS_ROUNDS``) sets how many, 60
+by default (CI, about 30 s), in kills of :data:`TURNS_PER_KILL` turns each; the test prints how
+many were really cut (a turn may finish just before its node dies). Checked over every turn:
 
 * a model call whose response was recorded is never requested again (every step's response
   that the turn used is the last request of that step, and the turn used one per step);
