@@ -85,7 +85,7 @@ from foundation.nats.redact import redact_url
 from foundation.placement.placement import PlacementDirector
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
 from foundation.security import FROM_PREFIX, NatsAuth, NodeSecurity, Policy, auth_of
-from jido import AgentNotFoundError, JidoError, Runtime
+from jido import AgentNotFoundError, JidoError, Runtime, Services
 
 log = logging.getLogger("foundation.node")
 
@@ -113,6 +113,12 @@ def _version() -> str:
         return importlib.metadata.version("foundation-agents")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def _failover_options(failover: bool | FailoverOptions) -> FailoverOptions | None:
+    if isinstance(failover, FailoverOptions):
+        return failover
+    return FailoverOptions() if failover else None
 
 
 def _default_name() -> str:
@@ -144,6 +150,8 @@ class Node:
         creds, tls_ca, nkey_seed, token, auth: credentials and TLS of every connection the node
             opens (:class:`~foundation.security.NatsAuth`); policy: who may send what to which
             agent; audit: the audit trail (default: on with credentials). See docs/security.md.
+        services: extension points for the agents run here (``node.services``, the runtime's
+            ``jido.Services``): ``jido.ai`` tool sources and token budgets, for example.
     """
 
     def __init__(
@@ -169,6 +177,7 @@ class Node:
         auth: NatsAuth | None = None,
         policy: Policy | None = None,
         audit: bool | None = None,
+        services: Services | None = None,
     ) -> None:
         self.id: str = check_token("node name", name) if name is not None else _default_name()
         self.tenant = check_token("tenant", tenant)
@@ -179,11 +188,8 @@ class Node:
             audit=audit,
         )
         self.call_timeout = float(call_timeout)
-        self._failover_options: FailoverOptions | None = (
-            failover
-            if isinstance(failover, FailoverOptions)
-            else (FailoverOptions() if failover else None)
-        )
+        self._failover_options = _failover_options(failover)
+        self.services = services if services is not None else Services()
         self.failover: Failover | None = None
         self.ref_policy: UnreachablePolicy = ref_policy or (
             AwaitFailover() if self._failover_options is not None else FailFast()
@@ -399,7 +405,7 @@ class Node:
         self.state_store = KVStateStore(self._kv["state"], owner=self.id, tenant=self.tenant)
         membership = self.membership
         self.state_store.lease_check = lambda: membership.holds_lease
-        self.runtime = Runtime(store=self.state_store)
+        self.runtime = Runtime(store=self.state_store, services=self.services)
         await self.runtime.__aenter__()
         self.client = NodeClient(
             self.nc,

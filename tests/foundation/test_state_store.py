@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -13,6 +14,7 @@ from foundation.hosting.state import KVStateStore
 from foundation.nats.kv import KV, BucketSpec, connect
 from foundation.testing import NatsServer
 from jido import Checkpoint, FencedError, ValidationError
+from tests.jido.test_store import Backend, StoreContract
 
 pytestmark = pytest.mark.nats
 
@@ -177,3 +179,67 @@ async def test_tenants_sharing_one_bucket_never_share_an_agents_state(
             KVStateStore(kv, tenant="not.one.token")
     finally:
         await nc.close()
+
+
+# --- the shared StateStore contract ------------------------------------------------------------
+
+
+@pytest.fixture
+async def backend(nats_server: NatsServer) -> AsyncIterator[Backend]:
+    """The KV store as a contract backend (a fresh tenant per test on one bucket)."""
+    nc = await connect(nats_server.url)
+    kv = await KV.open(nc, BucketSpec(STATE_BUCKET))
+    store = KVStateStore(kv, owner="n1", tenant="contract")
+
+    async def corrupt(key: str, blob: bytes) -> None:
+        await kv.put(f"contract.{key}", blob)
+
+    be = Backend("kv", store, lambda: KVStateStore(kv, owner="n2", tenant="contract"), corrupt)
+    await store.open()
+    try:
+        yield be
+    finally:
+        await store.close()
+        await nc.close()
+
+
+class TestKVStoreContract(StoreContract):
+    """Runs the shared contract against KVStateStore."""
+
+    async def test_unusual_keys(self, backend: Backend) -> None:
+        pytest.skip("KV keys are dotted tokens of letters, digits and -/_= (agent ids fit)")
+
+    async def test_large_state(self, backend: Backend) -> None:
+        pytest.skip("one value is bounded by the server's max_payload (checked by its own test)")
+
+
+async def test_journal_survives_failover_and_a_stale_owner_cannot_append(
+    nats_server: NatsServer,
+) -> None:
+    old, nc1 = await _store(nats_server.url, "old")
+    new, nc2 = await _store(nats_server.url, "new")
+    try:
+        await old.activate("llm-1", 1)
+        assert await old.append("llm-1", [b"user"], checkpoint=Checkpoint({"n": 1}, "A", 1)) == 1
+        assert await old.append("llm-1", [b"model", b"start"]) == 3
+        restored = await new.activate("llm-1", 2)
+        assert restored is not None and restored.state == {"n": 1} and restored.meta == {}
+        assert await new.journal("llm-1") == [b"user", b"model", b"start"]
+        with pytest.raises(FencedError):
+            await old.append("llm-1", [b"stale"])
+        with pytest.raises(FencedError):
+            await old.activate("llm-1", 1)
+        assert await new.append("llm-1", [b"result"], checkpoint=Checkpoint({"n": 2}, "A", 2)) == 4
+        # a plain save keeps the journal's index; a reader that holds nothing sees it all
+        await new.save("llm-1", Checkpoint({"n": 3}, "A", 3))
+        reader, nc3 = await _store(nats_server.url, "reader")
+        try:
+            assert await reader.journal("llm-1", 1) == [b"model", b"start", b"result"]
+            loaded = await reader.load("llm-1")
+            assert loaded is not None and loaded.state == {"n": 3} and loaded.epoch == 2
+            assert await reader.keys() == ["llm-1"]
+        finally:
+            await nc3.close()
+    finally:
+        await nc1.close()
+        await nc2.close()

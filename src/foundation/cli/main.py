@@ -14,6 +14,8 @@
   state, then NODE leaves and its process exits; prints where each agent went.
 * ``foundation up --secure --dir DIR``, ``--creds`` / ``--tls-ca`` on ``node``, ``status`` and
   ``drain``, and ``foundation audit tail|verify|export``: see ``foundation.cli.secure``.
+* ``foundation mcp --nats URL --app module:attr [--http]`` — the routes of the cluster's agents
+  as MCP tools, over stdio or streamable HTTP (see ``foundation.cli.mcp``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from foundation.cli import options
+from foundation.cli.mcp import add_mcp_parser
 from foundation.cli.secure import (
     add_auth_arguments,
     add_up_arguments,
@@ -162,7 +165,16 @@ def _build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_auth_arguments(status)
     sub.add_parser("audit", help="the audit trail: tail, verify, export (see audit --help)")
+    add_mcp_parser(sub, os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
     return parser
+
+
+def _run_mcp(args: argparse.Namespace) -> int:
+    from foundation.cli.mcp import run_mcp
+
+    agents = load_app(args.app)
+    opts = {"http": args.http, "host": args.host, "port": args.port, "call_timeout": args.timeout}
+    return asyncio.run(run_mcp(args.nats, agents, only=args.agent, **opts))
 
 
 async def _run_node(
@@ -330,6 +342,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             serve_metrics(args.metrics_port)
         auth = auth_from_args(args)
         return asyncio.run(_run_node(args.nats, args.app, args.name, args.capability, auth))
+    if args.command == "mcp":
+        return _run_mcp(args)
     if args.command == "status":
         return asyncio.run(_run_status(args.nats, args.json, auth_from_args(args)))
     if args.command == "drain":

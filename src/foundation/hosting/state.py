@@ -15,11 +15,20 @@ callers name agents by id alone.
   ``jido.FencedError`` and the runtime stops the agent before it applies anything more.
 * ``Checkpoint.meta`` (for example the stream sequence of the last applied signal) travels in the
   same write as the state, so both are committed together or not at all.
+* **Journals** (``append`` / ``journal``): each append first writes its entries, as one batch, to
+  a key of their own (``<tenant>.<agent_id>./j.<writer>.<position>``; no agent id holds a ``/``,
+  so these never meet a state key), then commits them with one CAS-guarded write of the agent's
+  key: the checkpoint (when given) and the journal's index (its segments: writer, first and end
+  position) in ``meta``. Until that write lands the batch is unreachable, and a fenced append
+  changes nothing. The writer token is unique per store instance and epoch, so a stale owner's
+  batch can never overwrite a batch the new owner committed. Each entry is stored once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +40,16 @@ from foundation._errors import CASConflictError, ClusterError, InvalidKeyError
 from foundation._ids import check_key, check_token
 from foundation.nats.kv import KV
 from jido import FencedError, StoreError, ValidationError
-from jido._store import Checkpoint, StateStore
+from jido._store import Checkpoint, StateStore, _check_entries
 
 ACTIVATION_MARK = "fdn.activated"
 """Meta key of a checkpoint written only to claim the key (no state saved yet)."""
+
+JOURNAL_META = "fdn.journal"
+"""Meta key of the stored checkpoint holding the journal's index (never returned by ``load``)."""
+
+_JOURNAL_TOKEN = "/j"
+_Index = list[list[Any]]
 
 
 @dataclass(slots=True)
@@ -42,13 +57,17 @@ class _Held:
     epoch: int
     revision: int
     checkpoint: Checkpoint | None
+    written: Checkpoint | None = None
+    """The value last written to (or read from) the key, journal index included."""
+    unsure: bool = False
+    """The last write's outcome is unknown (NATS failed mid-request): read before the next."""
 
 
 def _fenced(key: str, epoch: int, stored: int, why: str) -> FencedError:
     return FencedError(
         f"state of {key!r} is owned by epoch {stored}, this writer holds epoch {epoch} ({why}); "
         "another node has taken the agent over, stop this copy",
-        details={"key": key, "epoch": epoch, "stored_epoch": stored, "reason": why},
+        details={"key": key, "epoch": epoch, "stored_epoch": stored},
     )
 
 
@@ -88,6 +107,8 @@ class KVStateStore(StateStore):
         self.tenant = check_token("tenant", tenant, key=True)
         self._prefix = f"{self.tenant}."
         self._held: dict[str, _Held] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._nonce = secrets.token_hex(4)
         self._closed = False
         self._fenced = False
         self.lease_check: Callable[[], bool] | None = None
@@ -97,8 +118,16 @@ class KVStateStore(StateStore):
 
     def _kv_key(self, key: str) -> str:
         """The bucket key of agent ``key``: ``<tenant>.<key>``."""
+        if type(key) is not str or not key:
+            raise ValidationError(
+                f"a state store key must be a non-empty string, got {key!r}",
+                details={"key": repr(key)},
+            )
         try:
-            return self._prefix + check_key(key)
+            kv_key = self._prefix + check_key(key)
+            if _JOURNAL_TOKEN in key.split("."):
+                raise InvalidKeyError(f"{_JOURNAL_TOKEN!r} is reserved for journals")
+            return kv_key
         except InvalidKeyError as exc:
             raise ValidationError(
                 f"state key {key!r} is not a valid KV key: use letters, digits and - _ / = with "
@@ -164,7 +193,7 @@ class KVStateStore(StateStore):
             except ClusterError as exc:
                 raise _unavailable(key, "activate", exc) from exc
             else:
-                self._held[key] = _Held(epoch=epoch, revision=new_rev, checkpoint=None)
+                self._held[key] = _Held(epoch, new_rev, None, written=marker)
                 return None
         for _ in range(8):
             current, revision = await self._read(kv_key)
@@ -191,8 +220,8 @@ class KVStateStore(StateStore):
                 continue  # someone wrote in between: read again and re-check the epoch
             except ClusterError as exc:
                 raise _unavailable(key, "activate", exc) from exc
-            restored = None if current is None or _is_marker(current) else current
-            self._held[key] = _Held(epoch=epoch, revision=new_rev, checkpoint=restored)
+            restored = None if current is None or _is_marker(current) else _public(current)
+            self._held[key] = _Held(epoch, new_rev, restored, written=marker)
             return restored
         raise _fenced(key, epoch, -1, "lost the activation race repeatedly")
 
@@ -216,7 +245,8 @@ class KVStateStore(StateStore):
             raise _unavailable(kv_key, "read", exc) from exc
         if entry is None:
             return None, 0
-        return Checkpoint.from_bytes(entry.value, key=kv_key), entry.revision
+        key = kv_key.removeprefix(self._prefix)
+        return Checkpoint.from_bytes(entry.value, key=key), entry.revision
 
     # -- StateStore ------------------------------------------------------------------------
 
@@ -226,10 +256,12 @@ class KVStateStore(StateStore):
         held = self._held.get(key)
         if held is not None:
             return held.checkpoint
-        current, _ = await self._read(self._kv_key(key))
+        kv_key = self._kv_key(key)
+        async with self._lock(key):  # after the writes issued before it
+            current, _ = await self._read(kv_key)
         if current is None or _is_marker(current):
             return None
-        return current
+        return _public(current)
 
     @_tracing.traced("kv commit", agent=lambda self, key, *_: key)
     @_metrics.timed(_metrics.KV_COMMIT_DURATION, lambda self: self.owner)
@@ -241,24 +273,52 @@ class KVStateStore(StateStore):
         if self._fenced or self._lease_lost():
             held = self._held.pop(key, None)
             raise _fenced(key, held.epoch if held else checkpoint.epoch, -1, "this node is fenced")
-        held = self._held.get(key)
-        if held is None:
-            await self._save_unheld(key, checkpoint)
-            return
-        if checkpoint.epoch != held.epoch:
-            checkpoint = msgspec.structs.replace(checkpoint, epoch=held.epoch)
-        data = self._sized(key, checkpoint.to_bytes())
+        async with self._lock(key):
+            held = self._held.get(key)
+            if held is None:
+                await self._save_unheld(key, checkpoint)
+                return
+            if checkpoint.epoch != held.epoch:
+                checkpoint = msgspec.structs.replace(checkpoint, epoch=held.epoch)
+            await self._commit_held(key, held, checkpoint, None, "save")
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        # Writes of one key from this store go one at a time: a journal batch is placed at the
+        # position the previous commit left.
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def _commit_held(
+        self, key: str, held: _Held, checkpoint: Checkpoint | None, index: _Index | None, op: str
+    ) -> None:
+        """One CAS write of ``key``: ``checkpoint`` (or the value there) with ``index``."""
         kv_key = self._kv_key(key)
+        if held.unsure:
+            current, revision = await self._read(kv_key)
+            if current is None or current.epoch != held.epoch:
+                self._held.pop(key, None)
+                now = current.epoch if current is not None else 0
+                raise _fenced(key, held.epoch, now, "state key was written by another owner")
+            held.revision, held.written, held.unsure = revision, current, False
+        base = checkpoint if checkpoint is not None else held.written
+        assert base is not None
+        stored = _with_index(base, _index_of(held.written) if index is None else index)
+        data = self._sized(key, stored.to_bytes())
         try:
             held.revision = await self._kv.update(kv_key, data, last=held.revision)
         except CASConflictError as exc:
             self._held.pop(key, None)
-            stored = await self._stored_epoch(kv_key)
+            epoch = await self._stored_epoch(kv_key)
             why = "state key was written by another owner"
-            raise _fenced(key, held.epoch, stored, why) from exc
+            raise _fenced(key, held.epoch, epoch, why) from exc
         except ClusterError as exc:
-            raise _unavailable(key, "save", exc) from exc
-        held.checkpoint = checkpoint
+            held.unsure = True
+            raise _unavailable(key, op, exc) from exc
+        held.written = stored
+        if checkpoint is not None:
+            held.checkpoint = checkpoint
 
     async def _stored_epoch(self, kv_key: str) -> int:
         try:
@@ -276,11 +336,12 @@ class KVStateStore(StateStore):
 
     async def _save_unheld(self, key: str, checkpoint: Checkpoint) -> None:
         kv_key = self._kv_key(key)
-        data = self._sized(key, checkpoint.to_bytes())
         for _ in range(8):
             current, revision = await self._read(kv_key)
             if current is not None and current.epoch > checkpoint.epoch:
                 raise _fenced(key, checkpoint.epoch, current.epoch, "newer epoch stored")
+            stored = _with_index(checkpoint, _index_of(current))
+            data = self._sized(key, stored.to_bytes())
             try:
                 if revision == 0:
                     await self._kv.create(kv_key, data)
@@ -294,13 +355,148 @@ class KVStateStore(StateStore):
         raise StoreError(f"could not save {key!r}: the key kept changing", retryable=True)
 
     async def delete(self, key: str) -> None:
-        """Remove the state of ``key`` (not fenced); a missing key is not an error."""
+        """Remove the state and the journal of ``key`` (not fenced); a missing key is fine."""
         self._check_open()
         self._held.pop(key, None)
+        kv_key = self._kv_key(key)
+        async with self._lock(key):
+            try:
+                await self._kv.purge(kv_key)
+                # The index went with the state key, so what is left is unreachable: drop it.
+                for batch in await self._kv.keys(f"{kv_key}.{_JOURNAL_TOKEN}.>"):
+                    await self._kv.purge(batch)
+            except ClusterError as exc:
+                raise _unavailable(key, "delete", exc) from exc
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """The stored keys of this tenant starting with ``prefix``, sorted (journals aside)."""
+        self._check_open()
         try:
-            await self._kv.purge(self._kv_key(key))
+            found = await self._kv.keys(f"{self.tenant}.>")
         except ClusterError as exc:
-            raise _unavailable(key, "delete", exc) from exc
+            raise _unavailable(prefix, "list keys under", exc) from exc
+        n = len(self._prefix)
+        return sorted(
+            k[n:] for k in found if k[n:].startswith(prefix) and _JOURNAL_TOKEN not in k.split(".")
+        )
+
+    # -- the journal -----------------------------------------------------------------------
+
+    supports_journal = True
+
+    async def append(
+        self,
+        key: str,
+        entries: Sequence[bytes],
+        *,
+        checkpoint: Checkpoint | None = None,
+        epoch: int = 0,
+    ) -> int:
+        """Append ``entries`` (and commit ``checkpoint``) by one CAS write; the new length.
+
+        The entries go first to a batch key nobody reads until the CAS write of the agent's
+        key records them in its index; fenced like :meth:`save`.
+        """
+        self._check_open()
+        items = _check_entries(entries)
+        if checkpoint is not None:
+            if not isinstance(checkpoint, Checkpoint):
+                raise ValidationError("append() takes a jido.Checkpoint or None")
+            epoch = checkpoint.epoch
+        kv_key = self._kv_key(key)
+        async with self._lock(key):
+            if self._fenced or self._lease_lost():
+                held = self._held.pop(key, None)
+                raise _fenced(key, held.epoch if held else epoch, -1, "this node is fenced")
+            held = self._held.get(key)
+            if held is None:
+                return await self._append_unheld(key, kv_key, items, checkpoint, epoch)
+            if held.unsure:
+                await self._commit_held(key, held, None, None, "append")  # settle it first
+            if checkpoint is not None and checkpoint.epoch != held.epoch:
+                checkpoint = msgspec.structs.replace(checkpoint, epoch=held.epoch)
+            index = _index_of(held.written)
+            index = await self._put_batch(key, kv_key, index, items, held.epoch)
+            await self._commit_held(key, held, checkpoint, index, "append")
+            return _length(index)
+
+    async def _put_batch(
+        self, key: str, kv_key: str, index: _Index, items: list[bytes], epoch: int
+    ) -> _Index:
+        if not items:
+            return index
+        writer, start = f"{self._nonce}-{epoch}", _length(index)
+        data = self._sized(key, msgspec.msgpack.encode(items))
+        try:
+            await self._kv.put(f"{kv_key}.{_JOURNAL_TOKEN}.{writer}.{start}", data)
+        except ClusterError as exc:
+            raise _unavailable(key, "append", exc) from exc
+        out = [list(seg) for seg in index]
+        if out and out[-1][0] == writer and out[-1][2] == start:
+            out[-1][2] = start + len(items)
+        else:
+            out.append([writer, start, start + len(items)])
+        return out
+
+    async def _append_unheld(
+        self,
+        key: str,
+        kv_key: str,
+        items: list[bytes],
+        checkpoint: Checkpoint | None,
+        epoch: int,
+    ) -> int:
+        for _ in range(8):
+            current, revision = await self._read(kv_key)
+            if current is not None and current.epoch > epoch:
+                raise _fenced(key, epoch, current.epoch, "newer epoch stored")
+            index = await self._put_batch(key, kv_key, _index_of(current), items, epoch)
+            base = checkpoint or current or Checkpoint({}, "", meta={ACTIVATION_MARK: True})
+            data = self._sized(key, _with_index(base, index).to_bytes())
+            try:
+                if revision == 0:
+                    await self._kv.create(kv_key, data)
+                else:
+                    await self._kv.update(kv_key, data, last=revision)
+                return _length(index)
+            except CASConflictError:
+                continue
+            except ClusterError as exc:
+                raise _unavailable(key, "append", exc) from exc
+        raise StoreError(f"could not append to {key!r}: the key kept changing", retryable=True)
+
+    async def journal(self, key: str, start: int = 0) -> list[bytes]:
+        """The committed journal entries of ``key`` from position ``start`` on."""
+        self._check_open()
+        kv_key = self._kv_key(key)
+        held = self._held.get(key)
+        if held is not None and not held.unsure:
+            index = _index_of(held.written)
+        else:
+            current, _ = await self._read(kv_key)
+            index = _index_of(current)
+        start = max(start, 0)
+        if start >= _length(index):
+            return []
+        try:
+            batches = await self._kv.items(f"{kv_key}.{_JOURNAL_TOKEN}.>")
+        except ClusterError as exc:
+            raise _unavailable(key, "read the journal of", exc) from exc
+        out: list[bytes] = []
+        for writer, first, end in index:
+            pos = first
+            while pos < end:
+                entry = batches.get(f"{kv_key}.{_JOURNAL_TOKEN}.{writer}.{pos}")
+                if entry is None:
+                    raise StoreError(
+                        f"journal of {key!r} misses its batch at position {pos}",
+                        details={"key": key, "position": pos},
+                        retryable=False,
+                    )
+                batch = msgspec.msgpack.decode(entry.value, type=list[bytes])
+                out.extend(batch)
+                pos += len(batch)
+        return out[start:]
 
     def statistics(self) -> dict[str, Any]:
         """Snapshot: number of keys held (activated) by this store."""
@@ -311,4 +507,30 @@ def _is_marker(checkpoint: Checkpoint) -> bool:
     return checkpoint.seq == 0 and bool(checkpoint.meta.get(ACTIVATION_MARK))
 
 
-__all__ = ["ACTIVATION_MARK", "KVStateStore"]
+def _index_of(checkpoint: Checkpoint | None) -> _Index:
+    if checkpoint is None:
+        return []
+    index: _Index = checkpoint.meta.get(JOURNAL_META) or []
+    return index
+
+
+def _length(index: _Index) -> int:
+    return int(index[-1][2]) if index else 0
+
+
+def _with_index(checkpoint: Checkpoint, index: _Index) -> Checkpoint:
+    meta = {k: v for k, v in checkpoint.meta.items() if k != JOURNAL_META}
+    if index:
+        meta[JOURNAL_META] = index
+    return msgspec.structs.replace(checkpoint, meta=meta)
+
+
+def _public(checkpoint: Checkpoint) -> Checkpoint:
+    """``checkpoint`` as callers see it: without the journal's index."""
+    if JOURNAL_META not in checkpoint.meta:
+        return checkpoint
+    meta = {k: v for k, v in checkpoint.meta.items() if k != JOURNAL_META}
+    return msgspec.structs.replace(checkpoint, meta=meta)
+
+
+__all__ = ["ACTIVATION_MARK", "JOURNAL_META", "KVStateStore"]

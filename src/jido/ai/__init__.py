@@ -38,7 +38,7 @@ from jido.ai._errors import (
 )
 from jido.ai._http import HTTPModel
 from jido.ai._openai import OpenAIModel
-from jido.ai._routes import AgentRouteTools, route_tool_name
+from jido.ai._routes import AgentRouteTools, RouteTools, class_route_tools, route_tool_name
 from jido.ai._sources import SourceTool, TokenBudget, ToolSource
 from jido.ai._types import (
     Message,
@@ -74,6 +74,8 @@ __all__ = [
     "Usage",
     # tools and budgets
     "AgentRouteTools",
+    "RouteTools",
+    "class_route_tools",
     "route_tool_name",
     "SourceTool",
     "TokenBudget",

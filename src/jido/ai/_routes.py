@@ -14,7 +14,7 @@ from jido._tool import _dumps, tool_error_json
 from jido.ai._sources import SourceTool
 from jido.ai._types import ToolSpec
 
-__all__ = ["AgentRouteTools", "route_tool_name", "route_tools"]
+__all__ = ["AgentRouteTools", "RouteTools", "class_route_tools", "route_tool_name", "route_tools"]
 
 _BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -25,42 +25,48 @@ def route_tool_name(agent_id: str, signal_type: str) -> str:
     return _BAD.sub("_", f"{agent_id}__{signal_type.replace('.', '_')}")[:64]
 
 
-def route_tools(
-    rt: Runtime, agents: Sequence[str] | None = None
-) -> dict[str, tuple[str, str, type[Action]]]:
-    """Tool name → (agent id, signal type, action) for the routes without wildcards of the
-    running agents ``agents`` (default: all), leaving out the LLM loop's own ``ai.*`` routes."""
-    out: dict[str, tuple[str, str, type[Action]]] = {}
-    for agent_id in rt.ids() if agents is None else agents:
-        ref = rt.get(agent_id)
-        if ref is None:
+Routes = dict[str, tuple[str, str, type[Action]]]
+"""Tool name → (agent id, signal type, routed action)."""
+
+
+def class_route_tools(agent_id: str, cls: Any, out: Routes | None = None) -> Routes:
+    """The routes without wildcards of agent ``agent_id`` of class ``cls`` as tools (into
+    ``out`` when given), leaving out the LLM loop's own ``ai.*`` routes."""
+    out = {} if out is None else out
+    for route in cls.routes:
+        pattern, target = route[0], route[1]
+        if not isinstance(pattern, str) or "*" in pattern or pattern.startswith("ai."):
             continue
-        cls = ref.agent_class
-        for route in cls.routes:
-            pattern, target = route[0], route[1]
-            if not isinstance(pattern, str) or "*" in pattern or pattern.startswith("ai."):
-                continue
-            out[route_tool_name(agent_id, pattern)] = (
-                agent_id,
-                pattern,
-                cls._resolve_action(target),
-            )
+        out[route_tool_name(agent_id, pattern)] = (agent_id, pattern, cls._resolve_action(target))
     return out
 
 
-class AgentRouteTools:
-    """A :class:`~jido.ai.ToolSource` offering the routes of other agents of a runtime.
+def route_tools(rt: Runtime, agents: Sequence[str] | None = None) -> Routes:
+    """Tool name → (agent id, signal type, action) for the routes without wildcards of the
+    running agents ``agents`` (default: all), leaving out the LLM loop's own ``ai.*`` routes."""
+    out: Routes = {}
+    for agent_id in rt.ids() if agents is None else agents:
+        ref = rt.get(agent_id)
+        if ref is not None:
+            class_route_tools(agent_id, ref.agent_class, out)
+    return out
+
+
+class RouteTools:
+    """A :class:`~jido.ai.ToolSource` offering agents' routes: subclasses say which routes
+    there are (:meth:`routes`) and how a signal reaches an agent (:meth:`send`).
 
     A tool call sends the route's signal (arguments as data, the call's idempotency key as the
-    ``idempotencykey`` extension) to the agent with ``rt.call`` and returns its result, or the
-    structured error. ``agents`` limits the agents offered
-    (default: every running agent but the caller). The cluster layer offers the same over the
-    cluster's registry.
+    ``idempotencykey`` extension) and returns the JSON result, or the structured error.
     """
 
-    def __init__(self, rt: Runtime, agents: Sequence[str] | None = None) -> None:
-        self.rt = rt
-        self.agents = list(agents) if agents is not None else None
+    def routes(self) -> Routes:
+        """The tools offered now."""
+        raise NotImplementedError
+
+    async def send(self, agent_id: str, signal: Signal) -> Any:
+        """Deliver ``signal`` to agent ``agent_id`` and return its result."""
+        raise NotImplementedError
 
     async def list_tools(self, agent_id: str) -> Sequence[SourceTool]:
         """The routes of the offered agents (not those of ``agent_id`` itself)."""
@@ -73,7 +79,7 @@ class AgentRouteTools:
                     True,
                 )
             )
-            for name, (target, pattern, act) in route_tools(self.rt, self.agents).items()
+            for name, (target, pattern, act) in self.routes().items()
             if target != agent_id
         ]
 
@@ -81,7 +87,7 @@ class AgentRouteTools:
         self, name: str, arguments: Mapping[str, Any], *, idempotency_key: str, agent_id: str
     ) -> str:
         """Send the route's signal and return the JSON result (or the JSON error)."""
-        found = route_tools(self.rt, self.agents).get(name)
+        found = self.routes().get(name)
         if found is None:
             err = ValidationError(f"there is no tool named {name!r}", details={"tool": name})
             return tool_error_json(err)
@@ -93,7 +99,27 @@ class AgentRouteTools:
             idempotencykey=idempotency_key,
         )
         try:
-            return _dumps(await self.rt.call(target, signal))
+            return _dumps(await self.send(target, signal))
         except JidoError as err:
             err.details.setdefault("tool", name)
             return tool_error_json(err)
+
+
+class AgentRouteTools(RouteTools):
+    """The routes of other agents of a runtime as tools (calls go by ``rt.call``).
+
+    ``agents`` limits the agents offered (default: every running agent but the caller). The
+    cluster layer offers the agents of the whole cluster the same way.
+    """
+
+    def __init__(self, rt: Runtime, agents: Sequence[str] | None = None) -> None:
+        self.rt = rt
+        self.agents = list(agents) if agents is not None else None
+
+    def routes(self) -> Routes:
+        """The routes of the offered running agents."""
+        return route_tools(self.rt, self.agents)
+
+    async def send(self, agent_id: str, signal: Signal) -> Any:
+        """``rt.call`` the agent."""
+        return await self.rt.call(agent_id, signal)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -39,7 +40,7 @@ from jido._runtime import Runtime
 from jido._signal import Signal
 from jido._tool import _dumps, execute_tool_call, tool_error_json
 from jido.ai._routes import route_tools
-from jido.ai._sources import SourceTool
+from jido.ai._sources import SourceTool, ToolSource
 from jido.ai._types import ToolSpec
 
 __all__ = ["MCPHTTPServer", "MCPToolSource", "mcp_server", "serve_stdio"]
@@ -54,6 +55,7 @@ def mcp_server(
     *,
     actions: Sequence[type[Action]] = (),
     agents: Sequence[str] | None = None,
+    tools: Sequence[ToolSource] = (),
     name: str = "jido",
 ) -> Server[Any]:
     """An MCP server (official SDK, low-level ``Server``) exposing ``rt`` as tools.
@@ -62,25 +64,45 @@ def mcp_server(
     routes of the running agents ``agents`` (default: every agent running at listing time) are
     served as tools that send a signal to that agent. Tool results are the JSON results; errors
     are the structured JSON errors of :func:`jido.execute_tool_call` with ``isError`` set.
+    The tools of the sources ``tools`` are served too (the cluster layer's catalog of the
+    cluster's agents is one); a call passes the client's ``_meta["jido/idempotency_key"]``
+    on (a fresh key when there is none). Pass ``agents=[]`` to serve only those.
     """
     by_name = {a.name: a for a in actions}
+
+    async def source_tools() -> dict[str, tuple[ToolSource, SourceTool]]:
+        found: dict[str, tuple[ToolSource, SourceTool]] = {}
+        for source in tools:
+            for tool in await source.list_tools(name):
+                found.setdefault(tool.spec.name, (source, tool))
+        return found
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: mt.PaginatedRequestParams | None
     ) -> mt.ListToolsResult:
-        tools = [
+        out = [
             mt.Tool(name=a.name, description=a.description, input_schema=a.params_schema())
             for a in actions
         ]
         for tool_name, (agent_id, pattern, act) in route_tools(rt, agents).items():
-            tools.append(
+            out.append(
                 mt.Tool(
                     name=tool_name,
                     description=f"Send {pattern!r} to agent {agent_id!r}: {act.description}",
                     input_schema=act.params_schema(),
                 )
             )
-        return mt.ListToolsResult(tools=tools)
+        for spec_name, (_, tool) in (await source_tools()).items():
+            hints = mt.ToolAnnotations(idempotent_hint=True) if tool.idempotent else None
+            out.append(
+                mt.Tool(
+                    name=spec_name,
+                    description=tool.spec.description,
+                    input_schema=tool.spec.parameters,
+                    annotations=hints,
+                )
+            )
+        return mt.ListToolsResult(tools=out)
 
     async def call_tool(
         ctx: ServerRequestContext[Any], params: mt.CallToolRequestParams
@@ -90,6 +112,15 @@ def mcp_server(
             out = await execute_tool_call(params.name, args, actions)
             return _text(out, error=out.startswith('{"error"'))
         route = route_tools(rt, agents).get(params.name)
+        if route is None and tools:
+            found = (await source_tools()).get(params.name)
+            if found is not None:
+                meta: Mapping[str, Any] = params.meta or {}
+                key = str(meta.get("jido/idempotency_key") or f"mcp:{uuid.uuid4().hex}")
+                text = await found[0].call_tool(
+                    params.name, args, idempotency_key=key, agent_id=name
+                )
+                return _text(text, error=text.startswith('{"error"'))
         if route is None:
             err = ValidationError(
                 f"there is no tool named {params.name!r}", details={"tool": params.name}
