@@ -214,6 +214,7 @@ class _Server:
         "meta",
         "parent",
         "restarts",
+        "room",
         "rt",
         "saved_seq",
         "sensors",
@@ -249,6 +250,7 @@ class _Server:
         self.restarts: collections.deque[float] | None = None
         self.stop_reason: str | None = None
         self.stopped: asyncio.Future[None] | None = None
+        self.room: asyncio.Future[None] | None = None  # resolved when a full mailbox drains
         self.last_active = time.monotonic()
         policy = cls.checkpoint if cls.checkpoint is not None else rt.checkpoint
         self.ckpt_every, self.ckpt_on_stop = _policy(policy)
@@ -288,6 +290,11 @@ class _Server:
         try:
             while mb and not self.status and self.stop_reason is None:
                 item = mb.popleft()
+                room = self.room
+                if room is not None and len(mb) <= self.cap // 2:
+                    self.room = None  # senders waiting for room refill half the mailbox at once
+                    if not room.done():
+                        room.set_result(None)
                 hook = self.rt.command_hook
                 if hook is not None:
                     with hook(self.id, self.cls, item):
@@ -305,6 +312,9 @@ class _Server:
             self.active = False
             self.task = None
             self.last_active = time.monotonic()
+            room, self.room = self.room, None
+            if room is not None and not room.done():
+                room.set_result(None)  # stopped or empty: let waiting senders look again
 
     async def _dispatch(self, item: Any) -> None:
         if item[0].__class__ is _Batch:
@@ -952,6 +962,21 @@ class AgentRef:
         if signal.__class__ is not Signal and not isinstance(signal, Signal):
             raise ValidationError(f"cast takes a jido.Signal, got {type(signal).__name__}")
         srv.enqueue(signal, None, meta)
+
+    async def wait_room(self) -> None:
+        """Return once the agent's mailbox has room for a :meth:`cast` (at once when it has).
+
+        A sender that got ``MailboxFullError`` waits here instead of polling; it is woken when
+        the mailbox has drained to half its size (or the agent stopped: the next cast says so).
+        """
+        srv = self._srv
+        mb = srv.mailbox
+        if srv.status or mb is None or len(mb) < srv.cap or not srv.active:
+            return
+        room = srv.room
+        if room is None:
+            room = srv.room = asyncio.get_running_loop().create_future()
+        await asyncio.shield(room)
 
     async def state(self) -> BaseModel:
         """The agent's current state model (read from the store if it is hibernated)."""

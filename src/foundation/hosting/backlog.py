@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -31,9 +32,6 @@ log = logging.getLogger("foundation.node")
 
 DEFAULT_BACKLOG_LIMIT = 100_000
 """Casts one agent's backlog holds before newer ones are refused."""
-
-_FIRST_SPINS = 16  # first waits for room only yield to the agent's task
-_POLL = 0.0005  # then poll for room this far apart (seconds): the agent frees a slot per command
 
 
 class CastTarget(Protocol):
@@ -51,6 +49,10 @@ class CastTarget(Protocol):
         meta: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run ``signal`` and return its result; ``MailboxFullError`` when the mailbox is full."""
+        ...
+
+    async def wait_room(self) -> None:
+        """Return once the mailbox has room (``jido.AgentRef.wait_room``)."""
         ...
 
 
@@ -193,15 +195,14 @@ class CastBacklog:
             future.set_exception(self._not_here(agent_id))
             return
         loop = asyncio.get_running_loop()
-        tries = 0
         while True:
             try:
                 remaining = max(deadline - loop.time(), 0.001)
                 result = await target.call(item.signal, timeout=remaining, meta=item.meta)
             except MailboxFullError as exc:
                 if loop.time() < deadline:
-                    tries += 1
-                    await asyncio.sleep(_poll_delay(tries))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(target.wait_room(), deadline - loop.time())
                     continue
                 outcome: BaseException | dict[str, Any] = exc
             except Exception as exc:
@@ -221,21 +222,17 @@ async def _cast_when_room(
 ) -> None:
     """Cast into ``target``; while its mailbox is full, wait for room until ``deadline``."""
     loop = asyncio.get_running_loop()
-    tries = 0
     while True:
         try:
             await target.cast(signal, meta=meta)
             return
         except MailboxFullError:
-            if loop.time() >= deadline:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
                 raise
-        tries += 1
-        await asyncio.sleep(_poll_delay(tries))
-
-
-def _poll_delay(tries: int) -> float:
-    """The first waits for room only yield to the agent's task; then poll every half ms."""
-    return 0.0 if tries < _FIRST_SPINS else _POLL
+        # woken when the mailbox has drained to half: the next casts go in without waiting
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(target.wait_room(), remaining)
 
 
 __all__ = ["DEFAULT_BACKLOG_LIMIT", "CastBacklog", "CastTarget"]

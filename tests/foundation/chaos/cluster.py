@@ -163,8 +163,8 @@ class ChaosCluster:
         return self
 
     async def wait_ready(self, *names: str, within: float = 30.0) -> None:
-        """Return once every named node answers a ping on its private subject (joined the
-        membership *and* serving requests)."""
+        """Return once every named node answers a ping on its private subject (serving
+        requests) and the driver's membership view holds it live (a spawn target again)."""
         node = self._node()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
@@ -177,6 +177,8 @@ class ChaosCluster:
                     if loop.time() > deadline:
                         raise
                     await asyncio.sleep(0.05)  # polling a starting process, not the cluster
+        # Answering pings is not enough to be a spawn target: the driver must see it live too.
+        await node.membership.wait_members(names, timeout=max(0.1, deadline - loop.time()))
 
     def _note_pids(self) -> None:
         assert self.procs is not None
@@ -578,8 +580,13 @@ def _digest(state: Any) -> dict[str, Any]:
         "count": state.get("count") if isinstance(state, dict) else None,
         "pid": state.get("pid") if isinstance(state, dict) else None,
         "applied": len(applied),
-        "applied_sha256": hashlib.sha256(orjson.dumps(applied)).hexdigest()[:16],
+        "applied_sha256": applied_digest(applied),
     }
+
+
+def applied_digest(ids: list[str] | tuple[str, ...]) -> str:
+    """The hash a state digest holds of its applied ids (compare a prefix of the sent ids)."""
+    return hashlib.sha256(orjson.dumps(list(ids))).hexdigest()[:16]
 
 
 def new_id() -> str:
@@ -587,4 +594,4 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-__all__ = ["APP", "DEFAULT_BUDGET", "ChaosCluster"]
+__all__ = ["APP", "DEFAULT_BUDGET", "ChaosCluster", "applied_digest"]
