@@ -17,16 +17,23 @@ Python runtime families (``process_*``, ``python_*``) are in the registry too.
 
 from __future__ import annotations
 
+import bisect
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.utils import floatToGoString
 
 from foundation import _tracing
 from jido import JidoError, Signal
@@ -55,13 +62,74 @@ _LATENCY_BUCKETS = (
     10.0,
 )
 
-COMMAND_DURATION = Histogram(
+
+class _Series:
+    """One label set of a :class:`CommandHistogram`: per-bucket counts (last: above every
+    bound) and the sum."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self, n: int) -> None:
+        self.counts = [0] * n
+        self.sum = 0.0
+
+
+class CommandHistogram:
+    """A histogram observed on every command of every agent, exposed in Prometheus form.
+
+    prometheus-client's ``Histogram`` takes a lock for each of its two updates and runs a
+    few checks per observation; at a hundred thousand commands a second that was a visible
+    share of a command's cost. Observations come from the event loop's thread only, so here
+    one is a ``bisect`` and two additions; scrapes read a copy through prometheus-client's
+    ``HistogramMetricFamily`` (same families, names and labels as its ``Histogram``).
+    """
+
+    def __init__(
+        self, name: str, doc: str, labelnames: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> None:
+        self.name = name
+        self.doc = doc
+        self.labelnames = labelnames
+        self.bounds = buckets
+        self._series: dict[tuple[str, ...], _Series] = {}
+
+    def series(self, *labels: str) -> _Series:
+        """The series of ``labels`` (created on first use)."""
+        found = self._series.get(labels)
+        if found is None:
+            found = self._series[labels] = _Series(len(self.bounds) + 1)
+        return found
+
+    def observe(self, series: _Series, value: float) -> None:
+        """Count ``value`` (seconds) in ``series``."""
+        series.counts[bisect.bisect_left(self.bounds, value)] += 1
+        series.sum += value
+
+    def describe(self) -> Iterator[Metric]:
+        """The family without samples (the registry checks names with it)."""
+        yield HistogramMetricFamily(self.name, self.doc, labels=list(self.labelnames))
+
+    def collect(self) -> Iterator[Metric]:
+        """The family with every series: cumulative buckets, count and sum."""
+        family = HistogramMetricFamily(self.name, self.doc, labels=list(self.labelnames))
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for labels, series in list(self._series.items()):
+            counts, total = list(series.counts), series.sum
+            cumulative, acc = [], 0
+            for le, n in zip(les, counts, strict=True):
+                acc += n
+                cumulative.append((le, float(acc)))
+            family.add_metric(list(labels), cumulative, total)
+        yield family
+
+
+COMMAND_DURATION = CommandHistogram(
     "foundation_command_duration_seconds",
     "Time an agent took for one command (action run and checkpoint commit).",
     ("node", "tenant", "agent_type", "action", "outcome"),
-    buckets=_LATENCY_BUCKETS,
-    registry=REGISTRY,
+    _LATENCY_BUCKETS,
 )
+REGISTRY.register(COMMAND_DURATION)
 KV_COMMIT_DURATION = Histogram(
     "foundation_kv_commit_duration_seconds",
     "Time of one checkpoint commit (compare-and-set on the agent's state key).",
@@ -131,7 +199,7 @@ class CommandObserver:
         self.node_id = node_id
         self.tenant = tenant
         self.trace = _tracing.command_hook(node_id)
-        self._children: dict[tuple[type, str, str], Any] = {}
+        self._children: dict[tuple[type, str, str], _Series] = {}
 
     def __call__(self, agent_id: str, cls: type, item: Any) -> _Command:
         """The context for one mailbox item of agent ``agent_id`` (class ``cls``)."""
@@ -140,15 +208,15 @@ class CommandObserver:
     def observe(self, cls: type, signal: Signal, outcome: str, elapsed: float) -> None:
         """Add one command's time to the histogram (label children cached per type/action)."""
         key = (cls, signal.type, outcome)
-        child = self._children.get(key)
-        if child is None:
+        series = self._children.get(key)
+        if series is None:
             agent_type = f"{cls.__module__}:{cls.__qualname__}"
-            child = COMMAND_DURATION.labels(
+            series = COMMAND_DURATION.series(
                 self.node_id, self.tenant, agent_type, _action_of(cls, signal), outcome
             )
             if len(self._children) < 10_000:  # unknown signal types must not grow this map
-                self._children[key] = child
-        child.observe(elapsed)
+                self._children[key] = series
+        COMMAND_DURATION.observe(series, elapsed)
 
 
 _NODE_COUNTERS = (

@@ -156,9 +156,18 @@ class CastBacklog:
 
     async def _drain(self, agent_id: str, queue: collections.deque[_Item]) -> None:
         loop = asyncio.get_running_loop()
+        ready: CastTarget | None = None  # the agent, once a cast went in: reused while it takes
         try:
             while queue:
                 item = queue[0]
+                if ready is not None and item.future is None:
+                    # The fast path of a drain: casts go straight in while the mailbox has room.
+                    try:
+                        await ready.cast(item.signal, meta=item.meta)
+                        queue.popleft()
+                        continue
+                    except JidoError:
+                        ready = None  # full, or gone: the path below waits, re-resolves, refuses
                 deadline = item.deadline or loop.time() + self._timeout()
                 target = await self._resolve(agent_id, deadline)
                 if item.future is not None:
@@ -168,6 +177,7 @@ class CastBacklog:
                 else:
                     try:
                         await _cast_when_room(target, item.signal, item.meta, deadline)
+                        ready = target
                     except MailboxFullError:
                         self._refuse(agent_id, "its mailbox stayed full past the call timeout")
                     except JidoError as exc:

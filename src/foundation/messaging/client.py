@@ -377,7 +377,8 @@ class NodeLocator:
         c = self._counters
         c["calls_out"] += 1
         item = encode_cast(agent_id, signal, meta)
-        check_size(item, self._nc.max_payload, f"cast to agent {agent_id!r}")
+        if len(item) > self._nc.max_payload:
+            check_size(item, self._nc.max_payload, f"cast to agent {agent_id!r}")
         await self._client.cast(record.node, item)
         if not c["calls_out"] & _YIELD_MASK:
             # A burst of casts never suspends by itself: let heartbeats (the lease) run.

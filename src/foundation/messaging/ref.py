@@ -271,10 +271,15 @@ class ClusterRef:
         if local is not None and not loc.durable(self.id):
             await local.cast(signal, meta=meta)
             return
-        if local is None:
-            await self._activated(known=False)
         # remote, or an at_least_once agent (its casts always go through its inbox)
-        await loc.cast_remote(self.id, signal, meta)
+        try:
+            await loc.cast_remote(self.id, signal, meta)
+        except AgentNotFoundError:
+            # No record, cached or consistent: a virtual agent is activated by its first cast
+            # (looked for only then, so a cast to a running agent pays nothing for it).
+            if local is not None or await self._activated(known=True) is None:
+                raise
+            await loc.cast_remote(self.id, signal, meta)
 
     async def state(self, *, timeout: float | None = None) -> BaseModel:  # noqa: ASYNC109
         """The agent's current state model (a :class:`RemoteState` if the class is unknown here)."""
