@@ -25,7 +25,10 @@ from foundation import Node  # noqa: E402
 try:
     from foundation.testing import NatsServer
 except ImportError:  # a tree from before the test kit
-    from foundation._server import NatsServer  # type: ignore[no-redef]
+    try:
+        from foundation.nats.server import NatsServer  # type: ignore[no-redef]
+    except ImportError:
+        from foundation._server import NatsServer  # type: ignore[no-redef]
 
 
 async def main(n: int) -> None:
