@@ -78,3 +78,54 @@ async def test_mcp_over_stdio(nats_server: NatsServer) -> None:
             out = await client.call_tool("c2__counter_add", {"n": 2})
             assert _json(out)["count"] == 2
         assert (await node.ref("c2").state()).count == 2
+
+
+async def test_mcp_over_http_with_a_token_refuses_requests_without_it(
+    nats_server: NatsServer,
+) -> None:
+    import httpx
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    token = "t0k3n-" + os.urandom(8).hex()
+    async with Node(nats=nats_server.url, name="host", agents=AGENTS) as node:
+        await node.spawn(ClusteredCounter, id="c3")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "foundation.cli.main", "mcp", "--nats", nats_server.url,
+            "--app", APP, "--http", "--token-env", "MCP_TEST_TOKEN",
+            stdout=asyncio.subprocess.PIPE, env={**_env(), "MCP_TEST_TOKEN": token}, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            assert line.startswith("mcp http://") and token not in line, line
+            url = line.split()[1]
+            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+            async with httpx.AsyncClient() as http:
+                for headers in ({}, {"Authorization": "Bearer wrong"}):
+                    refused = await http.post(url, json=body, headers=headers)
+                    assert refused.status_code == 401
+                    assert "Bearer" in refused.json()["error"]
+            authed = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+            async with authed, Client(streamable_http_client(url, http_client=authed)) as client:
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert "c3__counter_add" in names
+                out = await client.call_tool("c3__counter_add", {"n": 3})
+                assert _json(out)["count"] == 3
+        finally:
+            proc.terminate()
+            await proc.wait()
+        assert (await node.ref("c3").state()).count == 3
+
+
+def test_mcp_token_env_must_be_set() -> None:
+    import subprocess
+
+    env = {k: v for k, v in _env().items() if k != "MCP_UNSET_TOKEN"}
+    done = subprocess.run(
+        [sys.executable, "-m", "foundation.cli.main", "mcp", "--nats", "nats://127.0.0.1:1",
+         "--app", APP, "--http", "--token-env", "MCP_UNSET_TOKEN"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "MCP_UNSET_TOKEN" in done.stderr and "not set" in done.stderr

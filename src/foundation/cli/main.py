@@ -173,8 +173,15 @@ def _run_mcp(args: argparse.Namespace) -> int:
     from foundation.cli.mcp import run_mcp
 
     agents = load_app(args.app)
+    token = None
+    if args.token_env is not None:
+        token = os.environ.get(args.token_env)
+        if not token:
+            err_console.print(f"error: --token-env {args.token_env}: that variable is not set")
+            return 2
     opts = {"http": args.http, "host": args.host, "port": args.port, "call_timeout": args.timeout}
-    return asyncio.run(run_mcp(args.nats, agents, only=args.agent, **opts))
+    auth = auth_from_args(args)
+    return asyncio.run(run_mcp(args.nats, agents, only=args.agent, auth=auth, token=token, **opts))
 
 
 async def _run_node(

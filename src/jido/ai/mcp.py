@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
@@ -146,14 +147,24 @@ async def serve_stdio(server: Server[Any]) -> None:
 class MCPHTTPServer:
     """Serve an MCP server over streamable HTTP on ``host`` and a free (or given) port.
 
-    ``url`` is the endpoint to give a client (``http://host:port/mcp``). An async context
-    manager; ``start()`` / ``close()`` also work.
+    ``url`` is the endpoint to give a client (``http://host:port/mcp``). ``token``: every
+    request must carry ``Authorization: Bearer <token>`` (compared in constant time); others
+    get ``401`` and reach nothing. An async context manager; ``start()`` / ``close()`` also
+    work.
     """
 
-    def __init__(self, server: Server[Any], *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        server: Server[Any],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+    ) -> None:
         self.server = server
         self.host = host
         self.port = port
+        self._token = token
         self._uvicorn: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -164,7 +175,9 @@ class MCPHTTPServer:
 
     async def start(self) -> None:
         """Bind the port and start serving (returns once the server accepts connections)."""
-        app = self.server.streamable_http_app(host=self.host)
+        app: Any = self.server.streamable_http_app(host=self.host)
+        if self._token is not None:
+            app = _bearer_only(app, self._token)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
@@ -198,6 +211,32 @@ class MCPHTTPServer:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _bearer_only(app: Any, token: str) -> Any:
+    """``app`` behind a bearer token: an HTTP request without it is answered ``401``."""
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            got = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if not hmac.compare_digest(got, expected):
+                body = b'{"error": "unauthorized: send the header Authorization: Bearer <token>"}'
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"www-authenticate", b'Bearer realm="mcp"'),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return guarded
 
 
 class MCPToolSource:
