@@ -235,3 +235,32 @@ async def test_hand_over_moves_the_reservation(cluster: Cluster) -> None:
     assert old.reservation not in left.entries
     with pytest.raises(NoCapacityError):  # r0 is full now and r1 is gone
         await a.spawn(HalfCpu, id="d2")
+
+
+async def test_rebalancing_moves_only_what_fits(nats_server: NatsServer) -> None:
+    from foundation.failover.failover import FailoverOptions
+
+    opts = FailoverOptions(rebalance_interval=0.2, max_moves=2)
+    first = Node(
+        nats=nats_server.url, name="r0", agents=TYPES, resources={"cpu": 1.0}, failover=opts
+    )
+    # joins without any cpu: the agents reserving cpu cannot go there, the others can
+    late = Node(nats=nats_server.url, name="r1", agents=TYPES, failover=opts)
+    try:
+        await first.start()
+        assert first.failover is not None
+        await first.failover.wait_leader()
+        for i in range(2):
+            await first.spawn(HalfCpu, id=f"a{i}")  # sorted first: the first ones a step tries
+        for i in range(4):
+            await first.spawn(Plain, id=f"b{i}")
+        await late.start()
+
+        async def filled() -> bool:
+            return len(first.registry.assigned_to("r1")) >= 2
+
+        await eventually(filled, timeout=20)
+        assert {r.type for r in first.registry.assigned_to("r1")} == {Plain.__cluster__.type_name}
+        assert {r.agent_id for r in first.registry.assigned_to("r0")} >= {"a0", "a1"}
+    finally:
+        await asyncio.gather(first.stop(), late.stop(), return_exceptions=True)

@@ -142,7 +142,8 @@ class ReservationLedger:
         self.grace = grace
         self.sweep_interval = sweep_interval
         self.kv: KV | None = None
-        self._cache: dict[str, tuple[int, Ledger]] = {}  # node id -> (revision, ledger)
+        # node id -> (revision, ledger, its totals): placement reads the totals per candidate
+        self._cache: dict[str, tuple[int, Ledger, dict[str, float]]] = {}
         self._watch: Watch | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._to_release: set[str] = set()
@@ -206,7 +207,7 @@ class ReservationLedger:
     def _apply(self, node_id: str, revision: int, ledger: Ledger) -> None:
         current = self._cache.get(node_id)
         if current is None or current[0] < revision:
-            self._cache[node_id] = (revision, ledger)
+            self._cache[node_id] = (revision, ledger, ledger.totals())
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -217,7 +218,17 @@ class ReservationLedger:
 
     def reserved(self, node_id: str) -> dict[str, float]:
         """What is reserved on ``node_id`` per resource, from the cache."""
-        return self.ledger(node_id).totals()
+        cached = self._cache.get(node_id)
+        return dict(cached[2]) if cached is not None else {}
+
+    def fits(self, node: NodeRecord, resources: Mapping[str, float] | None) -> bool:
+        """True when ``resources`` fit in what ``node`` has free now, as cached (a hint: only
+        :meth:`reserve` decides)."""
+        reserved = self.reserved(node.id)
+        return all(
+            float(node.resources.get(name, 0.0)) - reserved.get(name, 0.0) + _EPSILON >= amount
+            for name, amount in positive(resources).items()
+        )
 
     def capacity(self, node_id: str) -> dict[str, float]:
         """The capacity ``node_id`` declares (``{}`` when it is not a known member)."""
@@ -255,10 +266,10 @@ class ReservationLedger:
         """Apply ``edit(ledger, fresh)`` by CAS until it lands; ``edit`` returns ``None`` for
         "nothing to write". The first try uses the cache; every retry reads the server."""
         cached = self._cache.get(node_id)
-        revision, ledger = cached if cached is not None else (0, _EMPTY)
-        fresh = cached is None
-        if cached is None:
-            revision, ledger = await self.read(node_id)
+        if cached is not None:
+            revision, ledger, fresh = cached[0], cached[1], False
+        else:
+            (revision, ledger), fresh = await self.read(node_id), True
         for _ in range(_CAS_TRIES):
             new = edit(ledger, fresh)
             if new is None and not fresh:
