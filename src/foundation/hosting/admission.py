@@ -24,11 +24,13 @@ from foundation.placement.reservations import (
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
 
 
-class AgentHost(Protocol):
+class HostView(Protocol):
     """What admission needs from the node's :class:`~foundation.hosting.host.AgentHost`."""
 
     placement: Any
+    """The placement director (with its reservation ledger)."""
     registry: ClusterRegistry
+    """The agent registry."""
 
     async def place(
         self,
@@ -54,7 +56,7 @@ def ledger_of(director: Any) -> ReservationLedger | None:
 
 
 async def claim_placed(
-    host: AgentHost,
+    host: HostView,
     cls: type,
     spec: ClusterSpec,
     agent_id: str,
@@ -96,7 +98,7 @@ async def claim_placed(
     )
 
 
-def resources_of(host: AgentHost, record: RegistryRecord) -> dict[str, float]:
+def resources_of(host: HostView, record: RegistryRecord) -> dict[str, float]:
     """What ``record``'s agent reserves: as its record says, else as its class declares."""
     if record.resources:
         return positive(record.resources)
@@ -105,7 +107,7 @@ def resources_of(host: AgentHost, record: RegistryRecord) -> dict[str, float]:
 
 
 async def move_reserved(
-    host: AgentHost, agent_id: str, *, to: str, expected: RegistryRecord
+    host: HostView, agent_id: str, *, to: str, expected: RegistryRecord
 ) -> RegistryRecord:
     """Reserve the agent's resources on ``to`` (by CAS; ``NoCapacityError`` if they do not fit)
     and move its record there by CAS against ``expected``, carrying the new reservation."""
@@ -117,4 +119,4 @@ async def move_reserved(
     return await holding(ledger, to, token, host.registry.move(agent_id, to=to, expected=expected))
 
 
-__all__ = ["claim_placed", "ledger_of", "move_reserved", "resources_of"]
+__all__ = ["HostView", "claim_placed", "ledger_of", "move_reserved", "resources_of"]

@@ -614,8 +614,9 @@ class AgentHost:
         """Hand ``agent_id`` over from this node (its owner) to node ``to``, with its state.
 
         The agent is parked (reconciliation will not restart it) and stopped — the runtime lets
-        the command in progress finish and commits its final checkpoint — then its registry
-        record moves by CAS to ``to`` (the epoch grows; ``metadata`` is stamped on it), and
+        the command in progress finish and commits its final checkpoint — then its resources
+        are reserved on ``to`` and its registry record moves there by CAS (the epoch grows;
+        ``metadata`` is stamped on it; ``NoCapacityError`` if ``to`` is full), and
         ``to`` is asked to start it. No two copies run: the old one stops before the record
         moves. ``record`` is the owner's record when the caller has just read it.
         """
