@@ -216,8 +216,12 @@ async def test_failover_moves_the_reservations(cluster: Cluster) -> None:
     assert set(held) == {"r0", "r1"} and sum(held.values()) == 1.5
     assert all(cpu <= 1.0 for cpu in held.values())
     assert await ledger_cpu(nodes[0], ["r0", "r1"]) == held
-    _, dead = await ledger(nodes[0]).read(victim.id)
-    assert dead.entries == {}  # released by the leader
+
+    async def released_by_the_leader() -> bool:
+        _, dead = await ledger(nodes[0]).read(victim.id)
+        return dead.entries == {}
+
+    await eventually(released_by_the_leader)
 
 
 async def test_hand_over_moves_the_reservation(cluster: Cluster) -> None:
