@@ -473,12 +473,19 @@ class PlacementDirector:
         return strat.choose(request, kept).node_id
 
     def missing(self, request: PlacementRequest) -> dict[str, dict[str, Any]]:
-        """Per requested resource that some live, accepting node lacks: the amount asked and
-        what is free on each of those nodes (``{"cpu": {"asked": 0.5, "free": {"n1": 0.0}}}``)."""
+        """Per requested resource that some node lacks: the amount asked and what is free on
+        each live, accepting node offering the capabilities asked
+        (``{"cpu": {"asked": 0.5, "free": {"n1": 0.0}}}``)."""
         counts = self._registry.counts_by_node() if self._registry is not None else {}
         ledger = self.reservations
         out: dict[str, dict[str, Any]] = {}
-        records = [r for r in self._records() if r.accepting and r.id not in request.exclude]
+        records = [
+            r
+            for r in self._records()
+            if r.accepting
+            and r.id not in request.exclude
+            and request.capabilities <= set(r.capabilities)
+        ]
         for name, amount in sorted(request.resources.items()):
             if amount <= 0:
                 continue
