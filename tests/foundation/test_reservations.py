@@ -17,6 +17,7 @@ from foundation.hosting.admission import ledger_of
 from foundation.hosting.clustered import Clustered
 from foundation.placement.reservations import ReservationLedger
 from foundation.testing import NatsServer
+from jido import Signal
 from tests.foundation.apps import Counter
 from tests.foundation.conftest import eventually
 
@@ -33,7 +34,13 @@ class Plain(Clustered, Counter, critical=True):
     """A counter reserving nothing."""
 
 
-TYPES = [HalfCpu, Plain]
+class HeavyVisit(
+    Clustered, Counter, virtual=True, idle_timeout=0.3, resources={"cpu": 0.5}, id_prefix="heavy-"
+):
+    """A virtual counter reserving half a CPU, passivated after 0.3 s idle."""
+
+
+TYPES = [HalfCpu, Plain, HeavyVisit]
 
 Cluster = Callable[..., Awaitable[list[Node]]]
 
@@ -268,3 +275,29 @@ async def test_rebalancing_moves_only_what_fits(nats_server: NatsServer) -> None
         assert {r.agent_id for r in first.registry.assigned_to("r0")} >= {"a0", "a1"}
     finally:
         await asyncio.gather(first.stop(), late.stop(), return_exceptions=True)
+
+
+async def test_a_passivated_virtual_agent_releases_its_reservation(
+    nats_server: NatsServer,
+) -> None:
+    add = Signal(type="counter.add", source="/test", data={"n": 1})
+    async with Node(
+        nats=nats_server.url,
+        name="r0",
+        agents=TYPES,
+        resources={"cpu": 0.5},
+        reconcile_interval=0.2,
+        failover=False,
+    ) as node:
+        assert (await node.ref("heavy-1", cls=HeavyVisit).call(add))["count"] == 1
+        record = await node.registry.lookup("heavy-1", consistent=True)
+        assert record is not None and record.reservation
+        assert (await ledger(node).read("r0"))[1].totals() == {"cpu": 0.5}
+
+        async def passivated_and_released() -> bool:
+            gone = await node.registry.lookup("heavy-1", consistent=True) is None
+            return gone and (await ledger(node).read("r0"))[1].entries == {}
+
+        await eventually(passivated_and_released)
+        # the half CPU is free again: another virtual agent of the type activates here
+        assert (await node.ref("heavy-2", cls=HeavyVisit).call(add))["count"] == 1
