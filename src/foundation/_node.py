@@ -60,6 +60,7 @@ from foundation._node_ops import ControlOps, open_connections, start_spawned
 from foundation._node_types import NodeStatistics, Stage
 from foundation.coordination.coordination import Coordination
 from foundation.failover.failover import Failover, FailoverOptions
+from foundation.hosting.admission import claim_placed
 from foundation.hosting.clustered import cluster_spec, type_name_of
 from foundation.hosting.host import AgentHost, state_dict
 from foundation.hosting.state import KVStateStore
@@ -83,6 +84,7 @@ from foundation.messaging.ref import ClusterRef, FailFast, UnreachablePolicy
 from foundation.nats.kv import KV, BucketSpec
 from foundation.nats.redact import redact_url
 from foundation.placement.placement import PlacementDirector
+from foundation.placement.reservations import open_placement, stop_placement
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
 from foundation.security import FROM_PREFIX, NatsAuth, NodeSecurity, Policy, auth_of
 from jido import AgentNotFoundError, JidoError, Runtime, Services
@@ -344,6 +346,8 @@ class Node:
         self.host.local.clear()
         if self.coordination is not None:
             await step("coordination", self.coordination.stop())
+        if self.placement is not None:
+            await step("reservations", stop_placement(self.placement))
         if self.registry is not None:
             await step("registry", self.registry.stop())
         if self.membership is not None:
@@ -393,7 +397,7 @@ class Node:
         self.registry = ClusterRegistry(self.nc, tenant=self.tenant)
         await self.registry.start()
         self.registry.add_listener(self.host.on_registry_change)
-        self.placement = PlacementDirector(self.membership, self.registry)
+        self.placement = await open_placement(self.nc, self.id, self.membership, self.registry)
 
     async def _start_coordination(self) -> None:
         # Leases (leader, locks) are timing-critical like the membership lease: control link.
@@ -521,20 +525,11 @@ class Node:
                 f"node {self.id} is draining; spawn from another node",
                 details={"node": self.id},
             )
-        type_name = type_name_of(agent_cls)
-        target = await self.host.place(agent_cls, spec, agent_id, on=node)
-        record = await self.registry.claim(
-            agent_id,
-            node=target,
-            type=type_name,
-            critical=spec.critical,
-            capabilities=list(spec.capabilities),
-            placement=spec.to_dict()["placement"],
-            metadata=dict(metadata or {}),
-            delivery=spec.delivery,
+        record = await claim_placed(
+            self.host, agent_cls, spec, agent_id, on=node, metadata=metadata
         )
         self._counters["spawns"] += 1
-        self.security.record("agent.spawn", subject=agent_id, details={"node": target})
+        self.security.record("agent.spawn", subject=agent_id, details={"node": record.node})
         await start_spawned(self, record, initial)
         return ClusterRef(self.locator, agent_id, tenant=self.tenant, agent_cls=agent_cls)
 

@@ -19,6 +19,8 @@ bucket / stream              content
                              coordination primitives
 ``foundation_config``        the cluster-wide configuration map (plain keys)
 ``foundation_state``         durable agent state (owned by the cluster core)
+``foundation_reservations``  one key per node (``<tenant>.<node_id>``): the resources
+                             reserved there, per agent (placement, by CAS)
 ===========================  =========================================================
 """
 
@@ -41,6 +43,8 @@ COORD_BUCKET: Final = "foundation_coord"
 CONFIG_BUCKET: Final = "foundation_config"
 #: Durable agent state (checkpoints) of clustered agents.
 STATE_BUCKET: Final = "foundation_state"
+#: Per-node resource reservations (placement decides by CAS on them).
+RESERVATIONS_BUCKET: Final = "foundation_reservations"
 
 #: Every JetStream KV bucket is backed by a stream named ``KV_<bucket>``.
 KV_STREAM_PREFIX: Final = "KV_"

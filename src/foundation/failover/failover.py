@@ -64,9 +64,11 @@ from foundation.failover.types import (
     FailoverStatistics,
     Tenure,
 )
+from foundation.hosting.admission import ledger_of
 from foundation.hosting.clustered import cluster_spec
 from foundation.messaging.envelope import encode_request
 from foundation.placement.placement import PlacementDirector
+from foundation.placement.reservations import holding, positive, reserve_placed
 
 log = logging.getLogger("foundation.failover")
 
@@ -380,6 +382,7 @@ class Failover:
             seen = self._dead.pop(dead, None)
             started = time.monotonic()
             results = await self._recover_batch(lead, records)
+            await self._release(dead, records, results)
             for result in results:
                 if isinstance(result, DeposedError | LeaseLostError):
                     raise result
@@ -389,6 +392,17 @@ class Failover:
                     handled += 1
             self._last_failover = time.monotonic() - (seen if seen is not None else started)
         return handled
+
+    async def _release(self, dead: str, records: list[Any], results: list[Any]) -> None:
+        """Drop the dead node's reservations of the agents this leader moved or removed (the
+        dead node cannot; its ledger would otherwise keep them until it rejoins and sweeps)."""
+        ledger = ledger_of(self.node.host.placement)
+        tokens = [r.reservation for r, ok in zip(records, results, strict=True) if ok is True]
+        if ledger is not None and any(tokens):
+            try:
+                await ledger.release(dead, tokens)
+            except Exception as exc:
+                log.info("failover: releasing reservations of %s: %r", dead, exc)
 
     async def _check_term(self, lead: Tenure, record: Any) -> None:
         """Stop acting if a newer leader exists; a stamp alone does not prove one.
@@ -484,8 +498,10 @@ class Failover:
         self, lead: Tenure, record: Any, dead: str, director: _BatchDirector
     ) -> bool:
         required, resources = self._requirements(record)
-        try:
-            target = await director.place(
+        ledger = director.ledger
+
+        async def place() -> str:
+            return await director.place(
                 record.agent_id,
                 strategy=_strategy_of(record),
                 capabilities=required,
@@ -493,21 +509,29 @@ class Failover:
                 origin=self.node.id,
                 exclude=[dead],
             )
+
+        try:  # the target's resources are reserved by CAS before the record moves there
+            target, token = await reserve_placed(ledger, record.agent_id, resources, place)
         except (NoCapacityError, PlacementError) as exc:
             self._counters["pending"] += 1
             self._emit(FailoverEvent("pending", record.agent_id, dead, None, record.epoch, 0))
             log.warning("no node can take %s now (%s); retrying", record.agent_id, exc.message)
             return False
-        await self._check_term(lead, record)
-        try:
-            moved = await self.node.registry.move(
-                record.agent_id,
-                to=str(target),
-                expected=self._stamp(lead, record),
-                tenant=record.tenant,
+        expected = msgspec.structs.replace(
+            self._stamp(lead, record), resources=resources, reservation=token
+        )
+
+        async def move() -> Any:
+            await self._check_term(lead, record)
+            return await self.node.registry.move(
+                record.agent_id, to=target, expected=expected, tenant=record.tenant
             )
+
+        director.taken(target)
+        try:
+            moved = await holding(ledger, target, token, move())
         finally:
-            director.done(str(target))
+            director.done(target)
         self._counters["moved"] += 1
         self._kick(moved)
         self._emit(
@@ -550,7 +574,9 @@ class Failover:
         spec = cluster_spec(cls) if cls is not None else None
         if spec is not None:
             required = [*spec.capabilities]
-            resources = dict(spec.resources)
+            resources = positive(spec.resources)
+        if record.resources:  # what it holds now, even when this node does not know its class
+            resources = positive(record.resources)
         if record.type:
             required.append(f"type:{record.type}")
         return sorted(set(required)), resources
@@ -565,7 +591,8 @@ class _BatchDirector:
         self._registry = node.registry
         self._pending: dict[str, int] = {}
         self._records: list[Any] | None = None
-        self._director = PlacementDirector(node.membership, self)
+        self.ledger = ledger_of(node.host.placement)
+        self._director = PlacementDirector(node.membership, self, reservations=self.ledger)
 
     def counts_by_node(self) -> dict[str, int]:
         counts = dict(self._registry.counts_by_node())
@@ -587,9 +614,10 @@ class _BatchDirector:
         return self._records
 
     async def place(self, agent_id: str, **request: Any) -> str:
-        target = await self._director.place(agent_id, **request)
-        self._pending[target] = self._pending.get(target, 0) + 1
-        return target
+        return await self._director.place(agent_id, **request)
+
+    def taken(self, node_id: str) -> None:
+        self._pending[node_id] = self._pending.get(node_id, 0) + 1
 
     def done(self, node_id: str) -> None:
         left = self._pending.get(node_id, 0) - 1

@@ -12,8 +12,9 @@ middle of a command, and no two copies run: the old one is stopped before the re
 agents from the most loaded nodes to it, at most ``max_moves`` per ``interval``, until the
 joined node holds its share: the average number of agents over the **hosts** (members that
 accept agents and host at least one agent type; clients and draining nodes are not counted),
-within ``tolerance``. Only nodes that can host an agent's type (capability ``type:<type>``) and
-accept agents (status ``up``) receive it, and agents are only taken from hosts (never from a
+within ``tolerance``. Only nodes that can host an agent's type (capability ``type:<type>``),
+accept agents (status ``up``) and have its resources free receive it (the owner reserves them
+on the target by CAS before the record moves), and agents are only taken from hosts (never from a
 draining node: it hands its agents over itself). Every node's rebalancer notes the joins it
 sees, leading or not, so a join seen around a change of leader (in a rolling restart, the
 leader is drained and its node rejoins while the next leader takes over) is acted on by the
@@ -37,6 +38,7 @@ from typing import Any, Protocol
 from foundation._errors import InvalidRequestError, NodeUnavailableError
 from foundation._wire import LEADER_KEY, LEADER_LEASE, TERM_KEY
 from foundation.coordination.coordination import Coordination
+from foundation.hosting.admission import ledger_of
 from foundation.hosting.host import AgentHost
 from foundation.membership.membership import Membership
 from foundation.messaging.client import NodeClient, request
@@ -228,8 +230,11 @@ class Rebalancer:
         return bool(self._joined) and time.monotonic() - self._last_run >= self.interval
 
     def _hostable(self, member: Any, record: Any) -> bool:
-        return member.accepting and (
-            not record.type or f"type:{record.type}" in member.capabilities
+        ledger = ledger_of(self.node.host.placement)
+        return (
+            member.accepting
+            and (not record.type or f"type:{record.type}" in member.capabilities)
+            and (ledger is None or ledger.fits(member, record.resources))
         )
 
     @staticmethod

@@ -38,8 +38,10 @@ class ClusterSpec:
         placement: name of a placement strategy (``"least_loaded"``, ``"local"``, ...) or a
             strategy object accepted by the placement director.
         capabilities: capabilities a node must offer to host the agent.
-        resources: resources the agent needs (``{"cpu": 0.5, "memory": 64}``), checked against
-            node capacity by resource-aware placement.
+        resources: resources the agent needs (``{"cpu": 0.5, "memory": 64}``): reserved on the
+            node that runs it, by CAS against the capacity the node declares (see
+            ``foundation.placement.reservations``); no node with them free is
+            ``NoCapacityError``.
         delivery: default delivery mode of signals cast to the agent.
         type_name: the stable name of the agent type in the registry (``module:qualname``);
             every node hosting the type must know a class under this name.

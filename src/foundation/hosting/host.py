@@ -36,6 +36,7 @@ from foundation._errors import (
     PlacementError,
 )
 from foundation._hooks import TaskSet
+from foundation.hosting.admission import move_reserved
 from foundation.hosting.clustered import ClusterSpec, cluster_spec, type_name_of
 from foundation.hosting.state import KVStateStore
 from foundation.membership.membership import Membership
@@ -174,8 +175,11 @@ class AgentHost:
         )
 
     def load(self) -> dict[str, Any]:
-        """The load this node publishes in its membership record."""
-        return {"agents": len(self.local)}
+        """The load this node publishes in its membership record: its agents, and the
+        resources reserved here (``{"agents": 3, "cpu": 1.5}``)."""
+        reserved = getattr(self.placement, "reservations", None)
+        totals = reserved.reserved(self.node_id) if reserved is not None else {}
+        return {**totals, "agents": len(self.local)}
 
     # -- waiting for a local agent -------------------------------------------------------------
 
@@ -610,8 +614,9 @@ class AgentHost:
         """Hand ``agent_id`` over from this node (its owner) to node ``to``, with its state.
 
         The agent is parked (reconciliation will not restart it) and stopped — the runtime lets
-        the command in progress finish and commits its final checkpoint — then its registry
-        record moves by CAS to ``to`` (the epoch grows; ``metadata`` is stamped on it), and
+        the command in progress finish and commits its final checkpoint — then its resources
+        are reserved on ``to`` and its registry record moves there by CAS (the epoch grows;
+        ``metadata`` is stamped on it; ``NoCapacityError`` if ``to`` is full), and
         ``to`` is asked to start it. No two copies run: the old one stops before the record
         moves. ``record`` is the owner's record when the caller has just read it.
         """
@@ -630,7 +635,7 @@ class AgentHost:
                 expected = msgspec.structs.replace(
                     record, metadata={**record.metadata, **dict(metadata)}
                 )
-            moved = await self.registry.move(agent_id, to=to, expected=expected)
+            moved = await move_reserved(self, agent_id, to=to, expected=expected)
         except BaseException:
             self.parked.discard(agent_id)
             self.reconcile_wake.set()  # restart it here: the record did not move

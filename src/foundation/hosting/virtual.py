@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from foundation._errors import AlreadyRegisteredError, ClusterError
-from foundation.hosting.clustered import cluster_spec, type_name_of
+from foundation.hosting.admission import claim_placed
+from foundation.hosting.clustered import cluster_spec
 from foundation.registry.registry import RegistryRecord
 from jido import JidoError
 
@@ -78,17 +79,9 @@ async def activate(host: AgentHost, agent_id: str, cls: type) -> RegistryRecord:
             details={"agent_id": agent_id},
         )
     for _ in range(_CLAIM_TRIES):
-        target = await host.place(cls, spec, agent_id, away=host.draining)
         try:
-            record = await host.registry.claim(
-                agent_id,
-                node=target,
-                type=type_name_of(cls),
-                critical=spec.critical,
-                capabilities=list(spec.capabilities),
-                placement=spec.to_dict()["placement"],
-                metadata={"virtual": True},
-                delivery=spec.delivery,
+            record = await claim_placed(
+                host, cls, spec, agent_id, away=host.draining, metadata={"virtual": True}
             )
         except AlreadyRegisteredError:
             won = await host.registry.lookup(agent_id, consistent=True)

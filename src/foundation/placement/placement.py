@@ -6,16 +6,22 @@ Policy apart from mechanism:
   ``{"cpu": 0.5, "memory": 256, "gpu": 1}``, nodes to avoid, affinity and anti-affinity);
 - the :class:`PlacementDirector` builds the **candidates**: live, accepting (not draining)
   nodes that offer every required capability and have free capacity for every requested
-  resource (free = capacity the node declares - load it last published; a resource a node
-  does not declare counts as zero capacity), then applies affinity and anti-affinity, and
-  sorts them by node id;
+  resource (free = capacity the node declares - what is reserved there: the node's
+  reservation ledger when the director has one, else the load it last published; a resource
+  a node does not declare counts as zero capacity), then applies affinity and anti-affinity,
+  and sorts them by node id;
 - a **strategy** (a small object with ``name`` and ``choose(request, candidates)``) picks one
   of those sorted candidates, deterministically: the same inputs give the same node.
 
 Built-in strategies: ``local``, ``least_loaded``, ``load_balanced``, ``capability``,
 ``resource_aware``, ``spread``; :class:`Affinity` / :class:`AntiAffinity` wrap any strategy.
-When no node qualifies, :class:`NoCapacityError` says what was asked and why each node was
-rejected.
+When no node qualifies, :class:`NoCapacityError` says what was asked, why each node was
+rejected and, per requested resource that some node lacks, what is free on each node
+(``details["missing"]``).
+
+The director chooses from cached views; the choice is only a proposal. A node's resources are
+taken by a compare-and-set on its reservation ledger (:mod:`foundation.placement.reservations`),
+which refuses what does not fit, so concurrent spawns never over-commit a node.
 
 Load is what each node last published in its membership record (heartbeats every 250 ms),
 with the number of agents taken from the registry cache when one is given (it includes this
@@ -274,6 +280,10 @@ class _MembershipView(Protocol):
     def members(self) -> list[NodeRecord]: ...
 
 
+class _ReservationsView(Protocol):
+    def reserved(self, node_id: str) -> Mapping[str, float]: ...
+
+
 class _RegistryView(Protocol):
     def counts_by_node(self) -> dict[str, int]: ...
 
@@ -282,7 +292,12 @@ class _RegistryView(Protocol):
     def records(self) -> list[Any]: ...
 
 
-def _reject_reason(record: NodeRecord, request: PlacementRequest, agents: int) -> str | None:
+def _reject_reason(
+    record: NodeRecord,
+    request: PlacementRequest,
+    agents: int,
+    reserved: Mapping[str, float] | None = None,
+) -> str | None:
     if record.id in request.exclude:
         return "excluded"
     if not record.accepting:
@@ -293,7 +308,7 @@ def _reject_reason(record: NodeRecord, request: PlacementRequest, agents: int) -
     for name, amount in request.resources.items():
         if amount <= 0:
             continue
-        free = _free(record, agents).get(name, 0.0)
+        free = _free(record, agents, reserved).get(name, 0.0)
         if free < amount:
             return f"not enough {name}: {free:g} free, {amount:g} asked"
     cap_agents = record.resources.get(AGENTS)
@@ -302,10 +317,12 @@ def _reject_reason(record: NodeRecord, request: PlacementRequest, agents: int) -
     return None
 
 
-def _free(record: NodeRecord, agents: int) -> dict[str, float]:
+def _free(
+    record: NodeRecord, agents: int, reserved: Mapping[str, float] | None = None
+) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, cap in record.resources.items():
-        used = float(record.load.get(name, 0.0))
+        used = float((record.load if reserved is None else reserved).get(name, 0.0))
         if name == AGENTS:
             used = max(used, float(agents))
         out[name] = float(cap) - used
@@ -339,7 +356,9 @@ class PlacementDirector:
 
     ``membership`` is anything with ``members() -> list[NodeRecord]`` (a
     :class:`~foundation.membership.membership.Membership`) or a callable returning node records;
-    ``registry`` (optional) supplies agent counts, hosts for affinity and spread groups.
+    ``registry`` (optional) supplies agent counts, hosts for affinity and spread groups;
+    ``reservations`` (optional, a :class:`~foundation.placement.reservations.ReservationLedger`)
+    what is reserved per node (else the load each node published is counted).
     """
 
     def __init__(
@@ -348,9 +367,11 @@ class PlacementDirector:
         registry: _RegistryView | None = None,
         *,
         strategies: Mapping[str, PlacementStrategy] | None = None,
+        reservations: _ReservationsView | None = None,
     ) -> None:
         self._members = membership
         self._registry = registry
+        self.reservations = reservations
         self.strategies = dict(STRATEGIES)
         self.strategies.update(strategies or {})
 
@@ -386,9 +407,11 @@ class PlacementDirector:
                         group_counts[rec.node] = group_counts.get(rec.node, 0) + 1
         kept: list[Candidate] = []
         rejected: dict[str, str] = {}
+        ledger = self.reservations
         for record in sorted(self._records(), key=lambda r: r.id):
             agents = max(counts.get(record.id, 0), int(record.load.get(AGENTS, 0)))
-            reason = _reject_reason(record, request, agents)
+            reserved = ledger.reserved(record.id) if ledger is not None else None
+            reason = _reject_reason(record, request, agents, reserved)
             if reason is not None:
                 rejected[record.id] = reason
                 continue
@@ -397,7 +420,7 @@ class PlacementDirector:
                     node_id=record.id,
                     record=record,
                     agents=agents,
-                    free=_free(record, agents),
+                    free=_free(record, agents, reserved),
                     group_count=group_counts.get(record.id, 0),
                 )
             )
@@ -427,11 +450,19 @@ class PlacementDirector:
         )
         kept, rejected = self.candidates(request, strat)
         if not kept:
+            missing = self.missing(request)
+            lacking = "".join(
+                f"; {name}: {m['asked']:g} asked, free "
+                + ", ".join(f"{n} {f:g}" for n, f in m["free"].items())
+                for name, m in missing.items()
+            )
             raise NoCapacityError(
                 f"no node can take agent {request.agent_id!r} "
                 f"(capabilities {sorted(request.capabilities)}, resources "
-                f"{dict(request.resources)}); add nodes or capacity, or relax the request",
+                f"{dict(request.resources)}){lacking}; add nodes or capacity, or relax the "
+                "request",
                 details={
+                    "missing": missing,
                     "agent_id": request.agent_id,
                     "strategy": strat.name,
                     "capabilities": sorted(request.capabilities),
@@ -440,6 +471,32 @@ class PlacementDirector:
                 },
             )
         return strat.choose(request, kept).node_id
+
+    def missing(self, request: PlacementRequest) -> dict[str, dict[str, Any]]:
+        """Per requested resource that some node lacks: the amount asked and what is free on
+        each live, accepting node offering the capabilities asked
+        (``{"cpu": {"asked": 0.5, "free": {"n1": 0.0}}}``)."""
+        counts = self._registry.counts_by_node() if self._registry is not None else {}
+        ledger = self.reservations
+        out: dict[str, dict[str, Any]] = {}
+        records = [
+            r
+            for r in self._records()
+            if r.accepting
+            and r.id not in request.exclude
+            and request.capabilities <= set(r.capabilities)
+        ]
+        for name, amount in sorted(request.resources.items()):
+            if amount <= 0:
+                continue
+            free: dict[str, float] = {}
+            for record in sorted(records, key=lambda r: r.id):
+                agents = max(counts.get(record.id, 0), int(record.load.get(AGENTS, 0)))
+                reserved = ledger.reserved(record.id) if ledger is not None else None
+                free[record.id] = max(0.0, _free(record, agents, reserved).get(name, 0.0))
+            if any(f < amount for f in free.values()):
+                out[name] = {"asked": float(amount), "free": free}
+        return out
 
     async def place(
         self,

@@ -80,6 +80,10 @@ class RegistryRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     delivery: Literal["", "at_most_once", "at_least_once"] = ""
     """Delivery mode of the agent's signals, fixed when it was claimed (``""``: written by a
     node that predates the field; senders then fall back to the class, if they know it)."""
+    resources: dict[str, float] = msgspec.field(default_factory=dict)
+    """Resources the agent holds on its owner (``{"cpu": 0.5}``; see placement.reservations)."""
+    reservation: str = ""
+    """Token of its entry in the owner's reservation ledger (``""``: nothing reserved)."""
     updated_at: float = 0.0
     """Unix time of the write."""
     revision: int = 0
@@ -337,11 +341,14 @@ class ClusterRegistry:
         status: str = "active",
         tenant: str | None = None,
         delivery: Literal["", "at_most_once", "at_least_once"] = "",
+        resources: Mapping[str, float] | None = None,
+        reservation: str = "",
     ) -> RegistryRecord:
         """Register ``agent_id`` on ``node`` if no one holds it (create-if-absent).
 
         Returns the record (its ``epoch`` is the claim's revision). Raises
-        :class:`AlreadyRegisteredError` naming the owner if the id is taken.
+        :class:`AlreadyRegisteredError` naming the owner if the id is taken. ``resources`` and
+        ``reservation``: what the agent reserved on ``node`` (``placement.reservations``).
         """
         key = self._key(agent_id, tenant)
         check_token("node id", node, key=True)
@@ -356,6 +363,8 @@ class ClusterRegistry:
             status=status,
             metadata=dict(metadata or {}),
             delivery=delivery,
+            resources=dict(resources or {}),
+            reservation=reservation,
             updated_at=time.time(),
         )
         kv = self._kv()

@@ -33,6 +33,7 @@ from foundation._wire import (
     KV_SUBJECT_PREFIX,
     NODES_BUCKET,
     REGISTRY_BUCKET,
+    RESERVATIONS_BUCKET,
     SIGNALS_STREAM,
     STATE_BUCKET,
     SUBJECT_ROOT,
@@ -56,9 +57,22 @@ FROM_PREFIX: Final = f"{SUBJECT_ROOT}.from"
 INBOX_ROOT: Final = "_INBOX"
 
 #: KV buckets nodes use.
-NODE_BUCKETS: Final = (NODES_BUCKET, REGISTRY_BUCKET, COORD_BUCKET, CONFIG_BUCKET, STATE_BUCKET)
+NODE_BUCKETS: Final = (
+    NODES_BUCKET,
+    REGISTRY_BUCKET,
+    COORD_BUCKET,
+    CONFIG_BUCKET,
+    STATE_BUCKET,
+    RESERVATIONS_BUCKET,
+)
 #: KV buckets an admin may read (all but agent state).
-ADMIN_BUCKETS: Final = (NODES_BUCKET, REGISTRY_BUCKET, COORD_BUCKET, CONFIG_BUCKET)
+ADMIN_BUCKETS: Final = (
+    NODES_BUCKET,
+    REGISTRY_BUCKET,
+    COORD_BUCKET,
+    CONFIG_BUCKET,
+    RESERVATIONS_BUCKET,
+)
 #: KV buckets an observer may read.
 OBSERVER_BUCKETS: Final = (NODES_BUCKET, REGISTRY_BUCKET)
 #: Plain streams nodes use (besides the buckets' ``KV_`` streams).
