@@ -20,6 +20,7 @@ from foundation import _wire as wire
 from foundation._errors import WrongTenantError
 from foundation._node import Node
 from foundation.failover.types import FailoverOptions
+from foundation.hosting.clustered import type_name_of
 from foundation.messaging.envelope import decode_reply
 from foundation.observability.dashboard import Dashboard
 from foundation.observability.status import collect_status
@@ -98,7 +99,9 @@ async def test_placement_keeps_each_tenants_agents_on_its_own_nodes(
         await g.spawn(ClusteredCounter, id=f"g{i}")
         await a.spawn(ClusteredCounter, id=f"a{i}")
     for node, own in ((a, ACME), (g, GLOBEX)):
-        records = [await node.registry.lookup(r.agent_id, consistent=True) for r in node.registry.records()]
+        records = [
+            await node.registry.lookup(r.agent_id, consistent=True) for r in node.registry.records()
+        ]
         assert len(records) == 8
         assert {r.node for r in records if r is not None} == set(own)  # spread over both
     for i in range(8):
@@ -224,7 +227,10 @@ async def test_rebalancing_and_reconciliation_stay_within_a_tenant(
     for i in range(4):
         await a.spawn(ClusteredCounter, id=f"ra{i}", node="n1")
         await g.spawn(ClusteredCounter, id=f"rg{i}", node="n2")
-    joined = [tenant_node(nats_server.url, "n5", "globex"), tenant_node(nats_server.url, "n6", "acme")]
+    joined = [
+        tenant_node(nats_server.url, "n5", "globex"),
+        tenant_node(nats_server.url, "n6", "acme"),
+    ]
     try:
         await asyncio.gather(*(n.start() for n in joined))
 
@@ -239,7 +245,7 @@ async def test_rebalancing_and_reconciliation_stay_within_a_tenant(
         raw = ClusterRegistry(await nats_connect(nats_server), tenant="globex")
         await raw.start()
         try:
-            await raw.claim("stray", node="n1", type="ClusteredCounter", critical=True)
+            await raw.claim("stray", node="n1", type=type_name_of(ClusteredCounter), critical=True)
         finally:
             await raw.stop()
         await a.reconcile()
