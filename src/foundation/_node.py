@@ -57,7 +57,7 @@ from foundation import _metrics, _tracing
 from foundation import _wire as wire
 from foundation._errors import ClusterError, NodeDrainingError
 from foundation._hooks import TaskSet
-from foundation._node_ops import ControlOps, open_connections, start_spawned
+from foundation._node_ops import ControlOps, open_connections, start_endpoint, start_spawned
 from foundation._node_types import NodeStatistics, Stage
 from foundation.coordination.coordination import Coordination
 from foundation.failover.failover import Failover, FailoverOptions
@@ -86,7 +86,7 @@ from foundation.nats.kv import KV, BucketSpec
 from foundation.nats.redact import redact_url
 from foundation.placement.placement import PlacementDirector
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
-from foundation.security import FROM_PREFIX, NatsAuth, NodeSecurity, Policy, auth_of
+from foundation.security import NatsAuth, NodeSecurity, Policy, auth_of
 from jido import AgentNotFoundError, JidoError, Runtime, Services
 
 log = logging.getLogger("foundation.node")
@@ -445,8 +445,7 @@ class Node:
         self.endpoint = endpoint
         await self.security.start(self, endpoint)
         public = self.security.public(ops.public, self.subjects)
-        attested = FROM_PREFIX if self.security.on else None
-        await endpoint.start(public=public, attested=attested, tenant=self.tenant)
+        await start_endpoint(self, endpoint, public)
         replicas = self._kv["state"].replicas
         self.bus = ClusterBus(self.nc, replicas=replicas)
         await self.bus.start()

@@ -255,8 +255,21 @@ class Subjects:
         return f"{self.prefix}-agents"
 
     def tenant_wildcard(self, tenant: str = DEFAULT_TENANT) -> str:
-        """What the nodes of ``tenant`` serve: the public subjects of its agents only."""
+        """What the nodes of ``tenant`` serve: the public subjects of its agents only; the
+        default tenant's nodes serve :attr:`agent_wildcard` (they answer for a tenant that no
+        node serves, and leave a served one's requests to its nodes)."""
+        if tenant == DEFAULT_TENANT:
+            return self.agent_wildcard
         return f"{self.prefix}.agent.{tenant}.>"
+
+    def tenant_of_subject(self, subject: str) -> str | None:
+        """The tenant token of a public agent subject, also under an attested prefix (``None``
+        when ``subject`` is no agent subject)."""
+        head = f"{self.prefix}.agent."
+        at = subject.find(head)
+        if at < 0:
+            return None
+        return subject[at + len(head) :].partition(".")[0] or None
 
     def tenant_queue(self, tenant: str = DEFAULT_TENANT) -> str:
         """Queue group of ``tenant``'s nodes (:attr:`agent_queue` for the default tenant)."""

@@ -79,16 +79,28 @@ async def test_requests_for_a_tenant_are_served_only_by_its_nodes(
 ) -> None:
     g = tenants["globex"][0]
     await g.spawn(ClusteredCounter, id="g-agent")
-    nc = await nats_connect(nats_server)
-    body = orjson.dumps(add().to_dict())
-    counts = []
-    for _ in range(40):  # a shared queue group would hand about half of them to acme's nodes
-        msg = await nc.request(wire.Subjects().agent("g-agent", "globex"), body, timeout=10)
-        counts.append(decode_reply(msg.data)["count"])
-    assert counts == list(range(1, 41))
-    # acme's nodes do not serve globex's subjects at all
-    for a in tenants["acme"]:
-        assert a.statistics().agents == 0
+    # A node of the default tenant sees every agent subject (its wire names are those of a
+    # cluster without tenants): it leaves the subjects of a served tenant to that tenant's nodes.
+    plain = Node(nats=nats_server.url, name="n0", agents=AGENTS, failover=False)
+    await plain.start()
+    try:
+        await eventually(lambda: _true(set(plain.membership.foreign) == {*ACME, *GLOBEX}))
+        nc = await nats_connect(nats_server)
+        body = orjson.dumps(add().to_dict())
+        counts = []
+        for _ in range(40):  # a shared queue group would hand about half of them to acme's nodes
+            msg = await nc.request(wire.Subjects().agent("g-agent", "globex"), body, timeout=10)
+            counts.append(decode_reply(msg.data)["count"])
+        assert counts == list(range(1, 41))
+        for a in tenants["acme"]:  # acme's nodes do not serve globex's subjects at all
+            assert a.statistics().agents == 0
+        assert plain.statistics().agents == 0
+        # a tenant no node serves is answered by the default tenant's nodes, as before
+        msg = await nc.request(wire.Subjects().agent("g-agent", "nobody"), body, timeout=10)
+        with pytest.raises(AgentNotFoundError):
+            decode_reply(msg.data)
+    finally:
+        await plain.stop()
 
 
 async def test_placement_keeps_each_tenants_agents_on_its_own_nodes(

@@ -129,6 +129,8 @@ class Membership(MembershipView):
         self.nc = nc
         self.node_id = check_token("node id", node_id, key=True) if node_id is not None else None
         self.tenant = tenant
+        self.foreign: dict[str, str] = {}
+        """Live nodes of other tenants (id -> tenant): not members, but their tenants are served."""
         self.lease_ttl = seconds(lease_ttl)
         self.heartbeat_interval = seconds(heartbeat_interval)
         self.fence_margin = seconds(fence_margin)
@@ -607,7 +609,8 @@ class Membership(MembershipView):
                 log.warning("ignoring undecodable node record %r", node_id)
                 return
             if self.tenant is not None and record.tenant != self.tenant:
-                return  # another tenant's node: not a member of this view
+                self.foreign[node_id] = record.tenant  # another tenant's node: not a member
+                return
             old = members.get(node_id)
             members[node_id] = record
             self._last_seen[node_id] = time.monotonic()
@@ -622,6 +625,7 @@ class Membership(MembershipView):
         else:
             old = members.pop(node_id, None)
             self._last_seen.pop(node_id, None)
+            self.foreign.pop(node_id, None)
             if old is None:
                 if entry is not None:
                     self._snapshot = MembershipSnapshot(snap.version, revision, snap.members)

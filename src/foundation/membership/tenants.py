@@ -9,11 +9,13 @@ tell a node of another tenant apart from one that is simply not live.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from foundation._errors import ClusterError, WrongTenantError
+from foundation._wire import DEFAULT_TENANT, Subjects
 from foundation.membership.view import NodeRecord
 
 
@@ -55,4 +57,22 @@ async def refuse_foreign_node(membership: Any, serves: str, node_id: str) -> Non
         )
 
 
-__all__ = ["check_tenant", "refuse_foreign_node", "tenant_of"]
+def served_elsewhere(
+    membership: Any, subjects: Subjects, serves: str
+) -> Callable[[str], bool] | None:
+    """For a node of the default tenant (which sees every public agent subject): a test true
+    for a subject of another tenant whose nodes are live (they answer it; this node must not).
+    ``None`` for another tenant's node (it subscribes to its own subjects only)."""
+    if serves != DEFAULT_TENANT:
+        return None
+
+    def test(subject: str) -> bool:
+        tenant = subjects.tenant_of_subject(subject)
+        if tenant is None or tenant == serves:
+            return False
+        return tenant in getattr(membership, "foreign", {}).values()
+
+    return test
+
+
+__all__ = ["check_tenant", "refuse_foreign_node", "served_elsewhere", "tenant_of"]

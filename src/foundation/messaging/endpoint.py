@@ -105,9 +105,14 @@ class Endpoint:
         public: Handler | None = None,
         attested: str | None = None,
         tenant: str = DEFAULT_TENANT,
+        served_elsewhere: Callable[[str], bool] | None = None,
     ) -> None:
         """Subscribe to this node's private subjects (and ``tenant``'s public agent subjects,
         in that tenant's queue group: another tenant's requests never reach this node).
+
+        ``served_elsewhere(subject)``: true for a public subject another tenant's nodes serve;
+        such a message is left to them, unanswered (the default tenant's nodes see every
+        agent subject).
 
         ``attested`` (a secure cluster's ``foundation.from``) also serves each subject under
         ``<attested>.<role>.<name>.``: the server lets a principal publish only under its own
@@ -124,6 +129,8 @@ class Endpoint:
             handler = public
 
             async def on_public(msg: Msg) -> None:
+                if served_elsewhere is not None and served_elsewhere(msg.subject):
+                    return
                 self._tasks.spawn(self._serve(handler, msg, one_way=not msg.reply))
 
             publics = [self.subjects.tenant_wildcard(tenant)]
