@@ -29,6 +29,7 @@ from foundation._errors import (
     NotOwnerError,
     PlacementError,
     RecordNotFoundError,
+    WrongTenantError,
 )
 # --- errors (end) ---
 
@@ -152,6 +153,7 @@ __all__: list[str] = [
     "NotOwnerError",
     "PlacementError",
     "RecordNotFoundError",
+    "WrongTenantError",
     # --- errors __all__ (end) ---
     # --- nats __all__ (begin) ---
     "NatsCluster",

@@ -122,6 +122,17 @@ class NotOwnerError(ClusterError):
     default_retryable = True
 
 
+class WrongTenantError(ClusterError):
+    """The agent or node belongs to another tenant than the one this node serves.
+
+    A node serves only its own tenant (its placement, registry cache, refs and failover): reach
+    another tenant's agents through a node or client of that tenant. ``details``: ``tenant``
+    (the one asked for), ``serves`` (this node's) and the ``node`` or ``agent_id`` concerned.
+    """
+
+    type = "wrong_tenant"
+
+
 class ClusterBusError(ClusterError):
     """The cluster bus could not publish, subscribe or manage dead letters; see ``details``."""
 
@@ -216,6 +227,7 @@ __all__ = [
     "NotOwnerError",
     "PlacementError",
     "RecordNotFoundError",
+    "WrongTenantError",
 ]
 
 

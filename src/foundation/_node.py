@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import importlib.metadata
 import logging
@@ -56,7 +57,7 @@ from foundation import _metrics, _tracing
 from foundation import _wire as wire
 from foundation._errors import ClusterError, NodeDrainingError
 from foundation._hooks import TaskSet
-from foundation._node_ops import ControlOps, open_connections, start_spawned
+from foundation._node_ops import ControlOps, open_connections, start_endpoint, start_spawned
 from foundation._node_types import NodeStatistics, Stage
 from foundation.coordination.coordination import Coordination
 from foundation.failover.failover import Failover, FailoverOptions
@@ -67,6 +68,7 @@ from foundation.hosting.state import KVStateStore
 from foundation.hosting.virtual import passivate_idle
 from foundation.membership.link_probe import LinkProbe
 from foundation.membership.membership import DEFAULT_LEASE_TTL, Membership
+from foundation.membership.tenants import check_tenant
 from foundation.messaging.agent_ops import AgentOps
 from foundation.messaging.client import NodeClient, NodeLocator
 from foundation.messaging.cluster_bus import ClusterBus
@@ -86,7 +88,7 @@ from foundation.nats.redact import redact_url
 from foundation.placement.placement import PlacementDirector
 from foundation.placement.reservations import open_placement, stop_placement
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
-from foundation.security import FROM_PREFIX, NatsAuth, NodeSecurity, Policy, auth_of
+from foundation.security import NatsAuth, NodeSecurity, Policy, auth_of
 from jido import AgentNotFoundError, JidoError, Runtime, Services
 
 log = logging.getLogger("foundation.node")
@@ -117,10 +119,11 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _failover_options(failover: bool | FailoverOptions) -> FailoverOptions | None:
-    if isinstance(failover, FailoverOptions):
-        return failover
-    return FailoverOptions() if failover else None
+def _failover_options(failover: bool | FailoverOptions, tenant: str) -> FailoverOptions | None:
+    options = failover if isinstance(failover, FailoverOptions) else FailoverOptions()
+    if options.lease_name == wire.LEADER_LEASE:  # each tenant elects its own leader
+        options = dataclasses.replace(options, lease_name=wire.leader_lease(tenant))
+    return options if failover else None
 
 
 def _default_name() -> str:
@@ -190,7 +193,7 @@ class Node:
             audit=audit,
         )
         self.call_timeout = float(call_timeout)
-        self._failover_options = _failover_options(failover)
+        self._failover_options = _failover_options(failover, self.tenant)
         self.services = services if services is not None else Services()
         self.failover: Failover | None = None
         self.ref_policy: UnreachablePolicy = ref_policy or (
@@ -380,6 +383,7 @@ class Node:
         self.membership = Membership(
             self._control_nc,
             self.id,
+            tenant=self.tenant,
             capabilities=list(self.capabilities),
             resources=self.resources,
             load=self.host.load,
@@ -445,7 +449,7 @@ class Node:
         self.endpoint = endpoint
         await self.security.start(self, endpoint)
         public = self.security.public(ops.public, self.subjects)
-        await endpoint.start(public=public, attested=FROM_PREFIX if self.security.on else None)
+        await start_endpoint(self, endpoint, public)
         replicas = self._kv["state"].replicas
         self.bus = ClusterBus(self.nc, replicas=replicas)
         await self.bus.start()
@@ -488,11 +492,13 @@ class Node:
         self, agent_id: str, *, cls: type | None = None, tenant: str | None = None
     ) -> ClusterRef:
         """A location-transparent reference to agent ``agent_id`` (no lookup happens yet);
-        ``cls``: its class (a virtual type's agent is activated by the ref when needed)."""
+        ``cls``: its class (a virtual type's agent is activated by the ref when needed); another
+        ``tenant`` than this node's is a ``WrongTenantError`` (a node serves its tenant only)."""
+        check_tenant(self.tenant, tenant, node=self.id, agent_id=agent_id)
         if cls is None and self.registry is not None:
             record = self.registry.cached(agent_id)
             cls = self._types.get(record.type) if record is not None else None
-        return ClusterRef(self.locator, agent_id, tenant=tenant or self.tenant, agent_cls=cls)
+        return ClusterRef(self.locator, agent_id, tenant=self.tenant, agent_cls=cls)
 
     @_tracing.traced("spawn", agent=lambda self, cls, id=None, **_: id)
     async def spawn(

@@ -1,5 +1,5 @@
 """The node-level ops of a node's endpoint: ``handoff``, ``drain`` and ``stats``; and the
-node's connection stage (:func:`open_connections`).
+node's connection stage (:func:`open_connections`) and endpoint start (:func:`start_endpoint`).
 
 The agent ops (``call``, ``cast``, ...) are :class:`~foundation.messaging.agent_ops.AgentOps`;
 these three need the node itself: a hand-over is taken only from the cluster leader (its stamp
@@ -18,12 +18,14 @@ from foundation._errors import NotOwnerError
 from foundation._metrics import command_summary
 from foundation.failover.rebalance import ClusterNode, checked_handoff
 from foundation.membership.link_probe import LinkProbe
-from foundation.messaging.endpoint import Endpoint, with_request
+from foundation.membership.tenants import served_elsewhere
+from foundation.messaging.endpoint import Endpoint, Handler, with_request
 from foundation.messaging.envelope import Request
 from foundation.registry.registry import RegistryRecord
+from foundation.security import FROM_PREFIX
 from jido import FencedError
 
-__all__ = ["ControlOps", "ControlledNode", "open_connections"]
+__all__ = ["ControlOps", "ControlledNode", "open_connections", "start_endpoint"]
 
 
 class ControlledNode(ClusterNode, Protocol):
@@ -120,3 +122,13 @@ async def start_spawned(node: Any, record: RegistryRecord, state: dict[str, Any]
         current = await node.registry.lookup(record.agent_id, consistent=True)
         if current is None or current.epoch <= record.epoch:
             raise
+
+
+async def start_endpoint(node: Any, endpoint: Endpoint, public: Handler) -> None:
+    """Subscribe ``endpoint``: ``node``'s private subjects and its tenant's public agent
+    subjects (a default-tenant node leaves a subject of another served tenant to its nodes)."""
+    attested = FROM_PREFIX if node.security.on else None
+    elsewhere = served_elsewhere(node.membership, node.subjects, node.tenant)
+    await endpoint.start(
+        public=public, attested=attested, tenant=node.tenant, served_elsewhere=elsewhere
+    )

@@ -203,6 +203,15 @@ def barrier_prefix(name: str) -> str:
 
 #: Name of the cluster lease held by the failover leader (a :func:`lease_key` in the coord bucket).
 LEADER_LEASE = "foundation-leader"
+
+
+def leader_lease(tenant: str = DEFAULT_TENANT) -> str:
+    """The leader lease of ``tenant``'s nodes: :data:`LEADER_LEASE` for the default tenant,
+    ``foundation-leader-<tenant>`` for another (soft tenants sharing one account each elect
+    their own leader)."""
+    return LEADER_LEASE if tenant == DEFAULT_TENANT else f"{LEADER_LEASE}-{tenant}"
+
+
 #: Registry metadata key: the term of the leader that made the write.
 TERM_KEY = "fdn.term"
 #: Registry metadata key: the node id of the leader that made the write.
@@ -246,8 +255,29 @@ class Subjects:
 
     @property
     def agent_queue(self) -> str:
-        """Queue group of the public agent subjects."""
+        """Queue group of the public agent subjects (of the default tenant)."""
         return f"{self.prefix}-agents"
+
+    def tenant_wildcard(self, tenant: str = DEFAULT_TENANT) -> str:
+        """What the nodes of ``tenant`` serve: the public subjects of its agents only; the
+        default tenant's nodes serve :attr:`agent_wildcard` (they answer for a tenant that no
+        node serves, and leave a served one's requests to its nodes)."""
+        if tenant == DEFAULT_TENANT:
+            return self.agent_wildcard
+        return f"{self.prefix}.agent.{tenant}.>"
+
+    def tenant_of_subject(self, subject: str) -> str | None:
+        """The tenant token of a public agent subject, also under an attested prefix (``None``
+        when ``subject`` is no agent subject)."""
+        head = f"{self.prefix}.agent."
+        at = subject.find(head)
+        if at < 0:
+            return None
+        return subject[at + len(head) :].partition(".")[0] or None
+
+    def tenant_queue(self, tenant: str = DEFAULT_TENANT) -> str:
+        """Queue group of ``tenant``'s nodes (:attr:`agent_queue` for the default tenant)."""
+        return self.agent_queue if tenant == DEFAULT_TENANT else f"{self.agent_queue}-{tenant}"
 
     def parse_agent(self, subject: str) -> tuple[str, str]:
         """``(tenant, agent_id)`` from a public agent subject; raises on a foreign subject."""

@@ -20,12 +20,15 @@ def add(n: int) -> Signal:
     return Signal(type="counter.add", source="/test", data={"n": n})
 
 
+# Both orders of the node ids: neither tenant's node may be picked for the other because its id
+# sorts first.
+@pytest.mark.parametrize(("acme_id", "globex_id"), [("acme-1", "globex-1"), ("b-acme", "a-globex")])
 async def test_the_same_agent_id_in_two_tenants_is_two_agents_with_two_states(
-    nats_server: NatsServer,
+    nats_server: NatsServer, acme_id: str, globex_id: str
 ) -> None:
-    acme = Node(nats=nats_server.url, name="acme-1", agents=AGENTS, tenant="acme", failover=False)
+    acme = Node(nats=nats_server.url, name=acme_id, agents=AGENTS, tenant="acme", failover=False)
     globex = Node(
-        nats=nats_server.url, name="globex-1", agents=AGENTS, tenant="globex", failover=False
+        nats=nats_server.url, name=globex_id, agents=AGENTS, tenant="globex", failover=False
     )
     try:
         await asyncio.gather(acme.start(), globex.start())
@@ -46,7 +49,7 @@ async def test_the_same_agent_id_in_two_tenants_is_two_agents_with_two_states(
         # A restart of the agent restores its own tenant's state.
         await acme.stop()
         acme = Node(
-            nats=nats_server.url, name="acme-1", agents=AGENTS, tenant="acme", failover=False
+            nats=nats_server.url, name=acme_id, agents=AGENTS, tenant="acme", failover=False
         )
         await acme.start()
         assert (await acme.ref("shared-id").call(add(1)))["count"] == 7

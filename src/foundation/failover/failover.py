@@ -66,6 +66,7 @@ from foundation.failover.types import (
 )
 from foundation.hosting.admission import ledger_of
 from foundation.hosting.clustered import cluster_spec
+from foundation.membership.tenants import tenant_of
 from foundation.messaging.envelope import encode_request
 from foundation.placement.placement import PlacementDirector
 from foundation.placement.reservations import holding, positive, reserve_placed
@@ -359,14 +360,19 @@ class Failover:
         return bool(self.node.membership.is_live(node_id))
 
     async def _confirmed_gone(self, node_id: str) -> bool:
-        """A read of the node key: True when its record is really gone (expired or deleted)."""
+        """A read of the node key: True when its record is really gone (expired or deleted),
+        or is another tenant's node (never a member for this tenant's agents)."""
         kv = getattr(self.node.membership, "kv", None)
         if kv is None:
             return not self._live(node_id)
         try:
-            return await kv.get(node_id) is None
+            entry = await kv.get(node_id)
         except ClusterError:
             return False
+        if entry is None:
+            return True
+        tenant = await tenant_of(self.node.membership, node_id)
+        return tenant is not None and tenant != getattr(self.node, "tenant", tenant)
 
     async def sweep(self, lead: Tenure) -> int:
         """Handle every record whose owner is gone; returns how many were handled."""

@@ -339,13 +339,15 @@ async def run_drain_command(
 
     nc = await connect(url, name="foundation-drain", **(options or {}))
     members = Membership(nc, None)
-    registry = ClusterRegistry(nc)
+    registry: ClusterRegistry | None = None
     try:
         await members.start()
-        await registry.start()
-        if not members.is_live(node_id):
+        member = members.snapshot.get(node_id)
+        if member is None:
             console.print(f"[red]node {node_id!r} is not a live member of the cluster[/red]")
             return 1
+        registry = ClusterRegistry(nc, tenant=member.tenant)  # the node's tenant's agents
+        await registry.start()
         before = [r.agent_id for r in registry.assigned_to(node_id)]
         answer = await request_drain(nc, node_id)
         console.print(
@@ -376,7 +378,8 @@ async def run_drain_command(
         console.print(f"[green]node {node_id} drained and left[/green]")
         return 0
     finally:
-        await registry.stop()
+        if registry is not None:
+            await registry.stop()
         await members.stop()
         await nc.close()
 

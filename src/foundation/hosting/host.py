@@ -40,6 +40,7 @@ from foundation.hosting.admission import move_reserved
 from foundation.hosting.clustered import ClusterSpec, cluster_spec, type_name_of
 from foundation.hosting.state import KVStateStore
 from foundation.membership.membership import Membership
+from foundation.membership.tenants import refuse_foreign_node
 from foundation.placement.placement import PlacementDirector
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
 from jido import (
@@ -559,6 +560,7 @@ class AgentHost:
         if on is not None:
             live = not self.fenced if on == self.node_id else self.membership.is_live(on)
             if not live:
+                await refuse_foreign_node(self.membership, self.registry.tenant, on)
                 raise NodeUnavailableError(
                     f"node {on!r} is not a live member: wait for it to join, or let placement "
                     "choose",

@@ -99,8 +99,9 @@ NODE_MARKER_TTL = timedelta(seconds=30)
 class Membership(MembershipView):
     """This node's lease in the cluster plus a live view of every member.
 
-    ``node_id=None`` makes an observer that only watches. Use as an async context manager or
-    call :meth:`start` / :meth:`stop`.
+    ``node_id=None`` makes an observer that only watches. ``tenant``: the node's tenant (in its
+    record); the view then holds that tenant's members only (``None``: every member, and a
+    record of the default tenant). Use as an async context manager or :meth:`start`/:meth:`stop`.
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class Membership(MembershipView):
         nc: NatsClient,
         node_id: str | None,
         *,
+        tenant: str | None = None,
         capabilities: Iterable[str] = (),
         resources: Mapping[str, float] | None = None,
         load: Callable[[], Mapping[str, float]] | None = None,
@@ -126,6 +128,9 @@ class Membership(MembershipView):
     ) -> None:
         self.nc = nc
         self.node_id = check_token("node id", node_id, key=True) if node_id is not None else None
+        self.tenant = tenant
+        self.foreign: dict[str, str] = {}
+        """Live nodes of other tenants (id -> tenant): not members, but their tenants are served."""
         self.lease_ttl = seconds(lease_ttl)
         self.heartbeat_interval = seconds(heartbeat_interval)
         self.fence_margin = seconds(fence_margin)
@@ -240,6 +245,7 @@ class Membership(MembershipView):
             wire_features=self._wire_features,
             started_at=self._started_at,
             status=self._status,
+            tenant=self.tenant or wire.DEFAULT_TENANT,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -602,6 +608,9 @@ class Membership(MembershipView):
             except (msgspec.DecodeError, RecursionError):
                 log.warning("ignoring undecodable node record %r", node_id)
                 return
+            if self.tenant is not None and record.tenant != self.tenant:
+                self.foreign[node_id] = record.tenant  # another tenant's node: not a member
+                return
             old = members.get(node_id)
             members[node_id] = record
             self._last_seen[node_id] = time.monotonic()
@@ -616,6 +625,7 @@ class Membership(MembershipView):
         else:
             old = members.pop(node_id, None)
             self._last_seen.pop(node_id, None)
+            self.foreign.pop(node_id, None)
             if old is None:
                 if entry is not None:
                     self._snapshot = MembershipSnapshot(snap.version, revision, snap.members)

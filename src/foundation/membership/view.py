@@ -49,6 +49,9 @@ class NodeRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Unix time the node started."""
     status: str = "up"
     """``up`` or ``draining`` (draining nodes accept no new agents)."""
+    tenant: str = "default"
+    """The tenant whose agents the node serves (soft tenants share one account; each node's
+    view holds only its own tenant's members). Not written for the default tenant."""
     revision: int = 0
     """KV revision this record was read at (not stored; 0 when not read from the server)."""
 

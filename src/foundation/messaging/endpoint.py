@@ -11,8 +11,8 @@ kinds:
 
 A step that applies to every op — authorization, tracing, quotas — is one wrapper
 (:meth:`Endpoint.wrap`): it gets the op's name and handler and returns the handler to use. The
-endpoint also subscribes (as a queue group) to the public agent subjects when given a handler
-for them.
+endpoint also subscribes (as its tenant's queue group) to its tenant's public agent subjects
+when given a handler for them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 
 from foundation._errors import InvalidRequestError
 from foundation._hooks import TaskSet
+from foundation._wire import DEFAULT_TENANT
 from foundation.messaging.envelope import (
     Request,
     Subjects,
@@ -98,8 +99,20 @@ class Endpoint:
 
     # -- subscriptions -------------------------------------------------------------------------
 
-    async def start(self, *, public: Handler | None = None, attested: str | None = None) -> None:
-        """Subscribe to this node's private subjects (and the public agent subjects).
+    async def start(
+        self,
+        *,
+        public: Handler | None = None,
+        attested: str | None = None,
+        tenant: str = DEFAULT_TENANT,
+        served_elsewhere: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Subscribe to this node's private subjects (and ``tenant``'s public agent subjects,
+        in that tenant's queue group: another tenant's requests never reach this node).
+
+        ``served_elsewhere(subject)``: true for a public subject another tenant's nodes serve;
+        such a message is left to them, unanswered (the default tenant's nodes see every
+        agent subject).
 
         ``attested`` (a secure cluster's ``foundation.from``) also serves each subject under
         ``<attested>.<role>.<name>.``: the server lets a principal publish only under its own
@@ -116,16 +129,18 @@ class Endpoint:
             handler = public
 
             async def on_public(msg: Msg) -> None:
+                if served_elsewhere is not None and served_elsewhere(msg.subject):
+                    return
                 self._tasks.spawn(self._serve(handler, msg, one_way=not msg.reply))
 
-            publics = [self.subjects.agent_wildcard]
+            publics = [self.subjects.tenant_wildcard(tenant)]
             if attested is not None:
                 publics.append(f"{attested}.*.*.{publics[0]}")
             for wildcard in publics:
                 self._subs.append(
                     await self.nc.subscribe(
                         wildcard,
-                        queue=self.subjects.agent_queue,
+                        queue=self.subjects.tenant_queue(tenant),
                         cb=on_public,
                         pending_msgs_limit=-1,
                     )

@@ -39,7 +39,6 @@ import orjson
 from foundation import _wire as wire
 from foundation._errors import ClusterError
 from foundation._metrics import command_summary
-from foundation.failover.failover import LEADER_LEASE
 from foundation.nats.kv import KV
 from foundation.nats.redact import redact_url
 from foundation.observability import http
@@ -368,7 +367,7 @@ class Dashboard:
                 replicas=int(info.config.num_replicas or 1),
                 direct=bool(info.config.allow_direct),
             )
-        entry = await self._coord.get(wire.lease_key(LEADER_LEASE))
+        entry = await self._coord.get(wire.lease_key(wire.leader_lease(self.node.tenant)))
         if entry is None:
             return None
         try:

@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.table import Table
 
 from foundation import _wire as wire
-from foundation.failover.failover import LEADER_LEASE
 from foundation.messaging.client import request
 from foundation.nats.kv import KV
 from foundation.nats.redact import redact_url
@@ -100,20 +99,31 @@ def _json(value: bytes) -> dict[str, Any]:
 
 
 async def collect_status(
-    url: str, *, ping_timeout: float = 1.0, auth: NatsAuth | None = None
+    url: str,
+    *,
+    ping_timeout: float = 1.0,
+    auth: NatsAuth | None = None,
+    tenant: str | None = None,
 ) -> StatusReport:
-    """Read nodes, agents and the leader from the cluster at ``url`` (as ``auth``)."""
+    """Read nodes, agents and the leader from the cluster at ``url`` (as ``auth``).
+
+    ``tenant``: only that tenant's nodes, agents and leader (soft tenants sharing one account);
+    ``None``: every node and agent, and the default tenant's leader.
+    """
     report = StatusReport(url=redact_url(url))
     nc = await open_connection(url, auth, name="foundation-status", max_reconnect_attempts=0)
     try:
         nodes_kv = await _bucket(nc, wire.NODES_BUCKET)
         if nodes_kv is not None:
             for key, entry in sorted((await nodes_kv.items()).items()):
-                report.nodes.append(NodeStatus(id=key, record=_json(entry.value)))
+                record = _json(entry.value)
+                if tenant is None or record.get("tenant", wire.DEFAULT_TENANT) == tenant:
+                    report.nodes.append(NodeStatus(id=key, record=record))
         registry_kv = await _bucket(nc, wire.REGISTRY_BUCKET)
         live = {n.id for n in report.nodes}
         if registry_kv is not None:
-            for key, entry in sorted((await registry_kv.items()).items()):
+            pattern = f"{tenant}.>" if tenant is not None else ">"
+            for key, entry in sorted((await registry_kv.items(pattern)).items()):
                 record = _json(entry.value)
                 owner = str(record.get("node", "?"))
                 agent_id = str(record.get("agent_id") or key.partition(".")[2] or key)
@@ -125,7 +135,8 @@ async def collect_status(
         coord = await _bucket(nc, wire.COORD_BUCKET)
         if coord is not None:
             with contextlib.suppress(Exception):
-                lease_entry = await coord.get(wire.lease_key(LEADER_LEASE))
+                lease_name = wire.leader_lease(tenant or wire.DEFAULT_TENANT)
+                lease_entry = await coord.get(wire.lease_key(lease_name))
                 if lease_entry is not None:
                     lease = _json(lease_entry.value)
                     holder = lease.get("holder") or lease.get("node") or lease.get("owner")

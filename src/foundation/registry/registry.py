@@ -149,8 +149,10 @@ Listener = Callable[[RegistryChange], Any]
 class ClusterRegistry:
     """The cluster-wide agent registry with a watched local cache.
 
-    ``tenant`` is the default tenant of the calls that take an agent id. Start it with
-    ``await registry.start()`` (or ``async with``) before use.
+    ``tenant`` is the default tenant of the calls that take an agent id, and the only one the
+    cache holds (it watches ``<tenant>.>``): soft tenants sharing one account never see each
+    other's records in their caches. A cached read for another tenant reads the server. Start
+    it with ``await registry.start()`` (or ``async with``) before use.
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class ClusterRegistry:
     ) -> None:
         self.nc = nc
         self.tenant = check_token("tenant", tenant, key=True)
+        self._prefix = f"{self.tenant}."
         self._replicas = replicas
         self.kv: KV | None = None
         self._cache: dict[str, RegistryRecord] = {}
@@ -182,7 +185,7 @@ class ClusterRegistry:
             BucketSpec(wire.REGISTRY_BUCKET, description="foundation agent registry"),
             replicas=self._replicas,
         )
-        self._watch = self.kv.watch()
+        self._watch = self.kv.watch(f"{self.tenant}.>")
         await self._watch.start()
         self._task = asyncio.create_task(self._watch_loop(self._watch))
         await self._watch.wait_caught_up()
@@ -228,8 +231,8 @@ class ClusterRegistry:
     async def _apply(self, key: str, record: RegistryRecord | None, revision: int) -> None:
         # Per key, only a newer revision replaces what is cached (our own writes can race the
         # watch delivering older revisions); tombstones are remembered for the same reason.
-        if self._key_rev.get(key, 0) >= revision:
-            return
+        if self._key_rev.get(key, 0) >= revision or not key.startswith(self._prefix):
+            return  # (a write for another tenant is not cached: the cache is this tenant's)
         self._key_rev[key] = revision
         previous = self._cache.get(key)
         if previous is not None:
@@ -457,9 +460,9 @@ class ClusterRegistry:
         """The record of ``agent_id`` (``.node``, ``.epoch``...) or None if not registered.
 
         From the local cache by default; ``consistent=True`` reads the server (and refreshes
-        the cache with what it read).
+        the cache with what it read). Another ``tenant``'s record is always read from the server.
         """
-        if not consistent:
+        if not consistent and (tenant is None or tenant == self.tenant):
             # Hot path: no validation needed, an invalid id is simply not in the cache.
             return self._cache.get(f"{tenant or self.tenant}.{agent_id}")
         key = self._key(agent_id, tenant)
@@ -475,7 +478,8 @@ class ClusterRegistry:
         return self._cache.get(f"{tenant or self.tenant}.{agent_id}")
 
     def records(self, *, tenant: str | None = None) -> list[RegistryRecord]:
-        """Every cached record (of ``tenant`` if given), sorted by key."""
+        """Every cached record (of ``tenant`` if given: none of another tenant is cached; use
+        :meth:`scan`), sorted by key."""
         out = sorted(self._cache.values(), key=lambda r: r.key)
         return [r for r in out if tenant is None or r.tenant == tenant]
 
