@@ -24,7 +24,7 @@ none of its agents, and one tenant sees nothing of another.
 
 :class:`TenantLimits` are the account's JetStream limits (storage, streams, consumers), written
 into its account JWT: the server refuses a stream or consumer beyond them, and a write beyond the
-storage (``insufficient resources``).
+storage (``resource limits exceeded for account``).
 """
 
 from __future__ import annotations
