@@ -120,7 +120,7 @@ async def test_up_secure_tenants_runs_each_tenant_in_its_own_account(tmp_path: P
                 lines.append(line)
                 found = re.search(r"cluster up: NATS at (tls://\S+)", line)
                 url = found.group(1) if found else url
-                if "globex-node-1" in line and "nodes of globex" in "".join(lines):
+                if line.startswith("tenant globex at"):  # the status shown after start
                     return url
 
         url = await asyncio.wait_for(until_status_shown(), 60)
@@ -129,17 +129,21 @@ async def test_up_secure_tenants_runs_each_tenant_in_its_own_account(tmp_path: P
             for role in ("admin", "node", "client"):
                 assert (d / tenant / f"{role}.creds").is_file()
                 assert str(d / tenant / f"{role}.creds") in out
-            assert f"{tenant}-node-1" in out
         ca = str(d / "ca.pem")
         # the operator sees each tenant's nodes through the exports; a tenant only its own
         operator = ["--nats", url, "--creds", str(d / "admin.creds"), "--tls-ca", ca]
-        code, text = await _cli("status", "--tenant", "acme", "--json", *operator)
-        assert code == 0, text
-        assert [n["id"] for n in json.loads(text[text.index("{") :])["nodes"]] == ["acme-node-1"]
         globex = ["--nats", url, "--creds", str(d / "globex" / "admin.creds"), "--tls-ca", ca]
-        code, text = await _cli("status", "--tenant", "globex", "--json", *globex)
-        assert code == 0, text
-        assert [n["id"] for n in json.loads(text[text.index("{") :])["nodes"]] == ["globex-node-1"]
+
+        async def nodes_of(tenant: str, creds: list[str]) -> list[str]:
+            code, text = await _cli("status", "--tenant", tenant, "--json", *creds)
+            assert code in (0, 1), text  # 1: degraded, e.g. a window without a heartbeat
+            return [n["id"] for n in json.loads(text[text.index("{") :])["nodes"]]
+
+        async def shown(tenant: str, creds: list[str], names: list[str]) -> bool:
+            return await nodes_of(tenant, creds) == names
+
+        await eventually(lambda: shown("acme", operator, ["acme-node-1"]), timeout=30)
+        await eventually(lambda: shown("globex", globex, ["globex-node-1"]), timeout=30)
         # acme's client reaches the agent acme's node runs
         async with Node(
             nats=url,
