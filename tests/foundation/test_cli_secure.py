@@ -179,3 +179,11 @@ async def test_up_secure_tenants_runs_each_tenant_in_its_own_account(tmp_path: P
 async def test_up_tenants_needs_secure() -> None:
     code, text = await _cli("up", "--tenants", "acme")
     assert code == 2 and "--secure" in text
+
+
+async def test_up_tenants_refuses_a_setup_written_for_other_tenants(tmp_path: Path) -> None:
+    from foundation.security import write_secure_setup
+
+    d = write_secure_setup(tmp_path / "sec", ["acme"]).dir
+    code, text = await _cli("up", "--secure", "--dir", str(d), "--tenants", "acme,globex")
+    assert code == 1 and "another --dir" in text, text
