@@ -34,9 +34,11 @@ from foundation.cli import options
 from foundation.cli.mcp import add_mcp_parser
 from foundation.cli.secure import (
     add_auth_arguments,
+    add_tenant_argument,
     add_up_arguments,
     audit_command,
     auth_from_args,
+    run_status,
 )
 from jido import DefinitionError
 
@@ -148,6 +150,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on this port (0: a free port; None: no endpoint)",
     )
     add_auth_arguments(node)
+    add_tenant_argument(node, default="default")
 
     local = "nats://127.0.0.1:4222"
     drain = sub.add_parser(
@@ -164,6 +167,7 @@ def _build_parser() -> argparse.ArgumentParser:
     status.add_argument("--nats", default=os.environ.get(ENV_NATS, local), help=options.nats_help())
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_auth_arguments(status)
+    add_tenant_argument(status, default=None)
     sub.add_parser("audit", help="the audit trail: tail, verify, export (see audit --help)")
     add_mcp_parser(sub, os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
     return parser
@@ -185,21 +189,31 @@ def _run_mcp(args: argparse.Namespace) -> int:
 
 
 async def _run_node(
-    url: str, app: str, name: str | None, capabilities: list[str], auth: Any = None
+    url: str,
+    app: str,
+    name: str | None,
+    capabilities: list[str],
+    auth: Any = None,
+    tenant: str = "default",
 ) -> int:
     from foundation.observability.otel import setup_from_env
 
     agents = load_app(app)
     provider = setup_from_env(name)
     try:
-        return await _serve_node(url, agents, name, capabilities, auth)
+        return await _serve_node(url, agents, name, capabilities, auth, tenant)
     finally:
         if provider is not None:
             provider.shutdown()  # send the last spans
 
 
 async def _serve_node(
-    url: str, agents: list[type], name: str | None, capabilities: list[str], auth: Any = None
+    url: str,
+    agents: list[type],
+    name: str | None,
+    capabilities: list[str],
+    auth: Any = None,
+    tenant: str = "default",
 ) -> int:
     from foundation._node import Node
 
@@ -208,7 +222,7 @@ async def _serve_node(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Node(
-        nats=url, name=name, agents=agents, capabilities=capabilities, auth=auth
+        nats=url, name=name, agents=agents, capabilities=capabilities, auth=auth, tenant=tenant
     ) as node:
         # One line on stdout so a parent process can tell the node is up without polling.
         print(f"node {node.id} ready", flush=True)
@@ -314,6 +328,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
         )
         return asyncio.run(run_demo(opts, console=console))
+    if args.command == "up" and args.tenants and not args.secure:
+        err_console.print("[red]--tenants needs --secure (a tenant is a NATS account)[/red]")
+        return 2
     if args.command == "up" and args.secure:
         from foundation.cli.secure import run_up_secure
 
@@ -326,6 +343,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 args.dashboard_port,
                 args.dir,
                 console,
+                args.tenants,
             )
         )
     if args.command == "up":
@@ -348,10 +366,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             serve_metrics(args.metrics_port)
         auth = auth_from_args(args)
-        return asyncio.run(_run_node(args.nats, args.app, args.name, args.capability, auth))
+        return asyncio.run(
+            _run_node(args.nats, args.app, args.name, args.capability, auth, args.tenant)
+        )
     if args.command == "mcp":
         return _run_mcp(args)
     if args.command == "status":
+        if args.tenant is not None:
+            return asyncio.run(
+                run_status(args.nats, args.tenant, auth_from_args(args), args.json, console)
+            )
         return asyncio.run(_run_status(args.nats, args.json, auth_from_args(args)))
     if args.command == "drain":
         from foundation.failover.rebalance import run_drain_command

@@ -2,7 +2,8 @@
 
 - PKI and decentralised NATS authentication: :func:`write_secure_setup` writes a CA, a
   loopback server certificate, an operator with ``SYS`` and ``APP`` accounts (and one per
-  tenant) and one ``.creds`` file per role; :class:`SecureNatsServer` /
+  tenant, with JetStream limits, :class:`TenantLimits`, and read-only exports to ``APP``,
+  :func:`tenant_view`) and one ``.creds`` file per role; :class:`SecureNatsServer` /
   :class:`SecureNatsCluster` run ``nats-server`` with TLS and that operator.
 - Least privilege per role, enforced by the server (:func:`role_permissions`), and identity
   the server attests (:func:`principal_subject`, :func:`parse_principal_subject`).
@@ -62,6 +63,7 @@ from foundation.security._roles import (
 from foundation.security._server import SecureNatsCluster, SecureNatsServer
 from foundation.security._signing import SignalSigner, SignalVerifier
 from foundation.security._setup import SecureSetup, load_secure_setup, write_secure_setup
+from foundation.security._tenants import TenantLimits, TenantView, tenant_view
 
 __all__ = [
     "FROM_PREFIX",
@@ -101,6 +103,9 @@ __all__ = [
     "SecureNatsCluster",
     "SecureNatsServer",
     "SecureSetup",
+    "TenantLimits",
+    "TenantView",
+    "tenant_view",
     "checked_publish",
     "checked_request",
     "checked_subscribe",

@@ -74,8 +74,23 @@ def operator_jwt(
     return encode({"sub": operator.public_key, "name": name, "nats": nats}, operator)
 
 
-def account_jwt(operator: KeyPair, account: str, name: str, *, jetstream: bool = True) -> str:
-    """An account JWT signed by the operator; no limits but JetStream's on/off."""
+def account_jwt(
+    operator: KeyPair,
+    account: str,
+    name: str,
+    *,
+    jetstream: bool = True,
+    js_limits: Mapping[str, int] | None = None,
+    exports: Sequence[Mapping[str, Any]] = (),
+    imports: Sequence[Mapping[str, Any]] = (),
+) -> str:
+    """An account JWT signed by the operator.
+
+    Without ``js_limits`` JetStream (when on) is unlimited; ``js_limits`` overrides the
+    JetStream keys of ``nats.limits`` (``mem_storage``, ``disk_storage``, ``streams``,
+    ``consumer``, ``max_ack_pending``, ...). ``exports`` and ``imports`` are the claims'
+    lists as ``nats-io/jwt`` v2 spells them (see :mod:`foundation.security._tenants`).
+    """
     limits: dict[str, Any] = {
         "subs": NO_LIMIT,
         "data": NO_LIMIT,
@@ -95,8 +110,23 @@ def account_jwt(operator: KeyPair, account: str, name: str, *, jetstream: bool =
                 "consumer": NO_LIMIT,
             }
         )
-    nats = {"type": "account", "version": 2, "limits": limits}
+        limits.update(js_limits or {})
+    nats: dict[str, Any] = {"type": "account", "version": 2, "limits": limits}
+    if exports:
+        nats["exports"] = [dict(e) for e in exports]
+    if imports:
+        nats["imports"] = [dict(i) for i in imports]
     return encode({"sub": account, "name": name, "nats": nats}, operator)
+
+
+def activation_jwt(exporter: KeyPair, importer: str, subject: str, kind: str) -> str:
+    """An activation token: ``exporter`` lets account ``importer`` import ``subject``.
+
+    ``kind`` is ``"stream"`` or ``"service"``; the token goes into the importer's import
+    (``token``) of an export marked ``token_req``.
+    """
+    nats = {"type": "activation", "version": 2, "subject": subject, "kind": kind}
+    return encode({"sub": importer, "name": subject, "nats": nats}, exporter)
 
 
 def user_jwt(
@@ -168,6 +198,7 @@ def creds_jwt(text: str) -> str:
 __all__ = [
     "NO_LIMIT",
     "account_jwt",
+    "activation_jwt",
     "creds_jwt",
     "creds_text",
     "decode",

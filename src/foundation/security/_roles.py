@@ -38,6 +38,7 @@ from foundation._wire import (
     STATE_BUCKET,
     SUBJECT_ROOT,
 )
+from foundation.security._tenants import view_permissions
 
 Role = Literal["admin", "node", "client", "observer"]
 #: Every role, in the order their creds files are written.
@@ -235,8 +236,9 @@ def role_permissions(principal: Principal) -> Permissions:
         for stream in (*NODE_STREAMS, AUDIT_STREAM):
             pub += _js_stream_full(stream)
         pub_deny += _JS_DENY_AUDIT
-        # replies to any requester (clients, admins, other nodes)
-        pub.append(f"{INBOX_ROOT}.>")
+        # replies to any requester (clients, admins, other nodes; APP's admin through a
+        # tenant's exports: the server names those replies ``_R_.…``)
+        pub += [f"{INBOX_ROOT}.>", "_R_.>"]
         sub += [f"{root}.>"]
     elif principal.role == "client":
         # no inbox: a cast to an at-least-once agent goes through a node, which authorizes it
@@ -254,6 +256,10 @@ def role_permissions(principal: Principal) -> Permissions:
         pub += list(_JS_ACCOUNT)
         for bucket in OBSERVER_BUCKETS:
             pub += _js_stream_read(f"{KV_STREAM_PREFIX}{bucket}")
+    if principal.tenant is None:
+        view_pub, view_sub = view_permissions(principal.role)
+        pub += view_pub
+        sub += view_sub
     return Permissions(tuple(pub), tuple(pub_deny), tuple(sub), tuple(sub_deny))
 
 

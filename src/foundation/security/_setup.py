@@ -6,7 +6,9 @@
 - ``server.conf``: the include for ``nats-server`` (operator JWT, system account, the
   ``MEMORY`` resolver with every account JWT preloaded, TLS),
 - ``{admin,node,client,observer}.creds``: one user per role in the ``APP`` account,
-- ``<tenant>/{node,client,admin}.creds`` for each tenant, one NATS account per tenant,
+- ``<tenant>/{node,client,admin}.creds`` for each tenant, one NATS account per tenant with
+  JetStream limits (:class:`TenantLimits`) and read-only exports to ``APP`` (see
+  :mod:`._tenants`),
 - ``keys/``: the operator's and accounts' seeds (``0600``), so more users can be issued with
   :meth:`SecureSetup.issue_user` (keep this folder off the nodes).
 
@@ -17,8 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from foundation.security._jwt import account_jwt, creds_text, operator_jwt, user_jwt
@@ -32,6 +34,7 @@ from foundation.security._roles import (
     check_token,
     role_permissions,
 )
+from foundation.security._tenants import TenantLimits, app_imports, tenant_exports
 
 #: Name of the account that holds the main (non-tenant) cluster.
 APP_ACCOUNT = "APP"
@@ -62,6 +65,8 @@ class SecureSetup:
     """Tenants with an account of their own."""
     creds: dict[str, Path] = field(default_factory=dict)
     """``"<role>"`` or ``"<tenant>/<role>"`` to its creds file."""
+    limits: dict[str, TenantLimits] = field(default_factory=dict)
+    """Each tenant's JetStream limits (in its account JWT)."""
 
     def creds_for(self, role: Role, tenant: str | None = None) -> Path:
         """The creds file of ``role`` (in ``tenant``'s account when given)."""
@@ -132,14 +137,30 @@ def _server_config(
     )
 
 
+def _limits_of(
+    tenants: tuple[str, ...], given: TenantLimits | Mapping[str, TenantLimits] | None
+) -> dict[str, TenantLimits]:
+    if given is None or isinstance(given, TenantLimits):
+        return {t: given or TenantLimits() for t in tenants}
+    unknown = set(given) - set(tenants)
+    if unknown:
+        raise ValueError(f"tenant_limits names tenants not written: {sorted(unknown)}")
+    return {t: given.get(t, TenantLimits()) for t in tenants}
+
+
 def write_secure_setup(
     dir: str | os.PathLike[str],
     tenants: Iterable[str] = (),
     *,
     names: Sequence[str] = LOOPBACK_NAMES,
     operator_name: str = "foundation",
+    tenant_limits: TenantLimits | Mapping[str, TenantLimits] | None = None,
 ) -> SecureSetup:
-    """Write a complete secure setup to ``dir`` (created if missing) and describe it."""
+    """Write a complete secure setup to ``dir`` (created if missing) and describe it.
+
+    ``tenant_limits`` are the tenants' JetStream limits: one :class:`TenantLimits` for all, or
+    one per tenant name (the others get the defaults).
+    """
     root = Path(dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     tenant_list = tuple(check_token("tenant", t) for t in tenants)
@@ -148,6 +169,7 @@ def write_secure_setup(
     for reserved in (APP_ACCOUNT, SYS_ACCOUNT, "keys"):
         if reserved in tenant_list:
             raise ValueError(f"{reserved!r} is reserved and cannot name a tenant")
+    limits = _limits_of(tenant_list, tenant_limits)
     pki = write_pki(root, names=names)
     keys_dir = root / "keys"
     keys_dir.mkdir(mode=0o700, exist_ok=True)
@@ -162,10 +184,21 @@ def write_secure_setup(
     sys_pub = account_keys[SYS_ACCOUNT].public_key
     op_path = root / "operator.jwt"
     op_path.write_text(operator_jwt(op, operator_name, system_account=sys_pub))
+    app_pub = account_keys[APP_ACCOUNT].public_key
     preload = {
-        kp.public_key: account_jwt(op, kp.public_key, acc, jetstream=acc != SYS_ACCOUNT)
-        for acc, kp in account_keys.items()
+        sys_pub: account_jwt(op, sys_pub, SYS_ACCOUNT, jetstream=False),
+        app_pub: account_jwt(
+            op,
+            app_pub,
+            APP_ACCOUNT,
+            imports=[imp for t in tenant_list for imp in app_imports(t, account_keys[t], app_pub)],
+        ),
     }
+    for tenant in tenant_list:
+        pub = account_keys[tenant].public_key
+        preload[pub] = account_jwt(
+            op, pub, tenant, js_limits=limits[tenant].claims(), exports=tenant_exports()
+        )
     conf = root / "server.conf"
     conf.write_text(_server_config(root, op_path, sys_pub, preload))
 
@@ -190,12 +223,14 @@ def write_secure_setup(
         accounts={acc: kp.public_key for acc, kp in account_keys.items()},
         tenants=tenant_list,
         creds=creds,
+        limits=limits,
     )
     manifest = {
         "operator": setup.operator,
         "accounts": setup.accounts,
         "tenants": list(tenant_list),
         "creds": {k: str(v.relative_to(root)) for k, v in creds.items()},
+        "limits": {t: asdict(lim) for t, lim in limits.items()},
     }
     (root / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return setup
@@ -221,6 +256,9 @@ def load_secure_setup(dir: str | os.PathLike[str]) -> SecureSetup:
         accounts={str(k): str(v) for k, v in manifest["accounts"].items()},
         tenants=tuple(manifest.get("tenants", ())),
         creds={str(k): root / str(v) for k, v in manifest["creds"].items()},
+        limits={
+            str(t): TenantLimits.from_dict(lim) for t, lim in manifest.get("limits", {}).items()
+        },
     )
 
 
