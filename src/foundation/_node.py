@@ -85,6 +85,7 @@ from foundation.nats.redact import redact_url
 from foundation.placement.placement import PlacementDirector
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
 from foundation.security import FROM_PREFIX, NatsAuth, NodeSecurity, Policy, auth_of
+from foundation.tenancy import Quota, TenantQuotas
 from jido import AgentNotFoundError, JidoError, Runtime, Services
 
 log = logging.getLogger("foundation.node")
@@ -233,6 +234,7 @@ class Node:
             tasks=self._tasks,
         )
         self.agent_ops: AgentOps | None = None
+        self.quotas = TenantQuotas(self.tenant, self.id)
         self._link_probe: LinkProbe | None = None
         self.locator = NodeLocator(
             self.id,
@@ -338,6 +340,7 @@ class Node:
             await step("pending casts", self.client.flush_casts())
         if len(self._tasks):
             await step("request tasks", self._tasks.cancel())
+        await step("quotas", self.quotas.stop())
         await step("audit trail", self.security.close())
         if self.runtime is not None:
             await step("agents", self.runtime.__aexit__(None, None, None), _AGENTS_STOP_LIMIT)
@@ -439,6 +442,7 @@ class Node:
         ControlOps(self).install(endpoint)
         _metrics.install(self, endpoint)
         self.endpoint = endpoint
+        await self.quotas.start(self)
         await self.security.start(self, endpoint)
         public = self.security.public(ops.public, self.subjects)
         await endpoint.start(public=public, attested=FROM_PREFIX if self.security.on else None)
@@ -521,22 +525,31 @@ class Node:
                 f"node {self.id} is draining; spawn from another node",
                 details={"node": self.id},
             )
-        type_name = type_name_of(agent_cls)
-        target = await self.host.place(agent_cls, spec, agent_id, on=node)
-        record = await self.registry.claim(
-            agent_id,
-            node=target,
-            type=type_name,
-            critical=spec.critical,
-            capabilities=list(spec.capabilities),
-            placement=spec.to_dict()["placement"],
-            metadata=dict(metadata or {}),
-            delivery=spec.delivery,
-        )
+        async with self.quotas.admitting(agent_id):  # QuotaExceededError over max_agents
+            target = await self.host.place(agent_cls, spec, agent_id, on=node)
+            record = await self.registry.claim(
+                agent_id,
+                node=target,
+                type=type_name_of(agent_cls),
+                critical=spec.critical,
+                capabilities=list(spec.capabilities),
+                placement=spec.to_dict()["placement"],
+                metadata=dict(metadata or {}),
+                delivery=spec.delivery,
+            )
         self._counters["spawns"] += 1
         self.security.record("agent.spawn", subject=agent_id, details={"node": target})
         await start_spawned(self, record, initial)
         return ClusterRef(self.locator, agent_id, tenant=self.tenant, agent_cls=agent_cls)
+
+    async def set_quota(self, tenant: str, quota: Quota | None) -> None:
+        """Set (``None``: remove) ``tenant``'s :class:`~foundation.Quota`, enforced by every
+        node from now on (kept in KV, watched); audited."""
+        await self.quotas.set_quota(tenant, quota)
+
+    def quota(self, tenant: str | None = None) -> Quota | None:
+        """``tenant``'s quota (this node's tenant by default); ``None``: no quota."""
+        return self.quotas.quota(tenant)
 
     async def stop_agent(self, agent_id: str) -> None:
         """Stop an agent wherever it runs and remove it from the registry (its state is kept)."""

@@ -41,6 +41,8 @@ COORD_BUCKET: Final = "foundation_coord"
 CONFIG_BUCKET: Final = "foundation_config"
 #: Durable agent state (checkpoints) of clustered agents.
 STATE_BUCKET: Final = "foundation_state"
+#: Tenant quotas and the usage they are decided on (admissions, token windows, state bytes).
+QUOTA_BUCKET: Final = "foundation_quotas"
 
 #: Every JetStream KV bucket is backed by a stream named ``KV_<bucket>``.
 KV_STREAM_PREFIX: Final = "KV_"

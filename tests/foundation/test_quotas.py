@@ -1,0 +1,263 @@
+"""Tenant quotas, enforced cluster-wide: agents, state bytes, calls and casts per second, LLM
+tokens per minute; each refusal typed and audited; quotas set on one node enforced by all."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from foundation import Client, Node, Quota, QuotaExceededError
+from foundation.hosting.clustered import Clustered
+from foundation.security import AuditLog
+from foundation.tenancy import ADMISSION_WINDOW, TokenWindows
+from foundation.testing import NatsServer
+from jido import Signal
+from jido.ai import LLMAgent, OpenAIModel
+from jido.ai.testing import OpenAITestServer, text_reply
+from tests.foundation.apps import BigCounter, ClusteredCounter
+from tests.foundation.virtual_app import Visit
+
+pytestmark = pytest.mark.nats
+
+TENANT = "default"
+
+
+def add(n: int = 1) -> Signal:
+    return Signal(type="counter.add", source="/t", data={"n": n})
+
+
+def node(url: str, name: str, *agents: type, **kw: Any) -> Node:
+    return Node(
+        nats=url,
+        name=name,
+        agents=[ClusteredCounter, BigCounter, Visit, *agents],
+        failover=False,
+        audit=True,
+        **kw,
+    )
+
+
+async def set_everywhere(quota: Quota | None, first: Node, *others: Node) -> None:
+    """Set ``quota`` on ``first`` and wait until every other node's watch has it."""
+    await first.set_quota(TENANT, quota)
+    for other in others:
+        assert other.quotas.store is not None
+        await other.quotas.store.wait(TENANT, quota)
+
+
+async def refusals(n: Node, quota: str) -> list[dict[str, Any]]:
+    """The ``quota.exceeded`` audit records of ``quota`` written so far."""
+    assert n.security.audit is not None
+    await n.security.audit.flush()
+    log = AuditLog(n.nc.jetstream())
+    records = await log.tail(1000)
+    return [
+        r for r in records if r["event"] == "quota.exceeded" and r["details"].get("quota") == quota
+    ]
+
+
+def check_error(err: QuotaExceededError, quota: str, used: float, limit: float) -> None:
+    assert err.type == "quota_exceeded"
+    assert (err.quota, err.used, err.limit, err.tenant) == (quota, used, limit, TENANT)
+    assert err.details["quota"] == quota and err.details["limit"] == limit
+    assert "foundation quota set" in err.message
+
+
+async def test_max_agents_set_on_one_node_is_enforced_on_another(nats_server: NatsServer) -> None:
+    async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+        quota = Quota(max_agents=2)
+        await set_everywhere(quota, a, b)
+        assert b.quota(TENANT) == quota and a.quota() == quota
+        await a.spawn(ClusteredCounter, id="c1")
+        await a.spawn(ClusteredCounter, id="c2")
+        await b.registry.wait_version(a.registry.version)
+        with pytest.raises(QuotaExceededError) as info:
+            await b.spawn(ClusteredCounter, id="c3")
+        check_error(info.value, "max_agents", 2, 2)
+        assert await b.registry.lookup("c3", consistent=True) is None
+        # a virtual activation is an agent too
+        with pytest.raises(QuotaExceededError) as info:
+            await b.ref("v1", cls=Visit).call(Signal(type="tally.bump", source="/t"))
+        check_error(info.value, "max_agents", 2, 2)
+        audited = await refusals(b, "max_agents")
+        assert {r["subject"] for r in audited} == {"c3", "v1"}
+        assert all(r["details"]["limit"] == 2 and r["details"]["used"] == 2 for r in audited)
+        # room again once an agent stops; raising the quota on b is seen by a
+        await a.stop_agent("c1")
+        await b.registry.wait_version(a.registry.version)
+        await b.spawn(ClusteredCounter, id="c3")
+        await set_everywhere(Quota(max_agents=3), b, a)
+        await a.spawn(ClusteredCounter, id="c4")
+        with pytest.raises(QuotaExceededError):
+            await a.spawn(ClusteredCounter, id="c5")
+        await set_everywhere(None, a, b)  # no quota: no limit
+        await b.spawn(ClusteredCounter, id="c5")
+
+
+async def test_concurrent_spawns_on_two_nodes_never_pass_max_agents(
+    nats_server: NatsServer,
+) -> None:
+    async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+        await set_everywhere(Quota(max_agents=5), a, b)
+
+        async def spawn(n: Node, agent_id: str) -> bool:
+            try:
+                await n.spawn(ClusteredCounter, id=agent_id)
+            except QuotaExceededError:
+                return True
+            return False
+
+        refused = await asyncio.gather(
+            *(spawn(a if i % 2 else b, f"r{i}") for i in range(12)), return_exceptions=False
+        )
+        assert sum(refused) == 12 - 5
+        assert len(await a.registry.scan(tenant=TENANT)) == 5
+    assert ADMISSION_WINDOW > 0
+
+
+async def test_a_commit_over_max_state_bytes_is_refused_and_the_state_kept(
+    nats_server: NatsServer,
+) -> None:
+    async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+        await set_everywhere(Quota(max_state_bytes=20_000), a, b)
+        ref = await a.spawn(BigCounter, id="big", node="b")
+        grow = Signal(type="counter.grow", source="/t", data={"size": 5_000})
+        assert (await ref.call(grow))["count"] == 1
+        too_much = Signal(type="counter.grow", source="/t", data={"size": 30_000})
+        with pytest.raises(QuotaExceededError) as info:
+            await ref.call(too_much)
+        err = info.value
+        assert (err.quota, err.limit, err.tenant) == ("max_state_bytes", 20_000, TENANT)
+        assert 5_000 < err.used < 20_000 and err.details["agent_id"] == "big"
+        state = await ref.state()
+        assert state.count == 1 and len(state.applied_by[0]) == 5_000  # the previous state
+        assert (await ref.call(add()))["count"] == 2  # the agent goes on
+        assert [r["subject"] for r in await refusals(b, "max_state_bytes")] == ["big"]
+        # the node's usage is what a spawn elsewhere is measured against
+        assert b.quotas.usage()["max_state_bytes"]["used"] > 5_000
+
+
+async def test_calls_per_second_hold_across_two_nodes(nats_server: NatsServer) -> None:
+    limit = 10.0
+    async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+        await set_everywhere(Quota(max_calls_per_second=limit), a, b)
+        await a.spawn(ClusteredCounter, id="x", node="a")
+        await a.spawn(ClusteredCounter, id="y", node="b")
+        async with Client(nats=nats_server.url) as client:
+            refs = [client.ref("x"), client.ref("y")]
+            n = 200
+            started = time.monotonic()
+
+            async def one(i: int) -> bool:
+                try:
+                    await refs[i % 2].call(add())
+                except QuotaExceededError as err:
+                    assert err.quota == "max_calls_per_second" and err.limit == limit
+                    assert err.details["node_share"] == limit / 2
+                    return False
+                return True
+
+            ok = sum(await asyncio.gather(*(one(i) for i in range(n))))
+            elapsed = time.monotonic() - started
+        # each node: a full bucket (its share) plus its share per second elapsed
+        allowed = limit * (1 + elapsed)
+        assert ok <= allowed
+        assert n - ok >= n - allowed
+        counted = (await a.ref("x").state()).count + (await a.ref("y").state()).count
+        assert counted == ok  # a refused call changed nothing
+        for n_ in (a, b):
+            n_.quotas.flush_audit()
+        assert a.security.audit is not None
+        await a.security.audit.flush()
+        audited = await refusals(b, "max_calls_per_second")  # one trail: both nodes' records
+        assert sum(r["details"]["count"] for r in audited) == n - ok
+
+
+async def test_casts_per_second_are_dropped_over_the_quota(nats_server: NatsServer) -> None:
+    limit = 5.0
+    async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+        await set_everywhere(Quota(max_casts_per_second=limit), a, b)
+        ref = await a.spawn(ClusteredCounter, id="x", node="b")
+        n = 100
+        started = time.monotonic()
+        for _ in range(n):
+            await ref.cast(add())
+        await a.client.flush_casts()
+
+        def seen() -> int:
+            return b.quotas.refused["max_casts_per_second"]
+
+        while True:  # every cast is either applied or refused
+            applied = (await ref.state()).count
+            if applied + seen() == n:
+                break
+            await asyncio.sleep(0.02)
+        elapsed = time.monotonic() - started
+        assert applied <= limit * (1 + elapsed)
+        b.quotas.flush_audit()
+        audited = await refusals(b, "max_casts_per_second")
+        assert sum(r["details"]["count"] for r in audited) == n - applied
+
+
+class Notes(BaseModel):
+    """No state of its own."""
+
+
+def assistant(server: OpenAITestServer) -> type[LLMAgent]:
+    ns: dict[str, Any] = {
+        "state_model": Notes,
+        "model": OpenAIModel(base_url=server.url, model="m", api_key="k", backoff_base=0.001),
+        "instructions": "Answer.",
+        "max_tokens": 100,
+    }
+    return type("QuotaAssistant", (Clustered, LLMAgent), ns, critical=True)
+
+
+def prompt(text: str) -> Signal:
+    return Signal(type="ai.prompt", source="/u", data={"text": text})
+
+
+async def test_llm_tokens_per_minute_are_reserved_and_reconciled(
+    nats_server: NatsServer,
+) -> None:
+    if time.time() % 60 > 45:  # keep the test inside one minute's window
+        await asyncio.sleep(60 - time.time() % 60 + 0.1)
+    async with OpenAITestServer() as server:
+        server.script(text_reply("first", input_tokens=100, output_tokens=20))
+        bot = assistant(server)
+        async with node(nats_server.url, "a", bot) as a, node(nats_server.url, "b", bot) as b:
+            await set_everywhere(Quota(max_llm_tokens_per_minute=200), a, b)
+            r1 = await a.spawn(bot, id="bot1", node="a")
+            r2 = await a.spawn(bot, id="bot2", node="b")
+            out = await r1.call(prompt("hi"), timeout=30)
+            assert out["text"] == "first" and out["usage"]["total_tokens"] == 120
+            assert a.quotas.tokens is not None and await a.quotas.tokens.used() == 120
+            # the next call reserves its estimate (prompt / 4 + max_tokens) first: refused
+            with pytest.raises(QuotaExceededError) as info:
+                await r2.call(prompt("hello"), timeout=30)
+            err = info.value
+            assert (err.quota, err.used, err.limit) == ("max_llm_tokens_per_minute", 120, 200)
+            assert err.details["agent_id"] == "bot2" and err.details["requested"] >= 100
+            assert len(server.requests) == 1  # the refused call never reached the model
+            assert [r["subject"] for r in await refusals(b, "max_llm_tokens_per_minute")] == [
+                "bot2"
+            ]
+
+
+async def test_a_reservation_of_a_killed_call_stays_counted(nats_server: NatsServer) -> None:
+    if time.time() % 60 > 50:
+        await asyncio.sleep(60 - time.time() % 60 + 0.1)
+    async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+        await set_everywhere(Quota(max_llm_tokens_per_minute=1000), a, b)
+        assert a.quotas.store is not None and b.quotas.tokens is not None
+        dying = TokenWindows(a.quotas.store.kv, TENANT, lambda: 1000)
+        await dying.reserve("bot", 700)  # the node dies before it reconciles
+        with pytest.raises(QuotaExceededError):
+            await b.quotas.tokens.reserve("other", 400)
+        held = await b.quotas.tokens.reserve("other", 300)
+        await b.quotas.tokens.reconcile(held, 250)
+        assert await b.quotas.tokens.used() == 950  # 700 reserved + 250 used
