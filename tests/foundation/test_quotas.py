@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import BaseModel
 
@@ -261,3 +262,57 @@ async def test_a_reservation_of_a_killed_call_stays_counted(nats_server: NatsSer
         held = await b.quotas.tokens.reserve("other", 300)
         await b.quotas.tokens.reconcile(held, 250)
         assert await b.quotas.tokens.used() == 950  # 700 reserved + 250 used
+
+
+def test_cli_quota_set_and_show(
+    nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundation.cli.main import main
+
+    url = ["--nats", nats_server.url]
+    assert main(["quota", "set", "acme", *url, "--max-agents", "3"]) == 0
+    assert "max_agents=3" in capsys.readouterr().out
+    args = ["--max-calls-per-second", "50", "--max-llm-tokens-per-minute", "1000"]
+    assert main(["quota", "set", "acme", *url, *args]) == 0
+    capsys.readouterr()
+    assert main(["quota", "show", "acme", *url, "--json"]) == 0
+    shown = orjson.loads(capsys.readouterr().out)["acme"]
+    assert shown["max_agents"] == {"limit": 3, "used": 0}  # kept from the first set
+    assert shown["max_calls_per_second"]["limit"] == 50
+    assert shown["max_llm_tokens_per_minute"]["limit"] == 1000
+    assert shown["max_state_bytes"]["limit"] is None
+    assert main(["quota", "set", "acme", *url, "--unset", "max_agents"]) == 0
+    capsys.readouterr()
+    assert main(["quota", "show", "acme", *url]) == 0
+    table = capsys.readouterr().out
+    assert "quotas of acme" in table and "max_calls_per_second" in table
+    with pytest.raises(SystemExit) as exit_:
+        main(["quota", "set", "acme", *url, "--max-agents", "-1"])
+    assert exit_.value.code == 2
+    assert "is not a whole number" in capsys.readouterr().err
+    assert main(["quota", "show", "bad tenant", *url]) == 1
+    assert "InvalidKeyError" in capsys.readouterr().err
+
+
+async def test_usage_shows_in_status_dashboard_and_metrics(nats_server: NatsServer) -> None:
+    from prometheus_client import generate_latest
+
+    from foundation import Dashboard
+    from foundation._metrics import REGISTRY
+    from foundation.observability.status import collect_status
+
+    async with node(nats_server.url, "a") as a:
+        await a.set_quota(TENANT, Quota(max_agents=10, max_state_bytes=10**6))
+        await a.spawn(ClusteredCounter, id="s1")
+        await a.spawn(ClusteredCounter, id="s2")
+        report = await collect_status(nats_server.url)
+        assert report.quotas[TENANT]["max_agents"] == {"limit": 10, "used": 2}
+        assert report.to_dict()["quotas"] == report.quotas
+        async with Dashboard(a, refresh=60) as dash:
+            status = await dash.collect()
+        row = status["quotas"][TENANT]["max_agents"]
+        assert (row["limit"], row["used"], row["refused"]) == (10, 2, 0)
+        text = generate_latest(REGISTRY).decode()
+        assert f'foundation_quota_limit{{quota="max_agents",tenant="{TENANT}"}} 10.0' in text
+        assert f'foundation_quota_used{{quota="max_agents",tenant="{TENANT}"}} 2.0' in text
+        assert 'foundation_quota_limit{quota="max_state_bytes"' in text
