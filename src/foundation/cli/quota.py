@@ -23,11 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from foundation import _wire as wire
+from foundation._errors import NatsUnavailableError
 from foundation._ids import check_token
 from foundation.cli import options
 from foundation.cli.secure import add_auth_arguments, auth_from_args
 from foundation.nats.kv import KV, BucketSpec
-from foundation.security import open_connection
+from foundation.security import open_connection, permission_monitor
 from foundation.tenancy import QUOTA_FIELDS, Quota, QuotaStore, quota_usage
 
 __all__ = ["add_quota_parser", "run_quota"]
@@ -69,29 +70,41 @@ async def run_quota(args: argparse.Namespace, console: Console) -> int:
         args.nats, auth_from_args(args), name="foundation-quota", max_reconnect_attempts=0
     )
     try:
-        if args.quota_command == "set":
-            store = QuotaStore(nc)
-            await store.start()
-            try:
-                quota = _merged(store.get(tenant), args)
-                await store.set(tenant, quota)
-            finally:
-                await store.stop()
-            console.print(f"quota of [bold]{tenant}[/bold] set: {_summary(quota)}")
-            return 0
-        kv = await KV.open(nc, BucketSpec(wire.QUOTA_BUCKET))
-        registry = None
-        with contextlib.suppress(Exception):
-            registry = await KV.open(nc, BucketSpec(wire.REGISTRY_BUCKET))
-        report = await quota_usage(kv, registry, tenants=[tenant])
-        if args.json:
-            sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-            return 0
-        render(console, tenant, report[tenant])
-        return 0
+        return await _run(args, console, nc, tenant)
+    except NatsUnavailableError as exc:
+        # a refused request times out: say it was refused when the server told us so
+        with contextlib.suppress(ValueError):
+            denied = permission_monitor(nc).denied
+            if denied:
+                raise denied[-1] from exc
+        raise
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
+
+
+async def _run(args: argparse.Namespace, console: Console, nc: Any, tenant: str) -> int:
+    """``set`` or ``show`` on the open connection ``nc``."""
+    if args.quota_command == "set":
+        store = QuotaStore(nc)
+        await store.start()
+        try:
+            quota = _merged(store.get(tenant), args)
+            await store.set(tenant, quota)
+        finally:
+            await store.stop()
+        console.print(f"quota of [bold]{tenant}[/bold] set: {_summary(quota)}")
+        return 0
+    kv = await KV.open(nc, BucketSpec(wire.QUOTA_BUCKET))
+    registry = None
+    with contextlib.suppress(Exception):
+        registry = await KV.open(nc, BucketSpec(wire.REGISTRY_BUCKET))
+    report = await quota_usage(kv, registry, tenants=[tenant])
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    render(console, tenant, report[tenant])
+    return 0
 
 
 def _tenant(value: str) -> str:
