@@ -1,0 +1,265 @@
+"""Quotas: what their checks cost a cross-node call, and whether a tenant at its quota slows
+another tenant down.
+
+One embedded ``nats-server`` on loopback; every agent runs in a node process of its own tenant
+(``python -m bench.bench_quota --host URL NAME TENANT AGENT``), the callers are nodes of this
+process. Tenants here are soft tenants (one NATS account): their agents, registry keys and
+quotas are apart, the server and the machine's CPUs are shared.
+
+Figures (each with its same-run baseline):
+
+* cross-node ``call`` p50 with quotas set (every limit of the tenant set, none reached) vs the
+  same calls with no quota, in alternating rounds on the same nodes, so drift hits both
+  (target ≤ 1.05×). The checks on the call path: one token-bucket take at the owner's endpoint.
+* tenant B's call p99 while tenant A floods: a third process of tenant A sends A's whole
+  ``max_calls_per_second`` to one agent of A (its owner admits its per-node share, refuses the
+  rest with ``QuotaExceededError``), while B's caller times sequential calls to B's agent on
+  another node; baseline: B's p99 with A idle, measured before and after the flood
+  (target ≤ 1.20×).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._harness import Row, Stats, sample_async_latency
+from bench.bench_cluster import AGENTS, BUMP, ClusteredBench
+from foundation import Node, Quota, QuotaExceededError
+from foundation.testing import NatsServer
+
+GROUP = "quotas"
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Every limit set, none reached by the benchmark.
+GENEROUS = Quota(
+    max_agents=10**6,
+    max_state_bytes=10**12,
+    max_calls_per_second=10**7,
+    max_casts_per_second=10**7,
+    max_llm_tokens_per_minute=10**9,
+)
+
+
+async def _host(url: str, name: str, tenant: str, agent_id: str) -> None:
+    """A node process of ``tenant`` running agent ``agent_id`` until SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with Node(nats=url, name=name, tenant=tenant, agents=AGENTS, failover=False) as node:
+        await node.spawn(ClusteredBench, id=agent_id, node=name)
+        print("host ready", flush=True)
+        await stop.wait()
+
+
+async def _flood(url: str, tenant: str, agent_id: str, rate: float, seconds: float) -> None:
+    """Call ``agent_id`` at ``rate`` calls per second for ``seconds``; print what happened."""
+    async with Node(nats=url, name=f"flood-{tenant}", tenant=tenant, failover=False) as node:
+        ref = node.ref(agent_id)
+        counts = {"ok": 0, "refused": 0, "failed": 0}
+        gate = asyncio.Semaphore(500)
+
+        async def one() -> None:
+            try:
+                await ref.call(BUMP)
+                counts["ok"] += 1
+            except QuotaExceededError:
+                counts["refused"] += 1
+            except Exception:
+                counts["failed"] += 1
+            finally:
+                gate.release()
+
+        tasks: set[asyncio.Task[None]] = set()
+        tick = 0.01
+        start = time.monotonic()
+        sent = 0
+        announced = False
+        while (elapsed := time.monotonic() - start) < seconds:
+            if not announced and elapsed > 0.5:
+                print("flooding", flush=True)
+                announced = True
+            while sent < rate * elapsed:
+                await gate.acquire()
+                task = asyncio.ensure_future(one())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                sent += 1
+            await asyncio.sleep(tick)
+        await asyncio.gather(*tasks)
+        counts["seconds"] = round(time.monotonic() - start, 3)
+        print("result " + json.dumps(counts), flush=True)
+
+
+async def _spawn(*args: str, ready: str) -> asyncio.subprocess.Process:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.bench_quota",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        cwd=str(ROOT),
+    )
+    assert proc.stdout is not None
+    lines: list[bytes] = []
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        if not line:
+            raise RuntimeError(f"{args[:2]} exited: {b''.join(lines[-20:]).decode('replace')}")
+        lines.append(line)
+        if ready.encode() in line:
+            return proc
+
+
+async def _result(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    assert proc.stdout is not None
+    out: dict[str, Any] = {}
+    while line := await proc.stdout.readline():
+        if line.startswith(b"result "):
+            out = json.loads(line[7:])
+    await proc.wait()
+    return out
+
+
+async def _seen(driver: Node, host: str, tenant: str, quota: Quota | None) -> None:
+    """Wait until node ``host`` enforces ``quota`` (its ``stats`` reply shows it)."""
+    want = quota.limits() if quota is not None else None
+    while True:
+        stats = await driver.client.request(host, "stats", b"{}")
+        rows = (stats.get("quotas") or {}).get(tenant)
+        have = (
+            {k: float(v["limit"]) for k, v in rows.items() if v["limit"] is not None}
+            if rows
+            else None
+        )
+        if have == want:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def run(quick: bool) -> list[Row]:
+    """Measure the quota figures (``quick``: a few seconds for CI)."""
+    rounds = 1 if quick else 4
+    n_call = 300 if quick else 2500
+    n_b = 300 if quick else 3000
+    flood_quota = 400.0 if quick else 1000.0
+    rows: list[Row] = []
+    procs: list[asyncio.subprocess.Process] = []
+    with tempfile.TemporaryDirectory(prefix="bench-quota-") as tmp:
+        server = NatsServer(store_dir=Path(tmp) / "js")
+        await server.astart()
+        try:
+            url = server.url
+            procs.append(await _spawn("--host", url, "qa", "acme", "a1", ready="host ready"))
+            procs.append(await _spawn("--host", url, "qb", "globex", "b1", ready="host ready"))
+            driver_a = Node(nats=url, name="driver-a", tenant="acme", failover=False)
+            driver_b = Node(nats=url, name="driver-b", tenant="globex", failover=False)
+            async with driver_a, driver_b:
+                await driver_a.membership.wait_members(["qa", "qb"])
+                await driver_a.registry.wait_change(after=0)
+                rows.append(await _overhead(driver_a, rounds, n_call))
+                rows.append(await _isolation(url, driver_a, driver_b, flood_quota, n_b, quick))
+        finally:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    await asyncio.wait_for(_result(proc), 30)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            await server.astop()
+    return rows
+
+
+async def _overhead(driver: Node, rounds: int, n: int) -> Row:
+    ref = driver.ref("a1")
+    await sample_async_latency(lambda: ref.call(BUMP), n=0, warmup=300)
+    plain: list[float] = []
+    checked: list[float] = []
+    for _ in range(rounds):
+        await driver.set_quota("acme", None)
+        await _seen(driver, "qa", "acme", None)
+        plain += await sample_async_latency(lambda: ref.call(BUMP), n=n, warmup=50)
+        await driver.set_quota("acme", GENEROUS)
+        await _seen(driver, "qa", "acme", GENEROUS)
+        checked += await sample_async_latency(lambda: ref.call(BUMP), n=n, warmup=50)
+    await driver.set_quota("acme", None)
+    return Row.from_stats(
+        GROUP,
+        "cross-node call p50, every quota set (2 processes)",
+        "s",
+        Stats.of(checked),
+        "the same call, no quota (alternating rounds)",
+        Stats.of(plain),
+        target="≤ 1.05×",
+        extra={"rounds": rounds},
+    )
+
+
+async def _isolation(
+    url: str, driver_a: Node, driver_b: Node, quota: float, n: int, quick: bool
+) -> Row:
+    ref_b = driver_b.ref("b1")
+    await driver_a.set_quota("acme", Quota(max_calls_per_second=quota))
+    await _seen(driver_a, "qa", "acme", Quota(max_calls_per_second=quota))
+    await sample_async_latency(lambda: ref_b.call(BUMP), n=0, warmup=300)
+    alone = await sample_async_latency(lambda: ref_b.call(BUMP), n=n // 2, warmup=0)
+    seconds = 12.0 if not quick else 6.0
+    flood = await _spawn("--flood", url, "acme", "a1", str(quota), str(seconds), ready="flooding")
+    try:
+        loaded = await sample_async_latency(lambda: ref_b.call(BUMP), n=n, warmup=0)
+    finally:
+        counts = await _result(flood)
+    alone += await sample_async_latency(lambda: ref_b.call(BUMP), n=n // 2, warmup=0)
+    await driver_a.set_quota("acme", None)
+    ours, base = Stats.of(loaded), Stats.of(alone)
+    took = float(counts.get("seconds") or seconds)
+    return Row(
+        group=GROUP,
+        name="tenant B call p99 while tenant A floods at its calls/s quota",
+        unit="s",
+        ours=ours.p99,
+        baseline_name="tenant B call p99, tenant A idle (before and after)",
+        baseline=base.p99,
+        p99=ours.p99,
+        baseline_p99=base.p99,
+        target="≤ 1.20×",
+        note=f"A sends {quota:g} calls/s to one agent; its owner admits its per-node share",
+        extra={
+            "n": ours.n,
+            "baseline_n": base.n,
+            "b_p50_loaded": ours.median,
+            "b_p50_alone": base.median,
+            "a_admitted_per_s": round(counts.get("ok", 0) / took, 1),
+            "a_refused_per_s": round(counts.get("refused", 0) / took, 1),
+            "a_failed": counts.get("failed", 0),
+        },
+    )
+
+
+def _main(argv: list[str]) -> None:
+    if argv[:1] == ["--host"]:
+        asyncio.run(_host(*argv[1:5]))
+    elif argv[:1] == ["--flood"]:
+        url, tenant, agent_id, rate, seconds = argv[1:6]
+        asyncio.run(_flood(url, tenant, agent_id, float(rate), float(seconds)))
+    else:
+        for row in asyncio.run(run(quick="--smoke" in argv)):
+            print(row.to_dict())
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
