@@ -10,7 +10,7 @@
 See ``docs/tenancy.md``.
 """
 
-from foundation.tenancy.limiter import RateLimiter, TokenBucket
+from foundation.tenancy.limiter import BURST_SECONDS, RateLimiter, TokenBucket
 from foundation.tenancy.quota import QUOTA_FIELDS, Quota, QuotaStore, describe, quota_key
 from foundation.tenancy.report import quota_usage
 from foundation.tenancy.quotas import QUOTAS, QuotaCollector, TenantQuotas
@@ -24,6 +24,7 @@ from foundation.tenancy.usage import (
 
 __all__ = [
     "ADMISSION_WINDOW",
+    "BURST_SECONDS",
     "PUBLISH_INTERVAL",
     "QUOTAS",
     "QUOTA_FIELDS",

@@ -45,6 +45,7 @@ __all__ = ["QuotaCollector", "TenantQuotas"]
 
 _RATE_QUOTAS = {"call": "max_calls_per_second", "cast": "max_casts_per_second"}
 _AUDIT_EVENT = "quota.exceeded"
+_OWNERS_EVERY = 0.5  # seconds between two counts of the nodes sharing the rate quotas
 
 
 class TenantQuotas:
@@ -65,7 +66,7 @@ class TenantQuotas:
         self._pending_audit: dict[str, list[Any]] = {}
         self._rate: dict[str, list[int]] = {}  # quota -> [second, admitted in it, last full]
         self._flush_task: asyncio.Task[None] | None = None
-        self._members: tuple[Any, int] = (None, 1)
+        self._owners: tuple[float, int] = (-1.0, 1)  # (when counted, nodes sharing the rates)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -128,13 +129,15 @@ class TenantQuotas:
         return int(value) if value is not None else None
 
     def _live_nodes(self) -> int:
-        membership = self._node.membership
-        snapshot = membership.snapshot
-        if self._members[0] is not snapshot:
-            members = membership.members()
-            count = sum(1 for r in members if getattr(r, "tenant", self.tenant) == self.tenant)
-            self._members = (snapshot, max(1, count))
-        return self._members[1]
+        """Live nodes running at least one of the tenant's agents (counted twice a second)."""
+        now = time.monotonic()
+        if now - self._owners[0] < _OWNERS_EVERY:
+            return self._owners[1]
+        node = self._node
+        owners = {r.node for r in node.registry.records(tenant=self.tenant)}
+        count = sum(1 for owner in owners if owner == node.id or node.membership.is_live(owner))
+        self._owners = (now, max(1, count))
+        return self._owners[1]
 
     # -- quotas --------------------------------------------------------------------------------
 
