@@ -73,8 +73,9 @@ class RateLimiter:
         """This node's share of ``limit`` per second."""
         return limit / max(1, self._nodes())
 
-    def admit(self, quota: str, limit: float, n: float = 1.0) -> bool:
-        """Take ``n`` from ``quota``'s bucket (limit ``limit`` per second, cluster-wide)."""
+    def admit(self, quota: str, limit: float, n: float = 1.0, *, now: float | None = None) -> bool:
+        """Take ``n`` from ``quota``'s bucket (limit ``limit`` per second, cluster-wide) at
+        monotonic time ``now`` (default: now)."""
         nodes = max(1, self._nodes())
         held = self._buckets.get(quota)
         if held is None or held[0] != limit or held[1] != nodes:
@@ -87,7 +88,7 @@ class RateLimiter:
             self._buckets[quota] = (limit, nodes, bucket)
         else:
             bucket = held[2]
-        return bucket.take(n)
+        return bucket.take(n, now=now)
 
     def forget(self, quota: str) -> None:
         """Drop ``quota``'s bucket (its limit was removed)."""

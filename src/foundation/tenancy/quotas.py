@@ -191,8 +191,9 @@ class TenantQuotas:
         if limit is None:
             return
         assert self.limiter is not None
-        if self.limiter.admit(field, limit):
-            self._count_admitted(field)
+        now = time.monotonic()
+        if self.limiter.admit(field, limit, now=now):
+            self._count_admitted(field, int(now))
             return
         err = QuotaExceededError(
             field,
@@ -210,8 +211,7 @@ class TenantQuotas:
             pending[1] += 1
         raise err
 
-    def _count_admitted(self, field: str) -> None:
-        second = int(time.monotonic())
+    def _count_admitted(self, field: str, second: int) -> None:
         slot = self._rate.get(field)
         if slot is None:
             self._rate[field] = [second, 1, 0]
