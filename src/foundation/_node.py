@@ -85,7 +85,7 @@ from foundation.nats.redact import redact_url
 from foundation.placement.placement import PlacementDirector
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
 from foundation.security import FROM_PREFIX, NatsAuth, NodeSecurity, Policy, auth_of
-from foundation.tenancy import Quota, TenantQuotas
+from foundation.tenancy import QuotaAdmin, TenantQuotas
 from jido import AgentNotFoundError, JidoError, Runtime, Services
 
 log = logging.getLogger("foundation.node")
@@ -127,7 +127,7 @@ def _default_name() -> str:
     return f"{host or 'node'}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Node:
+class Node(QuotaAdmin):
     """A cluster node: joins the cluster, hosts clustered agents and reaches all of them.
 
     Args:
@@ -541,15 +541,6 @@ class Node:
         self.security.record("agent.spawn", subject=agent_id, details={"node": target})
         await start_spawned(self, record, initial)
         return ClusterRef(self.locator, agent_id, tenant=self.tenant, agent_cls=agent_cls)
-
-    async def set_quota(self, tenant: str, quota: Quota | None) -> None:
-        """Set (``None``: remove) ``tenant``'s :class:`~foundation.Quota`, enforced by every
-        node from now on (kept in KV, watched); audited."""
-        await self.quotas.set_quota(tenant, quota)
-
-    def quota(self, tenant: str | None = None) -> Quota | None:
-        """``tenant``'s quota (this node's tenant by default); ``None``: no quota."""
-        return self.quotas.quota(tenant)
 
     async def stop_agent(self, agent_id: str) -> None:
         """Stop an agent wherever it runs and remove it from the registry (its state is kept)."""

@@ -13,7 +13,7 @@ See ``docs/tenancy.md``.
 from foundation.tenancy.limiter import BURST_SECONDS, RateLimiter, TokenBucket
 from foundation.tenancy.quota import QUOTA_FIELDS, Quota, QuotaStore, describe, quota_key
 from foundation.tenancy.report import quota_usage
-from foundation.tenancy.quotas import QUOTAS, QuotaCollector, TenantQuotas
+from foundation.tenancy.quotas import QUOTAS, QuotaAdmin, QuotaCollector, TenantQuotas
 from foundation.tenancy.usage import (
     ADMISSION_WINDOW,
     PUBLISH_INTERVAL,
@@ -30,6 +30,7 @@ __all__ = [
     "QUOTA_FIELDS",
     "AgentAdmissions",
     "Quota",
+    "QuotaAdmin",
     "QuotaCollector",
     "QuotaStore",
     "RateLimiter",

@@ -41,7 +41,7 @@ from foundation.tenancy.usage import AgentAdmissions, StateBytes, TokenWindows
 
 log = logging.getLogger("foundation.tenancy")
 
-__all__ = ["QuotaCollector", "TenantQuotas"]
+__all__ = ["QuotaAdmin", "QuotaCollector", "TenantQuotas"]
 
 _RATE_QUOTAS = {"call": "max_calls_per_second", "cast": "max_casts_per_second"}
 _AUDIT_EVENT = "quota.exceeded"
@@ -288,6 +288,21 @@ class TenantQuotas:
     def report(self) -> dict[str, dict[str, dict[str, Any]]]:
         """``{tenant: usage()}`` for this node's tenant when it has a quota (else ``{}``)."""
         return {self.tenant: self.usage()} if self._quota is not None else {}
+
+
+class QuotaAdmin:
+    """The quota methods of a :class:`foundation.Node` (its ``quotas`` does the work)."""
+
+    quotas: TenantQuotas
+
+    async def set_quota(self, tenant: str, quota: Quota | None) -> None:
+        """Set (``None``: remove) ``tenant``'s :class:`~foundation.Quota`, enforced by every
+        node from now on (kept in KV, watched by each node); audited as ``quota.set``."""
+        await self.quotas.set_quota(tenant, quota)
+
+    def quota(self, tenant: str | None = None) -> Quota | None:
+        """``tenant``'s quota (this node's tenant by default); ``None``: no quota."""
+        return self.quotas.quota(tenant)
 
 
 class QuotaCollector:
