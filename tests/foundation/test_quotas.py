@@ -326,3 +326,43 @@ def test_a_token_bucket_admits_its_burst_then_its_rate() -> None:
     assert not bucket.take(now=0.05)  # half a token refilled
     assert bucket.take(now=0.1)
     assert [bucket.take(now=5.0) for _ in range(3)] == [True, True, False]  # capped at capacity
+
+
+async def test_a_budget_registered_before_the_quota_is_chained_after_it(
+    nats_server: NatsServer,
+) -> None:
+    from jido import Services
+    from jido.ai import BudgetExceededError, TokenBudget
+
+    class Recording:
+        """A user's budget: refuses above 50 tokens, records what it settles."""
+
+        def __init__(self) -> None:
+            self.settled: list[tuple[str, int]] = []
+
+        async def reserve(self, agent_id: str, tokens: int) -> Any:
+            if tokens > 50:
+                raise BudgetExceededError("over the user's budget", details={"budget": "user"})
+            return agent_id
+
+        async def reconcile(self, reservation: Any, used: int) -> None:
+            self.settled.append((reservation, used))
+
+    if time.time() % 60 > 50:
+        await asyncio.sleep(60 - time.time() % 60 + 0.1)
+    mine = Recording()
+    services = Services()
+    services.add(TokenBudget, mine)
+    async with node(nats_server.url, "a", services=services) as a:
+        await a.set_quota(TENANT, Quota(max_llm_tokens_per_minute=100))
+        budget = services.get(TokenBudget)
+        assert budget is not mine and services.all(TokenBudget)[-1] is mine
+        held = await budget.reserve("bot", 40)
+        await budget.reconcile(held, 30)
+        assert mine.settled == [("bot", 30)]
+        with pytest.raises(BudgetExceededError):
+            await budget.reserve("bot", 60)  # the quota took it, the user's budget refused
+        assert a.quotas.tokens is not None and await a.quotas.tokens.used() == 30
+        with pytest.raises(QuotaExceededError):
+            await budget.reserve("bot", 80)
+    assert services.all(TokenBudget) == [mine]  # the node's budget leaves with the node

@@ -37,7 +37,7 @@ from foundation import _metrics
 from foundation._errors import QuotaExceededError
 from foundation.tenancy.limiter import RateLimiter
 from foundation.tenancy.quota import QUOTA_FIELDS, Quota, QuotaStore
-from foundation.tenancy.usage import AgentAdmissions, StateBytes, TokenWindows
+from foundation.tenancy.usage import AgentAdmissions, ChainedBudget, StateBytes, TokenWindows
 
 log = logging.getLogger("foundation.tenancy")
 
@@ -66,7 +66,8 @@ class TenantQuotas:
         self._pending_audit: dict[str, list[Any]] = {}
         self._rate: dict[str, list[int]] = {}  # quota -> [second, admitted in it, last full]
         self._flush_task: asyncio.Task[None] | None = None
-        self._owners: tuple[float, int] = (-1.0, 1)  # (when counted, nodes sharing the rates)
+        self._owners: tuple[float, int] = (-1.0, 1)
+        self._budget: Any = None  # (when counted, nodes sharing the rates)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -95,16 +96,27 @@ class TenantQuotas:
         node.state_store.size_gate = self.state_bytes
         self.tokens = TokenWindows(kv, tenant, lambda: self._limit("max_llm_tokens_per_minute"))
         self.tokens.on_refused = self._refused
-        with contextlib.suppress(ImportError):
-            from jido.ai import TokenBudget
-
-            node.services.add(TokenBudget, self.tokens)
+        self._install_budget(node.services)
         self.limiter = RateLimiter(self._live_nodes)
         node.host.admit = self.admit_agent
         if node.agent_ops is not None:
             node.agent_ops.admit = self.admit_delivery
         self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
         QUOTAS.add(self)
+
+    def _install_budget(self, services: Any) -> None:
+        """Put the token windows first among the node's token budgets (``jido.ai`` consults
+        the first): a budget registered before them is kept, chained after them."""
+        from jido.ai import TokenBudget
+
+        others = services.all(TokenBudget)
+        for other in others:
+            services.remove(TokenBudget, other)
+        assert self.tokens is not None
+        self._budget = ChainedBudget([self.tokens, *others]) if others else self.tokens
+        services.add(TokenBudget, self._budget)
+        for other in others:
+            services.add(TokenBudget, other)
 
     async def stop(self) -> None:
         """Write the pending audit records and stop watching."""
@@ -114,6 +126,11 @@ class TenantQuotas:
                 await self._flush_task
             self._flush_task = None
         self.flush_audit()
+        if self._budget is not None:
+            from jido.ai import TokenBudget
+
+            self._node.services.remove(TokenBudget, self._budget)
+            self._budget = None
         if self.state_bytes is not None:
             await self.state_bytes.stop()
         if self.store is not None:

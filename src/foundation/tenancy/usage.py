@@ -46,6 +46,7 @@ __all__ = [
     "ADMISSION_WINDOW",
     "PUBLISH_INTERVAL",
     "AgentAdmissions",
+    "ChainedBudget",
     "StateBytes",
     "TokenWindows",
 ]
@@ -354,6 +355,31 @@ class TokenWindows:
             return
         if new is not None:
             self.last = (window, _spent(new))
+
+
+class ChainedBudget:
+    """Several ``jido.ai.TokenBudget`` objects as one: a call reserves in each, in order (a
+    refusal settles what the earlier ones reserved with 0), and reconciles each."""
+
+    def __init__(self, budgets: list[Any]) -> None:
+        self.budgets = budgets
+
+    async def reserve(self, agent_id: str, tokens: int) -> Any:
+        """Reserve ``tokens`` in every budget; raise the first refusal."""
+        held: list[tuple[Any, Any]] = []
+        try:
+            for budget in self.budgets:
+                held.append((budget, await budget.reserve(agent_id, tokens)))
+        except BaseException:
+            for budget, reservation in held:
+                await budget.reconcile(reservation, 0)
+            raise
+        return held
+
+    async def reconcile(self, reservation: Any, used: int) -> None:
+        """Settle every reservation with ``used``."""
+        for budget, held in reservation:
+            await budget.reconcile(held, used)
 
 
 def _spent(current: dict[str, Any]) -> int:
