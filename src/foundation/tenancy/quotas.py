@@ -66,8 +66,8 @@ class TenantQuotas:
         self._pending_audit: dict[str, list[Any]] = {}
         self._rate: dict[str, list[int]] = {}  # quota -> [second, admitted in it, last full]
         self._flush_task: asyncio.Task[None] | None = None
-        self._owners: tuple[float, int] = (-1.0, 1)
-        self._budget: Any = None  # (when counted, nodes sharing the rates)
+        self._owners: tuple[float, int] = (-1.0, 1)  # (when counted, nodes sharing the rates)
+        self._budget: Any = None  # what this node put among its services' token budgets
 
     # -- lifecycle -----------------------------------------------------------------------------
 
