@@ -158,7 +158,8 @@ async def test_calls_per_second_hold_across_two_nodes(nats_server: NatsServer) -
                     await refs[i % 2].call(add())
                 except QuotaExceededError as err:
                     assert err.quota == "max_calls_per_second" and err.limit == limit
-                    assert err.details["node_share"] == limit / 2
+                    at = err.details["at"]  # the forwarding node or the owner refused it
+                    assert at == "sender" or err.details["node_share"] == limit / 2
                     return False
                 return True
 
@@ -178,29 +179,70 @@ async def test_calls_per_second_hold_across_two_nodes(nats_server: NatsServer) -
         assert sum(r["details"]["count"] for r in audited) == n - ok
 
 
-async def test_casts_per_second_are_dropped_over_the_quota(nats_server: NatsServer) -> None:
+async def test_the_sender_refuses_what_the_owners_could_not_admit(
+    nats_server: NatsServer,
+) -> None:
+    limit = 10.0
+    async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
+        await set_everywhere(Quota(max_calls_per_second=limit), a, b)
+        await a.spawn(ClusteredCounter, id="x", node="a")
+        await b.registry.wait_version(a.registry.version)
+        ref = b.ref("x")
+        n = 100
+        started = time.monotonic()
+
+        async def one() -> str:
+            try:
+                await ref.call(add())
+            except QuotaExceededError as err:
+                return str(err.details["at"])
+            return "ok"
+
+        outcomes = await asyncio.gather(*(one() for _ in range(n)))
+        elapsed = time.monotonic() - started
+        sent = n - outcomes.count("sender")
+        # b's bucket: a tenth of a second of the limit plus one call per owner (one: a)
+        assert sent <= limit * BURST_SECONDS + 1 + limit * elapsed
+        assert outcomes.count("ok") + outcomes.count("owner") == sent
+        assert b.quotas.refused["max_calls_per_second"] == outcomes.count("sender")
+        assert a.quotas.refused["max_calls_per_second"] == outcomes.count("owner")
+        assert (await ref.state()).count == outcomes.count("ok")
+
+
+async def test_casts_per_second_are_refused_at_the_sender_or_dropped_by_the_owner(
+    nats_server: NatsServer,
+) -> None:
     limit = 5.0
     async with node(nats_server.url, "a") as a, node(nats_server.url, "b") as b:
         await set_everywhere(Quota(max_casts_per_second=limit), a, b)
         ref = await a.spawn(ClusteredCounter, id="x", node="b")
         n = 100
+        at_sender = 0
         started = time.monotonic()
         for _ in range(n):
-            await ref.cast(add())
+            try:
+                await ref.cast(add())
+            except QuotaExceededError as err:
+                assert err.quota == "max_casts_per_second" and err.details["at"] == "sender"
+                at_sender += 1
         await a.client.flush_casts()
+        assert at_sender > 0 and a.quotas.refused["max_casts_per_second"] == at_sender
 
         def seen() -> int:
             return b.quotas.refused["max_casts_per_second"]
 
-        while True:  # every cast is either applied or refused
+        while True:  # every cast sent is either applied or dropped by the owner
             applied = (await ref.state()).count
-            if applied + seen() == n:
+            if applied + seen() == n - at_sender:
                 break
             await asyncio.sleep(0.02)
         elapsed = time.monotonic() - started
         assert applied <= max(limit * BURST_SECONDS, 1) + limit * elapsed  # b: the only owner
-        b.quotas.flush_audit()
-        audited = await refusals(b, "max_casts_per_second")
+        for n_ in (a, b):
+            n_.quotas.flush_audit()
+        assert a.security.audit is not None
+        await a.security.audit.flush()
+        audited = await refusals(b, "max_casts_per_second")  # one trail: both nodes' records
         assert sum(r["details"]["count"] for r in audited) == n - applied
 
 

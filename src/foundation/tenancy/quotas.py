@@ -11,7 +11,10 @@ puts each check where the use happens, through small hooks of the lower layers:
   keeps its previous state and the caller gets the error;
 * ``max_calls_per_second`` / ``max_casts_per_second`` — the agent ops' ``admit`` hook, where a
   call or cast reaches the agent (:class:`~foundation.tenancy.limiter.RateLimiter`); a refused
-  call answers the error, a refused cast is dropped (casts have no reply) and counted;
+  call answers the error, a refused cast is dropped (casts have no reply) and counted. The
+  sender checks first (the locator's ``admit_send`` hook): one node alone never sends more than
+  the whole limit plus the owners' bursts, so a flood is refused where it starts, without
+  costing the network or the owner anything (:meth:`TenantQuotas.admit_send`);
 * ``max_llm_tokens_per_minute`` — a ``jido.ai.TokenBudget`` on ``node.services``
   (:class:`~foundation.tenancy.usage.TokenWindows`).
 
@@ -35,7 +38,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from foundation import _metrics
 from foundation._errors import QuotaExceededError
-from foundation.tenancy.limiter import RateLimiter
+from foundation.tenancy.limiter import BURST_SECONDS, RateLimiter, TokenBucket
 from foundation.tenancy.quota import QUOTA_FIELDS, Quota, QuotaStore
 from foundation.tenancy.usage import AgentAdmissions, ChainedBudget, StateBytes, TokenWindows
 
@@ -67,7 +70,10 @@ class TenantQuotas:
         self._rate: dict[str, list[int]] = {}  # quota -> [second, admitted in it, last full]
         self._flush_task: asyncio.Task[None] | None = None
         self._owners: tuple[float, int] = (-1.0, 1)  # (when counted, nodes sharing the rates)
-        self._budget: Any = None  # what this node put among its services' token budgets
+        self._budget: Any = None
+        self._send: dict[
+            str, tuple[float, TokenBucket]
+        ] = {}  # what this node put among its services' token budgets
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -101,6 +107,7 @@ class TenantQuotas:
         node.host.admit = self.admit_agent
         if node.agent_ops is not None:
             node.agent_ops.admit = self.admit_delivery
+        node.locator.admit_send = self.admit_send
         self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
         QUOTAS.add(self)
 
@@ -212,12 +219,36 @@ class TenantQuotas:
         if self.limiter.admit(field, limit, now=now):
             self._count_admitted(field, int(now))
             return
+        details = {"node": self.node_id, "node_share": self.limiter.share(limit), "at": "owner"}
+        self._refuse_rate(field, limit, details)
+
+    def admit_send(self, kind: str) -> None:
+        """Refuse, before it is sent, a ``"call"`` or ``"cast"`` that the owners could not
+        admit anyway: this node alone sending more than the tenant's whole limit (its bucket
+        holds the owners' bursts together: a tenth of a second of the limit plus one call per
+        owner)."""
+        quota = self._quota
+        if quota is None:
+            return
+        field = _RATE_QUOTAS[kind]
+        limit = getattr(quota, field)
+        if limit is None:
+            return
+        held = self._send.get(field)
+        if held is None or held[0] != limit:
+            held = (limit, TokenBucket(limit, limit * BURST_SECONDS + self._live_nodes()))
+            self._send[field] = held
+        if held[1].take():
+            return
+        self._refuse_rate(field, limit, {"node": self.node_id, "at": "sender"})
+
+    def _refuse_rate(self, field: str, limit: float, details: dict[str, Any]) -> None:
         err = QuotaExceededError(
             field,
             used=self.rate(field),
             limit=limit,
             tenant=self.tenant,
-            details={"node": self.node_id, "node_share": self.limiter.share(limit)},
+            details=details,
             retryable=True,
         )
         self.refused[field] += 1
