@@ -123,6 +123,11 @@ from foundation.security import (
 from foundation.security._client import Client
 # --- security (end) ---
 
+# --- tenancy (begin) ---
+from foundation._errors import QuotaExceededError
+from foundation.tenancy import Quota
+# --- tenancy (end) ---
+
 # --- node (begin) ---
 from foundation._node import Node, NodeStatistics, Stage
 # --- node (end) ---
@@ -235,6 +240,10 @@ __all__: list[str] = [
     "SecureNatsServer",
     "write_secure_setup",
     # --- security __all__ (end) ---
+    # --- tenancy __all__ (begin) ---
+    "Quota",
+    "QuotaExceededError",
+    # --- tenancy __all__ (end) ---
     # --- node __all__ (begin) ---
     "Node",
     "NodeStatistics",

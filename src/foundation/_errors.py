@@ -264,3 +264,60 @@ class AuditError(ClusterError):
 
 
 __all__ += ["AuditError", "AuthenticationError", "PermissionDeniedError"]
+
+
+class QuotaExceededError(ClusterError):
+    """A tenant's quota refused this: too many agents, too much state, too many calls or casts
+    per second, or too many LLM tokens this minute.
+
+    ``details``: ``quota`` (the :class:`~foundation.Quota` field, e.g. ``"max_agents"``),
+    ``used`` (the use counted when the request came), ``limit`` and ``tenant``. Nothing was
+    applied. Wait and retry (the rate quotas refill each second or minute), free what the
+    tenant holds (stop agents, shrink state), or ask an admin to raise the quota
+    (``foundation quota set TENANT ...``).
+    """
+
+    type = "quota_exceeded"
+
+    def __init__(
+        self,
+        quota: str,
+        *,
+        used: float,
+        limit: float,
+        tenant: str,
+        details: Mapping[str, Any] | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        merged: dict[str, Any] = {"quota": quota, "used": used, "limit": limit, "tenant": tenant}
+        merged.update(details or {})
+        super().__init__(
+            f"tenant {tenant!r} is over its quota {quota} (used {used:g} of {limit:g}); retry "
+            f"later, free what the tenant holds, or raise it with `foundation quota set "
+            f"{tenant} ...`",
+            details=merged,
+            retryable=retryable,
+        )
+
+    @property
+    def quota(self) -> str:
+        """The quota that refused (a :class:`~foundation.Quota` field name)."""
+        return str(self.details.get("quota", ""))
+
+    @property
+    def used(self) -> float:
+        """The use counted against the quota when the request came."""
+        return float(self.details.get("used", 0))
+
+    @property
+    def limit(self) -> float:
+        """The quota's limit."""
+        return float(self.details.get("limit", 0))
+
+    @property
+    def tenant(self) -> str:
+        """The tenant whose quota refused."""
+        return str(self.details.get("tenant", ""))
+
+
+__all__ += ["QuotaExceededError"]

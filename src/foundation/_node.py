@@ -89,6 +89,7 @@ from foundation.placement.placement import PlacementDirector
 from foundation.placement.reservations import open_placement, stop_placement
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
 from foundation.security import NatsAuth, NodeSecurity, Policy, auth_of
+from foundation.tenancy import QuotaAdmin, TenantQuotas
 from jido import AgentNotFoundError, JidoError, Runtime, Services
 
 log = logging.getLogger("foundation.node")
@@ -131,7 +132,7 @@ def _default_name() -> str:
     return f"{host or 'node'}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class Node:
+class Node(QuotaAdmin):
     """A cluster node: joins the cluster, hosts clustered agents and reaches all of them.
 
     Args:
@@ -238,6 +239,7 @@ class Node:
             tasks=self._tasks,
         )
         self.agent_ops: AgentOps | None = None
+        self.quotas = TenantQuotas(self.tenant, self.id)
         self._link_probe: LinkProbe | None = None
         self.locator = NodeLocator(
             self.id,
@@ -343,6 +345,7 @@ class Node:
             await step("pending casts", self.client.flush_casts())
         if len(self._tasks):
             await step("request tasks", self._tasks.cancel())
+        await step("quotas", self.quotas.stop())
         await step("audit trail", self.security.close())
         if self.runtime is not None:
             await step("agents", self.runtime.__aexit__(None, None, None), _AGENTS_STOP_LIMIT)
@@ -447,6 +450,7 @@ class Node:
         ControlOps(self).install(endpoint)
         _metrics.install(self, endpoint)
         self.endpoint = endpoint
+        await self.quotas.start(self)
         await self.security.start(self, endpoint)
         public = self.security.public(ops.public, self.subjects)
         await start_endpoint(self, endpoint, public)
@@ -531,9 +535,10 @@ class Node:
                 f"node {self.id} is draining; spawn from another node",
                 details={"node": self.id},
             )
-        record = await claim_placed(
-            self.host, agent_cls, spec, agent_id, on=node, metadata=metadata
-        )
+        async with self.quotas.admitting(agent_id):  # QuotaExceededError over max_agents
+            record = await claim_placed(
+                self.host, agent_cls, spec, agent_id, on=node, metadata=metadata
+            )
         self._counters["spawns"] += 1
         self.security.record("agent.spawn", subject=agent_id, details={"node": record.node})
         await start_spawned(self, record, initial)

@@ -73,8 +73,14 @@ class ControlOps:
         return {"node": node.id, "draining": True, "agents": agents}
 
     async def stats(self, msg: Msg) -> Any:
-        """The node's statistics snapshot."""
-        return {**self.node.statistics().to_dict(), "commands": command_summary(self.node.id)}
+        """The node's statistics snapshot (with its command histogram and its tenant's quota
+        use, ``quotas``)."""
+        node = self.node
+        out = {**node.statistics().to_dict(), "commands": command_summary(node.id)}
+        quotas = getattr(node, "quotas", None)
+        if quotas is not None:
+            out["quotas"] = quotas.report()
+        return out
 
 
 async def open_connections(node: Any) -> None:

@@ -45,6 +45,8 @@ CONFIG_BUCKET: Final = "foundation_config"
 STATE_BUCKET: Final = "foundation_state"
 #: Per-node resource reservations (placement decides by CAS on them).
 RESERVATIONS_BUCKET: Final = "foundation_reservations"
+#: Tenant quotas and the usage they are decided on (admissions, token windows, state bytes).
+QUOTA_BUCKET: Final = "foundation_quotas"
 
 #: Every JetStream KV bucket is backed by a stream named ``KV_<bucket>``.
 KV_STREAM_PREFIX: Final = "KV_"

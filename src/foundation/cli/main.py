@@ -14,6 +14,8 @@
   state, then NODE leaves and its process exits; prints where each agent went.
 * ``foundation up --secure --dir DIR``, ``--creds`` / ``--tls-ca`` on ``node``, ``status`` and
   ``drain``, and ``foundation audit tail|verify|export``: see ``foundation.cli.secure``.
+* ``foundation quota set|show TENANT [--max-agents N ...]`` — a tenant's quotas and their use
+  (see ``foundation.cli.quota``).
 * ``foundation mcp --nats URL --app module:attr [--http]`` — the routes of the cluster's agents
   as MCP tools, over stdio or streamable HTTP (see ``foundation.cli.mcp``).
 """
@@ -32,6 +34,7 @@ from typing import Any
 
 from foundation.cli import options
 from foundation.cli.mcp import add_mcp_parser
+from foundation.cli.quota import add_quota_parser, run_quota
 from foundation.cli.secure import (
     add_auth_arguments,
     add_tenant_argument,
@@ -170,6 +173,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_tenant_argument(status, default=None)
     sub.add_parser("audit", help="the audit trail: tail, verify, export (see audit --help)")
     add_mcp_parser(sub, os.environ.get(ENV_NATS, "nats://127.0.0.1:4222"))
+    add_quota_parser(sub, os.environ.get(ENV_NATS, local))
     return parser
 
 
@@ -377,6 +381,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 run_status(args.nats, args.tenant, auth_from_args(args), args.json, console)
             )
         return asyncio.run(_run_status(args.nats, args.json, auth_from_args(args)))
+    if args.command == "quota":
+        return asyncio.run(run_quota(args, console))
     if args.command == "drain":
         from foundation.failover.rebalance import run_drain_command
 

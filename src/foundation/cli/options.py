@@ -74,6 +74,8 @@ non_negative_int = _number(int, lambda v: v >= 0, "a whole number of at least 0"
 """``type=`` for counts that may be 0."""
 positive_float = _number(float, lambda v: v > 0, "a number of seconds above 0")
 """``type=`` for durations and timeouts."""
+positive_rate = _number(float, lambda v: v > 0, "a number above 0")
+"""``type=`` for rates (per second)."""
 port = _number(int, lambda v: 0 <= v <= 65535, "a port number (0-65535; 0: a free port)")
 """``type=`` for TCP ports."""
 
@@ -108,5 +110,6 @@ __all__ = [
     "port",
     "positive_float",
     "positive_int",
+    "positive_rate",
     "version",
 ]

@@ -128,6 +128,8 @@ class AgentHost:
         self._full = True
         self.fence_listeners: list[Callable[[], None]] = []
         """Called (synchronously) when the node fences, before its agents stop."""
+        self.admit: Callable[[str], Awaitable[None]] | None = None
+        """Called with an agent id before a virtual activation claims it; raises to refuse."""
 
     def bind(
         self,

@@ -15,6 +15,9 @@ callers name agents by id alone.
   ``jido.FencedError`` and the runtime stops the agent before it applies anything more.
 * ``Checkpoint.meta`` (for example the stream sequence of the last applied signal) travels in the
   same write as the state, so both are committed together or not at all.
+* **Size gate** — when :attr:`KVStateStore.size_gate` is set (a tenant's state-bytes quota),
+  every checkpoint write is first offered to it (``check`` may refuse by raising, before
+  anything is written), and the sizes written, activated and released are reported to it.
 * **Journals** (``append`` / ``journal``): each append first writes its entries, as one batch, to
   a key of their own (``<tenant>.<agent_id>./j.<writer>.<position>``; no agent id holds a ``/``,
   so these never meet a state key), then commits them with one CAS-guarded write of the agent's
@@ -30,7 +33,7 @@ import asyncio
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -50,6 +53,22 @@ JOURNAL_META = "fdn.journal"
 
 _JOURNAL_TOKEN = "/j"
 _Index = list[list[Any]]
+
+
+class SizeGate(Protocol):
+    """Sees the committed size of each agent's state (see :attr:`KVStateStore.size_gate`)."""
+
+    def check(self, key: str, size: int) -> None:
+        """Raise (a ``jido.JidoError``) to refuse writing ``size`` bytes for agent ``key``."""
+        ...
+
+    def written(self, key: str, size: int) -> None:
+        """Agent ``key``'s committed state is now ``size`` bytes."""
+        ...
+
+    def released(self, key: str) -> None:
+        """Agent ``key`` is no longer held by this store."""
+        ...
 
 
 @dataclass(slots=True)
@@ -115,6 +134,8 @@ class KVStateStore(StateStore):
         """When set, consulted before every write: ``False`` (this node's lease is not certainly
         held, e.g. right after waking from a pause longer than the lease) refuses the write as
         fenced, before the membership timer has noticed."""
+        self.size_gate: SizeGate | None = None
+        """When set, asked before every checkpoint write and told every size written."""
 
     def _kv_key(self, key: str) -> str:
         """The bucket key of agent ``key``: ``<tenant>.<key>``."""
@@ -186,14 +207,16 @@ class KVStateStore(StateStore):
             marker = Checkpoint(
                 state={}, agent_type=agent_type, seq=0, meta={ACTIVATION_MARK: True}, epoch=epoch
             )
+            data = marker.to_bytes()
             try:
-                new_rev = await self._kv.create(kv_key, marker.to_bytes())
+                new_rev = await self._kv.create(kv_key, data)
             except CASConflictError:
                 pass
             except ClusterError as exc:
                 raise _unavailable(key, "activate", exc) from exc
             else:
                 self._held[key] = _Held(epoch, new_rev, None, written=marker)
+                self._written(key, len(data))
                 return None
         for _ in range(8):
             current, revision = await self._read(kv_key)
@@ -211,17 +234,19 @@ class KVStateStore(StateStore):
                 )
             else:
                 marker = msgspec.structs.replace(current, epoch=epoch)
+            data = marker.to_bytes()
             try:
                 if revision == 0:
-                    new_rev = await self._kv.create(kv_key, marker.to_bytes())
+                    new_rev = await self._kv.create(kv_key, data)
                 else:
-                    new_rev = await self._kv.update(kv_key, marker.to_bytes(), last=revision)
+                    new_rev = await self._kv.update(kv_key, data, last=revision)
             except CASConflictError:
                 continue  # someone wrote in between: read again and re-check the epoch
             except ClusterError as exc:
                 raise _unavailable(key, "activate", exc) from exc
             restored = None if current is None or _is_marker(current) else _public(current)
             self._held[key] = _Held(epoch, new_rev, restored, written=marker)
+            self._written(key, len(data))
             return restored
         raise _fenced(key, epoch, -1, "lost the activation race repeatedly")
 
@@ -236,6 +261,12 @@ class KVStateStore(StateStore):
     def release(self, key: str) -> None:
         """Forget ``key`` after its agent stopped here (the stored state is kept)."""
         self._held.pop(key, None)
+        if self.size_gate is not None:
+            self.size_gate.released(key)
+
+    def _written(self, key: str, size: int) -> None:
+        if self.size_gate is not None:
+            self.size_gate.written(key, size)
 
     async def _read(self, kv_key: str) -> tuple[Checkpoint | None, int]:
         """The live checkpoint and its revision; ``(None, 0)`` when absent or deleted."""
@@ -306,6 +337,8 @@ class KVStateStore(StateStore):
         assert base is not None
         stored = _with_index(base, _index_of(held.written) if index is None else index)
         data = self._sized(key, stored.to_bytes())
+        if self.size_gate is not None:
+            self.size_gate.check(key, len(data))
         try:
             held.revision = await self._kv.update(kv_key, data, last=held.revision)
         except CASConflictError as exc:
@@ -317,6 +350,7 @@ class KVStateStore(StateStore):
             held.unsure = True
             raise _unavailable(key, op, exc) from exc
         held.written = stored
+        self._written(key, len(data))
         if checkpoint is not None:
             held.checkpoint = checkpoint
 
@@ -342,6 +376,8 @@ class KVStateStore(StateStore):
                 raise _fenced(key, checkpoint.epoch, current.epoch, "newer epoch stored")
             stored = _with_index(checkpoint, _index_of(current))
             data = self._sized(key, stored.to_bytes())
+            if self.size_gate is not None:
+                self.size_gate.check(key, len(data))
             try:
                 if revision == 0:
                     await self._kv.create(kv_key, data)
@@ -357,7 +393,7 @@ class KVStateStore(StateStore):
     async def delete(self, key: str) -> None:
         """Remove the state and the journal of ``key`` (not fenced); a missing key is fine."""
         self._check_open()
-        self._held.pop(key, None)
+        self.release(key)
         kv_key = self._kv_key(key)
         async with self._lock(key):
             try:

@@ -78,6 +78,8 @@ async def activate(host: AgentHost, agent_id: str, cls: type) -> RegistryRecord:
             f"{cls.__qualname__} is not a virtual agent type; spawn {agent_id!r} first",
             details={"agent_id": agent_id},
         )
+    if host.admit is not None:
+        await host.admit(agent_id)  # the tenant's agent quota
     for _ in range(_CLAIM_TRIES):
         try:
             record = await claim_placed(

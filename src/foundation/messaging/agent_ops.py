@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from nats.aio.msg import Msg
 
 from foundation import _tracing
-from foundation._errors import InvalidRequestError
+from foundation._errors import InvalidRequestError, QuotaExceededError
 from foundation.hosting.backlog import CastBacklog
 from foundation.hosting.host import AgentHost, released
 from foundation.messaging.client import NodeLocator
@@ -68,6 +69,9 @@ class AgentOps:
         self.subjects = subjects
         self.call_timeout = host.call_timeout
         self.counters = host.counters  # the node's counters, shared
+        self.admit: Callable[[str], None] | None = None
+        """Called with ``"call"`` or ``"cast"`` as one reaches an agent here (a tenant's rate
+        quota); raises to refuse: a refused call answers the error, a refused cast is dropped."""
 
     def install(self, endpoint: Endpoint) -> None:
         """Enter the agent ops in ``endpoint``'s table."""
@@ -87,6 +91,8 @@ class AgentOps:
     async def call(self, msg: Msg) -> Any:
         """``call``: run the signal on the local agent and return the command's result."""
         self.counters["calls_in"] += 1
+        if self.admit is not None:
+            self.admit("call")
         req = decode_request(msg.data)
         host = self.host
         local = host.local_ref(req.agent_id)
@@ -172,6 +178,11 @@ class AgentOps:
         c["casts_in"] += 1
         if not c["casts_in"] & _YIELD_MASK:
             await asyncio.sleep(0)  # a flood of casts must not starve the lease heartbeats
+        if self.admit is not None:
+            try:
+                self.admit("cast")
+            except JidoError:
+                return  # counted and audited by the quota
         signal = req.signal
         agent_id = req.agent_id
         if signal is None:
@@ -207,6 +218,8 @@ class AgentOps:
                     f"{self.tenant!r}); send to {self.subjects.agent(agent_id, self.tenant)}",
                     details={"tenant": tenant, "agent_id": agent_id},
                 )
+            if self.admit is not None and self.host.local_ref(agent_id) is not None:
+                self.admit("call" if msg.reply else "cast")  # not forwarded: counted here
             signal = decode_public_signal(msg.headers, msg.data)
             timeout = public_timeout(msg.headers, self.call_timeout)
             meta = public_meta(msg.headers)
@@ -216,6 +229,10 @@ class AgentOps:
                 return None
             self.counters["forwarded"] += 1
             return await ref.call(signal, timeout=timeout, meta=meta)
+        except QuotaExceededError:
+            if not msg.reply:
+                return None
+            raise
         except Exception as exc:
             if not msg.reply:
                 log.warning("node %s: public cast to %s failed: %s", self.node_id, msg.subject, exc)

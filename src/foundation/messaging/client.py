@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -260,6 +260,9 @@ class NodeLocator:
         self._client: NodeClient = None  # type: ignore[assignment]
         self._nc: NatsClient = None  # type: ignore[assignment]
         self._virtual = virtual.VirtualTypes(host.types)
+        self.admit_send: Callable[[str], None] | None = None
+        """Called with ``"call"`` or ``"cast"`` before one is sent to another node for this
+        node's tenant (a rate quota refused at the source); raises to refuse."""
 
     def bind(
         self,
@@ -322,6 +325,8 @@ class NodeLocator:
         agent_id: str,
     ) -> Any:
         """Send ``op`` about ``agent_id`` to node ``node_id`` and return the decoded reply."""
+        if op == "call" and self.admit_send is not None:
+            self.admit_send("call")
         self._counters["calls_out"] += 1
         return await self._client.request(node_id, op, payload, timeout=timeout, agent_id=agent_id)
 
@@ -374,6 +379,8 @@ class NodeLocator:
                 f"agent {agent_id!r} is owned by node {record.node!r}, which is not a live member",
                 details={"agent_id": agent_id, "node": record.node},
             )
+        if self.admit_send is not None:
+            self.admit_send("cast")
         c = self._counters
         c["calls_out"] += 1
         item = encode_cast(agent_id, signal, meta)

@@ -9,8 +9,9 @@ kinds:
   ``stats``, ...) each run in a task of their own, and their result or typed error is the reply;
 * one-way ops (``cast``, ``casts``) run inline, in arrival order, and send nothing back.
 
-A step that applies to every op — authorization, tracing, quotas — is one wrapper
-(:meth:`Endpoint.wrap`): it gets the op's name and handler and returns the handler to use. The
+A step that applies to every op — authorization, tracing — is one wrapper
+(:meth:`Endpoint.wrap`): it gets the op's name and handler and returns the handler to use.
+(Rate quotas count each call and cast, a batch item by item: ``AgentOps.admit``.) The
 endpoint also subscribes (as its tenant's queue group) to its tenant's public agent subjects
 when given a handler for them.
 """

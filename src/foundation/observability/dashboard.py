@@ -13,10 +13,9 @@ Routes (GET or HEAD):
 - ``/metrics`` — the Prometheus text exposition format (version 0.0.4).
 - ``/healthz`` — ``200`` while the node runs and holds its membership lease, else ``503``.
 
-Every ``refresh`` seconds it reads the membership snapshot, the registry cache, every live
-node's statistics (its own directly, the others' over their ``stats`` subject: that round trip
-is the node's *ping* latency, and each reply carries the node's command histogram, summed into
-cluster-wide latency) and the leader lease. See ``docs/dashboard.md``.
+Every ``refresh`` seconds it reads the membership, the registry, the leader lease, the quota use
+(``quotas``) and every live node's statistics (the others' over their ``stats`` subject: the
+round trip is the *ping*; each reply's command histogram is summed into cluster-wide latency).
 """
 
 from __future__ import annotations
@@ -485,6 +484,7 @@ class Dashboard:
             "cluster": self._cluster.update(
                 ((n["stats"] or {}).get("commands") for n in nodes), mono
             ),
+            "quotas": node.quotas.report(),
             "events": list(reversed(self._events)),
             "collections": self._collections + 1,
         }

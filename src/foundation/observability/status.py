@@ -1,7 +1,8 @@
 """``foundation status``: read the cluster's state from NATS and render it.
 
 Reads the nodes bucket (live node records), the registry bucket (agents and their owners) and
-the coordination bucket (the leader lease, when the coordination part runs) with a plain NATS
+the coordination bucket (the leader lease, when the coordination part runs) and the quota
+bucket (each tenant's quotas and use, see :func:`foundation.tenancy.quota_usage`) with a plain NATS
 connection — no node is started and nothing is written. Health: every live node answers a ping
 on its private subject, and every registered agent is owned by a live node.
 """
@@ -24,6 +25,7 @@ from foundation.messaging.client import request
 from foundation.nats.kv import KV
 from foundation.nats.redact import redact_url
 from foundation.security import NatsAuth, open_connection
+from foundation.tenancy import quota_usage
 
 
 @dataclass
@@ -47,6 +49,8 @@ class StatusReport:
     orphans: list[tuple[str, str]] = field(default_factory=list)
     leader: str | None = None
     errors: list[str] = field(default_factory=list)
+    quotas: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """``{tenant: {quota field: {"limit", "used"}}}`` of the tenants that have a quota."""
 
     @property
     def healthy(self) -> bool:
@@ -72,6 +76,7 @@ class StatusReport:
             "agents": self.agents,
             "orphans": [{"agent": a, "node": n} for a, n in self.orphans],
             "errors": self.errors,
+            "quotas": self.quotas,
         }
 
 
@@ -132,6 +137,9 @@ async def collect_status(
                     report.orphans.append((agent_id, owner))
         for node in report.nodes:
             node.agents = len(report.agents.get(node.id, []))
+        quota_kv = await _bucket(nc, wire.QUOTA_BUCKET)
+        if quota_kv is not None:
+            report.quotas = await quota_usage(quota_kv, registry_kv)
         coord = await _bucket(nc, wire.COORD_BUCKET)
         if coord is not None:
             with contextlib.suppress(Exception):
@@ -196,8 +204,28 @@ def render_status(console: Console, report: StatusReport) -> None:
             f"[red]{len(report.orphans)} agent(s) owned by nodes that are gone[/red]: "
             + ", ".join(f"{a}@{n}" for a, n in report.orphans[:10])
         )
+    if report.quotas:
+        render_quotas(console, report.quotas)
     for err in report.errors:
         console.print(f"[red]{err}[/red]")
 
 
-__all__ = ["NodeStatus", "StatusReport", "collect_status", "render_status"]
+def render_quotas(console: Console, quotas: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Print each tenant's use against its quotas (one row per quota that is set)."""
+    table = Table(title="quotas")
+    for col in ("tenant", "quota", "used", "limit", "use"):
+        table.add_column(col)
+    for tenant, rows in sorted(quotas.items()):
+        for name, row in rows.items():
+            limit, used = row.get("limit"), float(row.get("used") or 0)
+            if limit is None:
+                continue
+            share = used / float(limit) if limit else 1.0
+            color = "red" if share >= 1 else "yellow" if share >= 0.8 else "green"
+            table.add_row(
+                tenant, name, f"{used:g}", f"{float(limit):g}", f"[{color}]{share:.0%}[/{color}]"
+            )
+    console.print(table)
+
+
+__all__ = ["NodeStatus", "StatusReport", "collect_status", "render_quotas", "render_status"]

@@ -32,6 +32,7 @@ from foundation._wire import (
     KV_STREAM_PREFIX,
     KV_SUBJECT_PREFIX,
     NODES_BUCKET,
+    QUOTA_BUCKET,
     REGISTRY_BUCKET,
     RESERVATIONS_BUCKET,
     SIGNALS_STREAM,
@@ -65,6 +66,7 @@ NODE_BUCKETS: Final = (
     CONFIG_BUCKET,
     STATE_BUCKET,
     RESERVATIONS_BUCKET,
+    QUOTA_BUCKET,
 )
 #: KV buckets an admin may read (all but agent state).
 ADMIN_BUCKETS: Final = (
@@ -73,9 +75,12 @@ ADMIN_BUCKETS: Final = (
     COORD_BUCKET,
     CONFIG_BUCKET,
     RESERVATIONS_BUCKET,
+    QUOTA_BUCKET,
 )
+#: Keys an admin may write: the tenants' quotas (``foundation quota set``).
+ADMIN_KV_WRITES: Final = (f"{KV_SUBJECT_PREFIX}{QUOTA_BUCKET}.quota.>",)
 #: KV buckets an observer may read.
-OBSERVER_BUCKETS: Final = (NODES_BUCKET, REGISTRY_BUCKET)
+OBSERVER_BUCKETS: Final = (NODES_BUCKET, REGISTRY_BUCKET, QUOTA_BUCKET)
 #: Plain streams nodes use (besides the buckets' ``KV_`` streams).
 NODE_STREAMS: Final = (SIGNALS_STREAM, DEAD_LETTER_STREAM, INBOX_STREAM)
 #: Subject families under ``foundation.`` that nodes publish and subscribe on.
@@ -251,6 +256,7 @@ def role_permissions(principal: Principal) -> Permissions:
         for bucket in ADMIN_BUCKETS:
             pub += _js_stream_read(f"{KV_STREAM_PREFIX}{bucket}")
         pub += _js_stream_read(AUDIT_STREAM)
+        pub += list(ADMIN_KV_WRITES)
     else:  # observer
         pub += [f"{root}.node.*.{op}" for op in OBSERVER_NODE_OPS]
         pub += list(_JS_ACCOUNT)
