@@ -21,7 +21,13 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.errors import APIError, NoStreamResponseError
 
-from foundation import Client, Node, NodeUnavailableError, PermissionDeniedError
+from foundation import (
+    Client,
+    Node,
+    NodeUnavailableError,
+    PermissionDeniedError,
+    WrongTenantError,
+)
 from foundation import _wire as wire
 from foundation.messaging.policies import AwaitFailover
 from foundation.nats.kv import KV, BucketSpec
@@ -52,7 +58,10 @@ pytestmark = pytest.mark.nats
 TENANTS = ("acme", "globex")
 #: What reaching for another tenant's agent gets: not found in one's own account (or refused
 #: outright for naming another tenant)
-REFUSED = (AgentNotFoundError, PermissionDeniedError)
+# A node refuses a ref into another tenant (WrongTenantError); through the server, another
+# account's agents are simply not there (not found), not reachable (permission denied), or no
+# node of this account serves that tenant's subjects at all (node unavailable).
+REFUSED = (AgentNotFoundError, PermissionDeniedError, WrongTenantError, NodeUnavailableError)
 
 
 def add(n: int = 1) -> Signal:
