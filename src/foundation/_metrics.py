@@ -45,7 +45,7 @@ ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 GCCollector(registry=REGISTRY)
 
-_LATENCY_BUCKETS = (
+LATENCY_BUCKETS = (
     0.0005,
     0.001,
     0.0025,
@@ -61,6 +61,7 @@ _LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+"""Histogram bounds (seconds) of every latency family (commands, commits, leases, calls)."""
 
 
 class _Series:
@@ -127,21 +128,21 @@ COMMAND_DURATION = CommandHistogram(
     "foundation_command_duration_seconds",
     "Time an agent took for one command (action run and checkpoint commit).",
     ("node", "tenant", "agent_type", "action", "outcome"),
-    _LATENCY_BUCKETS,
+    LATENCY_BUCKETS,
 )
 REGISTRY.register(COMMAND_DURATION)
 KV_COMMIT_DURATION = Histogram(
     "foundation_kv_commit_duration_seconds",
     "Time of one checkpoint commit (compare-and-set on the agent's state key).",
     ("node",),
-    buckets=_LATENCY_BUCKETS,
+    buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 LEASE_RENEWAL_DURATION = Histogram(
     "foundation_lease_renewal_duration_seconds",
     "Time of one membership lease renewal (sent to acknowledged).",
     ("node",),
-    buckets=_LATENCY_BUCKETS,
+    buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import math
 import re
 import signal
 import sys
@@ -103,6 +102,13 @@ def parse_exposition(text: str) -> dict[str, Family]:
             if name == current.name:
                 assert "quantile" in labels, f"summary sample without quantile {where}"
                 assert 0 <= float(labels["quantile"]) <= 1, where
+        if current.type == "histogram":
+            allowed |= {current.name + "_bucket", current.name + "_sum", current.name + "_count"}
+            allowed.discard(current.name)
+            if name == current.name + "_bucket":
+                assert "le" in labels, f"histogram bucket without le {where}"
+                le = labels["le"]
+                assert le == "+Inf" or float(le) >= 0, where
         if current.type == "counter":
             assert current.name.endswith("_total"), where
             assert value_text != "NaN" and float(value_text) >= 0, f"negative counter {where}"
@@ -275,10 +281,15 @@ async def test_metrics_exposition_is_strict_and_counts(
         assert {s[1]["node"] for s in info.samples} == {"dash-a", "dash-b"}
         assert all(s[1]["status"] == "up" and s[2] == 1 for s in info.samples)
         lat = fams["foundation_call_latency_seconds"]
-        assert lat.type == "summary"
+        assert lat.type == "histogram"  # aggregatable across processes, unlike a summary
         assert lat.value("_sum") == pytest.approx(0.010)
-        assert lat.value(quantile="0.5") == 0.003
-        assert lat.value(quantile="0.99") == 0.004
+        assert lat.value("_bucket", le="0.001") == 1  # 0.001
+        assert lat.value("_bucket", le="0.0025") == 2  # + 0.002
+        assert lat.value("_bucket", le="0.005") == 4  # + 0.003, 0.004
+        assert lat.value("_bucket", le="+Inf") == 4
+        # conventions: no precomputed rate, no label whose value changes over time
+        assert not [n for n in fams if "per_second" in n]
+        assert not [f.name for f in fams.values() for x in f.samples if "term" in x[1]]
         errs = fams["foundation_call_errors_total"]
         assert errs.value(type="timeout") == 2 and errs.value(type="node_unavailable") == 1
         events = fams["foundation_events_total"]
@@ -292,16 +303,16 @@ async def test_metrics_exposition_is_strict_and_counts(
         reference = {f.name: f for f in text_string_to_metric_families(res.text)}
         assert reference["foundation_nodes"].samples[0].value == 2
         assert reference["foundation_node_calls_in"].type == "counter"
-        summary = reference["foundation_call_latency_seconds"]
-        assert summary.type == "summary"
-        assert {s.name for s in summary.samples} == {
-            "foundation_call_latency_seconds",
+        histogram = reference["foundation_call_latency_seconds"]
+        assert histogram.type == "histogram"
+        assert {s.name for s in histogram.samples} == {
+            "foundation_call_latency_seconds_bucket",
             "foundation_call_latency_seconds_sum",
             "foundation_call_latency_seconds_count",
         }
 
 
-async def test_empty_latency_is_nan_and_labels_are_escaped(
+async def test_empty_latency_counts_zero_and_labels_are_escaped(
     pair: tuple[Node, Node], http: httpx.AsyncClient
 ) -> None:
     a, _ = pair
@@ -309,7 +320,7 @@ async def test_empty_latency_is_nan_and_labels_are_escaped(
         dash.observe(0.0, error='odd "type"\\with\nnewline')
         await dash.collect()
         fams = parse_exposition((await http.get(dash.url + "metrics")).text)
-        assert math.isnan(fams["foundation_call_latency_seconds"].value(quantile="0.5"))
+        assert fams["foundation_call_latency_seconds"].value("_bucket", le="+Inf") == 0
         assert fams["foundation_call_latency_seconds"].value("_count") == 0
         assert fams["foundation_call_errors_total"].value(type='odd "type"\\with\nnewline') == 1
 
@@ -382,8 +393,9 @@ async def test_leader_and_failover_events(nats_server: NatsServer, http: httpx.A
             assert [n["id"] for n in st["nodes"] if n["leader"]] == [leader]
             assert any(e["kind"] == "leader" and e["node"] == leader for e in st["events"])
             fams = parse_exposition((await http.get(dash.url + "metrics")).text)
-            assert fams["foundation_leader"].value(node=leader, term=str(term)) == 1
+            assert fams["foundation_leader"].value(node=leader) == 1
             assert len(fams["foundation_leader"].samples) == 1
+            assert fams["foundation_leader_term"].value() == term  # a value, not a label
 
             await victim.stop()  # its critical agent stays assigned to it: failover moves it
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.resources
-import math
 import time
 import uuid
 from collections import deque
@@ -43,12 +42,10 @@ from foundation.nats.redact import redact_url
 from foundation.observability import http
 from foundation.observability.access import AccessGuard
 from foundation.observability.cluster_view import ClusterCommands
-from foundation.observability.metrics import COUNTERS, QUANTILES, exposition
+from foundation.observability.metrics import COUNTERS, Latency, exposition
 
 __all__ = ["Dashboard", "DashboardError"]
 
-#: Observations kept for the latency quantiles (a sliding window).
-LATENCY_WINDOW = 10_000
 #: Agent ids listed per node in the status (counts are always complete).
 MAX_AGENT_IDS = 500
 #: Largest request head accepted.
@@ -69,29 +66,6 @@ def _page() -> bytes:
         .joinpath(_PAGE_RESOURCE)
         .read_bytes()
     )
-
-
-class _Latency:
-    """A sliding window of call latencies (seconds) plus running count and sum."""
-
-    def __init__(self, window: int = LATENCY_WINDOW) -> None:
-        self.window: deque[float] = deque(maxlen=window)
-        self.count = 0
-        self.sum = 0.0
-
-    def add(self, seconds: float) -> None:
-        if not math.isfinite(seconds) or seconds < 0:
-            return
-        self.window.append(seconds)
-        self.count += 1
-        self.sum += seconds
-
-    def quantiles(self) -> dict[float, float | None]:
-        ordered = sorted(self.window)
-        if not ordered:
-            return dict.fromkeys(QUANTILES)
-        last = len(ordered) - 1
-        return {q: ordered[min(last, int(q * len(ordered)))] for q in QUANTILES}
 
 
 class Dashboard:
@@ -138,7 +112,7 @@ class Dashboard:
         self._ext_latencies = latencies
         self._ext_seen = 0
         self._ext_errors = errors
-        self._latency = _Latency()
+        self._latency = Latency()
         self._cluster = ClusterCommands()  # the nodes' own command histograms, added up
         self._errors: dict[str, int] = {}
         self._events: deque[dict[str, Any]] = deque(maxlen=history)
@@ -478,6 +452,7 @@ class Dashboard:
                 "count": self._latency.count,
                 "sum": self._latency.sum,
                 "window": len(self._latency.window),
+                "buckets": self._latency.buckets(),
                 **{f"p{round(q * 100)}": v for q, v in quantiles.items()},
             },
             "errors": errors,
