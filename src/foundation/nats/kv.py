@@ -590,7 +590,15 @@ class Watch:
                 with contextlib.suppress(Exception):
                     await self._sub.unsubscribe()
             raise translate(exc, op="watch", bucket=kv.bucket, key=self._pattern) from exc
-        if int(info.num_pending or 0) == 0 and self._sub.delivered == 0 and not self._init_done:
+        # Nothing to deliver only if the server has sent nothing either: its deliveries and
+        # this info reply reach us in either order, so an empty `pending` alone is not enough.
+        sent = int(info.delivered.consumer_seq or 0) if info.delivered is not None else 0
+        if (
+            int(info.num_pending or 0) == 0
+            and sent == 0
+            and self._sub.delivered == 0
+            and not self._init_done
+        ):
             self._init_done = True
             self._queue.put_nowait(_CAUGHT_UP)
         init_setup.set_result(True)
