@@ -28,6 +28,28 @@ PLACEMENT_WAIT = 10.0
 _T = TypeVar("_T")
 
 
+async def when_jetstream_ready(
+    request: Callable[[], Awaitable[_T]], *, wait: float = PLACEMENT_WAIT
+) -> _T:
+    """``request()`` (a JetStream API call), once the account's JetStream answers.
+
+    A server loads an account, and enables its JetStream, when the account's first user
+    connects; until then JetStream API requests get no responders. A node starting together
+    with its account waits for that, up to ``wait`` seconds, instead of failing.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = 0.02
+    while True:
+        try:
+            return await request()
+        except nats.js.errors.ServiceUnavailableError:
+            if loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)  # the account's JetStream is being enabled
+        delay = min(delay * 2, 0.5)
+
+
 async def while_placing(create: Callable[[], Awaitable[_T]], *, wait: float = PLACEMENT_WAIT) -> _T:
     """Run ``create`` (a stream creation), retrying while JetStream cannot place its replicas yet.
 
@@ -116,4 +138,4 @@ async def connect(
     return nc
 
 
-__all__ = ["PLACEMENT_WAIT", "cluster_size", "connect", "while_placing"]
+__all__ = ["PLACEMENT_WAIT", "cluster_size", "connect", "when_jetstream_ready", "while_placing"]

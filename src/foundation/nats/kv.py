@@ -48,7 +48,13 @@ from foundation._errors import (
     NatsUnavailableError,
 )
 from foundation._ids import check_key, check_token
-from foundation.nats.connect import PLACEMENT_WAIT, cluster_size, connect, while_placing
+from foundation.nats.connect import (
+    PLACEMENT_WAIT,
+    cluster_size,
+    connect,
+    when_jetstream_ready,
+    while_placing,
+)
 
 log = logging.getLogger("foundation.kv")
 
@@ -269,7 +275,7 @@ class KV:
         if replicas is None:
             replicas = wire.replicas_for(await cluster_size(nc))
         try:
-            info = await js.stream_info(stream)
+            info = await when_jetstream_ready(lambda: js.stream_info(stream), wait=placement_wait)
         except nats.js.errors.NotFoundError:
             info = None
         except Exception as exc:
