@@ -148,6 +148,16 @@ def translate(exc: BaseException, *, op: str, bucket: str, key: str | None = Non
             details=details,
             cause=exc,
         )
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return ClusterError(
+            f"JetStream does not answer {op} on {bucket!r} for this account (no responders): "
+            "JetStream is off for it. A server enables an account's JetStream only when its "
+            "limits fit what the server has left; its log then says 'insufficient storage "
+            "resources available'. Give the server a larger max_file_store/max_memory_store "
+            "or the account smaller JetStream limits",
+            details=details,
+            cause=exc,
+        )
     if isinstance(exc, nats.js.errors.APIError):
         code = exc.err_code
         details["err_code"] = code

@@ -124,6 +124,8 @@ class NatsServer:
         startup_timeout: float = 15.0,
         stop_timeout: float = 5.0,
         extra_config: str = "",
+        max_memory_store: int | None = None,
+        max_file_store: int | None = None,
     ) -> None:
         self._binary_arg = binary
         self._port = port
@@ -136,6 +138,10 @@ class NatsServer:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.extra_config = extra_config
+        #: JetStream's memory and file store sizes (``None``: the server's default, 75 % of
+        #: the machine's memory and of the store's free disk).
+        self.max_memory_store = max_memory_store
+        self.max_file_store = max_file_store
         self._given_store = Path(store_dir) if store_dir is not None else None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._workdir: Path | None = None
@@ -229,7 +235,15 @@ class NatsServer:
             f"http: {LOOPBACK}:{self._http_port}",
         ]
         if self.jetstream:
-            lines.append(f'jetstream {{ store_dir: "{self.store_dir}" }}')
+            sizes = "".join(
+                f", {key}: {value}"
+                for key, value in (
+                    ("max_memory_store", self.max_memory_store),
+                    ("max_file_store", self.max_file_store),
+                )
+                if value is not None
+            )
+            lines.append(f'jetstream {{ store_dir: "{self.store_dir}"{sizes} }}')
         if self.cluster_name is not None:
             routes = ", ".join(f'"{r}"' for r in self.routes)
             lines.append(

@@ -26,6 +26,18 @@ def _setup_or_new(
     return write_secure_setup(tmp.name, tenants), tmp
 
 
+def _reserve(server: NatsServer, setup: SecureSetup) -> None:
+    """Size ``server``'s JetStream for every tenant's limits (unless sizes were given)."""
+    reserved = setup.jetstream_reserved()
+    if reserved is None:
+        return
+    memory, disk = reserved
+    if server.max_memory_store is None:
+        server.max_memory_store = memory
+    if server.max_file_store is None:
+        server.max_file_store = disk
+
+
 class SecureNatsServer(NatsServer):
     """One TLS + authenticated ``nats-server`` with JetStream on a free loopback port.
 
@@ -45,6 +57,7 @@ class SecureNatsServer(NatsServer):
         extra = str(options.pop("extra_config", ""))
         conf = self.setup.server_config.read_text()
         super().__init__(extra_config=f"{conf}\n{extra}".strip(), **options)
+        _reserve(self, self.setup)
 
     @property
     def url(self) -> str:
@@ -80,6 +93,7 @@ class SecureNatsCluster(NatsCluster):
         conf = self.setup.server_config.read_text()
         for srv in self.servers:
             srv.extra_config = conf
+            _reserve(srv, self.setup)
 
     @property
     def urls(self) -> list[str]:

@@ -68,6 +68,23 @@ class SecureSetup:
     limits: dict[str, TenantLimits] = field(default_factory=dict)
     """Each tenant's JetStream limits (in its account JWT)."""
 
+    def jetstream_reserved(self) -> tuple[int, int] | None:
+        """``(memory, file)`` bytes one server's JetStream must offer for every tenant to start.
+
+        A lone server reserves each tenant account's limits when it enables the account's
+        JetStream, and refuses an account whose limits no longer fit ("insufficient storage
+        resources available"): without room for all of them, the tenants that log in last
+        get no JetStream at all. This is the sum of the tenants' limits, plus one default
+        tenant's worth for the ``APP`` account; ``None`` without tenants (the server's
+        defaults then do).
+        """
+        if not self.limits:
+            return None
+        spare = TenantLimits()
+        memory = spare.mem_storage + sum(max(lim.mem_storage, 0) for lim in self.limits.values())
+        disk = spare.disk_storage + sum(max(lim.disk_storage, 0) for lim in self.limits.values())
+        return memory, disk
+
     def creds_for(self, role: Role, tenant: str | None = None) -> Path:
         """The creds file of ``role`` (in ``tenant``'s account when given)."""
         key = f"{tenant}/{role}" if tenant else role

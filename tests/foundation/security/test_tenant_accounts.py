@@ -23,6 +23,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 from foundation import (
     Client,
+    ClusterError,
     Node,
     NodeUnavailableError,
     PermissionDeniedError,
@@ -285,6 +286,55 @@ async def test_the_server_enforces_each_tenant_accounts_jetstream_limits(tmp_pat
                 await gjs.add_stream(name=name, subjects=[subject])
         finally:
             await other.close()
+    finally:
+        await server.astop()
+
+
+async def test_every_tenant_gets_jetstream_whatever_the_machines_disk(tmp_path: Path) -> None:
+    # a lone server reserves each account's limits; 64 TiB each is more than any test machine
+    # has, so this passes only because the secure server is sized for the tenants it serves
+    huge = TenantLimits(disk_storage=64 * 2**40, mem_storage=2**40)
+    tenants = ("acme", "globex", "initech")
+    setup = write_secure_setup(tmp_path / "secure", tenants, tenant_limits=huge)
+    memory, disk = setup.jetstream_reserved() or (0, 0)
+    assert disk >= 3 * huge.disk_storage and memory >= 3 * huge.mem_storage
+    server = SecureNatsServer(setup, store_dir=tmp_path / "js")
+    await server.astart()
+    try:
+        for tenant in tenants:
+            nc = await secure_connect(server.url, auth(setup, "node", tenant))
+            try:
+                kv = await KV.open(nc, BucketSpec("foundation_state"), placement_wait=5)
+                await kv.put("k", b"v")
+                info = await nc.jetstream().account_info()
+                assert info.limits.max_storage == huge.disk_storage
+            finally:
+                await nc.close()
+    finally:
+        await server.astop()
+
+
+async def test_a_tenant_the_server_has_no_room_for_gets_a_clear_error(tmp_path: Path) -> None:
+    limits = TenantLimits(disk_storage=2**30, mem_storage=2**20)
+    setup = write_secure_setup(tmp_path / "secure", TENANTS, tenant_limits=limits)
+    # room for one tenant's reservation only: the second account's JetStream stays off
+    server = SecureNatsServer(
+        setup, store_dir=tmp_path / "js", max_file_store=2**30 + 2**29, max_memory_store=2**21
+    )
+    await server.astart()
+    try:
+        first = await secure_connect(server.url, auth(setup, "node", "acme"))
+        second = await secure_connect(server.url, auth(setup, "node", "globex"))
+        try:
+            await KV.open(first, BucketSpec("foundation_state"), placement_wait=5)
+            with pytest.raises(ClusterError, match="insufficient storage resources") as err:
+                await KV.open(second, BucketSpec("foundation_state"), placement_wait=0.5)
+            assert "max_file_store" in str(err.value)
+        finally:
+            await first.close()
+            await second.close()
+        log = server.log_path.read_text()
+        assert "insufficient storage resources available" in log
     finally:
         await server.astop()
 
