@@ -35,7 +35,7 @@ def violations(root: Path) -> list[str]:
 
 #: ``foundation``'s layers, first to last: the top-level module or subsystem folder names of each.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_errors", "_ids", "_wire", "_hooks", "_tracing", "_metrics"),
+    ("_errors", "_ids", "_wire", "_hooks", "_tracing", "_metrics", "_events"),
     ("nats",),
     ("membership", "registry", "coordination"),
     ("placement", "hosting"),

@@ -73,10 +73,14 @@ class ControlOps:
         return {"node": node.id, "draining": True, "agents": agents}
 
     async def stats(self, msg: Msg) -> Any:
-        """The node's statistics snapshot (with its command histogram and its tenant's quota
-        use, ``quotas``)."""
+        """The node's statistics snapshot (with its command histogram, its recent fences and
+        denials, ``events``, and its tenant's quota use, ``quotas``)."""
         node = self.node
-        out = {**node.statistics().to_dict(), "commands": command_summary(node.id)}
+        out = {
+            **node.statistics().to_dict(),
+            "commands": command_summary(node.id),
+            "events": node.host.events.recent(),
+        }
         quotas = getattr(node, "quotas", None)
         if quotas is not None:
             out["quotas"] = quotas.report()

@@ -85,6 +85,7 @@ from jido._directive import (
     StopChild,
     StopSensor,
 )
+from jido._info import AgentInfo, FailedCommand
 from jido._runtime import (
     AgentDeadLetter,
     AgentDispatch,
@@ -188,12 +189,14 @@ __all__ = [
     "AgentDispatch",
     "AgentEvent",
     "AgentExistsError",
+    "AgentInfo",
     "AgentRef",
     "BatchOutcome",
     "Cancel",
     "DeleteKeys",
     "Directive",
     "Emit",
+    "FailedCommand",
     "Instruction",
     "Replace",
     "Runtime",

@@ -63,6 +63,7 @@ from jido._errors import (
     TimeoutError,
     ValidationError,
 )
+from jido._info import AgentInfo, FailedCommand
 from jido._services import Services
 from jido._signal import Signal
 from jido._store import Checkpoint, StateStore
@@ -210,6 +211,7 @@ class _Server:
         "hibernate_after",
         "id",
         "last_active",
+        "last_error",
         "mailbox",
         "meta",
         "parent",
@@ -252,6 +254,7 @@ class _Server:
         self.stopped: asyncio.Future[None] | None = None
         self.room: asyncio.Future[None] | None = None  # resolved when a full mailbox drains
         self.last_active = time.monotonic()
+        self.last_error: tuple[float, BaseException] | None = None
         policy = cls.checkpoint if cls.checkpoint is not None else rt.checkpoint
         self.ckpt_every, self.ckpt_on_stop = _policy(policy)
         if rt.store is None:
@@ -340,6 +343,7 @@ class _Server:
             inst = Instruction(action, _params_of(signal))
             new_state, result, effects = await agent._step(inst, agent.state, signal, meta)
         except JidoError as err:
+            self.last_error = (time.time(), err)
             if isinstance(err, RoutingError) or fut is None:
                 rt._dead(self.id, signal, err)
             _fail(fut, err)
@@ -365,12 +369,14 @@ class _Server:
             try:
                 await self._save(new_state, seq, merged, effects)
             except FencedError as err:
+                self.last_error = (time.time(), err)
                 if fut is None:
                     rt._dead(self.id, signal, err)
                 _fail(fut, err)
                 await self.shutdown("fenced", fenced=True)
                 return
             except JidoError as err:
+                self.last_error = (time.time(), err)
                 if fut is None:
                     rt._dead(self.id, signal, err)
                 _fail(fut, err)
@@ -507,6 +513,8 @@ class _Server:
                 )
             else:
                 error = await self._crash(crashed, None, signals[len(done)])
+        if error is not None:
+            self.last_error = (time.time(), error)
         if not fut.done():
             fut.set_result(BatchOutcome(len(done), tuple(results), error))
 
@@ -646,6 +654,7 @@ class _Server:
             cause=exc,
         )
         _log.error("agent %r crashed", self.id, exc_info=exc)
+        self.last_error = (time.time(), err)
         _fail(fut, err)
         rt._event("crashed", self, error=err)
         while True:
@@ -700,6 +709,38 @@ class _Server:
         state = cls.validate_state(cp.state if cp is not None else None)
         self.agent = cls(self.id, state)
         self.rt._event("thawed", self)
+
+    def info(self) -> AgentInfo:
+        last = None
+        if self.last_error is not None:
+            at, err = self.last_error
+            kind = getattr(err, "type", None)
+            last = FailedCommand(
+                at, kind if isinstance(kind, str) else type(err).__name__, str(err)[:500]
+            )
+        agent = self.agent
+        size = None
+        if agent is not None:
+            size = len(agent.state.__pydantic_serializer__.to_json(agent.state))
+        mailbox = len(self.mailbox) if self.mailbox is not None else 0
+        status = "stopping" if self.status else "hibernated" if agent is None else "running"
+        cls = self.cls
+        return AgentInfo(
+            id=self.id,
+            agent_class=f"{cls.__module__}:{cls.__qualname__}",
+            status=status,
+            mailbox=mailbox,
+            mailbox_size=self.cap,
+            busy=self.active,
+            commands=self.seq,
+            checkpointed=self.saved_seq,
+            epoch=self.epoch,
+            restarts=len(self.restarts) if self.restarts else 0,
+            idle_seconds=0.0 if self.active else max(0.0, time.monotonic() - self.last_active),
+            schedules=len(self.timers.armed) + len(self.timers.firing) if self.timers else 0,
+            state_bytes=size,
+            last_error=last,
+        )
 
     async def hibernate(self) -> bool:
         rt = self.rt
@@ -988,6 +1029,11 @@ class AgentRef:
         assert store is not None
         cp = await store.load(self.id)
         return srv.cls.validate_state(cp.state if cp is not None else None)
+
+    def info(self) -> AgentInfo:
+        """Its runtime bookkeeping now: status, mailbox, commands, checkpoint, schedules,
+        restarts, state size and last error (never the state's content)."""
+        return self._server().info()
 
     @property
     def agent_class(self) -> type[Agent]:

@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
@@ -118,6 +119,21 @@ async def test_page_shows_nodes_and_updates_live(
             calls = row_b.locator('[data-field="calls_in"]')
             await expect(calls).to_have_text("12", timeout=WAIT_MS)
 
+            # one agent in detail: a click on its chip asks its owner (b) for its bookkeeping
+            await chips.nth(1).click()
+            panel = page.locator("#agent-panel")
+            await expect(panel).to_be_visible()
+            await expect(page.locator("#agent-title")).to_have_text("shop-1")
+
+            def field(name: str) -> Any:
+                return panel.locator(f'[data-field="{name}"] td').nth(1)
+
+            await expect(field("owner")).to_contain_text("web-b", timeout=WAIT_MS)
+            await expect(field("commands")).to_contain_text("12")
+            await expect(field("status")).to_have_text("running")
+            await expect(field("last-error")).to_have_text("none")
+            await expect(page.locator("#agent-owners li")).to_contain_text(["claimed → web-b"])
+
             shot = tmp_path / "dashboard.png"
             await page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
@@ -136,6 +152,9 @@ async def test_page_shows_nodes_and_updates_live(
                 await expect(moves.first).to_contain_text("web-b → web-a")
                 await expect(row_a.locator('[data-field="agents"]')).to_have_text("3")
                 await expect(page.locator("#orphans")).to_have_text("")
+                # the open detail follows the agent to its new owner
+                await expect(field("owner")).to_contain_text("web-a", timeout=WAIT_MS)
+                await expect(page.locator("#agent-owners li").last).to_contain_text("moved → web-a")
             else:
                 await expect(page.locator("#orphans")).to_contain_text("shop-0@web-b")
             await page.screenshot(path=str(tmp_path / "after-leave.png"), full_page=True)

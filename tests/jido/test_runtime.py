@@ -393,3 +393,40 @@ async def test_arrival_order_property(ops: list[tuple[bool, int]]) -> None:
         await asyncio.gather(*pending)
         await rt.wait_idle()
         assert (await ref.state()).log == [i for _c, i in ops]
+
+
+async def test_info_shows_mailbox_commands_state_size_and_the_last_error() -> None:
+    async with Runtime() as rt:
+        ref = await rt.start(Account, id="acc-i", state={"balance": 3})
+        info = ref.info()
+        assert info.id == "acc-i" and info.status == "running"
+        assert info.agent_class.endswith(":Account") and info.mailbox_size == 4
+        assert (info.commands, info.mailbox, info.busy, info.last_error) == (0, 0, False, None)
+        assert info.state_bytes == len(b'{"balance":3,"log":[]}')
+        await ref.call(sig("acc.deposit", {"amount": 5}))
+        with pytest.raises(ValidationError):
+            await ref.call(sig("acc.deposit", {"amount": -1}))
+        info = ref.info()
+        assert info.commands == 1 and info.state_bytes == len(b'{"balance":8,"log":[]}')
+        assert info.last_error is not None and info.last_error.type == "validation_error"
+        assert "amount" in info.last_error.message
+        # a waiting command and queued signals show as busy with a mailbox
+        call = asyncio.create_task(ref.call(sig("acc.wait")))
+        await GATE["entered"].wait()
+        await ref.cast(sig("acc.log", {"i": 1}))
+        busy = ref.info()
+        assert busy.busy and busy.mailbox == 1 and busy.idle_seconds == 0.0
+        GATE["event"].set()
+        await call
+        with pytest.raises(ExecutionError):
+            await ref.call(sig("acc.fail"))
+        crashed = ref.info()
+        assert crashed.last_error is not None and crashed.last_error.type == "execution_error"
+        assert "nope" in crashed.last_error.message
+        assert crashed.restarts == 0  # an action's exception is its error, not a crash
+        # it crosses processes as JSON and comes back the same
+        from jido import AgentInfo
+
+        assert AgentInfo.from_dict(crashed.to_dict()) == crashed
+        with pytest.raises(ValueError, match="not an agent info"):
+            AgentInfo.from_dict({"id": "x"})

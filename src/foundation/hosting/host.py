@@ -35,6 +35,7 @@ from foundation._errors import (
     NotOwnerError,
     PlacementError,
 )
+from foundation._events import NodeEvents
 from foundation._hooks import TaskSet
 from foundation.hosting.admission import move_reserved
 from foundation.hosting.clustered import ClusterSpec, cluster_spec, type_name_of
@@ -128,6 +129,8 @@ class AgentHost:
         self._full = True
         self.fence_listeners: list[Callable[[], None]] = []
         """Called (synchronously) when the node fences, before its agents stop."""
+        self.events = NodeEvents()
+        """The node's recent fences (and, from its security, denials)."""
         self.admit: Callable[[str], Awaitable[None]] | None = None
         """Called with an agent id before a virtual activation claims it; raises to refuse."""
 
@@ -432,6 +435,7 @@ class AgentHost:
             reason = getattr(event, "reason", None)
             if reason == "fenced" or isinstance(getattr(event, "error", None), FencedError):
                 self.counters["fenced_stops"] += 1
+                self.events.add("fenced", agent=agent_id, detail="a newer owner exists")
                 log.warning(
                     "node %s: agent %s fenced (a newer owner exists)", self.node_id, agent_id
                 )
@@ -449,6 +453,7 @@ class AgentHost:
         self.state_store.fence()
         ids = [a for a in self.local if a not in self.unclustered]
         log.warning("node %s: lease lost, fencing %d agents", self.node_id, len(ids))
+        self.events.add("fence", detail=f"lease lost: {len(ids)} agent(s) stopped")
         for listener in self.fence_listeners:
             listener()  # e.g. the failover: a fenced node gives the leader lease up
         self.counters["fenced_stops"] += len(ids)

@@ -79,6 +79,7 @@ class AgentOps:
         endpoint.add("cast", self.cast, one_way=True)
         endpoint.add("casts", self.casts, one_way=True)
         endpoint.add("state", with_request(self.state))
+        endpoint.add("info", with_request(self.info))
         endpoint.add("start", with_request(self.start))
         endpoint.add("stop", with_request(self.stop))
         endpoint.add("ping", self.ping)
@@ -128,6 +129,17 @@ class AgentOps:
         if local is None:
             raise host.not_here(req.agent_id)
         return (await local.state()).model_dump(mode="json")
+
+    async def info(self, req: Request) -> Any:
+        """``info``: the local agent's runtime bookkeeping (:class:`jido.AgentInfo`), with the
+        node that answered."""
+        host = self.host
+        local = host.local_ref(req.agent_id) or await host.wait_local(
+            req.agent_id, self._deadline(self.call_timeout)
+        )
+        if local is None:
+            raise host.not_here(req.agent_id)
+        return {**local.info().to_dict(), "node": self.node_id}
 
     async def start(self, req: Request) -> Any:
         """``start``: activate the agent here (the registry must assign it here)."""

@@ -26,11 +26,18 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from foundation import _tracing
-from foundation._errors import NodeUnavailableError, NotOwnerError
+from foundation._errors import ClusterError, NodeUnavailableError, NotOwnerError
 from foundation.hosting.host import released
 from foundation.messaging.envelope import check_meta, encode_request
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
-from jido import AgentNotFoundError, AgentStoppedError, JidoError, Signal, TimeoutError
+from jido import (
+    AgentInfo,
+    AgentNotFoundError,
+    AgentStoppedError,
+    JidoError,
+    Signal,
+    TimeoutError,
+)
 
 
 class RemoteState(BaseModel):
@@ -297,6 +304,24 @@ class ClusterRef:
             return model.model_validate(raw)
         return RemoteState.model_validate(raw)
 
+    async def info(self, *, timeout: float | None = None) -> AgentInfo:  # noqa: ASYNC109
+        """The agent's runtime bookkeeping where it runs (:class:`jido.AgentInfo`: status,
+        mailbox, commands, checkpoint, schedules, restarts, state size, last error)."""
+        local = self._locator.local(self.id)
+        if local is not None:
+            info: AgentInfo = local.info()
+            return info
+        budget = self._locator.call_timeout if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + budget
+        raw = await self._remote("info", None, deadline, None)
+        try:
+            return AgentInfo.from_dict(raw)
+        except ValueError as exc:
+            raise ClusterError(
+                f"the owner of agent {self.id!r} answered info with {exc}",
+                details={"agent_id": self.id},
+            ) from exc
+
     async def owner(self) -> str | None:
         """Id of the node that owns the agent now (registry cache), or ``None``."""
         record = await self._locator.record(self.id, consistent=False)
@@ -381,6 +406,8 @@ class ClusterRef:
                 assert signal is not None
                 remaining = max(deadline - loop.time(), 0.001)
                 return await local.call(signal, timeout=remaining, meta=meta)
+            if op == "info":
+                return local.info().to_dict()
             return (await local.state()).model_dump(mode="json")
         if not loc.is_live(record.node):
             raise NodeUnavailableError(

@@ -10,6 +10,9 @@ Routes (GET or HEAD):
 - ``/`` — an HTML page (no external assets): nodes, agents, leader, throughput, latency and
   recent events, updated live from ``/api/events``.
 - ``/api/status`` — that data as JSON; ``/api/events`` — one SSE ``status`` event per refresh.
+- ``/api/agents/<id>`` — one agent: its registry record, its owner's runtime detail
+  (:class:`jido.AgentInfo`: status, mailbox, commands, checkpoint, state size, last error) and
+  the owners it had while the dashboard watched.
 - ``/metrics`` — the Prometheus text exposition format (version 0.0.4).
 - ``/healthz`` — ``200`` while the node runs and holds its membership lease, else ``503``.
 
@@ -27,27 +30,32 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
 from foundation import _wire as wire
 from foundation._errors import ClusterError
+from foundation._ids import check_agent_id
 from foundation._metrics import command_summary
 from foundation.nats.kv import KV
 from foundation.nats.redact import redact_url
 from foundation.observability import http
 from foundation.observability.access import AccessGuard
+from foundation.observability.agents_view import (
+    NO_AGENTS,
+    AgentsView,
+    NodeEventFeed,
+    OwnerHistory,
+    agent_detail,
+)
 from foundation.observability.cluster_view import ClusterCommands
 from foundation.observability.metrics import COUNTERS, Latency, exposition
 
 __all__ = ["Dashboard", "DashboardError"]
 
-#: Agent ids listed per node in the status (counts are always complete).
-MAX_AGENT_IDS = 500
 #: Largest request head accepted.
 MAX_HEAD = 16 * 1024
 
@@ -131,7 +139,9 @@ class Dashboard:
         self._collections = 0
         self._page = _page()
         self._own_node: Any = None  # an observer node started and stopped by this dashboard
-        self._agents: _AgentsView | None = None
+        self._agents: AgentsView | None = None
+        self._owners = OwnerHistory()
+        self._node_events = NodeEventFeed()
 
     @classmethod
     def for_cluster(
@@ -262,8 +272,8 @@ class Dashboard:
 
     def _event(self, kind: str, node: str, *, agent: str | None = None, detail: str = "") -> None:
         source = "membership" if kind in ("join", "leave", "expire", "update") else "registry"
-        if kind == "leader":
-            source = "leader"
+        if kind in ("leader", "fence", "fenced", "denied"):
+            source = "leader" if kind == "leader" else "node"
         self._events.append(
             {
                 "time": time.time(),
@@ -285,6 +295,7 @@ class Dashboard:
         self._event(str(event.kind), str(event.node_id), detail=detail)
 
     def _on_registry(self, change: Any) -> None:
+        self._owners.note(change)
         record, previous = change.record, change.previous
         if record is None:
             return
@@ -317,7 +328,8 @@ class Dashboard:
         node = self.node
         if node_id == node.id:
             stats: dict[str, Any] = node.statistics().to_dict()
-            return {**stats, "commands": command_summary(node.id)}, None
+            events = node.host.events.recent()
+            return {**stats, "commands": command_summary(node.id), "events": events}, None
         t0 = time.perf_counter()
         try:
             reply = await node.client.request(node_id, "stats", b"{}", timeout=self.stats_timeout)
@@ -387,7 +399,7 @@ class Dashboard:
         for member, (stats, rtt) in zip(members, pairs, strict=True):
             rate = self._rate(member.id, stats, mono)
             total_rate += rate or 0.0
-            owned = by_node.get(member.id, _NO_AGENTS)
+            owned = by_node.get(member.id, NO_AGENTS)
             nodes.append(
                 {
                     "id": member.id,
@@ -413,6 +425,15 @@ class Dashboard:
             )
         for gone in set(self._prev) - live:
             self._prev.pop(gone, None)
+        for member, (stats, _) in zip(members, pairs, strict=True):
+            for event in self._node_events.new(member.id, stats):
+                self._event(
+                    str(event.get("kind")),
+                    member.id,
+                    agent=event.get("agent"),
+                    detail=str(event.get("detail") or ""),
+                )
+        self._node_events.forget(live)
         dead_owners = sorted(set(by_node) - live)
         orphaned = sum(by_node[owner].count for owner in dead_owners)
         orphans = [  # the first ids of each dead owner; ``orphaned`` is the full count
@@ -468,30 +489,15 @@ class Dashboard:
         self._publish()
         return status
 
-    def _agents_view(self) -> _AgentsView:
+    def _agents_view(self) -> AgentsView:
         """Agents grouped by owner, recomputed only when the registry cache has moved."""
         registry = self.node.registry
         version = getattr(registry, "version", None)
         cached = self._agents
         if cached is not None and version is not None and cached.version == version:
             return cached
-        groups: dict[str, list[Any]] = {}
-        for record in registry.records():
-            groups.setdefault(record.node, []).append(record)
-        by_node = {owner: _NodeAgents.of(records) for owner, records in groups.items()}
-        types: dict[str, int] = {}
-        for group in by_node.values():
-            for name, count in group.types.items():
-                types[name] = types.get(name, 0) + count
-        view = _AgentsView(
-            version=version,
-            by_node=by_node,
-            total=sum(g.count for g in by_node.values()),
-            critical=sum(g.critical for g in by_node.values()),
-            types=dict(sorted(types.items())),
-        )
-        self._agents = view
-        return view
+        self._agents = AgentsView.of(registry.records(), version)
+        return self._agents
 
     def _rate(self, node_id: str, stats: Mapping[str, Any] | None, mono: float) -> float | None:
         if stats is None:
@@ -597,10 +603,27 @@ class Dashboard:
             await http.respond(
                 writer, code, orjson.dumps(health), "application/json", head_only=head_only
             )
+        elif path.startswith("/api/agents/"):
+            await self._agent(writer, path.removeprefix("/api/agents/"), head_only=head_only)
         elif path == "/api/events":
             await self._stream(writer, head_only=head_only)
         else:
             await http.respond(writer, 404, b"not found\n", "text/plain", head_only=head_only)
+
+    async def _agent(self, writer: asyncio.StreamWriter, raw: str, *, head_only: bool) -> None:
+        try:
+            agent_id = check_agent_id(unquote(raw))
+        except Exception as exc:
+            body = orjson.dumps({"error": "invalid_agent_id", "message": str(exc)})
+            return await http.respond(writer, 400, body, "application/json", head_only=head_only)
+        detail = await agent_detail(self.node, agent_id, self._owners, timeout=self.stats_timeout)
+        if detail is None:
+            body = orjson.dumps(
+                {"error": "agent_not_found", "message": f"no agent {agent_id!r} is registered"}
+            )
+            return await http.respond(writer, 404, body, "application/json", head_only=head_only)
+        body = orjson.dumps(detail, default=str)
+        await http.respond(writer, 200, body, "application/json", head_only=head_only)
 
     async def _stream(self, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
         writer.write(
@@ -623,47 +646,6 @@ class Dashboard:
                 await asyncio.wait_for(waiter.wait(), 15.0)
             except TimeoutError:
                 writer.write(b": keep-alive\n\n")
-
-
-@dataclass(frozen=True, slots=True)
-class _NodeAgents:
-    """The agents one node owns, as shown: count, critical count, first ids, types."""
-
-    count: int
-    critical: int
-    ids: list[str]
-    types: dict[str, int]
-
-    @classmethod
-    def of(cls, records: Sequence[Any]) -> _NodeAgents:
-        types: dict[str, int] = {}
-        for record in records:
-            types[record.type] = types.get(record.type, 0) + 1
-        short: dict[str, int] = {}
-        for name, count in types.items():
-            label = name.rpartition(":")[2] or name or "?"
-            short[label] = short.get(label, 0) + count
-        ids = sorted(r.agent_id for r in records)
-        return cls(
-            count=len(records),
-            critical=sum(1 for r in records if r.critical),
-            ids=ids[:MAX_AGENT_IDS],
-            types=dict(sorted(short.items())),
-        )
-
-
-_NO_AGENTS = _NodeAgents(0, 0, [], {})
-
-
-@dataclass(frozen=True, slots=True)
-class _AgentsView:
-    """Agents grouped by owner at one registry cache version."""
-
-    version: int | None
-    by_node: dict[str, _NodeAgents]
-    total: int
-    critical: int
-    types: dict[str, int]
 
 
 def _sum_stats(stats: Iterable[Mapping[str, Any]]) -> dict[str, int]:

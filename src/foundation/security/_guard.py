@@ -310,6 +310,10 @@ class NodeSecurity:
         event = "auth.denied" if isinstance(exc, PermissionDeniedError) else "auth.failed"
         principal = exc.details.get("principal") or "anonymous"
         self.record(event, principal=str(principal), subject=subject, details=exc.details)
+        if self._node is not None:
+            self._node.host.events.add(
+                "denied", agent=exc.details.get("agent_id"), detail=f"{principal}: {exc}"
+            )
 
     def wrap_op(self, name: str, handler: Handler) -> Handler:
         """The endpoint step: an attested op runs only for a role that may send it."""

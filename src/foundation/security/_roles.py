@@ -95,9 +95,9 @@ NODE_SUBJECT_FAMILIES: Final = (
     "audit",
 )
 #: Node ops an admin may send (status, drain and stop).
-ADMIN_NODE_OPS: Final = ("ping", "stats", "drain", "stop")
+ADMIN_NODE_OPS: Final = ("ping", "stats", "info", "drain", "stop")
 #: Node ops an observer may send (status and metrics).
-OBSERVER_NODE_OPS: Final = ("ping", "stats")
+OBSERVER_NODE_OPS: Final = ("ping", "stats", "info")
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
