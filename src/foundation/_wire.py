@@ -100,6 +100,9 @@ HDR_TRACEPARENT: Final = "traceparent"
 HDR_TIMEOUT: Final = "fdn-timeout"
 #: Optional header on public requests: JSON object merged into the command's checkpoint meta.
 HDR_META: Final = "fdn-meta"
+#: Header of a public request that is a cast to acknowledge (not a call): the reply says the
+#: cast was accepted (for an ``at_least_once`` agent: stored in its inbox), or why not.
+HDR_CAST: Final = "fdn-cast"
 
 KV_OP_DEL: Final = "DEL"
 KV_OP_PURGE: Final = "PURGE"

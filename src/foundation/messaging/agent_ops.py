@@ -27,6 +27,7 @@ from foundation.messaging.envelope import (
     decode_cast_batch,
     decode_public_signal,
     decode_request,
+    public_is_cast,
     public_meta,
     public_timeout,
 )
@@ -221,7 +222,8 @@ class AgentOps:
     # -- public agent subjects -----------------------------------------------------------------
 
     async def public(self, msg: Msg) -> Any:
-        """A signal sent to ``<root>.agent.<tenant>.<agent_id>``: a call (reply) or a cast."""
+        """A signal sent to ``<root>.agent.<tenant>.<agent_id>``: a call (reply), a cast (none),
+        or an acknowledged cast (a reply and the ``fdn-cast: 1`` header)."""
         try:
             tenant, agent_id = self.subjects.parse_agent(msg.subject)
             if tenant != self.tenant:
@@ -230,13 +232,17 @@ class AgentOps:
                     f"{self.tenant!r}); send to {self.subjects.agent(agent_id, self.tenant)}",
                     details={"tenant": tenant, "agent_id": agent_id},
                 )
+            # a reply subject makes it a call, unless the sender asks for an acknowledged cast
+            is_cast = not msg.reply or public_is_cast(msg.headers)
             if self.admit is not None and self.host.local_ref(agent_id) is not None:
-                self.admit("call" if msg.reply else "cast")  # not forwarded: counted here
+                self.admit("cast" if is_cast else "call")  # not forwarded: counted here
             signal = decode_public_signal(msg.headers, msg.data)
             timeout = public_timeout(msg.headers, self.call_timeout)
             meta = public_meta(msg.headers)
             ref = ClusterRef(self.locator, agent_id, tenant=tenant)
-            if not msg.reply:
+            if is_cast:
+                # acknowledged: answered once the cast is accepted (an at_least_once agent's
+                # once JetStream stored it in its inbox), or with the error that refused it
                 await ref.cast(signal, meta=meta)
                 return None
             self.counters["forwarded"] += 1

@@ -31,6 +31,7 @@ from foundation._errors import InvalidRequestError
 from foundation._ids import check_agent_id, check_token
 from foundation._wire import (
     DEFAULT_TENANT,
+    HDR_CAST,
     HDR_META,
     HDR_TIMEOUT,
     MAX_REQUEST_TIMEOUT,
@@ -59,7 +60,17 @@ def _load_json(data: bytes, what: str) -> Any:
         ) from exc
 
 
-OPS: tuple[str, ...] = ("call", "cast", "casts", "state", "start", "stop", "ping", "stats")
+OPS: tuple[str, ...] = (
+    "call",
+    "cast",
+    "casts",
+    "state",
+    "info",
+    "start",
+    "stop",
+    "ping",
+    "stats",
+)
 """Operations served on a node's private subject."""
 
 WIRE_FEATURES: tuple[str, ...] = ("casts",)
@@ -73,6 +84,7 @@ in the same cluster keep receiving what they understand (a node without ``casts`
 DEFAULT_PREFIX = SUBJECT_ROOT
 TIMEOUT_HEADER = HDR_TIMEOUT
 META_HEADER = HDR_META
+CAST_HEADER = HDR_CAST
 
 
 def _default(obj: Any) -> Any:
@@ -335,6 +347,11 @@ def decode_public_signal(headers: Mapping[str, str] | None, data: bytes) -> Sign
     return Signal.from_json(data)
 
 
+def public_is_cast(headers: Mapping[str, str] | None) -> bool:
+    """True when a public request asks for a cast to be acknowledged (header ``fdn-cast``)."""
+    return bool(headers) and headers.get(CAST_HEADER) == "1"  # type: ignore[union-attr]
+
+
 def public_timeout(headers: Mapping[str, str] | None, default: float) -> float:
     """The caller's timeout from the optional ``fdn-timeout`` header, else ``default``."""
     if headers:
@@ -364,6 +381,7 @@ def public_meta(headers: Mapping[str, str] | None) -> dict[str, Any] | None:
 
 __all__ = [
     "CAST_BATCH_BYTES",
+    "CAST_HEADER",
     "DEFAULT_PREFIX",
     "DEFAULT_TENANT",
     "META_HEADER",
@@ -388,6 +406,7 @@ __all__ = [
     "encode_reply_within",
     "encode_request",
     "payload_too_large",
+    "public_is_cast",
     "public_meta",
     "public_timeout",
 ]

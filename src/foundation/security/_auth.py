@@ -19,7 +19,7 @@ import re
 import ssl
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -247,6 +247,7 @@ class PermissionMonitor:
         self.principal = principal
         self.denied: list[PermissionDeniedError] = []
         self._changed = asyncio.Event()
+        self._watchers: dict[str, list[Callable[[PermissionDeniedError], None]]] = {}
 
     def record(self, message: str) -> PermissionDeniedError | None:
         """Turn a server error text into a :class:`PermissionDeniedError` and keep it."""
@@ -261,9 +262,26 @@ class PermissionMonitor:
             details={"operation": op, "subject": subject, "principal": who},
         )
         self.denied.append(err)
+        for watcher in list(self._watchers.get(subject, ())):
+            watcher(err)
         self._changed.set()
         self._changed = asyncio.Event()
         return err
+
+    @contextlib.contextmanager
+    def watching(
+        self, subject: str, on_denied: Callable[[PermissionDeniedError], None]
+    ) -> Iterator[None]:
+        """Call ``on_denied`` (synchronously) for each violation on ``subject`` while inside."""
+        key = subject.lower()
+        watchers = self._watchers.setdefault(key, [])
+        watchers.append(on_denied)
+        try:
+            yield
+        finally:
+            watchers.remove(on_denied)
+            if not watchers:
+                del self._watchers[key]
 
     def find(self, subject: str, *, since: int = 0) -> PermissionDeniedError | None:
         """A violation reported for ``subject`` (case-insensitive) after index ``since``."""

@@ -26,12 +26,13 @@ from typing import Any, Self
 
 import orjson
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from foundation._errors import InvalidRequestError, NodeUnavailableError
+from foundation._errors import InvalidRequestError, NodeUnavailableError, PermissionDeniedError
 from foundation._ids import check_agent_id, check_token
-from foundation._wire import DEFAULT_TENANT, HDR_META, HDR_TIMEOUT
+from foundation._wire import DEFAULT_TENANT, HDR_CAST, HDR_META, HDR_TIMEOUT
 from foundation.messaging.envelope import Subjects, check_size, decode_reply
 from foundation.messaging.ref import ClusterRef, FailFast, UnreachablePolicy
 from foundation.registry.registry import ClusterRegistry, RegistryRecord
@@ -87,7 +88,7 @@ class _ClientLocator:
     async def cast_remote(
         self, agent_id: str, signal: Signal, meta: Mapping[str, Any] | None
     ) -> None:
-        await self.client._cast(agent_id, signal, meta)
+        await self.client._cast(agent_id, self.client.tenant, signal, meta)
 
     async def request(
         self,
@@ -124,6 +125,11 @@ class ClientRef(ClusterRef):
                 details={"op": op, "agent_id": self.id},
             )
         return await loc.client._call(self.id, self.tenant, signal, deadline, meta)
+
+    async def _cast(self, signal: Signal, meta: dict[str, Any] | None) -> None:
+        loc = self.locator
+        assert isinstance(loc, _ClientLocator)
+        await loc.client._cast(self.id, self.tenant, signal, meta)
 
 
 class Client:
@@ -230,21 +236,40 @@ class Client:
         deadline: float,
         meta: Mapping[str, Any] | None,
     ) -> Any:
+        return await self._request("call", agent_id, tenant, signal, deadline, meta)
+
+    async def _cast(
+        self, agent_id: str, tenant: str, signal: Signal, meta: Mapping[str, Any] | None
+    ) -> None:
+        deadline = asyncio.get_running_loop().time() + self.call_timeout
+        await self._request("cast", agent_id, tenant, signal, deadline, meta)
+
+    async def _request(
+        self,
+        what: str,
+        agent_id: str,
+        tenant: str,
+        signal: Signal,
+        deadline: float,
+        meta: Mapping[str, Any] | None,
+    ) -> Any:
+        """A call, or a cast acknowledged by the node that took it (a client's cast is never
+        silently lost: to an ``at_least_once`` agent it returns once JetStream stored it)."""
         nc = self._connection()
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise TimeoutError(
-                f"call to agent {agent_id!r} got no reply in time; retry or raise the timeout",
+                f"{what} to agent {agent_id!r} got no reply in time; retry or raise the timeout",
                 details={"agent_id": agent_id},
             )
         subject = self.subject(agent_id, tenant)
         data = signal.to_json().encode()
-        check_size(data, nc.max_payload, f"call to agent {agent_id!r}")
-        mark = self._denials()
+        check_size(data, nc.max_payload, f"{what} to agent {agent_id!r}")
+        headers = self._headers(meta, remaining * 0.95 if what == "call" else None) or {}
+        if what == "cast":
+            headers[HDR_CAST] = "1"
         try:
-            msg = await nc.request(
-                subject, data, timeout=remaining, headers=self._headers(meta, remaining * 0.95)
-            )
+            msg = await self._checked(nc, subject, data, remaining, headers)
         except NoRespondersError as exc:
             raise NodeUnavailableError(
                 f"no node serves agent {agent_id!r} (no responders): is the cluster up?",
@@ -252,9 +277,8 @@ class Client:
                 cause=exc,
             ) from exc
         except NatsTimeoutError as exc:
-            self._raise_denied(subject, mark)
             raise TimeoutError(
-                f"call to agent {agent_id!r} got no reply in time; retry or raise the timeout",
+                f"{what} to agent {agent_id!r} got no reply in time; retry or raise the timeout",
                 details={"agent_id": agent_id},
             ) from exc
         except ConnectionClosedError as exc:
@@ -263,28 +287,37 @@ class Client:
             ) from exc
         return decode_reply(msg.data)
 
-    async def _cast(self, agent_id: str, signal: Signal, meta: Mapping[str, Any] | None) -> None:
-        nc = self._connection()
-        data = signal.to_json().encode()
-        check_size(data, nc.max_payload, f"cast to agent {agent_id!r}")
-        await nc.publish(
-            self.subject(agent_id, self.tenant), data, headers=self._headers(meta, None)
+    @staticmethod
+    async def _checked(
+        nc: NatsClient,
+        subject: str,
+        data: bytes,
+        timeout: float,  # noqa: ASYNC109 - the request's own deadline, passed to nats
+        headers: dict[str, str],
+    ) -> Msg:
+        """``nc.request``, failing at once with ``PermissionDeniedError`` when the server
+        refuses the publish (instead of at the request's timeout)."""
+        try:
+            monitor = permission_monitor(nc)
+        except ValueError:
+            return await nc.request(subject, data, timeout=timeout, headers=headers or None)
+        request = asyncio.ensure_future(
+            nc.request(subject, data, timeout=timeout, headers=headers or None)
         )
+        refused: list[PermissionDeniedError] = []
 
-    def _denials(self) -> int:
-        try:
-            return len(permission_monitor(self._connection()).denied)
-        except ValueError:
-            return 0
+        def on_denied(err: PermissionDeniedError) -> None:
+            if not request.done():
+                refused.append(err)
+                request.cancel()
 
-    def _raise_denied(self, subject: str, mark: int) -> None:
-        try:
-            monitor = permission_monitor(self._connection())
-        except ValueError:
-            return
-        err = monitor.find(subject, since=mark)
-        if err is not None:
-            raise err
+        with monitor.watching(subject, on_denied):
+            try:
+                return await request
+            except asyncio.CancelledError:
+                if refused:
+                    raise refused[0] from None
+                raise
 
 
 __all__ = ["Client", "ClientRef"]

@@ -3,6 +3,7 @@ authorization step, the public subjects' policy, the audit trail, nothing secret
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -25,6 +26,8 @@ from foundation.security import (
     secure_connect,
     write_secure_setup,
 )
+from foundation.security._jwt import creds_text, user_jwt
+from foundation.security._keys import KeyPair
 from jido import Action, ActionContext, Signal
 from tests.foundation.apps import ClusteredCounter, Counter
 from tests.foundation.conftest import eventually
@@ -120,10 +123,54 @@ async def test_client_calls_what_the_policy_allows_and_is_refused_the_rest(
     assert info.value.details["principal"] == "client/client"
     await a.ref("c-2").call(_add(0))
     assert (await a.ref("c-2").state()).count == 0  # type: ignore[attr-defined]
-    # a denied cast is dropped before it reaches the agent
-    await client.ref("c-2").cast(_add(7))
+    # a denied cast is refused (a client's casts are acknowledged) and never reaches the agent
+    with pytest.raises(PermissionDeniedError):
+        await client.ref("c-2").cast(_add(7))
     await client.ref("c-2").call(echo)
     assert (await a.ref("c-2").state()).count == 0  # type: ignore[attr-defined]
+    # an allowed cast returns once a node accepted it
+    await client.ref("c-2").cast(Signal(type="vault.withdraw", source="/web", data={}))
+
+
+def _untagged_creds(setup: SecureSetup, path: Path) -> Path:
+    """Creds of a user made outside our setup (no role tags, so a Client sends on the plain
+    agent subjects) that may only use its inbox: the server refuses its sends to agents."""
+    account = KeyPair.from_seed((setup.dir / "keys" / "APP.nk").read_bytes())
+    user = KeyPair.create("user")
+    token = user_jwt(
+        account, user.public_key, "outsider", pub_allow=["_INBOX.>"], sub_allow=["_INBOX.>"]
+    )
+    path.write_text(creds_text(token, user))
+    return path
+
+
+async def test_a_publish_the_server_refuses_fails_at_once_not_at_the_timeout(
+    nodes: tuple[Node, Node],
+    secure_server: SecureNatsServer,
+    secure_setup: SecureSetup,
+    tmp_path: Path,
+) -> None:
+    a, _ = nodes
+    await a.spawn(ClusteredCounter, id="c-out", node="nb")
+    async with Client(
+        nats=secure_server.url,
+        creds=_untagged_creds(secure_setup, tmp_path / "outsider.creds"),
+        tls_ca=secure_setup.ca,
+        call_timeout=60,
+    ) as outsider:
+        assert outsider.principal is None
+        loop = asyncio.get_running_loop()
+        for send in (
+            lambda: outsider.ref("c-out").call(_add(), timeout=60),
+            lambda: outsider.ref("c-out").cast(_add()),
+        ):
+            t0 = loop.time()
+            with pytest.raises(PermissionDeniedError) as info:
+                await send()
+            assert loop.time() - t0 < 30  # the server's refusal, not the 60 s timeout
+            assert info.value.details["operation"] == "publish"
+            assert info.value.details["subject"] == "foundation.agent.default.c-out"
+    assert (await a.ref("c-out").state()).count == 0  # type: ignore[attr-defined]
 
 
 async def test_an_unattested_caller_is_not_authenticated(
