@@ -176,7 +176,9 @@ async def run(quick: bool) -> list[Row]:
             driver_a = Node(nats=url, name="driver-a", tenant="acme", failover=False)
             driver_b = Node(nats=url, name="driver-b", tenant="globex", failover=False)
             async with driver_a, driver_b:
-                await driver_a.membership.wait_members(["qa", "qb"])
+                # each tenant's nodes see their own tenant's members only
+                await driver_a.membership.wait_members(["qa"])
+                await driver_b.membership.wait_members(["qb"])
                 await driver_a.registry.wait_change(after=0)
                 rows.append(await _overhead(driver_a, rounds, n_call))
                 rows.append(await _isolation(url, driver_a, driver_b, flood_quota, 2, quick))
