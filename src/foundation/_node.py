@@ -65,7 +65,8 @@ from foundation.hosting.admission import claim_placed
 from foundation.hosting.clustered import cluster_spec, type_name_of
 from foundation.hosting.host import AgentHost, state_dict
 from foundation.hosting.state import KVStateStore
-from foundation.hosting.virtual import passivate_idle
+from foundation.hosting.virtual import open_wakeups, passivate_idle
+from foundation.hosting.wakeups import Wakeups
 from foundation.membership.link_probe import LinkProbe
 from foundation.membership.membership import DEFAULT_LEASE_TTL, Membership
 from foundation.membership.tenants import check_tenant
@@ -239,6 +240,7 @@ class Node(QuotaAdmin):
             tasks=self._tasks,
         )
         self.agent_ops: AgentOps | None = None
+        self._wakeups: Wakeups | None = None
         self.quotas = TenantQuotas(self.tenant, self.id)
         self._link_probe: LinkProbe | None = None
         self.locator = NodeLocator(
@@ -346,6 +348,8 @@ class Node(QuotaAdmin):
         if len(self._tasks):
             await step("request tasks", self._tasks.cancel())
         await step("quotas", self.quotas.stop())
+        if self._wakeups is not None:
+            await step("wakeups", self._wakeups.stop())
         await step("audit trail", self.security.close())
         if self.runtime is not None:
             await step("agents", self.runtime.__aexit__(None, None, None), _AGENTS_STOP_LIMIT)
@@ -451,10 +455,11 @@ class Node(QuotaAdmin):
         _metrics.install(self, endpoint)
         self.endpoint = endpoint
         await self.quotas.start(self)
+        replicas = self._kv["state"].replicas
+        self._wakeups = await open_wakeups(self.host, self.nc, self.tenant, replicas)
         await self.security.start(self, endpoint)
         public = self.security.public(ops.public, self.subjects)
         await start_endpoint(self, endpoint, public)
-        replicas = self._kv["state"].replicas
         self.bus = ClusterBus(self.nc, replicas=replicas)
         await self.bus.start()
 
@@ -488,7 +493,7 @@ class Node(QuotaAdmin):
         if self.host.fenced or self.stage >= Stage.DRAINING:
             return
         await self.host.reconcile()
-        await passivate_idle(self.host)
+        await passivate_idle(self.host, self._wakeups)
 
     # -- public API --------------------------------------------------------------------------------
 

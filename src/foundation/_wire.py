@@ -47,6 +47,8 @@ STATE_BUCKET: Final = "foundation_state"
 RESERVATIONS_BUCKET: Final = "foundation_reservations"
 #: Tenant quotas and the usage they are decided on (admissions, token windows, state bytes).
 QUOTA_BUCKET: Final = "foundation_quotas"
+#: Due times of passivated virtual agents with pending schedules (``<tenant>.<agent_id>``).
+WAKEUPS_BUCKET: Final = "foundation_wakeups"
 
 #: Every JetStream KV bucket is backed by a stream named ``KV_<bucket>``.
 KV_STREAM_PREFIX: Final = "KV_"

@@ -1331,6 +1331,11 @@ class Runtime:
         srv = self._server(id)
         return srv.timers.schedules() if srv.timers is not None else {}
 
+    def next_due(self, id: str) -> float | None:
+        """Unix time of agent ``id``'s earliest pending schedule (``None``: none pending)."""
+        srv = self._server(id)
+        return srv.timers.earliest() if srv.timers is not None else None
+
     def fire(self, id: str, key: str) -> bool:
         """Deliver schedule ``key`` of agent ``id`` now instead of at its time (tests)."""
         srv = self._server(id)

@@ -13,6 +13,7 @@ from foundation._node import Node
 from foundation.testing import NatsServer
 from jido import AgentNotFoundError, Signal
 from tests.foundation.apps import ClusteredCounter
+from tests.foundation.conftest import eventually
 from tests.foundation.virtual_app import AGENTS, Session, TallyState, Visit
 
 pytestmark = [pytest.mark.nats]
@@ -84,11 +85,34 @@ async def test_idle_agent_passivates_and_reactivates_with_its_state(nodes: list[
     assert (await nodes[2].ref("visit-1", cls=Visit).call(bump(1)))["count"] == 8
 
 
-async def test_pending_schedule_keeps_it_active_until_fired(nodes: list[Node]) -> None:
-    await nodes[0].ref("visit-2").call(bump(1, remind=0.8))
-    await _gone(nodes[0], "visit-2")  # passivated only once the reminder fired and committed
+async def test_a_passivated_agent_is_woken_when_its_schedule_is_due(nodes: list[Node]) -> None:
+    loop = asyncio.get_running_loop()
+    due = loop.time() + 5.0
+    await nodes[0].ref("visit-2").call(bump(1, remind=5.0))
+    await _gone(nodes[0], "visit-2")  # idle 0.3 s: passivated with its reminder pending
+    assert loop.time() < due, "passivation came after the reminder was due"
+    assert all(n.host.local_ref("visit-2") is None for n in nodes)
     cp = await nodes[0].state_store.load("visit-2")
+    assert cp is not None and cp.state["fired"] == 0 and "remind" in cp.timers
+    woken = [n for n in nodes if n._wakeups is not None and "visit-2" in n._wakeups.pending()]
+    assert woken, "the due index knows the passivated agent"
+
+    async def fired() -> bool:
+        cp = await nodes[1].state_store.load("visit-2")
+        return cp is not None and cp.state["fired"] == 1
+
+    await eventually(fired, timeout=20)
+    assert loop.time() >= due - 0.1  # fired at its time, not at the passivation
+    # woken, fired once (committed with its command), then passivated again: nothing pending
+    await _gone(nodes[0], "visit-2")
+    cp = await nodes[2].state_store.load("visit-2")
     assert cp is not None and cp.state["fired"] == 1 and cp.timers == {}
+    assert cp.state["count"] == 1
+
+    async def index_empty() -> bool:
+        return all(n._wakeups is None or "visit-2" not in n._wakeups.pending() for n in nodes)
+
+    await eventually(index_empty)
 
 
 async def _count(node: Node, agent_id: str, n: int) -> TallyState:

@@ -14,19 +14,22 @@ A class declared ``Clustered(..., virtual=True, idle_timeout=60)`` needs no spaw
   ``idle_timeout`` seconds has its record removed by CAS (against the record it runs under, so
   a move or a newer activation wins) and is stopped; its state and schedules stay committed in
   the state store, where its next activation, on any node, finds them. An agent with a pending
-  schedule is not passivated (it stays resident until its schedules have fired or been
-  cancelled), so a schedule never waits on a passivated agent.
+  schedule passivates too: its earliest due time goes into the cluster's due index first
+  (:class:`~foundation.hosting.wakeups.Wakeups`), which activates it again when due.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from foundation import _wire as wire
 from foundation._errors import AlreadyRegisteredError, ClusterError
 from foundation.hosting.admission import claim_placed
 from foundation.hosting.clustered import cluster_spec
+from foundation.hosting.wakeups import Wakeups
+from foundation.nats.kv import KV, BucketSpec
 from foundation.registry.registry import RegistryRecord
 from jido import JidoError
 
@@ -110,8 +113,12 @@ async def _start(host: AgentHost, record: RegistryRecord) -> None:
         await host._start_remote(record, None)
 
 
-async def passivate_idle(host: AgentHost) -> int:
-    """Passivate this node's virtual agents idle past their ``idle_timeout``; how many."""
+async def passivate_idle(host: AgentHost, wakeups: Wakeups | None = None) -> int:
+    """Passivate this node's virtual agents idle past their ``idle_timeout``; how many.
+
+    An agent with a pending schedule passivates only with ``wakeups`` (the cluster's due
+    index), which gets its earliest due time before its record goes; without, it stays.
+    """
     done = 0
     runtime = host.runtime
     for agent_id, ref in list(host.local.items()):
@@ -121,12 +128,18 @@ async def passivate_idle(host: AgentHost) -> int:
         if spec is None or not spec.virtual or spec.idle_timeout is None:
             continue
         idle = runtime.idle_for(agent_id)
-        if idle is None or idle < spec.idle_timeout or runtime.schedules(agent_id):
+        if idle is None or idle < spec.idle_timeout:
+            continue
+        due = runtime.next_due(agent_id)
+        if due is not None and wakeups is None:
             continue
         record = host.registry.cached(agent_id)
         if record is None or record.node != host.node_id:
             continue
         try:
+            if due is not None:
+                assert wakeups is not None
+                await wakeups.note(agent_id, record.type, due)
             await host.registry.remove(agent_id, expected=record)
         except JidoError as exc:  # moved or re-claimed meanwhile: it stays as it is
             log.debug("node %s: %s not passivated: %s", host.node_id, agent_id, exc)
@@ -137,4 +150,24 @@ async def passivate_idle(host: AgentHost) -> int:
     return done
 
 
-__all__ = ["VirtualTypes", "activate", "is_virtual", "passivate_idle"]
+async def open_wakeups(host: AgentHost, nc: Any, tenant: str, replicas: int) -> Wakeups | None:
+    """Start waking this tenant's passivated virtual agents that are due (``None``, and no
+    bucket opened, when the node hosts no virtual type)."""
+    virtual = {name: cls for name, cls in host.types.items() if is_virtual(cls)}
+    if not virtual:
+        return None
+    kv = await KV.open(
+        nc,
+        BucketSpec(wire.WAKEUPS_BUCKET, description="foundation due virtual agents"),
+        replicas=replicas,
+    )
+    wakeups = Wakeups(kv, tenant, virtual)
+
+    async def wake(agent_id: str, cls: type) -> None:
+        await activate(host, agent_id, cls)
+
+    await wakeups.start(wake)
+    return wakeups
+
+
+__all__ = ["VirtualTypes", "activate", "is_virtual", "open_wakeups", "passivate_idle"]

@@ -38,6 +38,7 @@ from foundation._wire import (
     SIGNALS_STREAM,
     STATE_BUCKET,
     SUBJECT_ROOT,
+    WAKEUPS_BUCKET,
 )
 from foundation.security._tenants import view_permissions
 
@@ -67,6 +68,7 @@ NODE_BUCKETS: Final = (
     STATE_BUCKET,
     RESERVATIONS_BUCKET,
     QUOTA_BUCKET,
+    WAKEUPS_BUCKET,
 )
 #: KV buckets an admin may read (all but agent state).
 ADMIN_BUCKETS: Final = (
