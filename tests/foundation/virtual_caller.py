@@ -2,13 +2,15 @@
 
 ``python -m tests.foundation.virtual_caller URL NAME PEERS`` (``PEERS``: every caller's name,
 comma-separated; it is ready once they are all members): a request to ``test.vcall.<NAME>``
-carrying an agent id calls ``node.ref(id).call(tally.bump)`` (no spawn: the id's prefix names a
+carrying an agent id (or ``{"id": ..., "remind": seconds}``) calls
+``node.ref(id).call(tally.bump)`` (no spawn: the id's prefix names a
 virtual type) and answers ``{"count": ..., "activations": ...}`` or ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import orjson
@@ -23,9 +25,13 @@ async def main(url: str, name: str, peers: str) -> None:
     async with Node(nats=url, name=name, agents=AGENTS, reconcile_interval=0.2) as node:
 
         async def on_call(msg: Msg) -> None:
-            agent_id = msg.data.decode()
+            agent_id, remind = msg.data.decode(), None
+            if agent_id.startswith("{"):  # {"id": ..., "remind": seconds}
+                asked = orjson.loads(agent_id)
+                agent_id, remind = asked["id"], asked.get("remind")
+            bump = Signal(type="tally.bump", source="/race", data={"remind": remind})
             try:
-                out = await node.ref(agent_id).call(Signal(type="tally.bump", source="/race"))
+                out = await node.ref(agent_id).call(bump)
                 body = {"count": out["count"], "activations": node._counters.get("activations", 0)}
             except JidoError as exc:
                 body = {"error": exc.to_dict()}
@@ -34,7 +40,7 @@ async def main(url: str, name: str, peers: str) -> None:
         await node.nc.subscribe(f"test.vcall.{name}", cb=on_call)
         await node.nc.flush()
         await node.membership.wait_members(peers.split(","))
-        print(f"node {name} ready", flush=True)
+        print(f"node {name} ready pid {os.getpid()}", flush=True)
         await asyncio.Event().wait()
 
 
