@@ -422,3 +422,56 @@ async def _r3(tmp: Path) -> Row:
         if procs is not None:
             await procs.close()
         await asyncio.to_thread(cluster.stop)
+
+
+# -- the curve ------------------------------------------------------------------------------------
+
+
+async def curve(sizes: list[int], others: int) -> list[tuple[int, float, float]]:
+    """Failover time of ``k`` critical agents on the killed node, for each ``k`` in ``sizes``
+    (``others`` more critical agents spread over the two other nodes); ``(k, seconds, floor)``."""
+    out: list[tuple[int, float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-failover-curve-") as tmp_name:
+        tmp = Path(tmp_name)
+        server = NatsServer(store_dir=tmp / "js")
+        await server.astart()
+        procs: Procs | None = None
+        driver: Node | None = None
+        try:
+            procs, driver = await _cluster(server.url, tmp)
+            for node in ("n1", "n3"):
+                await _spawn(driver, others // 2, node)
+            for k in sizes:
+                _gone_at.pop("n2", None)
+                took, detected = await _failover_round(driver, procs, "n2", k, limit=600)
+                out.append((k, took, detected))
+                print(
+                    f"{k:>7,} agents on the killed node: all back in {took:.2f} s "
+                    f"(detection {detected:.2f} s)",
+                    flush=True,
+                )
+                await procs.start("n2")
+                await driver.membership.wait_members(["n2"])
+        finally:
+            if driver is not None:
+                await driver.stop()
+            if procs is not None:
+                await procs.close()
+            await server.astop()
+    return out
+
+
+def main() -> None:
+    """``--curve 1000,10000 --others N``: the failover curve alone, printed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--curve", default="1000,10000")
+    parser.add_argument("--others", type=int, default=0)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.curve.split(",") if s]
+    asyncio.run(curve(sizes, args.others))
+
+
+if __name__ == "__main__":
+    main()
