@@ -62,6 +62,10 @@ cluster). A request still queued then was never handled, so the node answers it
 ``NotOwnerError`` and the ref looks for the agent's owner again."""
 
 
+#: Agents settled between two yields of a full reconciliation.
+_SWEEP_SLICE = 500
+
+
 def released(exc: AgentStoppedError) -> bool:
     """True when ``exc`` says the node let the agent go before handling the request."""
     return exc.details.get("reason") == RELEASED
@@ -516,10 +520,14 @@ class AgentHost:
     async def reconcile(self) -> None:
         """Make the agents running here match the registry once (start assigned, stop moved)."""
         assigned = {r.agent_id: r for r in self.registry.assigned_to(self.node_id)}
-        for agent_id in list(self.local):
+        for i, agent_id in enumerate(list(self.local)):
             await self._settle(agent_id, assigned.get(agent_id))
-        for agent_id, record in assigned.items():
+            if i % _SWEEP_SLICE == 0:
+                await asyncio.sleep(0)  # a sweep over 100k agents must not hold the loop
+        for i, (agent_id, record) in enumerate(list(assigned.items())):
             await self._settle(agent_id, record)
+            if i % _SWEEP_SLICE == 0:
+                await asyncio.sleep(0)
 
     async def _settle(self, agent_id: str, record: RegistryRecord | None) -> None:
         """Make agent ``agent_id`` run here exactly when ``record`` assigns it here."""

@@ -20,6 +20,7 @@ A class declared ``Clustered(..., virtual=True, idle_timeout=60)`` needs no spaw
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -121,7 +122,9 @@ async def passivate_idle(host: AgentHost, wakeups: Wakeups | None = None) -> int
     """
     done = 0
     runtime = host.runtime
-    for agent_id, ref in list(host.local.items()):
+    for i, (agent_id, ref) in enumerate(list(host.local.items())):
+        if i % 500 == 0:
+            await asyncio.sleep(0)  # never hold the loop for a whole node's agents
         if agent_id in host.unclustered or agent_id in host.parked:
             continue
         spec = cluster_spec(ref.agent_class)
