@@ -96,12 +96,21 @@ def parse_traceparent(value: str | None) -> SpanContext | None:
     return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 1))
 
 
+_last_named: tuple[Span | None, str | None] = (None, None)
+
+
 def traceparent_of(span: Span) -> str | None:
     """The ``traceparent`` value naming ``span`` (``None`` for an invalid span)."""
+    global _last_named
+    last, value = _last_named
+    if last is span:  # a hop names its span in the signal and in the request headers
+        return value
     ctx = span.get_span_context()
     if not ctx.is_valid:
         return None
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 1:02x}"
+    value = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags) & 1:02x}"
+    _last_named = (span, value)
+    return value
 
 
 def _parent(traceparent: str | None, remote_first: bool) -> Any:
@@ -129,7 +138,6 @@ def stamped(signal: Signal, span: Span) -> Signal:
     value = traceparent_of(span)
     if value is None or signal.extensions.get("traceparent") == value:
         return signal
-    _ = signal.id, signal.time  # fix the lazily made id and time before they are shared
     clone = copy.copy(signal)  # same id, time, data: one hop's view of the same event
     clone.extensions = {**signal.extensions, "traceparent": value}
     return clone

@@ -380,6 +380,25 @@ class Signal:
         self.datacontenttype = datacontenttype
         self.extensions = extensions
 
+    def __copy__(self) -> Self:
+        """A shallow copy with the same id, time, data and extensions (no re-validation)."""
+        cls = self.__class__
+        clone = cls.__new__(cls)
+        clone.type = self.type
+        clone.source = self.source
+        clone.data = self.data
+        clone.subject = self.subject
+        clone._id = self.id  # fixed now: a lazily made id would differ between the copies
+        clone._time = self.time
+        clone._ns = self._ns
+        clone.dataschema = self.dataschema
+        clone.datacontenttype = self.datacontenttype
+        clone.extensions = self.extensions
+        state = getattr(self, "__dict__", None)
+        if state:
+            clone.__dict__.update(state)
+        return clone
+
     # -- lazily derived attributes -------------------------------------------------------------
 
     @property

@@ -485,3 +485,22 @@ def test_upgrade_to_the_declared_typed_class() -> None:
     with pytest.raises(SignalError) as exc:
         TypedSignal.upgrade(bad)
     assert attr_of(exc) == "data"
+
+
+def test_copy_keeps_identity_and_leaves_the_original_alone() -> None:
+    import copy
+
+    parent = f"00-{'a' * 32}-{'b' * 16}-01"
+    sig = Signal(type="order.item.created", source="/shop", data={"n": 1}, traceparent=parent)
+    clone = copy.copy(sig)
+    assert clone is not sig and type(clone) is Signal
+    assert clone.id == sig.id and clone.time == sig.time and clone.data is sig.data
+    clone.extensions = {**sig.extensions, "causationid": "c1"}
+    assert sig.extensions == {"traceparent": parent}
+    assert clone.to_dict() == {**sig.to_dict(), "causationid": "c1"}
+
+    typed = OrderCreated(source="/shop", data={"order_id": "o1", "total": 5})
+    typed_clone = copy.copy(typed)
+    assert type(typed_clone) is OrderCreated
+    assert typed_clone.id == typed.id and typed_clone.data == typed.data
+    assert typed_clone.to_dict() == typed.to_dict()

@@ -15,7 +15,9 @@
   digest of its params;
 - :class:`AuditWriter` appends the node's audit records (spawn, stop, move, failover, fence,
   drain, hand-over, denials) in order from one background task, so no request waits for the
-  trail; :meth:`NodeSecurity.close` writes what is queued before the node disconnects.
+  trail; :meth:`NodeSecurity.close` writes what is queued before the node disconnects;
+- with the trail on, the node also records the server's refused logins it receives (one node
+  of the ``APP`` account's queue group per refusal; see :mod:`._logins`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ from foundation.security._audit import AuditLog
 from foundation.security._auth import NatsAuth
 from foundation.security._connect import is_secure, open_connection
 from foundation.security._keys import KeyPair
+from foundation.security._logins import (
+    LOGIN_REFUSED_EVENT,
+    REFUSED_LOGINS,
+    REFUSED_LOGINS_QUEUE,
+    refused_login,
+)
 from foundation.security._policy import AllowAll, Policy, RolePolicy, require
 from foundation.security._roles import (
     ADMIN_NODE_OPS,
@@ -205,6 +213,7 @@ class NodeSecurity:
         self.audit: AuditWriter | None = None
         self.denied = 0
         self._node: Any = None
+        self._logins: Any = None
 
     @property
     def authorizing(self) -> bool:
@@ -246,6 +255,9 @@ class NodeSecurity:
         )
         await writer.start()
         self.audit = writer
+        self._logins = await node.nc.subscribe(
+            f"{REFUSED_LOGINS}.*", queue=REFUSED_LOGINS_QUEUE, cb=self._on_refused_login
+        )
         node.host.fence_listeners.append(lambda: self.record("node.fence", subject=node.id))
         node.registry.add_listener(self._on_registry)
 
@@ -266,6 +278,10 @@ class NodeSecurity:
 
     async def close(self) -> None:
         """Write the queued audit records and stop the writer."""
+        if self._logins is not None:
+            with contextlib.suppress(Exception):
+                await self._logins.unsubscribe()
+            self._logins = None
         if self.audit is not None:
             await self.audit.close()
             self.audit = None
@@ -286,6 +302,18 @@ class NodeSecurity:
             return
         who = principal if principal is not None else f"node/{self._node.id}"
         self.audit.record(event, principal=str(who), subject=subject, details=details)
+
+    async def _on_refused_login(self, msg: Msg) -> None:
+        details = refused_login(msg.data)
+        if details is None:
+            log.warning("ignored a malformed refused-login advisory on %s", msg.subject)
+            return
+        self.denied += 1
+        host = details.get("host", "?")
+        self.record(LOGIN_REFUSED_EVENT, principal="anonymous", subject=host, details=details)
+        if self._node is not None:
+            reason = details.get("reason", "refused")
+            self._node.host.events.add("denied", detail=f"login from {host}: {reason}")
 
     def _on_registry(self, change: Any) -> None:
         # Each move is recorded once, by its new owner (every node sees every change).

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from foundation.security._jwt import account_jwt, creds_text, operator_jwt, user_jwt
 from foundation.security._keys import KeyPair
+from foundation.security._logins import refused_logins_export, refused_logins_import
 from foundation.security._pki import LOOPBACK_NAMES, write_pki, write_secret
 from foundation.security._roles import (
     ROLES,
@@ -203,12 +204,17 @@ def write_secure_setup(
     op_path.write_text(operator_jwt(op, operator_name, system_account=sys_pub))
     app_pub = account_keys[APP_ACCOUNT].public_key
     preload = {
-        sys_pub: account_jwt(op, sys_pub, SYS_ACCOUNT, jetstream=False),
+        sys_pub: account_jwt(
+            op, sys_pub, SYS_ACCOUNT, jetstream=False, exports=[refused_logins_export()]
+        ),
         app_pub: account_jwt(
             op,
             app_pub,
             APP_ACCOUNT,
-            imports=[imp for t in tenant_list for imp in app_imports(t, account_keys[t], app_pub)],
+            imports=[
+                refused_logins_import(account_keys[SYS_ACCOUNT], app_pub),
+                *(imp for t in tenant_list for imp in app_imports(t, account_keys[t], app_pub)),
+            ],
         ),
     }
     for tenant in tenant_list:

@@ -266,6 +266,52 @@ async def test_a_refused_login_says_why(
             pass
 
 
+async def test_refused_logins_are_in_the_audit_trail_once_each(
+    nodes: tuple[Node, Node],
+    secure_server: SecureNatsServer,
+    secure_setup: SecureSetup,
+    tmp_path: Path,
+) -> None:
+    """The server's refused-login advisories reach the APP nodes (one of the two records
+    each), with the host and the presented keys, never the presented JWT."""
+    a, b = nodes
+    other = write_secure_setup(tmp_path / "other").creds_for("client")
+    intruder_jwt = other.read_text().split("-----BEGIN NATS USER JWT-----")[1].split("---")[0]
+    for creds in (other, None):
+        with pytest.raises(AuthenticationError):
+            async with Client(nats=secure_server.url, creds=creds, tls_ca=secure_setup.ca):
+                pass
+    admin = await secure_connect(
+        secure_server.url,
+        NatsAuth.of(creds=secure_setup.creds_for("admin"), tls_ca=secure_setup.ca),
+    )
+    try:
+
+        async def refusals() -> list[dict[str, Any]]:
+            for node in (a, b):
+                assert node.security.audit is not None
+                await node.security.audit.flush()
+            records = await AuditLog(admin.jetstream()).tail(100)
+            return [r for r in records if r["event"] == "auth.login_refused"]
+
+        async def both() -> bool:
+            return len(await refusals()) >= 2
+
+        await eventually(both)
+        found = await refusals()
+    finally:
+        await admin.close()
+    assert len(found) == 2  # one node of the queue group records each refusal
+    assert {r["principal"] for r in found} == {"anonymous"}
+    assert all(r["details"]["host"] == "127.0.0.1" == r["subject"] for r in found)
+    assert all(r["details"]["reason"] == "Authentication Failure" for r in found)
+    untrusted = [r for r in found if "user" in r["details"]]
+    assert len(untrusted) == 1 and untrusted[0]["details"]["account"].startswith("A")
+    assert intruder_jwt.strip() not in json.dumps(found)
+    events = [e for node in (a, b) for e in node.host.events.recent() if e["kind"] == "denied"]
+    assert sum("login from 127.0.0.1" in e["detail"] for e in events) == 2
+
+
 async def test_client_never_joins_the_membership(nodes: tuple[Node, Node], client: Client) -> None:
     a, _ = nodes
     await a.spawn(ClusteredCounter, id="c-4")
