@@ -8,7 +8,9 @@ on its hot paths:
   command of an agent (the action's run and its checkpoint commit), observed by the runtime's
   command hook;
 * ``foundation_kv_commit_duration_seconds{node}`` — one checkpoint write (CAS on the state key);
-* ``foundation_lease_renewal_duration_seconds{node}`` — one membership lease renewal.
+* ``foundation_lease_renewal_duration_seconds{node}`` — one membership lease renewal;
+* ``foundation_gc_pause_seconds{generation}`` — one garbage collection of the process (see
+  ``foundation.membership.pauses``).
 
 Histograms aggregate across nodes (``sum by (le) (rate(..._bucket[5m]))``); no label carries
 a term, an epoch or an id that changes, and no family is a precomputed rate. Process and
@@ -142,6 +144,14 @@ LEASE_RENEWAL_DURATION = Histogram(
     "foundation_lease_renewal_duration_seconds",
     "Time of one membership lease renewal (sent to acknowledged).",
     ("node",),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+
+GC_PAUSE_DURATION = Histogram(
+    "foundation_gc_pause_seconds",
+    "Time the process stood still in one garbage collection (every thread waits).",
+    ("generation",),
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
@@ -434,6 +444,7 @@ def timed(histogram: Histogram, node: Callable[[Any], str]) -> Callable[[Any], A
 
 __all__ = [
     "COMMAND_DURATION",
+    "GC_PAUSE_DURATION",
     "KV_COMMIT_DURATION",
     "LEASE_RENEWAL_DURATION",
     "NODES",

@@ -68,6 +68,7 @@ from foundation._errors import (
 )
 from foundation._hooks import call_hook, seconds
 from foundation._ids import check_token
+from foundation.membership import pauses
 from foundation.membership.loop_thread import LoopThread
 from foundation.membership.view import (
     EventKind,
@@ -180,6 +181,7 @@ class Membership(MembershipView):
         self._main_thread = threading.get_ident()
         self._tick = 0.0  # monotonic time the node's own loop last ran its tick
         self._lease_thread: LoopThread | None = None
+        self._pause_watch = 0  # handle in pauses.WATCH while this node holds a lease
         self._lease_done: concurrent.futures.Future[None] | None = None
         self._lease_nc: NatsClient | None = None
         self._stall_logged = False
@@ -269,6 +271,7 @@ class Membership(MembershipView):
         )
         if self.node_id is not None:
             self._lease = KVLease(self.kv, self.node_id, self.lease_ttl, self.fence_margin)
+            self._pause_watch = pauses.WATCH.register(self.lease_ttl - self.fence_margin)
         self._running = True
         watch = self.kv.watch()
         await watch.start()
@@ -301,6 +304,9 @@ class Membership(MembershipView):
         self._running = False
         self._cancel_fence_timer()
         await self._close_lease_thread()
+        if self._pause_watch:
+            pauses.WATCH.unregister(self._pause_watch)
+            self._pause_watch = 0
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
