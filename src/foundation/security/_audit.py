@@ -46,6 +46,7 @@ GENESIS: Final = "0" * 64
 #: Event name of a signed checkpoint.
 CHECKPOINT_EVENT: Final = "audit.checkpoint"
 _HDR_EXPECTED_LAST_SEQ: Final = "Nats-Expected-Last-Sequence"
+_HDR_MSG_ID: Final = "Nats-Msg-Id"
 _VERSION: Final = 1
 
 
@@ -261,8 +262,15 @@ class AuditLog:
         principal: Principal | str | None = None,
         subject: str = "",
         details: Mapping[str, Any] | None = None,
-    ) -> AuditRecord:
-        """Append one record to the chain (compare-and-set on the last sequence)."""
+        msg_id: str | None = None,
+    ) -> AuditRecord | None:
+        """Append one record to the chain (compare-and-set on the last sequence).
+
+        ``msg_id`` names the fact the record is about, for facts several nodes see and record
+        (a quota change watched by every node): JetStream stores the first append with that
+        id within the stream's duplicate window and acknowledges the others as duplicates,
+        for which this returns ``None``.
+        """
         async with self._lock:
             rec = await self._append(
                 {
@@ -271,8 +279,11 @@ class AuditLog:
                     "principal": str(principal) if principal is not None else None,
                     "subject": subject,
                     "details": dict(details or {}),
-                }
+                },
+                msg_id=msg_id,
             )
+            if rec is None:
+                return None
             self._since_checkpoint += 1
             if (
                 self.key is not None
@@ -300,10 +311,13 @@ class AuditLog:
             {"event": CHECKPOINT_EVENT, "tenant": "", "principal": None, "subject": ""},
             sign=sign,
         )
+        assert rec is not None  # only an append with a msg_id can be a duplicate
         self._since_checkpoint = 0
         return rec
 
-    async def _append(self, body: dict[str, Any], *, sign: Any = None) -> AuditRecord:
+    async def _append(
+        self, body: dict[str, Any], *, sign: Any = None, msg_id: str | None = None
+    ) -> AuditRecord | None:
         subject = f"{AUDIT_SUBJECT_PREFIX}.{body.get('tenant') or 'cluster'}"
         for _ in range(self.max_attempts):
             if self._head is None:
@@ -322,13 +336,11 @@ class AuditLog:
             if sign is not None:
                 rec["details"] = sign(last_seq + 1, prev)
             data = canonical(rec)
+            headers = {_HDR_EXPECTED_LAST_SEQ: str(last_seq)}
+            if msg_id is not None:
+                headers[_HDR_MSG_ID] = msg_id
             try:
-                ack = await self.js.publish(
-                    subject,
-                    data,
-                    stream=self.stream,
-                    headers={_HDR_EXPECTED_LAST_SEQ: str(last_seq)},
-                )
+                ack = await self.js.publish(subject, data, stream=self.stream, headers=headers)
             except APIError as exc:
                 if exc.err_code in CAS_ERROR_CODES:
                     self._head = None  # another writer appended: read the new head, retry
@@ -338,6 +350,9 @@ class AuditLog:
                     details={"stream": self.stream},
                     cause=exc,
                 ) from exc
+            if ack.duplicate:
+                self._head = None  # another node recorded this fact; the head is its record
+                return None
             digest = record_hash(data)
             self._head = (int(ack.seq), digest)
             return AuditRecord(int(ack.seq), digest, rec)

@@ -137,14 +137,17 @@ class AuditWriter:
         principal: Principal | str | None = None,
         subject: str = "",
         details: Mapping[str, Any] | None = None,
+        msg_id: str | None = None,
     ) -> None:
-        """Queue one record (never waits; a full queue drops it with a warning)."""
+        """Queue one record (never waits; a full queue drops it with a warning). ``msg_id``:
+        see :meth:`AuditLog.append` (a fact several nodes record, stored once)."""
         body = {
             "event": event,
             "tenant": self.tenant,
             "principal": principal,
             "subject": subject,
             "details": dict(details or {}),
+            "msg_id": msg_id,
         }
         try:
             self._queue.put_nowait(body)
@@ -162,14 +165,16 @@ class AuditWriter:
             try:
                 if body is None:
                     return
-                await self.log.append(
+                rec = await self.log.append(
                     body["event"],
                     tenant=body["tenant"],
                     principal=body["principal"],
                     subject=body["subject"],
                     details=body["details"],
+                    msg_id=body["msg_id"],
                 )
-                self.written += 1
+                if rec is not None:
+                    self.written += 1
             except Exception as exc:
                 log.warning("audit record %s not written: %s", body and body["event"], exc)
             finally:
@@ -295,13 +300,16 @@ class NodeSecurity:
         principal: Principal | str | None = None,
         subject: str = "",
         details: Mapping[str, Any] | None = None,
+        msg_id: str | None = None,
     ) -> None:
         """Queue an audit record (a no-op with the trail off); ``principal`` defaults to this
-        node."""
+        node; ``msg_id`` names a fact several nodes record (stored once)."""
         if self.audit is None:
             return
         who = principal if principal is not None else f"node/{self._node.id}"
-        self.audit.record(event, principal=str(who), subject=subject, details=details)
+        self.audit.record(
+            event, principal=str(who), subject=subject, details=details, msg_id=msg_id
+        )
 
     async def _on_refused_login(self, msg: Msg) -> None:
         details = refused_login(msg.data)

@@ -74,6 +74,7 @@ def quota_key(tenant: str) -> str:
 
 
 Listener = Callable[[str, Quota | None], None]
+ChangeListener = Callable[[str, Quota | None, int], None]
 
 
 class QuotaStore:
@@ -91,6 +92,7 @@ class QuotaStore:
         self._revision = 0
         self._changed = asyncio.Condition()
         self._listeners: list[Listener] = []
+        self._changes: list[ChangeListener] = []
         self._watch: Watch | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -118,12 +120,20 @@ class QuotaStore:
 
     async def _loop(self, watch: Watch) -> None:
         async for entry in watch:
-            self._apply(entry)
+            valid, quota = self._apply(entry)
+            if valid and watch.caught_up:
+                tenant = entry.key.removeprefix("quota.")
+                for fn in list(self._changes):
+                    try:
+                        fn(tenant, quota, entry.revision)
+                    except Exception:
+                        log.exception("quota change listener %r failed", fn)
             async with self._changed:
                 self._revision = max(self._revision, entry.revision)
                 self._changed.notify_all()
 
-    def _apply(self, entry: KVEntry) -> None:
+    def _apply(self, entry: KVEntry) -> tuple[bool, Quota | None]:
+        """Apply one watched write; ``(False, None)`` for one that is not a quota."""
         tenant = entry.key.removeprefix("quota.")
         quota: Quota | None = None
         if not entry.deleted:
@@ -131,7 +141,7 @@ class QuotaStore:
                 quota = decode_quota(entry.value, entry.key)
             except CorruptRecordError as exc:
                 log.warning("ignoring a quota write: %s", exc)
-                return
+                return False, None
         if quota is None:
             self._quotas.pop(tenant, None)
         else:
@@ -141,10 +151,16 @@ class QuotaStore:
                 fn(tenant, quota)
             except Exception:
                 log.exception("quota listener %r failed", fn)
+        return True, quota
 
     def add_listener(self, fn: Listener) -> None:
         """Call ``fn(tenant, quota)`` after every change of a quota (``None``: removed)."""
         self._listeners.append(fn)
+
+    def add_change_listener(self, fn: ChangeListener) -> None:
+        """Call ``fn(tenant, quota, revision)`` for every change made after :meth:`start`
+        (not for the quotas the copy started with)."""
+        self._changes.append(fn)
 
     def get(self, tenant: str) -> Quota | None:
         """``tenant``'s quota from the watched copy (``None``: no quota)."""

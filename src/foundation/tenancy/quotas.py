@@ -85,6 +85,7 @@ class TenantQuotas:
         await store.start()
         self._quota = store.get(self.tenant)
         store.add_listener(self._on_quota)
+        store.add_change_listener(self._on_change)
         kv = store.kv
         tenant = self.tenant
         registry = node.registry
@@ -147,6 +148,23 @@ class TenantQuotas:
         if tenant == self.tenant:
             self._quota = quota
 
+    def _on_change(self, tenant: str, quota: Quota | None, revision: int) -> None:
+        # Whoever wrote it (a node's set_quota, `foundation quota set`): every node of the
+        # tenant sees the change and records it under one message id, which JetStream stores
+        # once. Only node and admin credentials may write quotas (the server checks).
+        if tenant != self.tenant or self._node is None:
+            return
+        self._node.security.record(
+            "quota.set",
+            principal="node-or-admin",
+            subject=tenant,
+            details={
+                "quota": quota.limits() if quota is not None else None,
+                "revision": revision,
+            },
+            msg_id=f"quota.set.{tenant}.{revision}",
+        )
+
     def _limit(self, field: str) -> int | None:
         quota = self._quota
         value = getattr(quota, field) if quota is not None else None
@@ -173,12 +191,7 @@ class TenantQuotas:
     async def set_quota(self, tenant: str, quota: Quota | None) -> None:
         """Set (``None``: remove) ``tenant``'s quota for the whole cluster, audited."""
         assert self.store is not None, "the node has not started"
-        await self.store.set(tenant, quota)
-        self._record(
-            "quota.set",
-            subject=tenant,
-            details={"quota": quota.limits() if quota is not None else None},
-        )
+        await self.store.set(tenant, quota)  # audited by the watch (see _on_change)
 
     # -- checks --------------------------------------------------------------------------------
 

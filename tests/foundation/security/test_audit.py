@@ -176,3 +176,24 @@ async def test_the_audit_command_against_the_cluster(
         ["verify", "--nats", secure_server.url, "--tls-ca", str(secure_setup.ca)], out=out
     )
     assert code == 2 and "refused the login" in out.getvalue()
+
+
+async def test_a_fact_recorded_by_several_writers_is_stored_once(connect_as: ConnectAs) -> None:
+    writers = []
+    for i in range(3):
+        nc = await connect_as("node")
+        writers.append(AuditLog(nc.jetstream(), node=f"n{i}", checkpoint_every=0))
+    await writers[0].ensure()
+    await writers[0].append("agent.spawn", subject="a-1")
+    results = await asyncio.gather(
+        *(w.append("quota.set", subject="acme", msg_id="quota.set.acme.42") for w in writers)
+    )
+    assert sum(r is not None for r in results) == 1
+    await writers[1].append("agent.stop", subject="a-1")  # a writer that lost keeps appending
+    result = await writers[2].verify()
+    assert result.ok, result.problems
+    assert [r["event"] for r in await writers[0].tail(10)] == [
+        "agent.spawn",
+        "quota.set",
+        "agent.stop",
+    ]
