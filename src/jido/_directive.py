@@ -179,11 +179,20 @@ class StartSensor(Directive):
 
     Its signals go into this agent's mailbox, or onto the runtime's bus with ``to_bus=True``.
     ``key`` names it for :class:`StopSensor` (default: the sensor's ``name``).
+
+    With a store, the sensor is **durable** (``durable=True``, the default): its class, id,
+    source and config are committed in the agent's checkpoint with the command that returned
+    the directive, and whoever starts the agent next (a restart, a new owner) starts it again.
+    That needs a class importable by ``module:qualname`` and a config that round-trips through
+    JSON; otherwise the directive fails with a :class:`~jido.ValidationError`. Pass
+    ``durable=False`` for a sensor that should run only while this process runs the agent.
+    See ``jido._sensors_durable``.
     """
 
     sensor: Any
     key: str | None = None
     to_bus: bool = False
+    durable: bool = True
 
     @property
     def sensor_key(self) -> str:

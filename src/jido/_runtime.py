@@ -64,6 +64,7 @@ from jido._errors import (
     ValidationError,
 )
 from jido._info import AgentInfo, FailedCommand
+from jido._sensors_durable import record_of, restore, table_after
 from jido._services import Services
 from jido._signal import Signal
 from jido._store import Checkpoint, StateStore
@@ -219,6 +220,7 @@ class _Server:
         "room",
         "rt",
         "saved_seq",
+        "sensor_table",
         "sensors",
         "seq",
         "spawned",
@@ -249,6 +251,7 @@ class _Server:
         self.spawned = 0  # Spawn directives carried out: numbers default child ids
         self.timers: TimerBook | None = None
         self.sensors: dict[str, Any] | None = None
+        self.sensor_table: dict[str, dict[str, Any]] | None = None  # durable sensors' records
         self.restarts: collections.deque[float] | None = None
         self.stop_reason: str | None = None
         self.stopped: asyncio.Future[None] | None = None
@@ -537,6 +540,7 @@ class _Server:
             meta=meta if meta is not None else {},
             epoch=self.epoch,
             timers=book.table(effects or ()) if book is not None else {},
+            sensors=table_after(self.sensor_table, self.sensors, effects or ()),
         )
         try:
             await store.save(self.id, cp)
@@ -579,6 +583,8 @@ class _Server:
             elif isinstance(d, StartSensor):
                 await self.start_sensor(d)
             elif isinstance(d, StopSensor):
+                if self.sensor_table:
+                    self.sensor_table.pop(d.key, None)
                 sensor = self.sensors.pop(d.key, None) if self.sensors else None
                 if sensor is not None:
                     await sensor.stop()
@@ -623,6 +629,18 @@ class _Server:
                 f"agent {self.id!r} already runs a sensor under key {key!r}; stop it first",
                 details={"agent_id": self.id, "sensor": key},
             )
+        if d.durable and (self.ckpt_every or self.ckpt_on_stop):
+            record = record_of(d.sensor, d.to_bus)  # a ValidationError before anything starts
+            if self.sensor_table is None:
+                self.sensor_table = {}
+            self.sensor_table[key] = record  # as committed, even if the start below fails
+        elif self.sensor_table:
+            self.sensor_table.pop(key, None)
+        await d.sensor.start(self.sensor_target(d.to_bus))
+        self.sensors[key] = d.sensor
+
+    def sensor_target(self, to_bus: bool) -> Callable[[Signal], Awaitable[None]]:
+        """Where a sensor of this agent emits: its mailbox, or the runtime's bus."""
 
         async def emit(sig: Signal) -> None:
             try:
@@ -634,8 +652,7 @@ class _Server:
         async def publish(sig: Signal) -> None:
             await self.rt.bus.publish(sig)
 
-        await d.sensor.start(publish if d.to_bus else emit)
-        self.sensors[key] = d.sensor
+        return publish if to_bus else emit
 
     # -- crash, restart, stop ----------------------------------------------------------------------
 
@@ -1230,6 +1247,9 @@ class Runtime:
         if cp is not None and cp.timers:
             srv.timers = TimerBook(self._loop(), srv.fire)
             srv.timers.restore(cp.timers)
+        if cp is not None and cp.sensors:
+            srv.sensor_table = dict(cp.sensors)  # kept even for a sensor that fails to start
+            await restore(srv, cp.sensors)
         if parent_srv is not None:
             if parent_srv.children is None:
                 parent_srv.children = []
@@ -1345,7 +1365,8 @@ class Runtime:
         return True
 
     def sensors(self, id: str) -> dict[str, Any]:
-        """Sensors run by agent ``id`` by key."""
+        """Sensors run by agent ``id`` by key (durable ones started again from its checkpoint
+        included; a recorded sensor that could not be rebuilt is not listed)."""
         return dict(self._server(id).sensors or {})
 
     async def call(

@@ -73,6 +73,10 @@ class Checkpoint(msgspec.Struct, omit_defaults=True):
     * ``saved_at`` — wall-clock time (seconds since the Unix epoch) the checkpoint was taken.
     * ``timers`` — the agent's pending schedules, committed with the state that made them
       (see ``jido._timers``): ``{key: {"signal": ..., "due": ..., "cron": ...}}``.
+    * ``sensors`` — the agent's durable sensors, committed with the command that started them
+      (see ``jido._sensors_durable``): ``{key: {"class": "module:qualname", "id": ...,
+      "source": ..., "config": {...}, "to_bus": bool}}``. Empty (and not encoded) when none,
+      so checkpoints written before the field existed decode unchanged.
 
     Values inside ``state`` and ``meta`` must be plain data: ``dict``, ``list``, ``tuple``,
     ``str``, ``int`` (64-bit), ``float``, ``bool``, ``None``, ``bytes``, ``datetime``/``date``/
@@ -89,6 +93,7 @@ class Checkpoint(msgspec.Struct, omit_defaults=True):
     epoch: int = 0
     saved_at: float = msgspec.field(default_factory=time.time)
     timers: dict[str, Any] = msgspec.field(default_factory=dict)
+    sensors: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         """Encode to the compact binary form stored by the backends.

@@ -1,5 +1,6 @@
 """Durable schedules across node processes: the owner is SIGKILLed (or drained) shortly before
-a schedule is due; the agent's next owner re-arms it from the checkpoint and it fires once."""
+a schedule is due; the agent's next owner re-arms it from the checkpoint and it fires once.
+Durable sensors likewise: the next owner starts the sensor recorded in the checkpoint again."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pytest
 from foundation._node import Node
 from foundation.testing import LocalCluster, NatsServer
 from jido import Signal
-from tests.foundation.conftest import node_cluster
-from tests.foundation.timers_app import AGENTS, Reminder, ReminderState
+from tests.foundation.conftest import eventually, node_cluster
+from tests.foundation.timers_app import AGENTS, Beacon, BeaconState, Reminder, ReminderState
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -100,3 +101,51 @@ async def test_due_while_owner_is_down_fires_once_on_failover(
         await _fired_once_elsewhere(driver, "rem-late", pid)
     finally:
         procs.resume("t1")
+
+
+async def _beats_again_elsewhere(
+    procs: LocalCluster, driver: Node, agent_id: str, drain: bool
+) -> None:
+    """Start the agent's durable sensor on t1, kill or drain t1, see it beat on the new owner."""
+    ref = await driver.spawn(Beacon, id=agent_id, node="t1")
+    pid = (await ref.call(Signal(type="beacon.pid", source="/test")))["pid"]
+    assert pid == procs.node("t1").pid
+    await ref.call(Signal(type="beacon.start", source="/test", data={"interval": 0.1}))
+    cp = await driver.state_store.load(agent_id)
+    assert cp is not None and set(cp.sensors) == {"beacon"}  # committed with the command
+
+    async def beating(min_ticks: int, owner: int | None) -> BeaconState | None:
+        """The state once ``min_ticks`` beats were counted by ``owner`` (None: not t1)."""
+        record = await driver.registry.lookup(agent_id, consistent=True)
+        if record is None or (owner is None and record.node == "t1"):
+            return None
+        state = await driver.ref(agent_id).state()
+        assert isinstance(state, BeaconState)
+        if state.ticks < min_ticks or state.pid == 0:
+            return None
+        counted_there = state.pid == owner if owner is not None else state.pid != pid
+        return state if counted_there else None
+
+    await eventually(lambda: beating(2, pid), timeout=30)
+    if drain:
+        assert await procs.stop_node("t1", within=20) == 0  # SIGTERM: drain and hand over
+    else:
+        procs.kill("t1")
+    await driver.membership.wait_gone("t1")
+    first = await eventually(lambda: beating(1, None), timeout=60)
+    assert first.pid != pid
+    # the new owner's sensor keeps feeding the agent: its counter grows there
+    later = await eventually(lambda: beating(first.ticks + 3, first.pid), timeout=30)
+    assert later.ticks >= first.ticks + 3
+
+
+async def test_sensor_beats_again_on_the_new_owner_after_a_kill(
+    cluster: tuple[LocalCluster, Node],
+) -> None:
+    procs, driver = cluster
+    await _beats_again_elsewhere(procs, driver, "beacon-kill", drain=False)
+
+
+async def test_sensor_beats_again_on_the_drain_target(cluster: tuple[LocalCluster, Node]) -> None:
+    procs, driver = cluster
+    await _beats_again_elsewhere(procs, driver, "beacon-drain", drain=True)

@@ -1,4 +1,4 @@
-"""Agents of the durable-schedule tests (importable by node processes)."""
+"""Agents of the durable-schedule and durable-sensor tests (importable by node processes)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from foundation.hosting.clustered import Clustered
-from jido import Action, ActionContext, Schedule, Signal
+from jido import Action, ActionContext, HeartbeatSensor, Schedule, Signal, StartSensor
 from jido._agent import Agent
 
 
@@ -64,4 +64,44 @@ class Reminder(Clustered, Agent, critical=True, placement="least_loaded"):
     routes = [("reminder.arm", ArmAt), ("reminder.ring", Ring), ("reminder.pid", Pid)]
 
 
-AGENTS: list[type[Agent]] = [Reminder]
+class BeaconState(BaseModel):
+    """Beats counted, and the process that counted the last one."""
+
+    ticks: int = 0
+    pid: int = 0
+
+
+class Beam(Action):
+    """Start the durable heartbeat sensor ``beacon`` feeding this agent."""
+
+    name = "beam"
+
+    class Params(BaseModel):
+        interval: float
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        sensor = HeartbeatSensor(id="beacon", interval=params.interval, type="beacon.tick")
+        return {}, StartSensor(sensor)
+
+
+class Count(Action):
+    """Count one beat, in this process."""
+
+    name = "count"
+
+    class Params(BaseModel):
+        count: int = 0
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        return {"ticks": ctx.state.ticks + 1, "pid": os.getpid()}
+
+
+class Beacon(Clustered, Agent, critical=True, placement="least_loaded"):
+    """A critical agent counting the beats of its own durable sensor."""
+
+    state_model = BeaconState
+    actions = [Beam, Count, Pid]
+    routes = [("beacon.start", Beam), ("beacon.tick", Count), ("beacon.pid", Pid)]
+
+
+AGENTS: list[type[Agent]] = [Reminder, Beacon]

@@ -394,6 +394,7 @@ class _Turn:
                     seq=srv.seq,
                     meta=srv.meta if srv.meta is not None else {},
                     epoch=srv.epoch,
+                    sensors=dict(srv.sensor_table or {}),
                 )
             await store.append(
                 self.agent.id, [_encode(e) for e in entries], checkpoint=cp, epoch=srv.epoch
