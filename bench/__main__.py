@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
+import io
 import json
 import os
 import platform
@@ -95,12 +97,31 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+async def _within(coro: Any, limit: float, console: Console) -> list[Row]:
+    """Await ``coro`` for at most ``limit`` seconds; past it, print where every task of the
+    loop is waiting (what hung), then cancel it and raise ``TimeoutError``."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=limit)
+    if not done:
+        stacks = io.StringIO()
+        for other in asyncio.all_tasks():
+            if other is not asyncio.current_task():
+                other.print_stack(limit=12, file=stacks)
+        console.print(stacks.getvalue(), style="dim", markup=False, highlight=False)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 60)
+        raise TimeoutError
+    result: list[Row] = task.result()
+    return result
+
+
 async def _run_module(name: str, quick: bool, console: Console, limit: float) -> list[Row]:
     """Run one module; a failure becomes an ``error`` row instead of ending the suite."""
     t0 = time.perf_counter()
     try:
         module = importlib.import_module(f"bench.{name}")
-        got: list[Row] = await asyncio.wait_for(module.run(quick=quick), limit)
+        got: list[Row] = await _within(module.run(quick=quick), limit, console)
     except Exception as exc:  # report and continue: one broken benchmark must not hide others
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         if isinstance(exc, TimeoutError):

@@ -334,8 +334,8 @@ class Node(QuotaAdmin):
         if self.failover is not None:
             await step("failover", self.failover.stop())
         if self._reconcile_task is not None:
-            self._reconcile_task.cancel()
-            await step("reconciliation", self._reconcile_task)
+            self._reconcile_task.cancel()  # awaited by wait(): its CancelledError is not ours
+            await step("reconciliation", asyncio.wait({self._reconcile_task}))
             self._reconcile_task = None
         endpoint = self.endpoint
         if stage >= Stage.TRANSPORT or (endpoint is not None and endpoint.subscribed):
