@@ -2,10 +2,10 @@
 
 A full (generation 2) collection of CPython holds the GIL for as long as it takes to visit
 every tracked object: every thread of the process stands still, the lease thread included.
-With many resident agents that is long enough to matter (on a 2-core machine, about 0.6 s at
-80,000 resident agents), and a pause longer than a node's fence window (``lease_ttl -
-fence_margin``, 0.75 s by default) makes the node fence itself although nothing else was
-wrong.
+With many resident agents that is long enough to matter (on a 2-core machine a node with the
+default lease fenced itself at about 80,000 resident agents), and a pause longer than a node's
+fence window (``lease_ttl - fence_margin``, 0.75 s by default) makes the node fence itself
+although nothing else was wrong.
 
 :class:`PauseWatch` times every collection through :data:`gc.callbacks` (one per process, shared
 by its nodes): each pause is observed in ``foundation_gc_pause_seconds{generation}``, and a
