@@ -124,6 +124,12 @@ def _parent(traceparent: str | None, remote_first: bool) -> Any:
         current = trace.get_current_span()
         if current.get_span_context().is_valid:
             return None  # the current context
+    if traceparent is not None:
+        last, value = _last_named
+        if last is not None and value == traceparent:
+            # the span this process just named (a hop's span parenting its command): itself,
+            # not a parsed copy of its context
+            return trace.set_span_in_context(last)
     remote = parse_traceparent(traceparent)
     if remote is None:
         return _ROOT if remote_first else None
@@ -143,12 +149,17 @@ def stamped(signal: Signal, span: Span) -> Signal:
     return clone
 
 
-def restamp(signal: Signal) -> Signal:
-    """``signal`` carrying the current span's ``traceparent`` (unchanged when tracing is off)."""
+def restamp_owned(signal: Signal) -> None:
+    """Set the current span's ``traceparent`` on ``signal`` itself (no-op when tracing is off).
+
+    For a signal nobody else holds (one just decoded from a request), where a copy would only
+    cost time.
+    """
     if active is None:
-        return signal
-    span = trace.get_current_span()
-    return stamped(signal, span) if span.get_span_context().is_valid else signal
+        return
+    value = traceparent_of(trace.get_current_span())
+    if value is not None:
+        signal.extensions["traceparent"] = value
 
 
 def headers() -> dict[str, str] | None:
@@ -341,7 +352,7 @@ __all__ = [
     "mark_error",
     "parse_traceparent",
     "refresh",
-    "restamp",
+    "restamp_owned",
     "span",
     "stamped",
     "traced",

@@ -105,7 +105,7 @@ class AgentOps:
                 raise host.not_here(req.agent_id)
         if req.signal is None:
             raise InvalidRequestError("a call request needs a signal ('s')", details={"field": "s"})
-        req.signal = _tracing.restamp(req.signal)  # the command's span: a child of this hop's
+        _tracing.restamp_owned(req.signal)  # the command's span: a child of this hop's
         try:
             if req.agent_id in self.backlog:
                 # casts wait for this agent: the call goes behind them, in order
