@@ -124,7 +124,7 @@ from foundation.security._client import Client
 # --- security (end) ---
 
 # --- tenancy (begin) ---
-from foundation._errors import QuotaExceededError
+from foundation._errors import LimitsNotAppliedError, QuotaExceededError
 from foundation.tenancy import Quota
 # --- tenancy (end) ---
 
@@ -243,6 +243,7 @@ __all__: list[str] = [
     # --- tenancy __all__ (begin) ---
     "Quota",
     "QuotaExceededError",
+    "LimitsNotAppliedError",
     # --- tenancy __all__ (end) ---
     # --- node __all__ (begin) ---
     "Node",

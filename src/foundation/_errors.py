@@ -321,3 +321,17 @@ class QuotaExceededError(ClusterError):
 
 
 __all__ += ["QuotaExceededError"]
+
+
+class LimitsNotAppliedError(ClusterError):
+    """The servers did not take a tenant account's new JetStream limits; nothing changed.
+
+    The message says why (no server answered, a server refused the account JWT, or a lone
+    server has no room for the new storage limits). The old limits stay in force, on the
+    servers and in the setup directory.
+    """
+
+    type = "limits_not_applied"
+
+
+__all__ += ["LimitsNotAppliedError"]

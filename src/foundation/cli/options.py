@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -76,6 +77,36 @@ positive_float = _number(float, lambda v: v > 0, "a number of seconds above 0")
 """``type=`` for durations and timeouts."""
 positive_rate = _number(float, lambda v: v > 0, "a number above 0")
 """``type=`` for rates (per second)."""
+_UNITS = {
+    "": 1,
+    "k": 2**10,
+    "kib": 2**10,
+    "m": 2**20,
+    "mib": 2**20,
+    "g": 2**30,
+    "gib": 2**30,
+    "t": 2**40,
+    "tib": 2**40,
+}
+
+
+def byte_size(text: str) -> int:
+    """``type=`` for a size in bytes: ``500M``, ``20GiB``, ``1073741824`` or ``-1`` (no limit)."""
+    match = re.fullmatch(r"\s*(-1|\d+)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS or (match.group(1) == "-1" and unit):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: a whole number of bytes with an optional K, M, G or T "
+            "(powers of 1024), or -1 for no limit"
+        )
+    value = int(match.group(1)) * _UNITS[unit]
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be above 0 (or -1: no limit)")
+    return value
+
+
+count_or_unlimited = _number(int, lambda v: v >= 1 or v == -1, "a count of at least 1, or -1")
+"""``type=`` for limits that are a count or -1 (no limit)."""
 port = _number(int, lambda v: 0 <= v <= 65535, "a port number (0-65535; 0: a free port)")
 """``type=`` for TCP ports."""
 

@@ -60,12 +60,15 @@ from foundation.security._roles import (
     principal_subject,
     role_permissions,
 )
+from foundation.security._limits import change_tenant_limits, tenant_jetstream
 from foundation.security._server import SecureNatsCluster, SecureNatsServer
 from foundation.security._signing import SignalSigner, SignalVerifier
 from foundation.security._setup import SecureSetup, load_secure_setup, write_secure_setup
 from foundation.security._tenants import TenantLimits, TenantView, tenant_view
 
 __all__ = [
+    "change_tenant_limits",
+    "tenant_jetstream",
     "FROM_PREFIX",
     "AuditWriter",
     "NodeSecurity",

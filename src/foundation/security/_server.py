@@ -54,10 +54,18 @@ class SecureNatsServer(NatsServer):
         **options: Any,
     ) -> None:
         self.setup, self._setup_tmp = _setup_or_new(setup, tenants)
-        extra = str(options.pop("extra_config", ""))
-        conf = self.setup.server_config.read_text()
-        super().__init__(extra_config=f"{conf}\n{extra}".strip(), **options)
+        self._extra = str(options.pop("extra_config", ""))
+        super().__init__(extra_config=self._secure_config(), **options)
         _reserve(self, self.setup)
+
+    def _secure_config(self) -> str:
+        conf = self.setup.server_config.read_text()
+        return f"{conf}\n{self._extra}".strip()
+
+    def _config_text(self) -> str:
+        # read at every (re)start: account JWTs changed since (new JetStream limits) hold
+        self.extra_config = self._secure_config()
+        return super()._config_text()
 
     @property
     def url(self) -> str:

@@ -41,7 +41,8 @@ from foundation.security._tenants import TenantLimits, app_imports, tenant_expor
 APP_ACCOUNT = "APP"
 #: Name of the NATS system account.
 SYS_ACCOUNT = "SYS"
-_MANIFEST = "setup.json"
+#: The manifest file of a setup directory.
+MANIFEST = "setup.json"
 
 
 @dataclass(frozen=True)
@@ -104,14 +105,15 @@ class SecureSetup:
         self, role: Role, name: str, *, tenant: str | None = None, path: Path | None = None
     ) -> Path:
         """Write creds for a new principal ``role/name`` (signed by the account's key)."""
-        account = _account_key(self.dir, tenant or APP_ACCOUNT)
+        account = account_key(self.dir, tenant or APP_ACCOUNT)
         target = path or (self.dir / (tenant or "") / f"{name}.{role}.creds")
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_user(target, account, Principal(role, name, tenant))
         return target
 
 
-def _account_key(root: Path, account: str) -> KeyPair:
+def account_key(root: Path, account: str) -> KeyPair:
+    """The key pair of ``account`` (or ``"operator"``) from ``root/keys``."""
     path = root / "keys" / f"{account}.nk"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: issue users where the setup was written")
@@ -255,7 +257,7 @@ def write_secure_setup(
         "creds": {k: str(v.relative_to(root)) for k, v in creds.items()},
         "limits": {t: asdict(lim) for t, lim in limits.items()},
     }
-    (root / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return setup
 
 
@@ -263,10 +265,10 @@ def load_secure_setup(dir: str | os.PathLike[str]) -> SecureSetup:
     """Read back a directory written by :func:`write_secure_setup`."""
     root = Path(dir).resolve()
     try:
-        manifest = json.loads((root / _MANIFEST).read_text())
+        manifest = json.loads((root / MANIFEST).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"{root} holds no secure setup ({_MANIFEST} missing); write one with "
+            f"{root} holds no secure setup ({MANIFEST} missing); write one with "
             "write_secure_setup() or `foundation up --secure --dir DIR`"
         ) from None
     return SecureSetup(
