@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from foundation import AuthenticationError, Client, Node
@@ -142,8 +143,28 @@ async def test_up_secure_tenants_runs_each_tenant_in_its_own_account(tmp_path: P
         async def shown(tenant: str, creds: list[str], names: list[str]) -> bool:
             return await nodes_of(tenant, creds) == names
 
-        await eventually(lambda: shown("acme", operator, ["acme-node-1"]), timeout=30)
-        await eventually(lambda: shown("globex", globex, ["globex-node-1"]), timeout=30)
+        # each tenant has its nodes and its dashboard's observer node, nothing of the other
+        await eventually(
+            lambda: shown("acme", operator, ["acme-dashboard", "acme-node-1"]), timeout=30
+        )
+        await eventually(
+            lambda: shown("globex", globex, ["globex-dashboard", "globex-node-1"]), timeout=30
+        )
+        # a dashboard per tenant, each showing that tenant only
+        dashboards = dict(
+            re.findall(r"tenant (\w+) \(1 node\(s\)\):.*?live dashboard: (\S+)", out, re.S)
+        )
+        assert set(dashboards) == {"acme", "globex"}, out
+        async with httpx.AsyncClient(timeout=10) as http:
+            for tenant, page in dashboards.items():
+
+                async def lists_its_nodes(tenant: str = tenant, page: str = page) -> bool:
+                    status = (await http.get(page + "api/status")).json()
+                    ids = sorted(n["id"] for n in status["nodes"])
+                    return ids == [f"{tenant}-dashboard", f"{tenant}-node-1"]
+
+                await eventually(lists_its_nodes, timeout=30)
+                assert (await http.get(page)).status_code == 200
         # acme's client reaches the agent acme's node runs
         async with Node(
             nats=url,

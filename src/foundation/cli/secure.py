@@ -157,7 +157,7 @@ async def run_up_secure(
     env = {**os.environ, **setup_dir_env(setup, "node")}
     try:
         if tenants:
-            return await _run_tenants(server, setup, nodes, app, console)
+            return await _run_tenants(server, setup, nodes, app, dashboard_port, console)
         async with (
             LocalCluster(nats=server, nodes=nodes, app=app, env=env, auth=node_auth) as lc,
             Dashboard.for_cluster(lc.url, port=dashboard_port, auth=node_auth) as dash,
@@ -189,8 +189,10 @@ async def _run_tenants(
     setup: SecureSetup,
     nodes: int,
     app: str,
+    dashboard_port: int,
     console: Any,
 ) -> int:
+    from foundation.observability.dashboard import Dashboard
     from foundation.observability.tenant_status import (
         collect_tenant_status,
         render_tenant_status,
@@ -198,8 +200,9 @@ async def _run_tenants(
     from foundation.testing import LocalCluster
 
     url = server.url if isinstance(server, SecureNatsServer) else ",".join(server.urls)
+    dashboards: dict[str, str] = {}
     async with contextlib.AsyncExitStack() as stack:
-        for tenant in setup.tenants:
+        for i, tenant in enumerate(setup.tenants):
             auth = NatsAuth.of(creds=setup.creds_for("node", tenant), tls_ca=setup.ca)
             env = {
                 **os.environ,
@@ -217,6 +220,17 @@ async def _run_tenants(
                 node_args=("--tenant", tenant),
             )
             await stack.enter_async_context(cluster)
+            # one dashboard per tenant, its observer a node of the tenant's account: it sees
+            # that tenant and nothing of the others
+            dash = Dashboard.for_cluster(
+                url,
+                port=dashboard_port + i if dashboard_port else 0,
+                auth=auth,
+                tenant=tenant,
+                name=f"{tenant}-dashboard",
+            )
+            await stack.enter_async_context(dash)
+            dashboards[tenant] = dash.url
         console.print(f"[bold green]cluster up[/bold green]: NATS at [cyan]{url}[/cyan]")
         console.print(f"  CA: {setup.ca}", highlight=False, soft_wrap=True)
         console.print("  operator (APP account):", highlight=False)
@@ -224,6 +238,7 @@ async def _run_tenants(
         for tenant in setup.tenants:
             console.print(f"  tenant {tenant} ({nodes} node(s)):", highlight=False)
             _show_creds(console, setup, tenant)
+            console.print(f"    live dashboard: [cyan]{dashboards[tenant]}[/cyan]", soft_wrap=True)
         admin = f"--creds {setup.creds_for('admin')} --tls-ca {setup.ca}"
         console.print(f"  foundation status --nats {url} --tenant TENANT {admin}", soft_wrap=True)
         admin_auth = NatsAuth.of(creds=setup.creds_for("admin"), tls_ca=setup.ca)

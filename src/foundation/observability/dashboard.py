@@ -158,12 +158,19 @@ class Dashboard:
         The observer is a :class:`foundation.Node` hosting no agent type (so nothing is ever
         placed on it) named ``name`` (default ``dashboard-<random>``); the dashboard starts it
         on :meth:`start` and stops it on :meth:`stop`. ``options`` are those of the
-        constructor (``refresh=``, ...).
+        constructor (``refresh=``, ...), plus ``auth=`` and ``tenant=`` for the observer.
         """
         from foundation._node import Node
 
         name = name or f"dashboard-{uuid.uuid4().hex[:6]}"
-        node = Node(nats=nats, name=name, agents=[], auth=options.pop("auth", None))
+        tenant = options.pop("tenant", None)
+        node = Node(
+            nats=nats,
+            name=name,
+            agents=[],
+            auth=options.pop("auth", None),
+            **({"tenant": tenant} if tenant is not None else {}),
+        )
         dash = cls(node, host, port, **options)
         dash._own_node = node
         return dash
