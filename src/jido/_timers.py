@@ -154,10 +154,7 @@ class TimerBook:
         Due times of new schedules are computed here and kept for :meth:`arm`, so the time
         committed is the time armed.
         """
-        out: Table = {k: _record(d, due) for k, (_h, d, due) in self.armed.items()}
-        for key, d, due in self.firing.values():
-            # a firing not yet handled wins over the next time of the same cron schedule
-            out[key] = _record(d, due)
+        out = self.snapshot()
         self.planned.clear()
         for eff in effects:
             if isinstance(eff, Schedule):
@@ -167,6 +164,15 @@ class TimerBook:
                 out[key] = _record(eff, due)
             elif isinstance(eff, Cancel):
                 out.pop(eff.key, None)
+        return out
+
+    def snapshot(self) -> Table:
+        """The table as it stands (armed and firing), with no side effect: for a commit made
+        in the middle of a command (an AI agent's journal), which must not drop them."""
+        out: Table = {k: _record(d, due) for k, (_h, d, due) in self.armed.items()}
+        for key, d, due in self.firing.values():
+            # a firing not yet handled wins over the next time of the same cron schedule
+            out[key] = _record(d, due)
         return out
 
     def schedules(self) -> dict[str, Schedule]:

@@ -26,6 +26,7 @@ from jido import (
     FencedError,
     MemoryStore,
     Runtime,
+    Schedule,
     Signal,
     SQLiteStore,
 )
@@ -79,6 +80,15 @@ class IdempotentTransfer(Transfer):
 
     name = "idempotent_transfer"
     idempotent: ClassVar[bool] = True
+
+
+class Remind(Action):
+    """Arm a reminder an hour from now (a schedule, not a tool)."""
+
+    name = "remind"
+
+    async def run(self, params: Any, ctx: ActionContext) -> Any:
+        return {}, Schedule(Signal(type="bank.reminded", source="/t"), delay=3600, key="remind")
 
 
 @pytest.fixture(autouse=True)
@@ -318,3 +328,38 @@ async def test_a_newer_owner_fences_the_turn_and_stops_the_agent(
         assert not ref.running
     assert len(server.requests) == 1
     assert await store.journal("b1") and (await store.load("b1")).epoch == 5  # type: ignore[union-attr]
+
+
+async def test_a_turns_commits_keep_the_agents_schedules(
+    server: OpenAITestServer, tmp_path: Path
+) -> None:
+    """The journal's checkpoints carry the agent's armed schedules: a turn killed after it
+    committed leaves them in the store, and the next runtime arms them again."""
+
+    class Banker(LLMAgent):
+        state_model = Ledger
+        actions = [Transfer, Remind]
+        tools = [Transfer]
+        routes = [("bank.remind", Remind)]
+        model = OpenAIModel(base_url=server.url, model="m", api_key="k")
+        instructions = "bank"
+
+    server.script(tool_reply(call("transfer", {"amount": 10}, id="t1")), text_reply("done"))
+    store = SQLiteStore(tmp_path / "a.db")
+    GATE["after_effect"] = asyncio.Event()
+    async with Runtime(store, stop_timeout=0) as rt:
+        ref = await rt.start(Banker, id="b1", state={"balance": 100})
+        await ref.call(Signal(type="bank.remind", source="/t"))
+        assert set(rt.schedules("b1")) == {"remind"}
+        pending = asyncio.ensure_future(ref.call(prompt("send 10")))
+        await _wait_effects(1)
+    with pytest.raises(Exception):  # noqa: B017 - the caller learns the agent stopped
+        await pending
+    del GATE["after_effect"]
+    cp = await SQLiteStore(tmp_path / "a.db").load("b1")
+    assert cp is not None and cp.state["ai"]["turn"] == 1  # the turn's commit is the last
+    assert set(cp.timers) == {"remind"}
+    async with Runtime(SQLiteStore(tmp_path / "a.db")) as rt:
+        await rt.start(Banker, id="b1")
+        await rt.wait_idle()
+        assert set(rt.schedules("b1")) == {"remind"}

@@ -394,6 +394,7 @@ class _Turn:
                     seq=srv.seq,
                     meta=srv.meta if srv.meta is not None else {},
                     epoch=srv.epoch,
+                    timers=srv.timers.snapshot() if srv.timers is not None else {},
                     sensors=dict(srv.sensor_table or {}),
                 )
             await store.append(
