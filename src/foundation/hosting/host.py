@@ -525,6 +525,8 @@ class AgentHost:
             if i % _SWEEP_SLICE == 0:
                 await asyncio.sleep(0)  # a sweep over 100k agents must not hold the loop
         for i, (agent_id, record) in enumerate(list(assigned.items())):
+            if self.fenced or self.draining:
+                return  # fenced (or draining) during the sweep: nothing more starts here
             await self._settle(agent_id, record)
             if i % _SWEEP_SLICE == 0:
                 await asyncio.sleep(0)
@@ -553,6 +555,10 @@ class AgentHost:
             await self.activate(record)
         except FencedError:
             log.info("node %s: %s is owned by a newer epoch; not starting", self.node_id, agent_id)
+        except NodeDrainingError:
+            # fenced or draining: a state of the node (logged once, where it changed), not one
+            # warning per agent, which at tens of thousands of agents is itself a stall
+            log.debug("node %s: not starting %s (fenced or draining)", self.node_id, agent_id)
         except JidoError as exc:
             log.warning("node %s: could not start %s: %s", self.node_id, agent_id, exc)
 

@@ -114,12 +114,19 @@ async def _start(host: AgentHost, record: RegistryRecord) -> None:
         await host._start_remote(record, None)
 
 
+def _passivates(cls: type) -> bool:
+    spec = cluster_spec(cls)
+    return spec is not None and spec.virtual and spec.idle_timeout is not None
+
+
 async def passivate_idle(host: AgentHost, wakeups: Wakeups | None = None) -> int:
     """Passivate this node's virtual agents idle past their ``idle_timeout``; how many.
 
     An agent with a pending schedule passivates only with ``wakeups`` (the cluster's due
     index), which gets its earliest due time before its record goes; without, it stays.
     """
+    if not any(_passivates(cls) for cls in host.types.values()):
+        return 0  # no type passivates: no walk over the node's agents every sweep
     done = 0
     runtime = host.runtime
     for i, (agent_id, ref) in enumerate(list(host.local.items())):
@@ -127,7 +134,10 @@ async def passivate_idle(host: AgentHost, wakeups: Wakeups | None = None) -> int
             await asyncio.sleep(0)  # never hold the loop for a whole node's agents
         if agent_id in host.unclustered or agent_id in host.parked:
             continue
-        spec = cluster_spec(ref.agent_class)
+        try:
+            spec = cluster_spec(ref.agent_class)
+        except JidoError:  # stopped since the listing (moved, fenced): nothing to passivate
+            continue
         if spec is None or not spec.virtual or spec.idle_timeout is None:
             continue
         idle = runtime.idle_for(agent_id)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import sys
 import threading
+import traceback
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -87,3 +89,12 @@ class LoopThread:
             self._thread.join(timeout)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+def thread_stack(thread_id: int | None, depth: int = 12) -> str:
+    """The innermost ``depth`` frames of thread ``thread_id``, formatted (what holds a stalled
+    event loop, seen from another thread)."""
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    if frame is None:
+        return "  (unknown)"
+    return "".join(traceback.format_stack(frame, limit=depth)).rstrip()

@@ -69,7 +69,7 @@ from foundation._errors import (
 from foundation._hooks import call_hook, seconds
 from foundation._ids import check_token
 from foundation.membership import pauses
-from foundation.membership.loop_thread import LoopThread
+from foundation.membership.loop_thread import LoopThread, thread_stack
 from foundation.membership.view import (
     EventKind,
     EventStream,
@@ -463,9 +463,10 @@ class Membership(MembershipView):
                     self._stall_logged = True
                     log.warning(
                         "node %s: its event loop has not run for over %.1f s; letting the "
-                        "lease lapse",
+                        "lease lapse; the loop's thread is at:\n%s",
                         self.node_id,
                         self.loop_stall_limit,
+                        thread_stack(self._main_thread),
                     )
                 continue
             self._stall_logged = False
