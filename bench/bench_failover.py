@@ -103,7 +103,7 @@ _ids = itertools.count()
 class Procs:
     """Node processes of one benchmark cluster, and every pid each node name has had."""
 
-    def __init__(self, url: str, log_dir: Path) -> None:
+    def __init__(self, url: str, log_dir: Path, node_args: tuple[str, ...] = ()) -> None:
         self.cluster = LocalCluster(
             nats=url,
             nodes=(),
@@ -114,6 +114,7 @@ class Procs:
             ready_timeout=60.0,
         )
         self.pids: dict[int, str] = {}
+        self.node_args = node_args
 
     async def start(self, *names: str) -> None:
         """Start the named nodes; return once each printed its ready line (a start that fails
@@ -123,7 +124,7 @@ class Procs:
     async def _start_retrying(self, name: str) -> None:
         for attempt in range(3):
             try:
-                node = await self.cluster.start_node(name)
+                node = await self.cluster.start_node(name, *self.node_args)
             except RuntimeError:
                 if attempt == 2:
                     raise
@@ -146,15 +147,27 @@ class Procs:
 
 async def _spawn(driver: Node, n: int, on: str, cls: type = CriticalFo) -> list[str]:
     ids = [f"fo-{next(_ids)}" for _ in range(n)]
-    sem = asyncio.Semaphore(32)
 
     async def one(agent_id: str) -> None:
-        async with sem:
-            await driver.spawn(cls, id=agent_id, node=on)
-            await driver.ref(agent_id).call(Signal(type="fo.bump", source="/bench"))
+        await driver.spawn(cls, id=agent_id, node=on)
+        await driver.ref(agent_id).call(Signal(type="fo.bump", source="/bench"))
 
-    await asyncio.gather(*(one(a) for a in ids))
+    await _pool(one, ids, 32)
     return ids
+
+
+async def _pool(fn: Any, items: list[str], workers: int) -> list[Any]:
+    """``fn`` over ``items`` by ``workers`` tasks (not a task per item: tens of thousands of
+    waiting tasks make this process's garbage collections long enough to cost its lease)."""
+    out: list[Any] = [None] * len(items)
+    todo = iter(enumerate(items))
+
+    async def worker() -> None:
+        for i, item in todo:
+            out[i] = await fn(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(workers, len(items)))))
+    return out
 
 
 async def _back(driver: Node, procs: Procs, agent_id: str, victim: str, limit: float) -> float:
@@ -198,13 +211,12 @@ async def _failover_round(
         if kill_server is not None:
             await kill_server()
     gone = asyncio.ensure_future(driver.membership.wait_gone(victim))
-    probes = asyncio.Semaphore(64)  # the probing must not be the load that slows recovery
 
     async def probe(agent_id: str) -> float:
-        async with probes:
-            return await _back(driver, procs, agent_id, victim, limit)
+        return await _back(driver, procs, agent_id, victim, limit)
 
-    times = await asyncio.gather(*(probe(a) for a in ids))
+    # 64 at a time: the probing must not be the load that slows recovery
+    times = await _pool(probe, ids, 64)
     await gone
     detected = time.monotonic() - t0
     with contextlib.suppress(Exception):
@@ -225,9 +237,11 @@ def _watch_gone(driver: Node) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _cluster(url: str, tmp: Path) -> AsyncIterator[tuple[Procs, Node]]:
+async def _cluster(
+    url: str, tmp: Path, node_args: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[Procs, Node]]:
     """Three node processes and the driver for the block; all stopped after it."""
-    procs = Procs(url, tmp)
+    procs = Procs(url, tmp, node_args)
     driver: Node | None = None
     try:
         await procs.start("n1", "n2", "n3")
@@ -473,17 +487,21 @@ async def _curve_round(
     return last[0] - t0, answered, detected
 
 
-async def curve(sizes: list[int], others: int) -> list[tuple[int, float, float, float]]:
+async def curve(
+    sizes: list[int], others: int, *, lease: float | None = None, logs: Path | None = None
+) -> list[tuple[int, float, float, float]]:
     """Failover of ``k`` critical agents on the killed node, for each ``k`` in ``sizes``
     (``others`` more critical agents spread over the two other nodes); per size
-    ``(k, re-placed s, answering s, detection s)``."""
+    ``(k, re-placed s, answering s, detection s)``. ``lease``: the nodes' lease in seconds
+    (default 1 s); ``logs``: keep the node processes' logs there (an existing folder)."""
     out: list[tuple[int, float, float, float]] = []
+    node_args = ("--lease-ttl", str(lease)) if lease is not None else ()
     with tempfile.TemporaryDirectory(prefix="bench-failover-curve-") as tmp_name:
         tmp = Path(tmp_name)
         server = NatsServer(store_dir=tmp / "js")
         await server.astart()
         try:
-            async with _cluster(server.url, tmp) as (procs, driver):
+            async with _cluster(server.url, logs or tmp, node_args) as (procs, driver):
                 for node in ("n1", "n3"):
                     await _spawn(driver, others // 2, node)
                 for k in sizes:
@@ -513,13 +531,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--curve", default="1000,10000")
     parser.add_argument("--others", type=int, default=0)
+    parser.add_argument("--lease", type=float, default=None, help="nodes' lease (s; default 1)")
+    parser.add_argument("--logs", type=Path, default=None, help="keep the node logs here")
     args = parser.parse_args()
+    if args.logs is not None:
+        args.logs.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.curve.split(",") if s]
     # run as ``python -m``, this file is ``__main__``: the node processes know the agent
     # classes by the module's real name
     from bench import bench_failover
 
-    asyncio.run(bench_failover.curve(sizes, args.others))
+    asyncio.run(bench_failover.curve(sizes, args.others, lease=args.lease, logs=args.logs))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,11 @@ reactivation of a passivated agent.
   compare-and-set claim, the state read back — vs a call to it once resident. Target: p99 ≤
   5 ms.
 
+* **nats-server's message scheduler** (2.12+; considered for durable schedules, it fires with no
+  node up) — how late ``n`` messages published with ``Nats-Schedule: @at <time>`` reach a
+  consumer of their target subject, vs how late the same number of agent ``Schedule``
+  directives (one per agent of a ``jido.Runtime``, due at the same offsets) run their action.
+
 ``python -m bench --only time`` runs it; ``python -m bench.bench_time --max N`` runs only the
 spawn-rate figure up to N registered agents and prints it.
 """
@@ -28,9 +33,11 @@ import asyncio
 import os
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, Field
 
 from bench._harness import Row, Stats
@@ -111,6 +118,14 @@ class Visitor(
 
     actions = [Noop]
     routes = [("ticket.noop", Noop)]
+
+
+class Reminder(Agent):
+    """An agent with one schedule (the baseline of the server-scheduler figure)."""
+
+    state_model = AlarmState
+    actions = [ArmAt, Ring]
+    routes = [("alarm.arm", ArmAt), ("alarm.ring", Ring)]
 
 
 class Session(Agent):
@@ -271,6 +286,73 @@ async def node_reactivation(url: str, n: int) -> tuple[list[float], list[float]]
     return cold, warm
 
 
+# -- nats-server's message scheduler vs agent schedules ------------------------------------------
+
+_STEP = 0.004  # seconds between consecutive due times
+
+
+def _rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def server_scheduler_lateness(url: str, n: int) -> list[float]:
+    """How late nats-server's scheduler delivers ``n`` ``@at`` messages to a consumer."""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        config = {"name": "BENCH_SCHED", "subjects": ["sched.>", "fire.>"]}
+        config["allow_msg_schedules"] = True  # type: ignore[assignment]
+        reply = orjson.loads(
+            (await nc.request("$JS.API.STREAM.CREATE.BENCH_SCHED", orjson.dumps(config))).data
+        )
+        if "error" in reply:
+            raise RuntimeError(f"the server has no message scheduler: {reply['error']}")
+        js = nc.jetstream()
+        due: dict[str, float] = {}
+        late: list[float] = []
+        done = asyncio.Event()
+
+        async def on_fire(msg: Any) -> None:
+            late.append(time.time() - due[msg.subject.rsplit(".", 1)[1]])
+            await msg.ack()
+            if len(late) >= n:
+                done.set()
+
+        sub = await js.subscribe("fire.>", cb=on_fire, manual_ack=True)
+        start = time.time() + 1.0 + n * 0.0005  # after every publish is stored
+        for i in range(n):
+            due[str(i)] = start + i * _STEP
+            headers = {
+                "Nats-Schedule": f"@at {_rfc3339(due[str(i)])}",
+                "Nats-Schedule-Target": f"fire.{i}",
+            }
+            await js.publish(f"sched.{i}", b"ring", headers=headers)
+        await asyncio.wait_for(done.wait(), 60)
+        await sub.unsubscribe()
+        return late
+    finally:
+        await nc.close()
+
+
+async def agent_schedule_lateness(n: int) -> list[float]:
+    """How late ``n`` agents' schedules (due at the same offsets) run their action."""
+    async with Runtime(MemoryStore()) as rt:
+        refs = [await rt.start(Reminder, id=f"r{i}") for i in range(n)]
+        start = time.time() + 1.0
+        dues = [start + i * _STEP for i in range(n)]
+        for ref, due in zip(refs, dues, strict=True):
+            await ref.call(Signal(type="alarm.arm", source="/bench", data={"at": due}))
+        await asyncio.sleep(max(0.0, dues[-1] - time.time()) + 2.0)  # all due, and run
+        late: list[float] = []
+        for ref, due in zip(refs, dues, strict=True):
+            fired = (await ref.state()).fired  # type: ignore[attr-defined]
+            if len(fired) != 1:
+                raise AssertionError(f"{ref.id} fired {len(fired)} times, not once")
+            late.append(float(fired[0][1]) - due)
+        return late
+
+
 async def run(quick: bool) -> list[Row]:
     """Measure the time-and-activation figures (``quick``: a few seconds for CI)."""
     marks = [1000, 3000] if quick else [1000, 10_000, 100_000]
@@ -301,6 +383,20 @@ async def run(quick: bool) -> list[Row]:
                     "call to it once resident",
                     Stats.of(warm),
                     target="p99 ≤ 5 ms",
+                )
+            )
+            n_sched = 100 if quick else 1000
+            theirs = await server_scheduler_lateness(server.url, n_sched)
+            ours = await agent_schedule_lateness(n_sched)
+            rows.append(
+                Row.from_stats(
+                    "time",
+                    f"nats-server message scheduler: lateness of {n_sched:,} @at messages",
+                    "s",
+                    Stats.of(theirs),
+                    "agent Schedule directives due alike (jido.Runtime)",
+                    Stats.of(ours),
+                    note="considered for durable schedules; see docs/time.md",
                 )
             )
             killed, control = await kill_lateness(server.url, 1 if quick else 3, Path(tmp))

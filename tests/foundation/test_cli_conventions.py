@@ -38,6 +38,8 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         (("drain", "n1", "--timeout", "0"), 2, "--timeout"),
         (("up", "--dashboard-port", "70000"), 2, "--dashboard-port"),
         (("node", "--nats", "nats://127.0.0.1:1", "--metrics-port", "-5"), 2, "--metrics-port"),
+        (("node", "--nats", "nats://127.0.0.1:1", "--lease-ttl", "0"), 2, "--lease-ttl"),
+        (("quota", "jetstream", "acme", "--dir", "/nonexistent", "--streams", "0"), 2, "--streams"),
         (("up", "--app", "builtins:int"), 1, "not an agent class"),
         (("up", "--app", "no_such_module_xyz:A"), 1, "cannot import"),
         (("--log-level", "loud", "status"), 2, "--log-level"),

@@ -52,6 +52,7 @@ DEFAULT_APP = "foundation.demo_app:AGENTS"
 """The app hosted by ``foundation up`` and ``foundation demo`` unless ``--app`` is given."""
 
 ENV_NATS = options.ENV_NATS
+ENV_LEASE_TTL = "FOUNDATION_LEASE_TTL"
 """Environment variable read by ``foundation status`` / ``node`` when ``--nats`` is not given."""
 
 
@@ -152,6 +153,13 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="serve Prometheus metrics on this port (0: a free port; None: no endpoint)",
     )
+    node.add_argument(
+        "--lease-ttl",
+        type=options.positive_float,
+        default=os.environ.get(ENV_LEASE_TTL),
+        help=f"membership lease in seconds: a node whose lease is not renewed for this long is "
+        f"failed over (raise it for nodes with very many agents; ${ENV_LEASE_TTL}; unset: 1 s)",
+    )
     add_auth_arguments(node)
     add_tenant_argument(node, default="default")
 
@@ -199,13 +207,14 @@ async def _run_node(
     capabilities: list[str],
     auth: Any = None,
     tenant: str = "default",
+    lease_ttl: float | None = None,
 ) -> int:
     from foundation.observability.otel import setup_from_env
 
     agents = load_app(app)
     provider = setup_from_env(name)
     try:
-        return await _serve_node(url, agents, name, capabilities, auth, tenant)
+        return await _serve_node(url, agents, name, capabilities, auth, tenant, lease_ttl)
     finally:
         if provider is not None:
             provider.shutdown()  # send the last spans
@@ -218,6 +227,7 @@ async def _serve_node(
     capabilities: list[str],
     auth: Any = None,
     tenant: str = "default",
+    lease_ttl: float | None = None,
 ) -> int:
     from foundation._node import Node
 
@@ -226,7 +236,13 @@ async def _serve_node(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Node(
-        nats=url, name=name, agents=agents, capabilities=capabilities, auth=auth, tenant=tenant
+        nats=url,
+        name=name,
+        agents=agents,
+        capabilities=capabilities,
+        auth=auth,
+        tenant=tenant,
+        lease_ttl=lease_ttl,
     ) as node:
         # One line on stdout so a parent process can tell the node is up without polling.
         print(f"node {node.id} ready", flush=True)
@@ -371,7 +387,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             serve_metrics(args.metrics_port)
         auth = auth_from_args(args)
         return asyncio.run(
-            _run_node(args.nats, args.app, args.name, args.capability, auth, args.tenant)
+            _run_node(
+                args.nats, args.app, args.name, args.capability, auth, args.tenant, args.lease_ttl
+            )
         )
     if args.command == "mcp":
         return _run_mcp(args)

@@ -37,6 +37,7 @@ node to start one).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -95,7 +96,7 @@ class Failover:
         self._leadership: Tenure | None = None
         self._handle: Any = None  # the coordination campaign (one per node)
         self._kicks: set[asyncio.Future[Any]] = set()
-        self._kick_sem = asyncio.Semaphore(self.options.kick_concurrency)
+        self._kick_queue: collections.deque[Any] = collections.deque()
         self._own_coordination: Any = None
         self._term = 0
         self._terms_led = 0
@@ -141,6 +142,7 @@ class Failover:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        self._kick_queue.clear()
         for kick in list(self._kicks):
             kick.cancel()
         lead = self._leadership
@@ -460,14 +462,33 @@ class Failover:
         return msgspec.structs.replace(record, metadata=metadata)
 
     async def _recover_batch(self, lead: Tenure, records: list[Any]) -> list[Any]:
-        sem = asyncio.Semaphore(self.options.concurrency)
+        """Recover ``records`` with ``concurrency`` workers; per record ``True``/``False``, the
+        exception it raised, or ``None`` when the batch stopped first (this leader deposed).
+
+        A fixed pool, not a task per record: tens of thousands of pending tasks are a heap the
+        garbage collector walks again and again, long enough to cost the leader its lease.
+        """
         director = self._director()
+        results: list[Any] = [None] * len(records)
+        todo = iter(enumerate(records))
+        stop = False
 
-        async def one(record: Any) -> bool:
-            async with sem:
-                return await self._recover(lead, record, director)
+        async def worker() -> None:
+            nonlocal stop
+            for i, record in todo:
+                if stop:
+                    return
+                try:
+                    results[i] = await self._recover(lead, record, director)
+                except (DeposedError, LeaseLostError) as exc:
+                    results[i] = exc
+                    stop = True  # not the leader any more: leave the rest to the next one
+                except Exception as exc:
+                    results[i] = exc
 
-        return list(await asyncio.gather(*(one(r) for r in records), return_exceptions=True))
+        workers = min(self.options.concurrency, len(records))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return results
 
     def _director(self) -> _BatchDirector:
         return _BatchDirector(self.node)
@@ -548,30 +569,36 @@ class Failover:
     def _kick(self, record: Any) -> None:
         """Ask the target to start the agent now (its reconciliation would, a little later).
 
-        At most ``kick_concurrency`` start requests are in flight: a burst of activations on one
-        target must not starve its event loop (and with it, its own lease renewals)."""
-        task = asyncio.ensure_future(self._kick_one(record))
-        self._kicks.add(task)
-        task.add_done_callback(self._kick_done)
+        At most ``kick_concurrency`` start requests are in flight, sent by as many workers
+        from one queue: a burst of activations on one target must not starve its event loop
+        (and with it, its own lease renewals), and a failover of tens of thousands of agents
+        must not hold a task per agent."""
+        self._kick_queue.append(record)
+        if len(self._kicks) < self.options.kick_concurrency:
+            task = asyncio.ensure_future(self._kick_worker())
+            self._kicks.add(task)
+            task.add_done_callback(self._kicks.discard)
+
+    async def _kick_worker(self) -> None:
+        while self._kick_queue:
+            record = self._kick_queue.popleft()
+            try:
+                await self._kick_one(record)
+            except Exception as exc:
+                log.debug("start request for %s after a move failed: %r", record.agent_id, exc)
 
     async def _kick_one(self, record: Any) -> None:
         node = self.node
-        async with self._kick_sem:
-            if record.node == node.id:
-                await node.host.activate(record)
-                return
-            await node.client.request(
-                record.node,
-                "start",
-                encode_request(record.agent_id, None, epoch=record.epoch),
-                timeout=max(1.0, node.client.call_timeout),
-                agent_id=record.agent_id,
-            )
-
-    def _kick_done(self, task: asyncio.Future[Any]) -> None:
-        self._kicks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("start request after a move failed: %r", task.exception())
+        if record.node == node.id:
+            await node.host.activate(record)
+            return
+        await node.client.request(
+            record.node,
+            "start",
+            encode_request(record.agent_id, None, epoch=record.epoch),
+            timeout=max(1.0, node.client.call_timeout),
+            agent_id=record.agent_id,
+        )
 
     def _requirements(self, record: Any) -> tuple[list[str], dict[str, float]]:
         required = [*record.capabilities]

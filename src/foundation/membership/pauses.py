@@ -85,7 +85,8 @@ class PauseWatch:
                 log.warning(
                     "a garbage collection (generation %s) paused this process for %.2f s; a "
                     "node fences itself after %.2f s without a lease renewal: raise "
-                    "lease_ttl (Node(lease_ttl=...)) or host fewer agents per process",
+                    "lease_ttl (Node(lease_ttl=...), foundation node --lease-ttl) or host fewer "
+                    "agents per process",
                     generation,
                     elapsed,
                     window,
