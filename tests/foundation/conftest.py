@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,23 @@ def repo_env(**extra: str) -> dict[str, str]:
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
     )
     return env
+
+
+async def run_cli(*args: str, merge: bool = True) -> tuple[int, str, str]:
+    """Run ``python -m foundation ARGS`` from the repository; ``(exit code, stdout, stderr)``
+    (``merge``: stderr into stdout, so the third item is empty)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "foundation",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merge else asyncio.subprocess.PIPE,
+        cwd=REPO_ROOT,
+        env=repo_env(),
+    )
+    out, err = await proc.communicate()
+    return int(proc.returncode or 0), out.decode(), (err or b"").decode()
 
 
 def node_cluster(

@@ -3,8 +3,6 @@ write quotas and nothing else of the bucket), a client may not; the nodes enforc
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from typing import Any
 
 import pytest
@@ -12,24 +10,14 @@ import pytest
 from foundation import Node, Quota, QuotaExceededError
 from foundation.security import AuditLog, NatsAuth, SecureNatsServer, SecureSetup, secure_connect
 from tests.foundation.apps import ClusteredCounter
-from tests.foundation.conftest import REPO_ROOT, eventually, repo_env
+from tests.foundation.conftest import eventually, run_cli
 
 pytestmark = pytest.mark.nats
 
 
 async def _cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "foundation",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=REPO_ROOT,
-        env=repo_env(),
-    )
-    out, _ = await proc.communicate()
-    return int(proc.returncode or 0), out.decode()
+    code, out, _ = await run_cli(*args)
+    return code, out
 
 
 async def test_an_admin_sets_a_quota_the_nodes_enforce(

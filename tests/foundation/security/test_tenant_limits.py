@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 
 import orjson
 import pytest
@@ -23,24 +22,13 @@ from foundation.security import (
     tenant_jetstream,
 )
 from foundation.security._roles import NODE_STREAMS
-from tests.foundation.conftest import REPO_ROOT, repo_env
+from tests.foundation.conftest import run_cli
 
 pytestmark = pytest.mark.nats
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "foundation",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO_ROOT,
-        env=repo_env(),
-    )
-    out, err = await proc.communicate()
-    return int(proc.returncode or 0), out.decode(), err.decode()
+    return await run_cli(*args, merge=False)
 
 
 async def _create_streams(server: SecureNatsServer, setup: SecureSetup, n: int) -> list[str]:
