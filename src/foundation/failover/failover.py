@@ -56,6 +56,7 @@ from foundation._errors import (
 )
 from foundation._wire import LEADER_KEY, LEADER_LEASE, TERM_KEY
 from foundation.coordination.coordination import Coordination
+from foundation.failover.batch import BatchDirector
 from foundation.failover.rebalance import ClusterNode, Rebalancer
 from foundation.failover.types import (
     DeposedError,
@@ -69,7 +70,6 @@ from foundation.hosting.admission import ledger_of
 from foundation.hosting.clustered import cluster_spec
 from foundation.membership.tenants import tenant_of
 from foundation.messaging.envelope import encode_request
-from foundation.placement.placement import PlacementDirector
 from foundation.placement.reservations import holding, positive, reserve_placed
 
 log = logging.getLogger("foundation.failover")
@@ -97,6 +97,7 @@ class Failover:
         self._handle: Any = None  # the coordination campaign (one per node)
         self._kicks: set[asyncio.Future[Any]] = set()
         self._kick_queue: collections.deque[Any] = collections.deque()
+        self._kick_workers = 0
         self._own_coordination: Any = None
         self._term = 0
         self._terms_led = 0
@@ -145,6 +146,7 @@ class Failover:
         self._kick_queue.clear()
         for kick in list(self._kicks):
             kick.cancel()
+        self._kick_workers = 0
         lead = self._leadership
         self._leadership = None
         if lead is not None:
@@ -490,10 +492,10 @@ class Failover:
         await asyncio.gather(*(worker() for _ in range(workers)))
         return results
 
-    def _director(self) -> _BatchDirector:
-        return _BatchDirector(self.node)
+    def _director(self) -> BatchDirector:
+        return BatchDirector(self.node)
 
-    async def _recover(self, lead: Tenure, record: Any, director: _BatchDirector) -> bool:
+    async def _recover(self, lead: Tenure, record: Any, director: BatchDirector) -> bool:
         """Move (or remove) one orphaned record by CAS; True when this leader changed it."""
         registry = self.node.registry
         dead = record.node
@@ -521,9 +523,7 @@ class Failover:
         return False
 
     @_tracing.traced("failover", agent=lambda self, lead, record, *_: record.agent_id)
-    async def _replace(
-        self, lead: Tenure, record: Any, dead: str, director: _BatchDirector
-    ) -> bool:
+    async def _replace(self, lead: Tenure, record: Any, dead: str, director: BatchDirector) -> bool:
         required, resources = self._requirements(record)
         ledger = director.ledger
 
@@ -574,18 +574,24 @@ class Failover:
         (and with it, its own lease renewals), and a failover of tens of thousands of agents
         must not hold a task per agent."""
         self._kick_queue.append(record)
-        if len(self._kicks) < self.options.kick_concurrency:
+        # counted when started and when their loop ends (not by done tasks, which leave the
+        # set a turn later): a record queued meanwhile always has a worker to take it
+        if self._kick_workers < self.options.kick_concurrency:
+            self._kick_workers += 1
             task = asyncio.ensure_future(self._kick_worker())
             self._kicks.add(task)
             task.add_done_callback(self._kicks.discard)
 
     async def _kick_worker(self) -> None:
-        while self._kick_queue:
-            record = self._kick_queue.popleft()
-            try:
-                await self._kick_one(record)
-            except Exception as exc:
-                log.debug("start request for %s after a move failed: %r", record.agent_id, exc)
+        try:
+            while self._kick_queue:
+                record = self._kick_queue.popleft()
+                try:
+                    await self._kick_one(record)
+                except Exception as exc:
+                    log.debug("start request for %s after a move failed: %r", record.agent_id, exc)
+        finally:
+            self._kick_workers -= 1
 
     async def _kick_one(self, record: Any) -> None:
         node = self.node
@@ -613,51 +619,6 @@ class Failover:
         if record.type:
             required.append(f"type:{record.type}")
         return sorted(set(required)), resources
-
-
-class _BatchDirector:
-    """Placement for a batch of concurrent moves: counts the moves still in flight, so that
-    agents re-placed together spread over the nodes as if placed one after the other."""
-
-    def __init__(self, node: ClusterNode) -> None:
-
-        self._registry = node.registry
-        self._pending: dict[str, int] = {}
-        self._records: list[Any] | None = None
-        self.ledger = ledger_of(node.host.placement)
-        self._director = PlacementDirector(node.membership, self, reservations=self.ledger)
-
-    def counts_by_node(self) -> dict[str, int]:
-        counts = dict(self._registry.counts_by_node())
-        for node_id, n in self._pending.items():
-            counts[node_id] = counts.get(node_id, 0) + n
-        return counts
-
-    def cached(self, agent_id: str) -> Any:
-        return self._registry.cached(agent_id)
-
-    def group_counts(self, group: str) -> dict[str, int]:
-        return dict(self._registry.group_counts(group))
-
-    def records(self) -> list[Any]:
-        # One snapshot per batch: the director scans every record per placement (spread
-        # groups), which is quadratic over a batch of a thousand agents otherwise.
-        if self._records is None:
-            self._records = list(self._registry.records())
-        return self._records
-
-    async def place(self, agent_id: str, **request: Any) -> str:
-        return await self._director.place(agent_id, **request)
-
-    def taken(self, node_id: str) -> None:
-        self._pending[node_id] = self._pending.get(node_id, 0) + 1
-
-    def done(self, node_id: str) -> None:
-        left = self._pending.get(node_id, 0) - 1
-        if left > 0:
-            self._pending[node_id] = left
-        else:
-            self._pending.pop(node_id, None)
 
 
 def _strategy_of(record: Any) -> Any:
