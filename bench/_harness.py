@@ -19,6 +19,7 @@ Besides the timing helpers this module offers:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import math
@@ -325,3 +326,24 @@ async def nats_server(*, jetstream: bool = True) -> AsyncIterator[str]:
     """
     async with NatsServer(jetstream=jetstream) as server:
         yield server.url
+
+
+async def until_answered(nc: Any, subject: str, within: float = 10.0) -> None:
+    """Return once a request on ``subject`` (from client ``nc``) is answered.
+
+    A responder's interest can reach the server after its own flush returned, on a loaded
+    machine: a request before that is "no responders". Call this between subscribing a
+    responder and timing requests to it.
+    """
+    import nats
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            await nc.request(subject, b"ready?", timeout=1)
+            return
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.01)  # waiting for the server to register the responder

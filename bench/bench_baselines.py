@@ -25,7 +25,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from bench._harness import Row, Stats, nats_server, sample_async_latency, throughput_rounds
+from bench._harness import (
+    Row,
+    Stats,
+    nats_server,
+    sample_async_latency,
+    throughput_rounds,
+    until_answered,
+)
 
 GROUP = "baselines"
 PAYLOAD = b"x" * 128
@@ -139,23 +146,6 @@ async def deque_throughput(ops: int, rounds: int) -> list[float]:
 # --------------------------------------------------------------------------- nats-py
 
 
-async def _until_answered(nc: Any, subject: str, within: float = 10.0) -> None:
-    """Return once a request on ``subject`` is answered: the responder's interest can reach
-    the server after its own flush returns on a loaded machine (no responders until then)."""
-    import nats
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        try:
-            await nc.request(subject, PAYLOAD, timeout=1)
-            return
-        except nats.errors.NoRespondersError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.01)  # waiting for the server to register the responder
-
-
 async def nats_request_latency(url: str, n: int) -> list[float]:
     """Raw nats-py request/reply round trip (responder on its own connection), seconds."""
     import nats
@@ -169,7 +159,7 @@ async def nats_request_latency(url: str, n: int) -> list[float]:
 
         await server_nc.subscribe("bench.echo", cb=respond)
         await server_nc.flush()
-        await _until_answered(client_nc, "bench.echo")
+        await until_answered(client_nc, "bench.echo")
 
         async def call() -> Any:
             return await client_nc.request("bench.echo", PAYLOAD, timeout=5)

@@ -31,7 +31,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bench._harness import Row, Stats, nats_server, output_dir, rss_bytes, throughput_rounds
+from bench._harness import (
+    Row,
+    Stats,
+    nats_server,
+    output_dir,
+    rss_bytes,
+    throughput_rounds,
+    until_answered,
+)
 from jido import Action, Agent, Runtime, Signal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,6 +233,7 @@ async def raw_request_throughput(url: str, callers: int, ops: int, rounds: int) 
 
         await srv.subscribe("bench.scale", cb=respond)
         await srv.flush()
+        await until_answered(cli, "bench.scale")
 
         async def batch(k: int) -> None:
             async def caller(c: int) -> None:

@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 from pydantic import BaseModel
 
-from bench._harness import Row, Stats, sample_async_latency
+from bench._harness import Row, Stats, sample_async_latency, until_answered
 from foundation import Client, Node
 from foundation.hosting.clustered import Clustered
 from foundation.security import (
@@ -69,6 +69,7 @@ async def _echo_rounds(
         await node.subscribe(sub_subject, cb=echo)
         await node.flush()
         payload = b"x" * 256
+        await until_answered(caller, subject)
 
         async def call() -> Any:
             return await caller.request(subject, payload, timeout=5)
