@@ -301,8 +301,11 @@ async def server_scheduler_lateness(url: str, n: int) -> list[float]:
 
     nc = await nats.connect(url)
     try:
-        config = {"name": "BENCH_SCHED", "subjects": ["sched.>", "fire.>"]}
-        config["allow_msg_schedules"] = True  # type: ignore[assignment]
+        config: dict[str, Any] = {
+            "name": "BENCH_SCHED",
+            "subjects": ["sched.>", "fire.>"],
+            "allow_msg_schedules": True,
+        }
         reply = orjson.loads(
             (await nc.request("$JS.API.STREAM.CREATE.BENCH_SCHED", orjson.dumps(config))).data
         )

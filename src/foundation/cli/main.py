@@ -52,8 +52,9 @@ DEFAULT_APP = "foundation.demo_app:AGENTS"
 """The app hosted by ``foundation up`` and ``foundation demo`` unless ``--app`` is given."""
 
 ENV_NATS = options.ENV_NATS
-ENV_LEASE_TTL = "FOUNDATION_LEASE_TTL"
 """Environment variable read by ``foundation status`` / ``node`` when ``--nats`` is not given."""
+ENV_LEASE_TTL = "FOUNDATION_LEASE_TTL"
+"""Environment variable read by ``foundation node`` when ``--lease-ttl`` is not given."""
 
 
 def load_app(spec: str) -> list[type]:

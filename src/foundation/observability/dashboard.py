@@ -163,13 +163,12 @@ class Dashboard:
         from foundation._node import Node
 
         name = name or f"dashboard-{uuid.uuid4().hex[:6]}"
-        tenant = options.pop("tenant", None)
         node = Node(
             nats=nats,
             name=name,
             agents=[],
             auth=options.pop("auth", None),
-            **({"tenant": tenant} if tenant is not None else {}),
+            tenant=options.pop("tenant", None) or wire.DEFAULT_TENANT,
         )
         dash = cls(node, host, port, **options)
         dash._own_node = node

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -39,7 +38,13 @@ from foundation.security._auth import NatsAuth, secure_connect
 from foundation.security._jwt import account_jwt, creds_text, user_jwt
 from foundation.security._keys import KeyPair
 from foundation.security._pki import write_secret
-from foundation.security._setup import MANIFEST, SYS_ACCOUNT, SecureSetup, account_key
+from foundation.security._setup import (
+    MANIFEST,
+    SYS_ACCOUNT,
+    SecureSetup,
+    account_key,
+    with_account_jwt,
+)
 from foundation.security._tenants import TenantLimits, tenant_exports
 
 __all__ = ["change_tenant_limits", "tenant_jetstream"]
@@ -157,14 +162,13 @@ async def _read_back(
 
 def _rewrite_files(setup: SecureSetup, tenant: str, jwt: str, limits: TenantLimits) -> None:
     account = setup.accounts[tenant]
-    conf = setup.server_config.read_text()
-    line = re.compile(rf'^(  {re.escape(account)}: )"[^"]*"$', re.MULTILINE)
-    new_conf, n = line.subn(lambda m: f'{m.group(1)}"{jwt}"', conf)
-    if n != 1:
+    try:
+        new_conf = with_account_jwt(setup.server_config.read_text(), account, jwt)
+    except ValueError as exc:
         raise ClusterError(
             f"{setup.server_config} has no single entry for account {account} of tenant "
-            f"{tenant!r}: was it written by write_secure_setup?"
-        )
+            f"{tenant!r} ({exc}): was it written by write_secure_setup?"
+        ) from exc
     setup.server_config.write_text(new_conf)
     manifest_path = setup.dir / MANIFEST
     manifest = json.loads(manifest_path.read_text())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,10 +138,24 @@ def _write_user(path: Path, account: KeyPair, principal: Principal) -> None:
     write_secret(path, creds_text(token, user).encode())
 
 
+def _preload_entry(account: str, jwt: str) -> str:
+    return f'  {account}: "{jwt}"'
+
+
+def with_account_jwt(conf: str, account: str, jwt: str) -> str:
+    """``conf`` (a ``server.conf`` this module wrote) with ``account``'s preloaded JWT replaced;
+    ``ValueError`` unless it holds exactly one entry for that account."""
+    entry = re.compile(rf'^  {re.escape(account)}: "[^"]*"$', re.MULTILINE)
+    new, n = entry.subn(lambda _m: _preload_entry(account, jwt), conf)
+    if n != 1:
+        raise ValueError(f"{n} preloaded entries for account {account}, not one")
+    return new
+
+
 def _server_config(
     setup_dir: Path, operator: Path, sys_account: str, preload: dict[str, str]
 ) -> str:
-    entries = "\n".join(f'  {key}: "{jwt}"' for key, jwt in preload.items())
+    entries = "\n".join(_preload_entry(key, jwt) for key, jwt in preload.items())
     return (
         f'operator: "{operator}"\n'
         f'system_account: "{sys_account}"\n'
@@ -292,5 +307,6 @@ __all__ = [
     "SYS_ACCOUNT",
     "SecureSetup",
     "load_secure_setup",
+    "with_account_jwt",
     "write_secure_setup",
 ]
