@@ -10,7 +10,8 @@
 - Connections: :class:`NatsAuth`, :func:`secure_connect` (typed refusals),
   :func:`redact_url`.
 - Action authorization: :class:`Policy`, :class:`RolePolicy`, :func:`require`.
-- The audit trail: :class:`AuditLog`, :func:`verify_records`, :func:`run_audit`.
+- The audit trail: :class:`AuditLog`, :func:`verify_records`, :func:`records_of` (the records
+  of one stream message), :func:`run_audit`.
 - Signed signals: :class:`SignalSigner`, :class:`SignalVerifier`.
 
 See ``docs/security.md``.
@@ -21,6 +22,7 @@ from foundation.security._audit import (
     AuditRecord,
     VerifyResult,
     run_audit,
+    records_of,
     run_audit_async,
     verify_records,
 )
@@ -86,6 +88,7 @@ __all__ = [
     "VerifyResult",
     "run_audit",
     "run_audit_async",
+    "records_of",
     "verify_records",
     "ANY",
     "AllowAll",

@@ -1,15 +1,21 @@
 """The audit trail: an append-only, hash-chained JetStream stream with signed checkpoints.
 
-Every record is canonical JSON (sorted keys, no spaces, ASCII) with ``seq`` (its stream
-sequence), ``time``, ``tenant``, ``principal``, ``event``, ``subject``, ``details``, the
-writing ``node`` and ``prev``: the SHA-256 of the previous record's bytes (64 zeros for the
-first). The stream denies deleting and purging messages, and is replicated (R3 on a
-3-server cluster).
+Every record is canonical JSON (sorted keys, no spaces, ASCII) with ``seq`` (its position
+in the chain, from 1), ``time``, ``tenant``, ``principal``, ``event``, ``subject``,
+``details``, the writing ``node`` and ``prev``: the SHA-256 of the previous record's bytes
+(64 zeros for the first). The stream denies deleting and purging messages, and is
+replicated (R3 on a 3-server cluster).
+
+**Batches.** One stream message holds one record or several consecutive ones, one per line
+(:func:`records_of`): a node's writer puts what it recorded within a short interval into one
+message, so a busy node pays one JetStream publish per batch instead of one per record. The
+chain runs through the lines; a batch is stored whole or not at all.
 
 **Several writers, one chain.** A writer appends with ``Nats-Expected-Last-Sequence`` set
-to the sequence its ``prev`` hashes: JetStream stores the record only if nothing was
-appended in between, so records from different nodes can never fork the chain. A writer
-that loses (wrong last sequence) reads the new head and tries again.
+to the stream sequence of the message that holds the record its first ``prev`` hashes:
+JetStream stores the message only if nothing was appended in between, so records from
+different nodes can never fork the chain. A writer that loses (wrong last sequence) reads
+the new head and tries again.
 
 **Checkpoints.** Every ``checkpoint_every`` records (and on :meth:`AuditLog.checkpoint`) the
 writer appends an ``audit.checkpoint`` record whose details carry the writing node's public
@@ -48,6 +54,8 @@ CHECKPOINT_EVENT: Final = "audit.checkpoint"
 _HDR_EXPECTED_LAST_SEQ: Final = "Nats-Expected-Last-Sequence"
 _HDR_MSG_ID: Final = "Nats-Msg-Id"
 _VERSION: Final = 1
+#: Most bytes one stream message of records holds (well under NATS's default 1 MB payload).
+MAX_BATCH_BYTES: Final = 256 * 1024
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:
@@ -60,20 +68,59 @@ def record_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def records_of(data: bytes) -> list[bytes]:
+    """The records one stored message holds, in chain order (one per line)."""
+    return [line for line in data.split(b"\n") if line.strip()]
+
+
+def _body(
+    event: str,
+    tenant: str,
+    principal: Principal | str | None,
+    subject: str,
+    details: Mapping[str, Any] | None,
+    time: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event": event,
+        "tenant": tenant,
+        "principal": str(principal) if principal is not None else None,
+        "subject": subject,
+        "details": dict(details or {}),
+    }
+    if time is not None:
+        body["time"] = time
+    return body
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
 def _checkpoint_message(seq: int, prev: str) -> bytes:
     return f"foundation-audit-checkpoint:{seq}:{prev}".encode()
 
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One stored record: its fields, its bytes' hash and its stream sequence."""
+    """One stored record: its fields, its bytes' hash and its position in the chain."""
 
     seq: int
-    """Stream sequence (also the record's ``seq`` field)."""
+    """Position in the chain (the record's ``seq`` field)."""
     hash: str
     """SHA-256 of the stored bytes."""
     fields: dict[str, Any]
     """The record as written."""
+
+
+@dataclass(frozen=True)
+class _Head:
+    """Where a writer appends next: the last message's stream sequence, the last record's
+    position in the chain and its hash."""
+
+    stream_seq: int
+    seq: int
+    hash: str
 
 
 @dataclass
@@ -212,7 +259,7 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.stream = stream
         self.max_attempts = max_attempts
-        self._head: tuple[int, str] | None = None
+        self._head: _Head | None = None
         self._lock = asyncio.Lock()
         self._since_checkpoint = 0
 
@@ -246,13 +293,39 @@ class AuditLog:
             ) from exc
 
     async def head(self) -> tuple[int, str]:
-        """The last record's sequence and hash, read from the stream."""
+        """The last record's position in the chain and its hash, read from the stream."""
+        head = await self._read_head()
+        return head.seq, head.hash
+
+    async def _read_head(self) -> _Head:
         info = await self.js.stream_info(self.stream)
         last = int(info.state.last_seq)
         if last == 0:
-            return 0, GENESIS
+            return _Head(0, 0, GENESIS)
         msg = await self.js.get_msg(self.stream, last)
-        return last, record_hash(msg.data or b"")
+        lines = records_of(msg.data or b"")
+        if not lines:
+            raise AuditError(
+                f"the last message of {self.stream} (sequence {last}) holds no record; run "
+                "`foundation audit verify`",
+                details={"stream": self.stream, "stream_seq": last},
+            )
+        try:
+            seq = json.loads(lines[-1])["seq"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuditError(
+                f"the last record of {self.stream} (message {last}) has no seq; run "
+                "`foundation audit verify`",
+                details={"stream": self.stream, "stream_seq": last},
+                cause=exc,
+            ) from exc
+        if not isinstance(seq, int):
+            raise AuditError(
+                f"the last record of {self.stream} (message {last}) has a seq that is not an "
+                "integer; run `foundation audit verify`",
+                details={"stream": self.stream, "stream_seq": last},
+            )
+        return _Head(last, seq, record_hash(lines[-1]))
 
     async def append(
         self,
@@ -263,35 +336,59 @@ class AuditLog:
         subject: str = "",
         details: Mapping[str, Any] | None = None,
         msg_id: str | None = None,
+        time: str | None = None,
     ) -> AuditRecord | None:
-        """Append one record to the chain (compare-and-set on the last sequence).
+        """Append one record to the chain (compare-and-set on the last sequence); ``time``
+        (ISO 8601) is when the fact happened (default: now).
 
         ``msg_id`` names the fact the record is about, for facts several nodes see and record
         (a quota change watched by every node): JetStream stores the first append with that
         id within the stream's duplicate window and acknowledges the others as duplicates,
         for which this returns ``None``.
         """
+        body = _body(event, tenant, principal, subject, details, time)
         async with self._lock:
-            rec = await self._append(
-                {
-                    "event": event,
-                    "tenant": tenant,
-                    "principal": str(principal) if principal is not None else None,
-                    "subject": subject,
-                    "details": dict(details or {}),
-                },
-                msg_id=msg_id,
-            )
-            if rec is None:
+            recs = await self._append([body], msg_id=msg_id)
+            if not recs:
                 return None
-            self._since_checkpoint += 1
-            if (
-                self.key is not None
-                and self.checkpoint_every > 0
-                and self._since_checkpoint >= self.checkpoint_every
-            ):
-                await self._checkpoint()
-            return rec
+            await self._count(1)
+            return recs[0]
+
+    async def append_many(self, bodies: Sequence[Mapping[str, Any]]) -> list[AuditRecord]:
+        """Append several records in order, as few stream messages as fit (a batch).
+
+        Each body has ``event`` and optionally ``tenant``, ``principal``, ``subject``,
+        ``details`` and ``time`` (ISO 8601; default: now); the stream subject is the first
+        body's tenant's. Returns the records as stored.
+        """
+        todo = [
+            _body(
+                str(b["event"]),
+                str(b.get("tenant", DEFAULT_TENANT)),
+                b.get("principal"),
+                str(b.get("subject", "")),
+                b.get("details"),
+                b.get("time"),
+            )
+            for b in bodies
+        ]
+        out: list[AuditRecord] = []
+        async with self._lock:
+            while todo:
+                recs = await self._append(todo)
+                out += recs
+                todo = todo[len(recs) :]
+                await self._count(len(recs))
+        return out
+
+    async def _count(self, n: int) -> None:
+        self._since_checkpoint += n
+        if (
+            self.key is not None
+            and self.checkpoint_every > 0
+            and self._since_checkpoint >= self.checkpoint_every
+        ):
+            await self._checkpoint()
 
     async def checkpoint(self) -> AuditRecord:
         """Append a checkpoint signed with ``key`` over the current head."""
@@ -307,40 +404,59 @@ class AuditLog:
             sig = base64.b64encode(key.sign(_checkpoint_message(seq, prev))).decode()
             return {"key": key.public_key, "sig": sig}
 
-        rec = await self._append(
-            {"event": CHECKPOINT_EVENT, "tenant": "", "principal": None, "subject": ""},
+        recs = await self._append(
+            [{"event": CHECKPOINT_EVENT, "tenant": "", "principal": None, "subject": ""}],
             sign=sign,
         )
-        assert rec is not None  # only an append with a msg_id can be a duplicate
         self._since_checkpoint = 0
-        return rec
+        return recs[0]  # only an append with a msg_id can be a duplicate
 
     async def _append(
-        self, body: dict[str, Any], *, sign: Any = None, msg_id: str | None = None
-    ) -> AuditRecord | None:
-        subject = f"{AUDIT_SUBJECT_PREFIX}.{body.get('tenant') or 'cluster'}"
+        self,
+        bodies: Sequence[dict[str, Any]],
+        *,
+        sign: Any = None,
+        msg_id: str | None = None,
+    ) -> list[AuditRecord]:
+        """Store the longest prefix of ``bodies`` that fits one message (at least one
+        record); ``[]`` when JetStream acknowledged ``msg_id`` as a duplicate."""
+        subject = f"{AUDIT_SUBJECT_PREFIX}.{bodies[0].get('tenant') or 'cluster'}"
         for _ in range(self.max_attempts):
             if self._head is None:
-                self._head = await self.head()
-            last_seq, prev = self._head
-            rec = dict(body)
-            rec.update(
-                {
-                    "v": _VERSION,
-                    "seq": last_seq + 1,
-                    "prev": prev,
-                    "node": self.node,
-                    "time": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
-                }
-            )
-            if sign is not None:
-                rec["details"] = sign(last_seq + 1, prev)
-            data = canonical(rec)
-            headers = {_HDR_EXPECTED_LAST_SEQ: str(last_seq)}
+                self._head = await self._read_head()
+            head = self._head
+            seq, prev = head.seq, head.hash
+            now = _now()
+            recs: list[AuditRecord] = []
+            lines: list[bytes] = []
+            size = 0
+            for body in bodies:
+                rec = dict(body)
+                rec.update(
+                    {
+                        "v": _VERSION,
+                        "seq": seq + 1,
+                        "prev": prev,
+                        "node": self.node,
+                        "time": body.get("time") or now,
+                    }
+                )
+                if sign is not None:
+                    rec["details"] = sign(seq + 1, prev)
+                data = canonical(rec)
+                if lines and size + len(data) + 1 > MAX_BATCH_BYTES:
+                    break
+                seq, prev = seq + 1, record_hash(data)
+                recs.append(AuditRecord(seq, prev, rec))
+                lines.append(data)
+                size += len(data) + 1
+            headers = {_HDR_EXPECTED_LAST_SEQ: str(head.stream_seq)}
             if msg_id is not None:
                 headers[_HDR_MSG_ID] = msg_id
             try:
-                ack = await self.js.publish(subject, data, stream=self.stream, headers=headers)
+                ack = await self.js.publish(
+                    subject, b"\n".join(lines), stream=self.stream, headers=headers
+                )
             except APIError as exc:
                 if exc.err_code in CAS_ERROR_CODES:
                     self._head = None  # another writer appended: read the new head, retry
@@ -352,10 +468,9 @@ class AuditLog:
                 ) from exc
             if ack.duplicate:
                 self._head = None  # another node recorded this fact; the head is its record
-                return None
-            digest = record_hash(data)
-            self._head = (int(ack.seq), digest)
-            return AuditRecord(int(ack.seq), digest, rec)
+                return []
+            self._head = _Head(int(ack.seq), seq, prev)
+            return recs
         raise AuditError(
             f"the audit append lost {self.max_attempts} compare-and-set rounds in a row; the "
             "trail is very busy: retry",
@@ -364,7 +479,8 @@ class AuditLog:
         )
 
     async def raw(self, start_seq: int = 1) -> AsyncIterator[bytes]:
-        """The stored bytes of every record from ``start_seq`` to the current head."""
+        """The stored bytes of every record, in chain order, from the message at stream
+        sequence ``start_seq`` to the current head."""
         info = await self.js.stream_info(self.stream)
         last = int(info.state.last_seq)
         if last < start_seq:
@@ -381,7 +497,8 @@ class AuditLog:
         try:
             while True:
                 msg = await sub.next_msg(timeout=30)
-                yield msg.data
+                for line in records_of(msg.data):
+                    yield line
                 if msg.metadata.sequence.stream >= last:
                     return
         finally:
@@ -392,9 +509,10 @@ class AuditLog:
         info = await self.js.stream_info(self.stream)
         last = int(info.state.last_seq)
         out = []
+        # every message holds at least one record: the last n messages hold the last n
         async for data in self.raw(max(1, last - n + 1)):
             out.append(json.loads(data))
-        return out
+        return out[-n:] if n > 0 else []
 
     async def export(self, out: TextIO) -> int:
         """Write every record as one JSON line to ``out``; return how many."""
@@ -498,6 +616,7 @@ __all__ = [
     "VerifyResult",
     "canonical",
     "record_hash",
+    "records_of",
     "run_audit",
     "run_audit_async",
     "verify_file",

@@ -19,10 +19,12 @@ from foundation.security import (
     SecureSetup,
     checked_publish,
     checked_request,
+    records_of,
     run_audit_async,
     verify_records,
 )
-from foundation.security._audit import canonical, record_hash
+from foundation.security._audit import MAX_BATCH_BYTES, canonical, record_hash
+from foundation.security._guard import AuditWriter
 from tests.foundation.security.conftest import ConnectAs
 
 pytestmark = pytest.mark.nats
@@ -197,3 +199,85 @@ async def test_a_fact_recorded_by_several_writers_is_stored_once(connect_as: Con
         "quota.set",
         "agent.stop",
     ]
+
+
+async def test_batches_share_one_chain_with_single_records_and_other_writers(
+    connect_as: ConnectAs,
+) -> None:
+    writers = []
+    for i in range(3):
+        nc = await connect_as("node")
+        writers.append(AuditLog(nc.jetstream(), node=f"n{i}", checkpoint_every=0))
+    await writers[0].ensure()
+
+    async def write(log: AuditLog) -> None:
+        for j in range(5):
+            batch = [{"event": "agent.call", "subject": f"{log.node}-{j}-{k}"} for k in range(8)]
+            stored = await log.append_many(batch)
+            assert [r.fields["subject"] for r in stored] == [b["subject"] for b in batch]
+            await log.append("agent.stop", subject=f"{log.node}-{j}")
+
+    await asyncio.gather(*(write(w) for w in writers))
+    result = await writers[0].verify()
+    assert result.ok, result.problems
+    assert result.records == 3 * 5 * 9 == result.head_seq
+    info = await writers[0].js.stream_info(writers[0].stream)
+    assert info.state.messages == 3 * 5 * 2  # a batch is one message
+    # each writer's records stay in its own order, whatever the interleaving
+    records = await writers[1].tail(135)
+    assert [r["seq"] for r in records] == list(range(1, 136))
+    for w in writers:
+        mine = [r["subject"] for r in records if r["node"] == w.node]
+        assert mine == [
+            s for j in range(5) for s in (*(f"{w.node}-{j}-{k}" for k in range(8)), f"{w.node}-{j}")
+        ]
+    # a tail shorter than a batch is cut from inside it
+    assert [r["seq"] for r in await writers[2].tail(3)] == [133, 134, 135]
+
+
+async def test_a_batch_over_the_message_limit_is_split(connect_as: ConnectAs) -> None:
+    nc = await connect_as("node")
+    log = AuditLog(nc.jetstream(), node="n1", checkpoint_every=0)
+    await log.ensure()
+    big = "x" * (MAX_BATCH_BYTES // 3)
+    stored = await log.append_many(
+        [{"event": "config.set", "subject": f"s{i}", "details": {"blob": big}} for i in range(5)]
+    )
+    assert [r.seq for r in stored] == [1, 2, 3, 4, 5]
+    info = await log.js.stream_info(log.stream)
+    assert 1 < info.state.messages < 5
+    for seq in range(1, info.state.messages + 1):
+        msg = await log.js.get_msg(log.stream, seq)
+        assert len(msg.data or b"") <= MAX_BATCH_BYTES
+    assert (await log.verify()).ok
+
+
+async def test_the_node_writer_batches_keeps_record_times_and_flushes(
+    connect_as: ConnectAs,
+) -> None:
+    nc = await connect_as("node")
+    # a linger far longer than any test: only flush() can write these records
+    writer = AuditWriter(AuditLog(nc.jetstream(), node="n1"), tenant="default", linger=3600)
+    await writer.start()
+    try:
+        for i in range(50):
+            writer.record("agent.spawn", principal="node/n1", subject=f"a{i}")
+        writer.record("quota.set", subject="acme", msg_id="quota.set.acme.7")
+        writer.record("agent.stop", principal="node/n1", subject="a0")
+        await writer.flush()
+        assert writer.written == 52 and writer.dropped == 0
+        log = writer.log
+        info = await log.js.stream_info(log.stream)
+        # the 50 spawns in one message, the fact with an id alone, the stop in a third
+        assert info.state.messages == 3
+        msg = await log.js.get_msg(log.stream, 1)
+        assert len(records_of(msg.data or b"")) == 50
+        records = await log.tail(52)
+        assert [r["subject"] for r in records] == [*(f"a{i}" for i in range(50)), "acme", "a0"]
+        times = [r["time"] for r in records]
+        assert times == sorted(times) and len(set(times[:50])) > 1  # when recorded, not written
+        assert (await log.verify()).ok
+        writer.record("agent.spawn", principal="node/n1", subject="late")
+    finally:
+        await writer.close()  # writes what is queued without waiting out the linger
+    assert writer.written == 53

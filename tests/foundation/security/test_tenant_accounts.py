@@ -45,6 +45,7 @@ from foundation.security import (
     TenantLimits,
     checked_publish,
     checked_request,
+    records_of,
     secure_connect,
     tenant_view,
     write_secure_setup,
@@ -224,7 +225,8 @@ async def test_the_operator_reads_tenant_status_but_calls_no_agent(tenants: Tena
         await admin.subscribe(view.audit, cb=audit.put)
         await admin.flush()
         await a1.spawn(ClusteredCounter, id="c2", node=a1.id)
-        record = orjson.loads((await asyncio.wait_for(audit.get(), 10)).data)
+        # a message holds one record or a batch of them (one per line)
+        record = orjson.loads(records_of((await asyncio.wait_for(audit.get(), 10)).data)[0])
         assert record["tenant"] == "acme"
 
         # nothing but ping and stats crosses: no call, no other node op, no agent subject
