@@ -276,6 +276,8 @@ class Rebalancer:
         counts = {n: by_node.get(n, 0) for n in hosts}
         average = sum(counts.values()) / len(counts)
         moves: list[Move] = []
+        pools: dict[str, list[Any]] = {}
+        moved: set[str] = set()
         for _ in range(self.max_moves):
             targets = [n for n in self._joined if n in counts]
             if not targets:
@@ -288,15 +290,24 @@ class Rebalancer:
             if source == target or counts[source] - counts[target] <= self.tolerance:
                 self._joined.pop(target, None)
                 continue
-            candidates = [
-                r
-                for r in registry.assigned_to(source)
-                if self._hostable(members[target], r) and r.status == "active"
-            ]
-            if not candidates:
+            # a source's records are listed (sorted) once per step, not once per move: a
+            # source can hold 100,000
+            pool = pools.get(source)
+            if pool is None:
+                pool = pools[source] = registry.assigned_to(source)
+            record = next(
+                (
+                    r
+                    for r in pool
+                    if r.agent_id not in moved
+                    and r.status == "active"
+                    and self._hostable(members[target], r)
+                ),
+                None,
+            )
+            if record is None:
                 counts[source] = 0  # nothing movable there; try the next most loaded
                 continue
-            record = candidates[0]
             if not held():
                 break
             if not await self._ready(target):
@@ -311,6 +322,7 @@ class Rebalancer:
                 break
             counts[source] -= 1
             counts[target] += 1
+            moved.add(record.agent_id)
             move = Move(
                 record.agent_id,
                 source,
