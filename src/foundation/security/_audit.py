@@ -17,11 +17,12 @@ JetStream stores the message only if nothing was appended in between, so records
 different nodes can never fork the chain. A writer that loses (wrong last sequence) reads
 the new head and tries again.
 
-**Checkpoints.** Every ``checkpoint_every`` records (and on :meth:`AuditLog.checkpoint`) the
-writer appends an ``audit.checkpoint`` record whose details carry the writing node's public
-key and its ed25519 signature of ``(seq, prev)``: rewriting the chain before it needs that
-node's key. :func:`verify_records` reports a modified, removed, reordered or inserted
-record, a bad signature, and a key not in ``trusted_keys``.
+**Checkpoints.** Every ``checkpoint_every`` records (at the end of the batch that reaches
+the count, and on :meth:`AuditLog.checkpoint`) the writer appends an ``audit.checkpoint``
+record whose details carry the writing node's public key and its ed25519 signature of
+``(seq, prev)``: rewriting the chain before it needs that node's key. :func:`verify_records`
+reports a modified, removed, reordered or inserted record, a bad signature, and a key not in
+``trusted_keys``.
 """
 
 from __future__ import annotations
@@ -237,7 +238,8 @@ class AuditLog:
     """Writer and reader of the audit stream, over one JetStream context.
 
     ``node`` names the writer in each record; ``key`` (an nkey pair, e.g. the node's) signs
-    checkpoints every ``checkpoint_every`` records (0: only on :meth:`checkpoint`).
+    checkpoints every ``checkpoint_every`` records, at the end of the batch that reaches the
+    count (0: only on :meth:`checkpoint`).
     ``replicas`` is the stream's replication (3 on a 3-server cluster).
     """
 
