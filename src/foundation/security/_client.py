@@ -296,28 +296,37 @@ class Client:
         headers: dict[str, str],
     ) -> Msg:
         """``nc.request``, failing at once with ``PermissionDeniedError`` when the server
-        refuses the publish (instead of at the request's timeout)."""
+        refuses the publish (instead of at the request's timeout).
+
+        The request runs in the caller's task (no task of its own: a call is on every
+        ``Client`` call's path); a refusal reported for ``subject`` while it waits cancels that
+        task, and the cancellation becomes the refusal, unless someone else cancelled the
+        task too (then it stays a cancellation).
+        """
+        task = asyncio.current_task()
         try:
             monitor = permission_monitor(nc)
         except ValueError:
+            monitor = None
+        if monitor is None or task is None:
             return await nc.request(subject, data, timeout=timeout, headers=headers or None)
-        request = asyncio.ensure_future(
-            nc.request(subject, data, timeout=timeout, headers=headers or None)
-        )
         refused: list[PermissionDeniedError] = []
+        waiting = True
 
         def on_denied(err: PermissionDeniedError) -> None:
-            if not request.done():
+            if waiting and not refused:
                 refused.append(err)
-                request.cancel()
+                task.cancel()
 
         with monitor.watching(subject, on_denied):
             try:
-                return await request
+                return await nc.request(subject, data, timeout=timeout, headers=headers or None)
             except asyncio.CancelledError:
-                if refused:
+                if refused and task.uncancel() == 0:
                     raise refused[0] from None
                 raise
+            finally:
+                waiting = False
 
 
 __all__ = ["Client", "ClientRef"]

@@ -322,3 +322,34 @@ async def test_client_never_joins_the_membership(nodes: tuple[Node, Node], clien
 
     await eventually(members)
     assert client.name not in a.membership.snapshot
+
+
+async def test_a_client_the_server_refuses_fails_fast_and_keeps_its_task(
+    nodes: tuple[Node, Node], secure_server: SecureNatsServer, secure_setup: SecureSetup
+) -> None:
+    """A request the server refuses (an observer on the plain agent subject, which no
+    principal but a node's own traffic may use) ends with the server's
+    ``PermissionDeniedError`` well before its timeout, and the calling task is not left
+    cancelled; a cancellation from outside stays a cancellation."""
+    a, _ = nodes
+    await a.spawn(ClusteredCounter, id="c-obs", node="nb")
+    echo = Signal(type="counter.echo", source="/web", data={})
+    async with Client(
+        nats=secure_server.url,
+        creds=secure_setup.creds_for("observer"),
+        tls_ca=secure_setup.ca,
+        call_timeout=60,
+    ) as watcher:
+        watcher.principal = None  # sends on the plain subject, which the server refuses it
+        for _ in range(3):
+            with pytest.raises(PermissionDeniedError) as info:
+                await asyncio.wait_for(watcher.ref("c-obs").call(echo), 30)
+            assert info.value.details["subject"] == "foundation.agent.default.c-obs"
+            task = asyncio.current_task()
+            assert task is not None and task.cancelling() == 0
+            await asyncio.sleep(0)  # a pending cancellation would land here
+        call = asyncio.create_task(watcher.ref("c-obs").call(echo))
+        await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
