@@ -18,7 +18,9 @@ Figures (each with its same-run baseline):
   calls to B's agent on another node; baseline: B's p99 with A idle. The flood is on and off in
   alternating phases on the wall clock (2 s each, 8 cycles), and each of B's calls counts for
   the phase it ran in, so drift in the machine's load hits both sides (target ≤ 1.20×). A full
-  run adds A sending ten times a quota of 50/s: what the refusals themselves cost B.
+  run adds A sending ten times a quota of 50/s (what the refusals themselves cost B) and A
+  sending exactly its quota, nothing refused (what A's admitted load alone costs B on shared
+  CPUs).
 """
 
 from __future__ import annotations
@@ -182,8 +184,11 @@ async def run(quick: bool) -> list[Row]:
                 await driver_a.registry.wait_change(after=0)
                 rows.append(await _overhead(driver_a, rounds, n_call))
                 rows.append(await _isolation(url, driver_a, driver_b, flood_quota, 2, quick))
-                if not quick:  # far above a small quota: what refusals cost B
+                if not quick:
+                    # far above a small quota: what refusals cost B
                     rows.append(await _isolation(url, driver_a, driver_b, 50.0, 10, quick))
+                    # exactly at the quota, nothing refused: what A's admitted load costs B
+                    rows.append(await _isolation(url, driver_a, driver_b, flood_quota, 1, quick))
         finally:
             for proc in procs:
                 if proc.returncode is None:
@@ -275,7 +280,11 @@ async def _isolation(
         p99=ours.p99,
         baseline_p99=base.p99,
         target="≤ 1.20×",
-        note=f"A's quota {quota:g} calls/s; A sends {rate:g}/s, the excess is refused",
+        note=(
+            f"A's quota {quota:g} calls/s; A sends {rate:g}/s, the excess is refused"
+            if times > 1
+            else f"A's quota {quota:g} calls/s; A sends exactly that, nothing refused"
+        ),
         extra={
             "n": ours.n,
             "baseline_n": base.n,
