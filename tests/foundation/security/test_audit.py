@@ -64,11 +64,7 @@ async def test_records_chain_and_checkpoints_verify(connect_as: ConnectAs) -> No
 
 
 async def test_concurrent_writers_keep_one_chain(connect_as: ConnectAs) -> None:
-    writers = []
-    for i in range(3):
-        nc = await connect_as("node")
-        writers.append(AuditLog(nc.jetstream(), node=f"n{i}", checkpoint_every=0))
-    await writers[0].ensure()
+    writers = await _writers(connect_as)
 
     async def write(log: AuditLog) -> None:
         for j in range(20):
@@ -99,6 +95,16 @@ async def test_the_trail_is_append_only_for_every_role(connect_as: ConnectAs) ->
     reader = AuditLog(admin.jetstream())
     assert (await reader.verify()).ok
     assert (await log.verify()).records == 3
+
+
+async def _writers(connect_as: ConnectAs, n: int = 3) -> list[AuditLog]:
+    """``n`` writers (nodes ``n0``…), each on a connection of its own, on one stream."""
+    writers = []
+    for i in range(n):
+        nc = await connect_as("node")
+        writers.append(AuditLog(nc.jetstream(), node=f"n{i}", checkpoint_every=0))
+    await writers[0].ensure()
+    return writers
 
 
 def _lines(records: list[dict[str, object]]) -> list[str]:
@@ -181,11 +187,7 @@ async def test_the_audit_command_against_the_cluster(
 
 
 async def test_a_fact_recorded_by_several_writers_is_stored_once(connect_as: ConnectAs) -> None:
-    writers = []
-    for i in range(3):
-        nc = await connect_as("node")
-        writers.append(AuditLog(nc.jetstream(), node=f"n{i}", checkpoint_every=0))
-    await writers[0].ensure()
+    writers = await _writers(connect_as)
     await writers[0].append("agent.spawn", subject="a-1")
     results = await asyncio.gather(
         *(w.append("quota.set", subject="acme", msg_id="quota.set.acme.42") for w in writers)
@@ -204,11 +206,7 @@ async def test_a_fact_recorded_by_several_writers_is_stored_once(connect_as: Con
 async def test_batches_share_one_chain_with_single_records_and_other_writers(
     connect_as: ConnectAs,
 ) -> None:
-    writers = []
-    for i in range(3):
-        nc = await connect_as("node")
-        writers.append(AuditLog(nc.jetstream(), node=f"n{i}", checkpoint_every=0))
-    await writers[0].ensure()
+    writers = await _writers(connect_as)
 
     async def write(log: AuditLog) -> None:
         for j in range(5):
