@@ -306,25 +306,14 @@ class AuditLog:
             return _Head(0, 0, GENESIS)
         msg = await self.js.get_msg(self.stream, last)
         lines = records_of(msg.data or b"")
-        if not lines:
-            raise AuditError(
-                f"the last message of {self.stream} (sequence {last}) holds no record; run "
-                "`foundation audit verify`",
-                details={"stream": self.stream, "stream_seq": last},
-            )
         try:
-            seq = json.loads(lines[-1])["seq"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise AuditError(
-                f"the last record of {self.stream} (message {last}) has no seq; run "
-                "`foundation audit verify`",
-                details={"stream": self.stream, "stream_seq": last},
-                cause=exc,
-            ) from exc
+            seq = json.loads(lines[-1])["seq"] if lines else None
+        except (ValueError, KeyError, TypeError):
+            seq = None
         if not isinstance(seq, int):
             raise AuditError(
-                f"the last record of {self.stream} (message {last}) has a seq that is not an "
-                "integer; run `foundation audit verify`",
+                f"the last message of {self.stream} (sequence {last}) holds no record with an "
+                "integer seq; run `foundation audit verify`",
                 details={"stream": self.stream, "stream_seq": last},
             )
         return _Head(last, seq, record_hash(lines[-1]))
