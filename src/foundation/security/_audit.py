@@ -94,8 +94,10 @@ def _body(
     return body
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+def iso_time(t: float | None = None) -> str:
+    """``t`` (seconds since the epoch; default: now) as a record's ISO 8601 UTC ``time``."""
+    when = dt.datetime.now(dt.UTC) if t is None else dt.datetime.fromtimestamp(t, dt.UTC)
+    return when.isoformat(timespec="microseconds")
 
 
 def _checkpoint_message(seq: int, prev: str) -> bytes:
@@ -417,7 +419,7 @@ class AuditLog:
                 self._head = await self._read_head()
             head = self._head
             seq, prev = head.seq, head.hash
-            now = _now()
+            now = iso_time()
             recs: list[AuditRecord] = []
             lines: list[bytes] = []
             size = 0

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import logging
 import os
@@ -40,7 +39,7 @@ from nats.aio.msg import Msg
 from foundation._errors import AuthenticationError, PermissionDeniedError
 from foundation.messaging.endpoint import Endpoint, Handler
 from foundation.messaging.envelope import Subjects, decode_public_signal
-from foundation.security._audit import AuditLog
+from foundation.security._audit import AuditLog, iso_time
 from foundation.security._auth import NatsAuth
 from foundation.security._connect import is_secure, open_connection
 from foundation.security._keys import KeyPair
@@ -116,11 +115,6 @@ def params_digest(data: Any) -> str:
     """SHA-256 of the canonical JSON of an action's params (what the trail keeps of them)."""
     raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.sha256(raw).hexdigest()
-
-
-def _iso(t: float) -> str:
-    """``t`` (seconds since the epoch) as the trail's ISO 8601 UTC time."""
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="microseconds")
 
 
 class AuditWriter:
@@ -213,7 +207,7 @@ class AuditWriter:
         """Store ``bodies`` in order: runs without a ``msg_id`` as batches, the others alone."""
         run: list[dict[str, Any]] = []
         for each in bodies:
-            each["time"] = _iso(each["time"])
+            each["time"] = iso_time(each["time"])
         for body in [*bodies, None]:
             if body is not None and body["msg_id"] is None:
                 run.append(body)
