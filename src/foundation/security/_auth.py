@@ -32,6 +32,7 @@ from nats.aio.subscription import Subscription
 from foundation._errors import AuthenticationError, NatsUnavailableError, PermissionDeniedError
 from foundation.nats.redact import REDACTED as _REDACTED
 from foundation.nats.redact import redact_text, redact_url
+from foundation.nats.tls import tls_client
 from foundation.security._jwt import creds_jwt, decode
 from foundation.security._roles import ROLES, Principal, inbox_prefix
 
@@ -476,14 +477,18 @@ async def secure_connect(
     for i in range(len(urls)):
         pool = urls[i:] + urls[:i]
         try:
-            nc = await nats.connect(
+            nc = tls_client()
+            settings: dict[str, Any] = {
+                "connect_timeout": connect_timeout,
+                "reconnect_time_wait": reconnect_time_wait,
+            }
+            await nc.connect(
                 servers=pool,
                 name=name,
                 allow_reconnect=False,
                 dont_randomize=True,
-                connect_timeout=connect_timeout,
-                reconnect_time_wait=reconnect_time_wait,
                 error_cb=on_error,
+                **settings,
                 **auth.connect_options(),
                 **options,
             )
