@@ -172,9 +172,12 @@ class SocketTLSTransport(Transport):
         self._wake_reader()
 
     def _wake_reader(self) -> None:
-        waiter = self._read_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._read_waiter is not None:
+            _resolve(self._read_waiter)
+
+    def _wake_writer(self) -> None:
+        if self._write_waiter is not None:
+            _resolve(self._write_waiter)
 
     async def _wait_readable(self) -> None:
         if self._error is not None:
@@ -285,9 +288,7 @@ class SocketTLSTransport(Transport):
         self._writing = False
         assert self._loop is not None
         self._loop.remove_writer(self._fd)
-        waiter = self._write_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_writer()
         if self._read_wants_write:
             self._read_wants_write = False
             self._start_reading()
@@ -318,9 +319,7 @@ class SocketTLSTransport(Transport):
         self._eof = True
         self._release()
         self._wake_reader()
-        waiter = self._write_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_writer()
 
     def _release(self) -> None:
         self._stop_reading()
@@ -340,9 +339,7 @@ class SocketTLSTransport(Transport):
         self._closed = True
         self._tls.close()
         self._wake_reader()
-        waiter = self._write_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_writer()
 
     async def wait_closed(self) -> None:
         """Closing is immediate once TLS is on; before, wait for the plain stream."""
