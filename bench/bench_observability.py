@@ -6,7 +6,13 @@ Rounds are interleaved so machine drift hits both sides alike.
 - tracing on (OpenTelemetry SDK, every span sampled, batched to an exporter that drops them)
   vs tracing off (no tracer provider): the nodes start with the SDK configured, so the
   endpoint step is installed; "off" clears the provider between rounds, which is what a node
-  without an SDK runs;
+  without an SDK runs; a third variant in the same rounds has the SDK configured with a
+  sampler that records nothing (``ALWAYS_OFF``): every hop still makes its (non-recording)
+  spans and carries the ``traceparent``, so it is what the propagation costs apart from
+  recording, and about what a call pays in production when it is not among the sampled ones;
+  a fourth has no SDK at all but a minimal tracer of the API's own types (each span a valid,
+  non-recording ``NonRecordingSpan`` with fresh ids): what our propagation costs around a
+  tracer that costs next to nothing, so "tracing on" minus it is the SDK's own share;
 - no SDK vs no instrumentation: the nodes as they run without an SDK (the command hook feeding
   the latency histogram, and the ``is None`` checks of tracing) vs the same nodes with the
   command hook removed (the checks in refs and the client cannot be removed, so the baseline
@@ -17,13 +23,15 @@ Rounds are interleaved so machine drift hits both sides alike.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
 from bench._harness import Row, Stats, nats_server, sample_async_latency
 from foundation import _tracing
@@ -44,6 +52,21 @@ class _Drop(SpanExporter):
         pass
 
 
+class _BareTracer(trace.NoOpTracer):
+    """Spans of the API's own types: valid ids, nothing recorded, no SDK."""
+
+    def start_span(self, name: str, context: Any = None, *args: Any, **kwargs: Any) -> trace.Span:
+        parent = trace.get_current_span(context).get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128)
+        ids = trace.SpanContext(trace_id, random.getrandbits(64), False, trace.TraceFlags(1))
+        return trace.NonRecordingSpan(ids)
+
+
+class _BareProvider(trace.TracerProvider):
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return _BareTracer()
+
+
 def _order(n: int) -> Signal:
     return Signal(type="order.place", source="/bench", data={"order_id": f"o{n}", "amount": 1})
 
@@ -55,6 +78,8 @@ async def run(quick: bool) -> list[Row]:
     rows: list[Row] = []
     provider = TracerProvider(sampler=ALWAYS_ON)
     provider.add_span_processor(BatchSpanProcessor(_Drop()))
+    unsampled = TracerProvider(sampler=ALWAYS_OFF)
+    unsampled.add_span_processor(BatchSpanProcessor(_Drop()))
     _tracing.configure(provider)
     try:
         async with nats_server() as url:
@@ -78,11 +103,19 @@ async def run(quick: bool) -> list[Row]:
                 # 1. tracing on (100 % sampled) vs off
                 on: list[float] = []
                 off: list[float] = []
+                propagated: list[float] = []
+                minimal: list[float] = []
+                minimal_provider = _BareProvider()
                 for _ in range(rounds):
                     _tracing.configure(provider)
                     on += await sample_async_latency(call, n=per, warmup=50)
                     _tracing.configure(None)
                     off += await sample_async_latency(call, n=per, warmup=50)
+                    _tracing.configure(unsampled)
+                    propagated += await sample_async_latency(call, n=per, warmup=50)
+                    _tracing.configure(minimal_provider)
+                    minimal += await sample_async_latency(call, n=per, warmup=50)
+                _tracing.configure(None)
                 rows.append(
                     Row.from_stats(
                         "observability",
@@ -92,6 +125,28 @@ async def run(quick: bool) -> list[Row]:
                         "same calls, tracing off",
                         Stats.of(off),
                         target="≤ 1.15×",
+                    )
+                )
+                rows.append(
+                    Row.from_stats(
+                        "observability",
+                        "cross-node call p50, SDK sampling nothing (propagation only)",
+                        "s",
+                        Stats.of(propagated),
+                        "same calls, tracing off",
+                        Stats.of(off),
+                        note="the spans of the row above, not recorded: their cost apart",
+                    )
+                )
+                rows.append(
+                    Row.from_stats(
+                        "observability",
+                        "cross-node call p50, minimal API tracer, no SDK (our propagation)",
+                        "s",
+                        Stats.of(minimal),
+                        "same calls, tracing off",
+                        Stats.of(off),
+                        note="tracing on minus this row: the SDK's own share",
                     )
                 )
 
