@@ -21,11 +21,17 @@ Figures (each with its same-run baseline):
   run adds A sending ten times a quota of 50/s (what the refusals themselves cost B) and A
   sending exactly its quota, nothing refused (what A's admitted load alone costs B on shared
   CPUs).
+* the 2× figure again with each tenant's processes on a CPU of its own (Linux, 2 CPUs or
+  more): A's node and flood on the first CPU, B's node and this process (B's caller) on the
+  second, the ``nats-server`` both tenants share left free to run on any. It separates what
+  crosses from A to B through the cluster (the shared server, the quota's refusals) from the
+  CPU time A's processes take from B's on a shared core.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -111,6 +117,22 @@ async def _flood(
         print("result " + json.dumps(counts), flush=True)
 
 
+def _pinnable() -> list[int]:
+    """Two CPUs to give one tenant each (empty where affinity cannot be set)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return []
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[:2] if len(cpus) >= 2 else []
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Run every thread of process ``pid`` (0: this one) on ``cpus`` only."""
+    tasks = Path(f"/proc/{pid or os.getpid()}/task")
+    for tid in tasks.iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid.name), cpus)
+
+
 async def _spawn(*args: str, ready: str) -> asyncio.subprocess.Process:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
@@ -184,6 +206,21 @@ async def run(quick: bool) -> list[Row]:
                 await driver_a.registry.wait_change(after=0)
                 rows.append(await _overhead(driver_a, rounds, n_call))
                 rows.append(await _isolation(url, driver_a, driver_b, flood_quota, 2, quick))
+                if cpus := _pinnable():
+                    # the tenants' processes on CPUs of their own, the server shared
+                    everywhere = os.sched_getaffinity(0)
+                    _pin(procs[0].pid, {cpus[0]})
+                    _pin(procs[1].pid, {cpus[1]})
+                    _pin(0, {cpus[1]})
+                    try:
+                        rows.append(
+                            await _isolation(
+                                url, driver_a, driver_b, flood_quota, 2, quick, pin=cpus[0]
+                            )
+                        )
+                    finally:
+                        for pid in (procs[0].pid, procs[1].pid, 0):
+                            _pin(pid, everywhere)
                 if not quick:
                     # far above a small quota: what refusals cost B
                     rows.append(await _isolation(url, driver_a, driver_b, 50.0, 10, quick))
@@ -236,7 +273,13 @@ async def _overhead(driver: Node, rounds: int, n: int) -> Row:
 
 
 async def _isolation(
-    url: str, driver_a: Node, driver_b: Node, quota: float, times: int, quick: bool
+    url: str,
+    driver_a: Node,
+    driver_b: Node,
+    quota: float,
+    times: int,
+    quick: bool,
+    pin: int | None = None,
 ) -> Row:
     ref_b = driver_b.ref("b1")
     await driver_a.set_quota("acme", Quota(max_calls_per_second=quota))
@@ -249,6 +292,8 @@ async def _isolation(
     flood = await _spawn(
         "--flood", url, "acme", "a1", str(rate), str(start), str(period), str(end), ready="ready"
     )
+    if pin is not None:
+        _pin(flood.pid, {pin})  # tenant A's CPU
     loaded: list[float] = []
     alone: list[float] = []
     settle = 0.1  # samples this close to a phase change are not counted
@@ -270,9 +315,13 @@ async def _isolation(
     await driver_a.set_quota("acme", None)
     ours, base = Stats.of(loaded), Stats.of(alone)
     on = float(counts.get("seconds") or 1.0)
+    pinned = ", each tenant on a CPU of its own" if pin is not None else ""
     return Row(
         group=GROUP,
-        name=f"tenant B call p99 while tenant A sends {times}x its calls/s quota ({quota:g}/s)",
+        name=(
+            f"tenant B call p99 while tenant A sends {times}x its calls/s quota ({quota:g}/s)"
+            + pinned
+        ),
         unit="s",
         ours=ours.p99,
         baseline_name="tenant B call p99, tenant A idle (alternating phases)",
@@ -284,7 +333,8 @@ async def _isolation(
             f"A's quota {quota:g} calls/s; A sends {rate:g}/s, the excess is refused"
             if times > 1
             else f"A's quota {quota:g} calls/s; A sends exactly that, nothing refused"
-        ),
+        )
+        + ("; A's processes on one CPU, B's on another, nats-server on any" if pinned else ""),
         extra={
             "n": ours.n,
             "baseline_n": base.n,
@@ -295,6 +345,7 @@ async def _isolation(
             "a_admitted_per_s": round(counts.get("ok", 0) / on, 1),
             "a_refused_per_s": round(counts.get("refused", 0) / on, 1),
             "a_failed": counts.get("failed", 0),
+            "pinned": pin is not None,
         },
     )
 
