@@ -334,12 +334,18 @@ async def _isolation(
             if times > 1
             else f"A's quota {quota:g} calls/s; A sends exactly that, nothing refused"
         )
-        + ("; A's processes on one CPU, B's on another, nats-server on any" if pinned else ""),
+        + ("; A's processes on one CPU, B's on another, nats-server on any" if pinned else "")
+        + f"; B's p95 {_quantile(loaded, 0.95) / _quantile(alone, 0.95):.2f}×",
         extra={
             "n": ours.n,
             "baseline_n": base.n,
             "b_p50_loaded": ours.median,
             "b_p50_alone": base.median,
+            # below the p99 too: on a noisy machine the baseline's own tail hides A's effect
+            "b_p90_loaded": _quantile(loaded, 0.90),
+            "b_p90_alone": _quantile(alone, 0.90),
+            "b_p95_loaded": _quantile(loaded, 0.95),
+            "b_p95_alone": _quantile(alone, 0.95),
             "phases_s": period,
             "cycles": cycles,
             "a_admitted_per_s": round(counts.get("ok", 0) / on, 1),
@@ -348,6 +354,11 @@ async def _isolation(
             "pinned": pin is not None,
         },
     )
+
+
+def _quantile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def _main(argv: list[str]) -> None:
