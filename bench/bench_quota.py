@@ -121,7 +121,12 @@ def _pinnable() -> list[int]:
     """Two CPUs to give one tenant each (empty where affinity cannot be set)."""
     if not hasattr(os, "sched_setaffinity"):
         return []
-    cpus = sorted(os.sched_getaffinity(0))
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, allowed)  # a sandbox may refuse it: then no pinned row
+    except OSError:
+        return []
+    cpus = sorted(allowed)
     return cpus[:2] if len(cpus) >= 2 else []
 
 
