@@ -20,7 +20,10 @@ from foundation import _tracing
 from foundation._node import Node
 from foundation.testing import LocalCluster, NatsServer
 from jido import Signal
+from jido.ai.testing import OpenAITestServer, text_reply
 from tests.foundation.apps import AGENTS, ClusteredCounter
+from tests.foundation.chaos.ai_app import AGENTS as AI_AGENTS
+from tests.foundation.chaos.ai_app import MODEL_ENV, SINK_ENV, ChaosAssistant
 from tests.foundation.conftest import eventually, repo_env
 
 pytestmark = pytest.mark.nats
@@ -157,6 +160,7 @@ class _Receiver(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _OtlpHandler)
         self.spans: list[tuple[str, bytes, dict[str, Any]]] = []
+        self.ids: dict[str, tuple[bytes, bytes]] = {}  # span name -> (span id, parent span id)
         self.lock = threading.Lock()
 
 
@@ -173,6 +177,9 @@ class _OtlpHandler(BaseHTTPRequestHandler):
             for ss in rs.scope_spans:
                 for sp in ss.spans:
                     found.append((sp.name, bytes(sp.trace_id), resource))
+                    ids = (bytes(sp.span_id), bytes(sp.parent_span_id))
+                    with self.server.lock:
+                        self.server.ids[sp.name] = ids
         with self.server.lock:
             self.server.spans.extend(found)
         self.send_response(200)
@@ -236,3 +243,52 @@ async def test_node_processes_export_over_otlp(
     with receiver.lock:
         services = {res.get("service.name") for _, _, res in receiver.spans}
     assert services == {"foundation-test"}
+
+
+@pytest.mark.slow
+async def test_node_process_exports_the_llm_loop_spans(
+    nats_server: NatsServer, receiver: _Receiver, tmp_path: Any
+) -> None:
+    # the GenAI spans (tracer jido.ai, the global provider) leave a node process with the
+    # node's own spans, in the caller's trace, the turn under the command running it
+    async with OpenAITestServer() as model:
+        model.script(text_reply("hello"))
+        env = repo_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            OTEL_SERVICE_NAME="foundation-test",
+            **{MODEL_ENV: model.url, SINK_ENV: str(tmp_path / "sink.txt")},
+        )
+        _tracing.configure(None)
+        cluster = LocalCluster(
+            nats=nats_server,
+            nodes=["p1"],
+            app="tests.foundation.chaos.ai_app:AGENTS",
+            env=env,
+            log_dir=tmp_path,
+        )
+        async with cluster:
+            caller = Node(nats=nats_server.url, name="pc", agents=AI_AGENTS, failover=False)
+            async with caller:
+                await caller.membership.wait_members(["p1", "pc"])
+                await caller.spawn(ChaosAssistant, id="otlp-ai", node="p1")
+                sig = Signal(
+                    type="ai.prompt", source="/t", data={"text": "hi"}, traceparent=CALLER_PARENT
+                )
+                await caller.ref("otlp-ai").call(sig)
+
+                async def exported() -> bool:
+                    with receiver.lock:
+                        names = {
+                            name for name, tid, res in receiver.spans if tid.hex() == CALLER_TRACE
+                        }
+                    return {"chat chaos", "process ai.prompt"} <= names and any(
+                        n.startswith("invoke_agent ") for n in names
+                    )
+
+                await eventually(exported, timeout=30)
+                with receiver.lock:
+                    turn = next(v for k, v in receiver.ids.items() if k.startswith("invoke_agent"))
+                    command = receiver.ids["process ai.prompt"]
+                    chat = receiver.ids["chat chaos"]
+                assert turn[1] == command[0] and chat[1] == turn[0]

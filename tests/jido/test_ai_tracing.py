@@ -11,6 +11,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from jido import Runtime, Signal, SQLiteStore
 from jido.ai.testing import OpenAITestServer, call, text_reply, tool_reply
@@ -103,3 +104,26 @@ async def test_a_resumed_turn_keeps_its_trace_and_links_to_the_span_before_the_c
     before = first[0]
     assert resumed[0].context.trace_id == before.context.trace_id
     assert [link.context.span_id for link in resumed[0].links] == [before.context.span_id]
+
+
+async def test_a_turn_nests_under_the_span_of_the_command_running_it(
+    server: OpenAITestServer, spans: InMemorySpanExporter
+) -> None:
+    # a cluster node wraps every command in a span of the signal's trace (its command hook);
+    # the turn is that span's child, not its sibling
+    server.script(text_reply("hello"))
+    tracer = trace.get_tracer("test")
+    parent = TraceContextTextMapPropagator().extract({"traceparent": PARENT})
+
+    def hook(agent_id: str, cls: type, item: Any) -> Any:
+        return tracer.start_as_current_span("process ai.prompt", context=parent)
+
+    async with Runtime() as rt:
+        rt.command_hook = hook
+        ref = await rt.start(teller(server), id="t2")
+        sig = Signal(type="ai.prompt", source="/u", data={"text": "hi"})
+        await ref.call(Signal.from_dict({**sig.to_dict(), "traceparent": PARENT}))
+    (command,) = _named(spans, "process ai.prompt")
+    (agent,) = _named(spans, "invoke_agent")
+    assert agent.context.trace_id == command.context.trace_id == int(PARENT.split("-")[1], 16)
+    assert agent.parent is not None and agent.parent.span_id == command.context.span_id

@@ -5,6 +5,9 @@
 ``[otel]`` extra is installed, spans are exported over OTLP/HTTP in batches, with the resource
 ``service.name`` (``OTEL_SERVICE_NAME``, default ``foundation``) and ``foundation.node``. The
 sampler follows ``OTEL_TRACES_SAMPLER`` as the SDK reads it (default: every span, parent-based).
+The provider also becomes the process's global one when none is set yet, so the GenAI spans of
+the LLM loop and the spans of instrumented libraries an action uses are exported with the
+node's.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
+
+from opentelemetry import trace
 
 from foundation import _tracing
 
@@ -47,6 +52,10 @@ def setup_from_env(node: str | None = None) -> Any | None:
     provider = TracerProvider(resource=Resource.create(attrs))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     _tracing.configure(provider)
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # the process's own provider too: the LLM loop's GenAI spans (tracer ``jido.ai``) and
+        # any instrumented library in the node's actions use the global one
+        trace.set_tracer_provider(provider)
     return provider
 
 

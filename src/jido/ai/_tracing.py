@@ -5,7 +5,8 @@ span per model call (client kind; request model, max tokens, response model, fin
 token usage as attributes) and one ``execute_tool {tool}`` span per tool call (tool name, call id
 and type). Message content is never recorded.
 
-The turn's span takes the incoming signal's ``traceparent`` as its parent. Its own trace context
+The turn's span takes the incoming signal's ``traceparent`` as its parent, or the current span
+when it is in that trace (under a cluster node: the command span running the turn). Its own trace context
 is kept in the agent's state (``state.ai.trace``), so a turn resumed after a crash or a failover
 continues the same trace and links to the span that was running when the process died.
 
@@ -60,6 +61,13 @@ def invoke_agent_span(
         return
     links = []
     context = _context_of(parent)
+    current = _trace.get_current_span().get_span_context()
+    if (
+        context is not None
+        and current.is_valid
+        and current.trace_id == _trace.get_current_span(context).get_span_context().trace_id
+    ):
+        context = None  # the command running the turn, itself a child of that parent
     if resumed_from:
         context = _context_of(resumed_from)
         span_context = _trace.get_current_span(context).get_span_context()
