@@ -204,23 +204,36 @@ def receiver() -> Iterator[_Receiver]:
         thread.join()
 
 
+def _exporting(
+    nats_server: NatsServer,
+    receiver: _Receiver,
+    tmp_path: Any,
+    nodes: list[str],
+    app: str,
+    **env: str,
+) -> LocalCluster:
+    """Node processes of ``app``'s ``AGENTS`` exporting their spans to ``receiver``; the test
+    process itself runs no SDK."""
+    _tracing.configure(None)
+    return LocalCluster(
+        nats=nats_server,
+        nodes=nodes,
+        app=f"{app}:AGENTS",
+        env=repo_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            OTEL_SERVICE_NAME="foundation-test",
+            **env,
+        ),
+        log_dir=tmp_path,
+    )
+
+
 @pytest.mark.slow
 async def test_node_processes_export_over_otlp(
     nats_server: NatsServer, receiver: _Receiver, tmp_path: Any
 ) -> None:
-    env = repo_env(
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
-        OTEL_BSP_SCHEDULE_DELAY="100",
-        OTEL_SERVICE_NAME="foundation-test",
-    )
-    _tracing.configure(None)
-    cluster = LocalCluster(
-        nats=nats_server,
-        nodes=["p1", "p2"],
-        app="tests.foundation.apps:AGENTS",
-        env=env,
-        log_dir=tmp_path,
-    )
+    cluster = _exporting(nats_server, receiver, tmp_path, ["p1", "p2"], "tests.foundation.apps")
     async with cluster:
         caller = Node(nats=nats_server.url, name="pc", agents=AGENTS, failover=False)
         async with caller:
@@ -253,19 +266,9 @@ async def test_node_process_exports_the_llm_loop_spans(
     # node's own spans, in the caller's trace, the turn under the command running it
     async with OpenAITestServer() as model:
         model.script(text_reply("hello"))
-        env = repo_env(
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
-            OTEL_BSP_SCHEDULE_DELAY="100",
-            OTEL_SERVICE_NAME="foundation-test",
-            **{MODEL_ENV: model.url, SINK_ENV: str(tmp_path / "sink.txt")},
-        )
-        _tracing.configure(None)
-        cluster = LocalCluster(
-            nats=nats_server,
-            nodes=["p1"],
-            app="tests.foundation.chaos.ai_app:AGENTS",
-            env=env,
-            log_dir=tmp_path,
+        env = {MODEL_ENV: model.url, SINK_ENV: str(tmp_path / "sink.txt")}
+        cluster = _exporting(
+            nats_server, receiver, tmp_path, ["p1"], "tests.foundation.chaos.ai_app", **env
         )
         async with cluster:
             caller = Node(nats=nats_server.url, name="pc", agents=AI_AGENTS, failover=False)
