@@ -6,9 +6,10 @@ token usage as attributes) and one ``execute_tool {tool}`` span per tool call (t
 and type). Message content is never recorded.
 
 The turn's span takes the incoming signal's ``traceparent`` as its parent, or the current span
-when it is in that trace (under a cluster node: the command span running the turn). Its own trace context
-is kept in the agent's state (``state.ai.trace``), so a turn resumed after a crash or a failover
-continues the same trace and links to the span that was running when the process died.
+when it is in that trace (under a cluster node: the command span running the turn). Its own
+trace context is kept in the agent's state (``state.ai.trace``), so a turn resumed after a crash
+or a failover continues the same trace and links to the span that was running when the process
+died.
 
 Everything here is a no-op when ``opentelemetry-api`` is not installed, and costs a no-op span
 (a few microseconds per model call) when no SDK is configured.
