@@ -53,14 +53,18 @@ class SocketTLSTransport(Transport):
     def __init__(self) -> None:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of one connection, fresh (at creation and at every connect)."""
         self._tls: ssl.SSLSocket | None = None
         self._fd = -1
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._wbuf = bytearray()
-        self._read_waiter: asyncio.Future[None] | None = None
-        self._write_waiter: asyncio.Future[None] | None = None
         self._error: OSError | None = None
         self._eof = False
         self._closed = False
@@ -114,19 +118,6 @@ class SocketTLSTransport(Transport):
         self._tls = tls
         self._fd = tls.fileno()
         self._start_reading()
-
-    def _reset(self) -> None:
-        self._tls = None
-        self._fd = -1
-        self._chunks.clear()
-        self._buffered = 0
-        self._wbuf.clear()
-        self._error = None
-        self._eof = False
-        self._closed = False
-        self._reading = False
-        self._writing = False
-        self._read_wants_write = False
 
     # -- reading ----------------------------------------------------------------------
 
@@ -318,14 +309,15 @@ class SocketTLSTransport(Transport):
         self._error = exc
         self._eof = True
         self._release()
-        self._wake_reader()
-        self._wake_writer()
 
     def _release(self) -> None:
+        """Stop watching the socket and wake whoever waits on it."""
         self._stop_reading()
         if self._writing and self._loop is not None:
             self._writing = False
             self._loop.remove_writer(self._fd)
+        self._wake_reader()
+        self._wake_writer()
 
     def close(self) -> None:
         """Close the connection (without TLS close_notify: NATS does not need one)."""
@@ -338,8 +330,6 @@ class SocketTLSTransport(Transport):
         self._release()
         self._closed = True
         self._tls.close()
-        self._wake_reader()
-        self._wake_writer()
 
     async def wait_closed(self) -> None:
         """Closing is immediate once TLS is on; before, wait for the plain stream."""
