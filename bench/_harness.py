@@ -37,6 +37,11 @@ from foundation.testing import NatsServer
 Status = Literal["ok", "unavailable", "error"]
 
 
+def quantile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile (0 to 1) of samples already sorted in ascending order."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 @dataclass(frozen=True)
 class Stats:
     """Summary of repeated samples (seconds per operation, or any unit).
@@ -57,8 +62,8 @@ class Stats:
         if not samples:
             raise ValueError("Stats.of needs at least one sample; got an empty list")
         ordered = sorted(samples)
-        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-        p01 = ordered[int(len(ordered) * 0.01)]
+        p99 = quantile(ordered, 0.99)
+        p01 = quantile(ordered, 0.01)
         return cls(statistics.median(ordered), p99, statistics.fmean(ordered), len(ordered), p01)
 
     @property
