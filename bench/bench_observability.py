@@ -101,21 +101,19 @@ async def run(quick: bool) -> list[Row]:
 
                 per = n_calls // rounds
                 # 1. tracing on (100 % sampled) vs off
-                on: list[float] = []
-                off: list[float] = []
-                propagated: list[float] = []
-                minimal: list[float] = []
-                minimal_provider = _BareProvider()
+                variants: dict[str, trace.TracerProvider | None] = {
+                    "on": provider,
+                    "off": None,
+                    "propagated": unsampled,
+                    "minimal": _BareProvider(),
+                }
+                seen: dict[str, list[float]] = {name: [] for name in variants}
                 for _ in range(rounds):
-                    _tracing.configure(provider)
-                    on += await sample_async_latency(call, n=per, warmup=50)
-                    _tracing.configure(None)
-                    off += await sample_async_latency(call, n=per, warmup=50)
-                    _tracing.configure(unsampled)
-                    propagated += await sample_async_latency(call, n=per, warmup=50)
-                    _tracing.configure(minimal_provider)
-                    minimal += await sample_async_latency(call, n=per, warmup=50)
+                    for name, variant in variants.items():
+                        _tracing.configure(variant)
+                        seen[name] += await sample_async_latency(call, n=per, warmup=50)
                 _tracing.configure(None)
+                on, off, propagated, minimal = (seen[name] for name in variants)
                 rows.append(
                     Row.from_stats(
                         "observability",
