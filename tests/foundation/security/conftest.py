@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -51,16 +50,15 @@ async def secure_server(
 async def connect_as(
     secure_server: SecureNatsServer, secure_setup: SecureSetup
 ) -> AsyncIterator[ConnectAs]:
-    """Connect with a role's creds (``tenant=`` for a tenant's; other keywords go to
-    ``secure_connect``); closed at teardown."""
+    """Connect with a role's creds (``tenant=`` for a tenant's); closed at teardown."""
     clients: list[NatsClient] = []
 
-    async def _connect(role: str, *, tenant: str | None = None, **options: Any) -> NatsClient:
+    async def _connect(role: str, *, tenant: str | None = None) -> NatsClient:
         auth = NatsAuth.of(
             creds=secure_setup.creds_for(role, tenant),  # type: ignore[arg-type]
             tls_ca=secure_setup.ca,
         )
-        nc = await secure_connect(secure_server.url, auth, name=f"test-{role}", **options)
+        nc = await secure_connect(secure_server.url, auth, name=f"test-{role}")
         clients.append(nc)
         return nc
 

@@ -21,21 +21,21 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from foundation.nats import tls
 from foundation.nats.server import LOOPBACK
 from foundation.nats.tls import SocketTLSTransport, uses_socket_tls
 from foundation.security import (
+    NatsAuth,
     Principal,
     SecureNatsServer,
     SecureSetup,
     principal_subject,
+    secure_connect,
     write_secure_setup,
 )
 from tests.foundation.conftest import eventually
-from tests.foundation.security.conftest import ConnectAs
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -262,35 +262,51 @@ async def test_an_untrusted_certificate_fails_the_handshake(
         transport.close()
 
 
-async def _echoing(node: NatsClient) -> str:
-    """Have ``node`` echo every agent request; the subject a client sends one to."""
+@pytest.fixture
+async def secure_nats(setup: SecureSetup, tmp_path: Path) -> AsyncIterator[SecureNatsServer]:
+    """A TLS + operator-authenticated nats-server."""
+    srv = SecureNatsServer(setup, store_dir=tmp_path / "js")
+    await srv.astart()
+    try:
+        yield srv
+    finally:
+        await srv.astop()
 
-    async def echo(msg: Msg) -> None:
-        await msg.respond(msg.data)
 
-    await node.subscribe("foundation.from.*.*.agent.>", cb=echo)
-    await node.flush()
-    return principal_subject(Principal("client", "client"), "agent.default.echo")
-
-
-async def test_requests_of_every_size_over_a_secure_nats_server(connect_as: ConnectAs) -> None:
-    node = await connect_as("node")
-    client = await connect_as("client")
-    assert uses_socket_tls(node) and uses_socket_tls(client)
-    subject = await _echoing(node)
-    largest = client.max_payload - 1024
-    for size in (0, 1, 16384, 16385, 100_000, largest):
-        payload = _pattern(size)
-        reply = await client.request(subject, payload, timeout=10)
-        assert reply.data == payload
-    replies = await asyncio.gather(
-        *(client.request(subject, _pattern(i * 997), timeout=10) for i in range(200))
+async def test_requests_of_every_size_over_a_secure_nats_server(
+    setup: SecureSetup, secure_nats: SecureNatsServer
+) -> None:
+    node = await secure_connect(
+        secure_nats.url, NatsAuth.of(creds=setup.creds_for("node"), tls_ca=setup.ca)
     )
-    assert [r.data for r in replies] == [_pattern(i * 997) for i in range(200)]
+    client = await secure_connect(
+        secure_nats.url, NatsAuth.of(creds=setup.creds_for("client"), tls_ca=setup.ca)
+    )
+    try:
+        assert uses_socket_tls(node) and uses_socket_tls(client)
+
+        async def echo(msg: Msg) -> None:
+            await msg.respond(msg.data)
+
+        await node.subscribe("foundation.from.*.*.agent.>", cb=echo)
+        await node.flush()
+        subject = principal_subject(Principal("client", "client"), "agent.default.echo")
+        largest = client.max_payload - 1024
+        for size in (0, 1, 16384, 16385, 100_000, largest):
+            payload = _pattern(size)
+            reply = await client.request(subject, payload, timeout=10)
+            assert reply.data == payload
+        replies = await asyncio.gather(
+            *(client.request(subject, _pattern(i * 997), timeout=10) for i in range(200))
+        )
+        assert [r.data for r in replies] == [_pattern(i * 997) for i in range(200)]
+    finally:
+        await client.close()
+        await node.close()
 
 
 async def test_secure_connections_reconnect_after_the_server_restarts(
-    secure_server: SecureNatsServer, connect_as: ConnectAs
+    setup: SecureSetup, secure_nats: SecureNatsServer
 ) -> None:
     back = {"node": asyncio.Event(), "client": asyncio.Event()}
 
@@ -300,12 +316,28 @@ async def test_secure_connections_reconnect_after_the_server_restarts(
 
         return cb
 
-    node = await connect_as("node", reconnected_cb=on_reconnect("node"))
-    client = await connect_as("client", reconnected_cb=on_reconnect("client"))
-    subject = await _echoing(node)
-    assert (await client.request(subject, b"before", timeout=10)).data == b"before"
-    await asyncio.to_thread(secure_server.restart)
-    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in back.values())), 30)
-    await node.flush()  # the subscription is back on the server
-    assert uses_socket_tls(node) and uses_socket_tls(client)
-    assert (await client.request(subject, b"after", timeout=10)).data == b"after"
+    node, client = [
+        await secure_connect(
+            secure_nats.url,
+            NatsAuth.of(creds=setup.creds_for(role), tls_ca=setup.ca),  # type: ignore[arg-type]
+            reconnected_cb=on_reconnect(role),
+        )
+        for role in ("node", "client")
+    ]
+    try:
+
+        async def echo(msg: Msg) -> None:
+            await msg.respond(msg.data)
+
+        await node.subscribe("foundation.from.*.*.agent.>", cb=echo)
+        await node.flush()
+        subject = principal_subject(Principal("client", "client"), "agent.default.echo")
+        assert (await client.request(subject, b"before", timeout=10)).data == b"before"
+        await asyncio.to_thread(secure_nats.restart)
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in back.values())), 30)
+        await node.flush()  # the subscription is back on the server
+        assert uses_socket_tls(node) and uses_socket_tls(client)
+        assert (await client.request(subject, b"after", timeout=10)).data == b"after"
+    finally:
+        await client.close()
+        await node.close()
